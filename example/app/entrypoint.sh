@@ -1,0 +1,29 @@
+#!/bin/sh
+# Example app for bluegreen-hooks. Environment:
+#   APP_VERSION  served on /                      (set at build time: --build-arg APP_VERSION=v2)
+#   HOST, PORT   where to listen                  (default 0.0.0.0:8080)
+#   START_DELAY  seconds to wait before listening (connections are refused until then)
+#   UNHEALTHY=1  /health answers 404 (a version that never gets healthy)
+#   EXIT_CODE=N  exit with N instead of serving   (a version that dies at start)
+# Paths: /  -> the version; /health -> "ok"; /cgi-bin/slow?N -> the version after N seconds.
+set -eu
+www=/tmp/www
+mkdir -p "$www/cgi-bin"
+printf '%s\n' "$APP_VERSION" > "$www/index.html"
+cp /app/cgi-bin/* "$www/cgi-bin/"
+delay=${START_DELAY:-0}
+if [ "$delay" != 0 ]; then
+  echo "example app $APP_VERSION: starting in ${delay}s"
+  sleep "$delay"
+fi
+if [ -n "${EXIT_CODE:-}" ]; then
+  echo "example app $APP_VERSION: exiting with code $EXIT_CODE as asked" >&2
+  exit "$EXIT_CODE"
+fi
+if [ "${UNHEALTHY:-0}" = 1 ]; then
+  echo "example app $APP_VERSION: UNHEALTHY=1, /health will answer 404" >&2
+else
+  echo ok > "$www/health"
+fi
+echo "example app $APP_VERSION: listening on ${HOST}:${PORT}"
+exec httpd -f -p "${HOST}:${PORT}" -h "$www"

@@ -1,0 +1,123 @@
+"""Shared fixtures: the test bed (real Docker daemon, real nginx, load generator) for every test.
+
+Tests that need the test bed use the ``docker_client``/``nginx`` fixtures and are marked
+``integration`` automatically. On a machine without Docker or nginx they are skipped, except under CI
+(``CI=true``), where a missing service is an error: CI must never pass by skipping.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from testbed import dockerd, images
+from testbed.nginx import Nginx
+from testbed.ports import free_port
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"CI must have the test bed: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_daemon():
+    try:
+        daemon = dockerd.ensure_daemon()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no daemon here
+        _unavailable(f"no Docker daemon: {exc}")
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = daemon.host   # hooks run as subprocesses find the same daemon
+    yield daemon
+    if old is None:
+        os.environ.pop("DOCKER_HOST", None)
+    else:
+        os.environ["DOCKER_HOST"] = old
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_daemon):
+    client = docker_daemon.client()
+    networks_before = {n.name for n in client.networks.list()}
+    images.ensure_base_image(client)
+    client.networks_before = networks_before  # read by the network-rule test
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def example_images(docker_client):
+    """``example_images("v2")`` builds the example app at that version once per session; returns its tag."""
+    built: dict[str, str] = {}
+
+    def build(version: str) -> str:
+        if version not in built:
+            built[version] = images.build_example(docker_client, version)
+        return built[version]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def nginx(tmp_path_factory):
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        _unavailable("nginx is not installed (apt-get install nginx-light)")
+    server = Nginx(tmp_path_factory.mktemp("nginx")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def site(nginx, tmp_path):
+    """A server block on its own port in the session's nginx, including ``tmp_path/conf.d/backend-url.inc``."""
+    s = nginx.add_site(f"site-{uuid.uuid4().hex[:8]}", tmp_path / "conf.d" / "backend-url.inc")
+    yield s
+    nginx.remove_site(s)
+
+
+@pytest.fixture
+def app_name(request):
+    """A unique app name per test; every container labelled with it is removed afterwards."""
+    name = f"t{uuid.uuid4().hex[:8]}"
+    yield name
+    if "docker_client" in request.fixturenames:
+        client = request.getfixturevalue("docker_client")
+        for c in client.containers.list(all=True, filters={"label": f"bluegreen.app={name}"}):
+            c.remove(force=True)
+
+
+@pytest.fixture
+def run_container(docker_client):
+    """Start a labelled container with host networking; removed at the end of the test."""
+    started = []
+
+    def run(image: str, **kwargs):
+        labels = {"bluegreen.test": "1", **kwargs.pop("labels", {})}
+        c = docker_client.containers.run(image, detach=True, network_mode="host", labels=labels, **kwargs)
+        started.append(c)
+        return c
+
+    yield run
+    for c in started:
+        try:
+            c.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+@pytest.fixture
+def port():
+    return free_port()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if {"docker_client", "nginx", "docker_daemon"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
