@@ -1,0 +1,3 @@
+from bluegreen_hooks.cli import entrypoint
+
+entrypoint()

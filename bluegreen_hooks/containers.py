@@ -1,0 +1,192 @@
+"""Containers through the docker SDK: build or pull, start a colour, find by label, stop, prune.
+
+Containers are found by label, never by parsing ``docker ps``: ``bluegreen.app``, ``bluegreen.colour``
+and ``bluegreen.deployment``. Functions that remove containers take the live colour and refuse to
+touch it. ``docker`` is imported lazily so that hooks that need no Docker start fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any, Callable
+
+from bluegreen_hooks.config import COLOURS, Colour, Config
+from bluegreen_hooks.errors import ContainerStartError, DockerUnavailable
+
+LABEL_APP = "bluegreen.app"
+LABEL_COLOUR = "bluegreen.colour"
+LABEL_DEPLOYMENT = "bluegreen.deployment"
+LABEL_IMAGE = "bluegreen.image"
+DOCKER_TIMEOUT = 300
+
+
+def connect(timeout: int = DOCKER_TIMEOUT):
+    """A DockerClient from the environment (DOCKER_HOST …), checked with a ping."""
+    try:
+        import docker
+        import docker.errors
+    except ImportError as exc:  # pragma: no cover - the launcher installs it
+        raise DockerUnavailable(f"the docker Python package is missing ({exc}); install bluegreen-hooks' dependencies") from exc
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure here means: Docker is unreachable
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DockerUnavailable(f"Docker daemon unreachable ({reason}); start Docker (systemctl start docker) "
+                                f"or set DOCKER_HOST, then retry") from exc
+    return client
+
+
+def image_tag(cfg: Config, deployment_id: str) -> str:
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", deployment_id)[:128]
+    return f"{cfg.image_repo}:{tag}"
+
+
+def run_kwargs(cfg: Config, colour: Colour, image: str, deployment_id: str) -> dict[str, Any]:
+    """The arguments of ``containers.run`` for a colour (pure: no Docker needed to compute them)."""
+    c = cfg.container
+    env = dict(c.env)
+    labels = {LABEL_APP: cfg.app, LABEL_COLOUR: colour, LABEL_DEPLOYMENT: deployment_id, LABEL_IMAGE: image}
+    kwargs: dict[str, Any] = {
+        "image": image, "name": cfg.container_name(colour), "detach": True, "labels": labels,
+        "restart_policy": {"Name": "unless-stopped"}, "stop_signal": "SIGTERM",
+    }
+    if c.network == "host":
+        kwargs["network_mode"] = "host"
+        if c.port_env:
+            env[c.port_env] = str(cfg.port(colour))
+    else:
+        kwargs["network_mode"] = "bridge"
+        kwargs["ports"] = {f"{c.port}/tcp": (cfg.host, cfg.port(colour))}
+    if c.command:
+        kwargs["command"] = list(c.command)
+    kwargs["environment"] = env
+    return kwargs
+
+
+def ensure_image(client, cfg: Config, deployment_id: str, say: Callable[[str], None] = print) -> str:
+    """Build (or pull) the app's image and tag it for this deployment; return the tag."""
+    import docker.errors
+
+    tag = image_tag(cfg, deployment_id)
+    c = cfg.container
+    if c.build is not None:
+        say(f"building {tag} from {c.build.name}/{c.dockerfile}")
+        try:
+            client.images.build(path=str(c.build), dockerfile=c.dockerfile, tag=tag, buildargs=dict(c.build_args),
+                                rm=True, forcerm=True, network_mode=c.build_network, labels={LABEL_APP: cfg.app})
+        except docker.errors.BuildError as exc:
+            last = next((str(x.get("stream") or x.get("error") or "").strip() for x in reversed(list(exc.build_log))
+                         if (x.get("stream") or x.get("error") or "").strip()), str(exc))
+            raise ContainerStartError(f"docker build of {c.build.name}/{c.dockerfile} failed: {last[:200]}") from exc
+        except docker.errors.APIError as exc:
+            raise ContainerStartError(f"docker build failed: {exc.explanation or exc}") from exc
+        return tag
+    assert c.image is not None
+    say(f"pulling {c.image}")
+    try:
+        image = client.images.pull(c.image)
+    except docker.errors.APIError as exc:
+        try:
+            image = client.images.get(c.image)
+            say(f"pull failed ({exc.explanation or exc}); using the local copy of {c.image}")
+        except docker.errors.ImageNotFound:
+            raise ContainerStartError(f"cannot pull container/image {c.image}: {exc.explanation or exc}") from exc
+    repo, _, t = tag.partition(":")
+    image.tag(repo, t)
+    return tag
+
+
+def containers(client, cfg: Config, colour: Colour | None = None) -> list:
+    """All containers of the app (or of one colour), running or not."""
+    labels = [f"{LABEL_APP}={cfg.app}"] + ([f"{LABEL_COLOUR}={colour}"] if colour else [])
+    return client.containers.list(all=True, filters={"label": labels})
+
+
+def running(client, cfg: Config) -> dict[str, dict[str, Any] | None]:
+    """For each colour, ``{"deployment", "image", "name"}`` of a running container, or None."""
+    out: dict[str, dict[str, Any] | None] = {c: None for c in COLOURS}
+    for cont in containers(client, cfg):
+        colour = cont.labels.get(LABEL_COLOUR)
+        if colour in out and cont.status == "running":
+            out[colour] = {"deployment": cont.labels.get(LABEL_DEPLOYMENT), "image": cont.labels.get(LABEL_IMAGE),
+                           "name": cont.name, "id": cont.short_id}
+    return out
+
+
+def remove_colour(client, cfg: Config, colour: Colour, live: Colour | None, say: Callable[[str], None] = print,
+                  grace: float | None = None) -> int:
+    """Stop (with the grace period) and remove every container of ``colour``; never the live colour."""
+    if colour == live:
+        raise AssertionError(f"refusing to remove the live colour {colour}")
+    import docker.errors
+
+    grace = cfg.container.stop_grace_period if grace is None else grace
+    removed = 0
+    for cont in containers(client, cfg, colour):
+        with contextlib.suppress(docker.errors.NotFound):
+            if cont.status in ("running", "restarting", "paused"):
+                say(f"stopping {cont.name} ({colour}, deployment {cont.labels.get(LABEL_DEPLOYMENT)}, grace {grace:g}s)")
+                cont.stop(timeout=int(round(grace)))
+            cont.remove(force=True)
+            removed += 1
+    # a container of another app may hold the name (e.g. created by hand): leave it, but say so
+    with contextlib.suppress(docker.errors.NotFound):
+        other = client.containers.get(cfg.container_name(colour))
+        if other.labels.get(LABEL_APP) != cfg.app:
+            raise ContainerStartError(f"a container named {other.name} that bluegreen-hooks did not create exists; "
+                                      f"remove or rename it (docker rm -f {other.name}), then retry")
+    return removed
+
+
+def start(client, cfg: Config, colour: Colour, image: str, deployment_id: str, live: Colour | None,
+          say: Callable[[str], None] = print):
+    """Start ``colour`` from ``image``; a running container of this deployment and image is reused."""
+    import docker.errors
+
+    for cont in containers(client, cfg, colour):
+        if (cont.status == "running" and cont.labels.get(LABEL_DEPLOYMENT) == deployment_id
+                and cont.labels.get(LABEL_IMAGE) == image and cont.attrs.get("RestartCount", 0) == 0):
+            say(f"{cont.name} already runs {image} for {deployment_id}: reusing it")
+            return cont
+    if remove_colour(client, cfg, colour, live, say, grace=0):
+        say(f"removed leftovers of {colour}")
+    kwargs = run_kwargs(cfg, colour, image, deployment_id)
+    where = (f"host network, port {cfg.port(colour)}" if cfg.container.network == "host"
+             else f"{cfg.host}:{cfg.port(colour)} -> {cfg.container.port}")
+    say(f"starting {kwargs['name']} from {image} ({where})")
+    try:
+        return client.containers.run(**kwargs)
+    except docker.errors.APIError as exc:
+        with contextlib.suppress(docker.errors.APIError):
+            client.containers.get(kwargs["name"]).remove(force=True)
+        raise ContainerStartError(f"cannot start {kwargs['name']}: {exc.explanation or exc}") from exc
+
+
+def logs_tail(cont, lines: int = 15, width: int = 200) -> list[str]:
+    """The last lines of a container's output (each cut to ``width`` characters)."""
+    try:
+        text = cont.logs(tail=lines).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - logs are a courtesy; never fail because of them
+        return []
+    return [ln[:width] for ln in text.splitlines()[-lines:]]
+
+
+def prune_images(client, cfg: Config, keep: int, in_use: set[str], say: Callable[[str], None] = print) -> int:
+    """Remove this app's deployment images beyond the ``keep`` newest (never one in use)."""
+    import docker.errors
+
+    imgs = client.images.list(name=cfg.image_repo)
+    imgs.sort(key=lambda i: i.attrs.get("Created", ""), reverse=True)
+    removed = 0
+    for img in imgs[keep:]:
+        if any(t in in_use for t in img.tags) or img.id in in_use:
+            continue
+        for t in img.tags:
+            if t.startswith(cfg.image_repo + ":"):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(t, noprune=False)
+                    removed += 1
+    if removed:
+        say(f"pruned {removed} old image tag(s) of {cfg.image_repo} (keeping {keep})")
+    return removed

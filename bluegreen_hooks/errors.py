@@ -1,0 +1,44 @@
+"""The package's errors. ``str(error)`` is one line: what failed, the key fact, and what to do next."""
+from __future__ import annotations
+
+
+class HookError(Exception):
+    """Base class: an expected failure, reported as one ``ERROR`` line (no traceback)."""
+
+    exit_code = 1
+
+
+class ConfigError(HookError):
+    """The deploy config (or the appspec) is invalid; the message names the file and the key."""
+
+    exit_code = 2
+
+
+class StateError(HookError):
+    """The state file or its lock could not be used."""
+
+
+class LockedError(HookError):
+    """Another deployment holds the app (the message names it and its age)."""
+
+    exit_code = 3
+
+
+class DockerUnavailable(HookError):
+    """The Docker daemon could not be reached."""
+
+
+class ContainerStartError(HookError):
+    """The image could not be built/pulled, or the container could not be started."""
+
+
+class HealthCheckFailed(HookError):
+    """The target colour did not become healthy (deadline, exit or crash loop)."""
+
+
+class NginxError(HookError):
+    """The nginx include could not be switched: config test, reload or verification failed."""
+
+
+class ValidationFailed(HookError):
+    """ValidateService found the new colour not serving correctly through nginx."""

@@ -1,0 +1,315 @@
+"""The CodeDeploy lifecycle events. Each is idempotent for a deployment id.
+
+* ApplicationStop  — CodeDeploy runs it from the PREVIOUS revision: reports, never stops anything.
+* BeforeInstall    — preflight (config, Docker, nginx running and its config test, lock), choose the
+                     target colour (the one not serving), remove leftovers of the target colour.
+* ApplicationStart — build/pull, start the target colour, health-check it, switch nginx, verify, record.
+                     The old colour keeps running.
+* ValidateService  — validate through nginx; on success drain the old nginx workers, stop the old
+                     colour, prune images; on failure switch back to the old colour and fail.
+
+Every event prints one line per step with the elapsed time. On failure the last line is
+``ERROR <Event>: <cause>; <next step>``, under 300 characters, right after the failed container's log
+tail (CodeDeploy shows only the last 2,048 characters of a hook's output).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from bluegreen_hooks import config as config_mod
+from bluegreen_hooks import state
+from bluegreen_hooks.config import Colour, Config
+from bluegreen_hooks.errors import ConfigError, HookError, LockedError, NginxError, ValidationFailed
+
+EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
+LAST_LINE_MAX = 300
+
+
+class Terminated(HookError):
+    """The hook got SIGTERM (e.g. the CodeDeploy agent's timeout)."""
+
+
+@dataclass
+class Context:
+    cfg: Config
+    deployment_id: str
+    event: str
+    say: Callable[[str], None]
+    store: state.Store = field(init=False)
+    log_tail: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = state.Store(self.cfg.state_dir, self.cfg.app, self.cfg.history)
+
+
+class Reporter:
+    """Prints ``[Event +1.23s] message`` lines, flushed at once (the agent streams them to its log)."""
+
+    def __init__(self, event: str, stream=None) -> None:
+        self.event, self.t0 = event, time.monotonic()
+        self.stream = stream or sys.stdout
+
+    def __call__(self, msg: str) -> None:
+        print(f"[{self.event} +{time.monotonic() - self.t0:.2f}s] {msg}", file=self.stream, flush=True)
+
+
+def deployment_id_from(environ: Mapping[str, str], bundle: Path) -> str:
+    """$DEPLOYMENT_ID (set by the agent), else a stable ``manual-…`` id for hand runs of this bundle."""
+    d = environ.get("DEPLOYMENT_ID")
+    if d:
+        from bluegreen_hooks.nginx import DEPLOYMENT_ID_RE
+        if not DEPLOYMENT_ID_RE.match(d):
+            raise ConfigError(f"DEPLOYMENT_ID: should be letters, digits, '.', '_' or '-', not {d!r}")
+        return d
+    cfg_file = bundle / config_mod.CONFIG_NAME
+    digest = hashlib.sha256(str(bundle.resolve()).encode())
+    if cfg_file.exists():
+        digest.update(cfg_file.read_bytes())
+    return f"manual-{digest.hexdigest()[:10]}"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def _completed(st: dict[str, Any], d: str) -> bool:
+    ip = st.get("in_progress")
+    return st.get("live_deployment") == d and not (ip and ip.get("id") == d)
+
+
+def _facts(ctx: Context, client) -> tuple[Colour | None, dict[str, Any]]:
+    from bluegreen_hooks import containers, nginx
+
+    return nginx.include_colour(ctx.cfg, nginx.read_include(ctx.cfg)), containers.running(client, ctx.cfg)
+
+
+def _take(ctx: Context, st: dict[str, Any], client) -> dict[str, Any]:
+    """Reconcile the state with reality, claim the deployment and choose its target; return in_progress."""
+    include_colour, running = _facts(ctx, client)
+    for note in state.reconcile(st, include_colour, running, ctx.store.problem):
+        ctx.say(f"reconciled: {note}")
+    ip = st.get("in_progress")
+    mine = ip if ip and ip.get("id") == ctx.deployment_id else None
+    target = mine.get("target") if mine and mine.get("target") else (Config.other(st["live"]) if st["live"] else "blue")
+    note = state.claim(st, ctx.deployment_id, ctx.event, target, ctx.cfg.stale_after)
+    if note:
+        ctx.say(note)
+    ip = st["in_progress"]
+    if mine is None or "from" not in ip:
+        ip["from"] = st["live"] if st["live"] != target else st.get("previous")
+    return ip
+
+
+def _finish(ctx: Context, stage: str, **extra: Any) -> None:
+    with ctx.store.update() as st:
+        state.finish_event(st, ctx.deployment_id, stage, **extra)
+
+
+# ------------------------------------------------------------------------------------------------- events
+
+def application_stop(ctx: Context) -> None:
+    st = ctx.store.read()
+    ctx.say(f"nothing to stop: bluegreen-hooks never stops the live colour here "
+            f"(live: {st.get('live') or 'none recorded'}); the old colour is stopped by ValidateService after the switch")
+
+
+def before_install(ctx: Context) -> None:
+    from bluegreen_hooks import containers, nginx
+
+    cfg = ctx.cfg
+    ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
+    client = containers.connect()
+    ctx.say(f"Docker reachable (server {client.version().get('Version', '?')})")
+    nginx.check_running(cfg)
+    if not cfg.nginx.include.exists():
+        if not cfg.nginx.include.parent.is_dir():
+            raise NginxError(f"nginx/include: folder {cfg.nginx.include.parent} does not exist")
+        nginx.write_atomic(cfg.nginx.include, "")
+        ctx.say(f"created an empty {cfg.nginx.include} (first deployment)")
+    nginx.test_config(cfg)
+    ctx.say("nginx is running and its config test passes")
+    with ctx.store.update() as st:
+        if _completed(st, ctx.deployment_id):
+            ctx.say(f"deployment {ctx.deployment_id} is already live on {st['live']}: nothing to do")
+            return
+        ip = _take(ctx, st, client)
+        live, target = st["live"], ip["target"]
+    ctx.say(f"live colour: {live or 'none'}; target colour: {target}")
+    removed = containers.remove_colour(client, cfg, target, live, ctx.say, grace=0)
+    if removed:
+        ctx.say(f"removed {removed} leftover container(s) of {target}")
+    _finish(ctx, "BeforeInstall")
+
+
+def application_start(ctx: Context) -> None:
+    from bluegreen_hooks import containers, health, nginx
+
+    cfg, d = ctx.cfg, ctx.deployment_id
+    client = containers.connect()
+    with ctx.store.update() as st:
+        if _completed(st, d):
+            ctx.say(f"deployment {d} is already live on {st['live']}: nothing to do")
+            return
+        ip = _take(ctx, st, client)
+        live, target = st["live"], ip["target"]
+        already = ip.get("stage") in ("switched", "validated") and live == target
+    if already:
+        nginx.verify(cfg, target, path=cfg.health.path)
+        ctx.say(f"deployment {d} already switched nginx to {target}: nothing to do")
+        _finish(ctx, "switched")
+        return
+    if target == live:
+        raise HookError(f"target colour {target} is live; refusing to replace it (run `bluegreen-hooks status`)")
+    t_image = time.monotonic()
+    image = containers.ensure_image(client, cfg, d, ctx.say)
+    t_start = time.monotonic()
+    cont = containers.start(client, cfg, target, image, d, live, ctx.say)
+    try:
+        def inspect() -> dict[str, Any]:
+            cont.reload()
+            return cont.attrs
+
+        healthy_after = health.wait_healthy(cfg, target, inspect, ctx.say)
+        t_switch = time.monotonic()
+        sw = nginx.switch(cfg, target, d, ctx.say)
+    except BaseException as exc:
+        ctx.log_tail = containers.logs_tail(cont)
+        ctx.say(f"removing {cont.name}: {live or 'nothing'} keeps serving")
+        containers.remove_colour(client, cfg, target, live, ctx.say, grace=0)
+        if isinstance(exc, HookError) and live:
+            exc.args = (f"{exc.args[0]}; {live} keeps serving",)
+        raise
+    timings = {"image": round(t_start - t_image, 3), "healthy": round(healthy_after, 3),
+               "switch_ms": round(sw.seconds * 1000, 1), "healthy_to_serving_ms": round((time.monotonic() - t_switch) * 1000, 1)}
+    with ctx.store.update() as st:
+        state.set_live(st, target, d, image)
+        state.finish_event(st, d, "switched", image=image, old_workers=sw.old_workers, timings=timings)
+    ctx.say(f"{target} is live for {d}; {live or 'no colour'} keeps running until ValidateService")
+
+
+def validate_service(ctx: Context) -> None:
+    from bluegreen_hooks import containers, nginx
+
+    cfg, d = ctx.cfg, ctx.deployment_id
+    client = containers.connect()
+    with ctx.store.update() as st:
+        if _completed(st, d):
+            ctx.say(f"deployment {d} is already validated and live on {st['live']}: nothing to do")
+            return
+        ip = st.get("in_progress")
+        if not (ip and ip.get("id") == d and ip.get("stage") in ("switched", "validated")):
+            raise HookError(f"deployment {d} has not switched nginx (ApplicationStart did not succeed): nothing to validate")
+        state.claim(st, d, ctx.event, None, cfg.stale_after)
+        target, old = ip["target"], ip.get("from")
+        previous_deployment, previous_image = st.get("previous_deployment"), st.get("previous_image")
+    try:
+        answer = nginx.verify(cfg, target)
+        ctx.say(f"validated through nginx: {cfg.nginx.public_url}{cfg.nginx.validate_path} -> HTTP {answer.status} from {target}")
+    except NginxError as exc:
+        cause = str(exc)
+        old_running = old and containers.running(client, cfg).get(old)
+        if old_running:
+            ctx.say(f"validation failed: {cause}; switching back to {old}")
+            nginx.switch(cfg, old, previous_deployment or d, ctx.say)
+            with ctx.store.update() as st:
+                state.set_live(st, old, previous_deployment, previous_image)
+            for c in containers.containers(client, cfg, target):
+                ctx.log_tail = containers.logs_tail(c)
+            containers.remove_colour(client, cfg, target, old, ctx.say, grace=cfg.container.stop_grace_period)
+            raise ValidationFailed(f"validation through nginx failed ({cause}); traffic is back on {old}") from exc
+        raise ValidationFailed(f"validation through nginx failed ({cause}); no old colour to go back to, "
+                               f"{target} stays live") from exc
+    with ctx.store.update() as st:
+        state.finish_event(st, d, "validated")
+    if old and old != target:
+        drained, left = nginx.wait_drained(ip.get("old_workers") or [], cfg.drain_timeout)
+        ctx.say("old nginx workers finished their requests" if drained else
+                f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} old nginx worker(s) still busy")
+        containers.remove_colour(client, cfg, old, target, ctx.say)
+    with ctx.store.update() as st:
+        in_use = {st.get("live_image"), st.get("previous_image")} - {None}
+    containers.prune_images(client, cfg, cfg.keep_images, in_use, ctx.say)
+    with ctx.store.update() as st:
+        ip = st.get("in_progress")
+        if ip and ip.get("id") == d:
+            state.record_deployment(st, ip, "succeeded")
+    ctx.say(f"deployment {d} succeeded: {target} live")
+
+
+HANDLERS: dict[str, Callable[[Context], None]] = {
+    "ApplicationStop": application_stop, "BeforeInstall": before_install,
+    "ApplicationStart": application_start, "ValidateService": validate_service,
+}
+
+
+# ---------------------------------------------------------------------------------------------- the runner
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated("stopped by SIGTERM (the CodeDeploy agent's timeout?)")
+
+
+def last_line(event: str, msg: str) -> str:
+    line = f"ERROR {event}: {msg}"
+    return line if len(line) <= LAST_LINE_MAX else line[:LAST_LINE_MAX - 1] + "…"
+
+
+def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out=None) -> int:
+    """Run one lifecycle event for the bundle at ``bundle``; return the exit status."""
+    environ = os.environ if environ is None else environ
+    out = out or sys.stdout
+    say = Reporter(event, out)
+    if event not in HANDLERS:
+        print(last_line(event, f"unknown lifecycle event; known: {', '.join(EVENTS)}"), file=out, flush=True)
+        return 2
+    t0 = time.monotonic()
+    ctx: Context | None = None
+    old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cfg = config_mod.load(config_mod.find(bundle, environ), environ)
+        d = deployment_id_from(environ, bundle)
+        ctx = Context(cfg, d, event, say)
+        say(f"deployment {d} of {cfg.app} (group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
+        HANDLERS[event](ctx)
+        _audit(ctx, "succeeded", time.monotonic() - t0)
+        say("done")
+        return 0
+    except HookError as exc:
+        if event == "ApplicationStop":   # never fail a deployment because of the previous revision
+            say(f"warning: {exc}; ApplicationStop has nothing to do, succeeding anyway")
+            return 0
+        if ctx is not None and not isinstance(exc, LockedError):
+            _audit(ctx, "failed", time.monotonic() - t0, str(exc), end_deployment=True)
+        if ctx is not None and ctx.log_tail:
+            print(f"--- last {len(ctx.log_tail)} lines of the failed container's output ---", file=out)
+            for ln in ctx.log_tail:
+                print(f"  | {ln}", file=out)
+        print(last_line(event, str(exc)), file=out, flush=True)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected error: traceback, then the one-line cause
+        traceback.print_exc(file=out)
+        if ctx is not None:
+            _audit(ctx, "failed", time.monotonic() - t0, repr(exc), end_deployment=True)
+        print(last_line(event, f"unexpected {type(exc).__name__}: {exc}; see the traceback above"), file=out, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+
+
+def _audit(ctx: Context, outcome: str, seconds: float, cause: str | None = None, end_deployment: bool = False) -> None:
+    """Record the event run; a failed event also ends its deployment (CodeDeploy stops at the first failure)."""
+    try:
+        with ctx.store.update() as st:
+            ip = st.get("in_progress")
+            mine = ip if ip and ip.get("id") == ctx.deployment_id else None
+            state.record_event(st, ctx.deployment_id, ctx.event, outcome, seconds, st.get("live"),
+                               mine.get("target") if mine else None, cause)
+            if mine and end_deployment:
+                state.record_deployment(st, mine, "failed", cause=cause)
+    except HookError as exc:
+        ctx.say(f"warning: could not record the event in the state file: {exc}")

@@ -1,0 +1,127 @@
+"""Health checks, retried with tenacity. The only module that waits in a loop.
+
+``wait_healthy`` asks the target colour's own port (never through nginx) until it answers an accepted
+status, the deadline passes, or the container exits or restarts (fail fast: no waiting out the
+deadline for a dead container). When the image has a Docker HEALTHCHECK, Docker must also report it
+``healthy``. Waits start at ``health/interval`` and double up to ``health/max_interval``; a progress
+line is printed every few seconds.
+"""
+from __future__ import annotations
+
+import http.client
+import time
+from typing import Any, Callable, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from bluegreen_hooks.config import Colour, Config
+from bluegreen_hooks.errors import HealthCheckFailed
+
+T = TypeVar("T")
+PROGRESS_EVERY = 5.0
+
+
+class NotHealthyYet(Exception):
+    """One attempt found the target not (yet) healthy; ``str()`` says what was seen."""
+
+
+class _NotYet(Exception):
+    pass
+
+
+def poll(fn: Callable[[], T], timeout: float, interval: float = 0.05, max_interval: float = 0.5,
+         sleep: Callable[[float], None] = time.sleep) -> T | None:
+    """Call ``fn`` until it returns something truthy (returned) or ``timeout`` passes (None is returned)."""
+    def attempt() -> T:
+        value = fn()
+        if not value:
+            raise _NotYet()
+        return value
+
+    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=interval, max=max_interval),
+                        retry=retry_if_exception_type(_NotYet), reraise=True, sleep=sleep)
+    try:
+        return retrying(attempt)
+    except _NotYet:
+        return None
+
+
+def check_http(host: str, port: int, path: str, timeout: float, statuses: tuple[int, ...]) -> str:
+    """One GET on a fresh connection; returns "HTTP 200" or raises NotHealthyYet with what was seen."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close", "User-Agent": "bluegreen-hooks"})
+        resp = conn.getresponse()
+        resp.read(65536)
+    except ConnectionRefusedError:
+        raise NotHealthyYet(f"connection refused by {host}:{port}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise NotHealthyYet(f"{type(exc).__name__} from {host}:{port}{path}: {exc}".rstrip(": ")) from None
+    finally:
+        conn.close()
+    if resp.status not in statuses:
+        raise NotHealthyYet(f"HTTP {resp.status} from {host}:{port}{path}")
+    return f"HTTP {resp.status}"
+
+
+def container_verdict(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
+    """From a container's inspect data: (fatal problem or None, Docker health status or None).
+
+    Fatal: it exited, is dead, or restarted (a crash loop). Pure, so it is tested on synthetic input.
+    """
+    st = attrs.get("State", {})
+    status = st.get("Status")
+    restarts = attrs.get("RestartCount", 0) or 0
+    if status in ("exited", "dead"):
+        return f"container exited with code {st.get('ExitCode')}" + (f" ({st.get('Error')})" if st.get("Error") else ""), None
+    if status == "restarting" or restarts > 0:
+        return f"container is crash-looping (restarted {restarts} time(s), last exit code {st.get('ExitCode')})", None
+    health = (st.get("Health") or {}).get("Status")
+    return None, health
+
+
+def wait_healthy(cfg: Config, colour: Colour, inspect: Callable[[], dict[str, Any]] | None,
+                 say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> float:
+    """Wait until ``colour`` is healthy; return the seconds it took. Raise HealthCheckFailed otherwise.
+
+    ``inspect`` returns the container's current inspect data (None: no container to watch, e.g. compose
+    services checked elsewhere).
+    """
+    h = cfg.health
+    host, port = cfg.host, cfg.port(colour)
+    t0 = time.monotonic()
+    seen = {"last": "no attempt yet", "progress": t0}
+
+    def attempt() -> str:
+        if inspect is not None:
+            fatal, docker_health = container_verdict(inspect())
+            if fatal:
+                raise HealthCheckFailed(f"{colour} {fatal} before it got healthy")
+            if docker_health in ("starting", "unhealthy"):
+                seen["last"] = f"Docker HEALTHCHECK says {docker_health}"
+                raise NotHealthyYet(seen["last"])
+        try:
+            result = check_http(host, port, h.path, h.timeout, h.statuses)
+        except NotHealthyYet as exc:
+            seen["last"] = str(exc)
+            raise
+        return result
+
+    def progress(state: RetryCallState) -> None:
+        now = time.monotonic()
+        if now - seen["progress"] >= PROGRESS_EVERY:
+            seen["progress"] = now
+            say(f"waiting for {colour} to get healthy: {now - t0:.0f}s of {h.deadline:.0f}s, last: {seen['last']}")
+
+    retrying = Retrying(stop=stop_after_delay(h.deadline),
+                        wait=wait_exponential(multiplier=h.interval, max=h.max_interval),
+                        retry=retry_if_exception_type(NotHealthyYet), before_sleep=progress, reraise=True,
+                        sleep=sleep)
+    try:
+        result = retrying(attempt)
+    except NotHealthyYet as exc:
+        raise HealthCheckFailed(f"{colour} not healthy after {time.monotonic() - t0:.0f}s "
+                                f"(last: {exc}; health/deadline is {h.deadline:g}s)") from None
+    seconds = time.monotonic() - t0
+    say(f"{colour} is healthy ({result} from {cfg.health_url(colour)} after {seconds:.1f}s)")
+    return seconds

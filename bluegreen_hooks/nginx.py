@@ -1,0 +1,253 @@
+"""The nginx side: render the include (pure), switch it safely, verify through nginx, wait for draining.
+
+The include is the only file we write into nginx's configuration. In the default ``set`` form it is a
+drop-in for the classic ``backend-url.inc``::
+
+    # bluegreen-hooks: app=shop colour=green deployment=d-ABC123
+    set $service_url http://127.0.0.1:8082;
+    set $bluegreen_colour green;
+
+and the server block (docs/nginx.md) returns ``$bluegreen_colour`` as the ``X-Bluegreen-Colour``
+header, which is how ``verify()`` proves that nginx really serves the new colour. Every value in it
+comes from a validated Config (ports are integers, the host an IP or hostname).
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bluegreen_hooks.config import COLOURS, Colour, Config
+from bluegreen_hooks.errors import NginxError
+from bluegreen_hooks.state import process_alive, process_start_time
+
+MARK = "# bluegreen-hooks:"
+_MARK_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green)\b", re.M)
+_PORT_RE = re.compile(r"(?:https?://|server\s+)\[?[A-Za-z0-9.:-]*?\]?:(\d{1,5})\b")
+DEPLOYMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def render_include(cfg: Config, colour: Colour, deployment_id: str) -> str:
+    """The include text that sends traffic to ``colour``."""
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}")
+    if not DEPLOYMENT_ID_RE.match(deployment_id):
+        raise ValueError(f"bad deployment id {deployment_id!r}")
+    n = cfg.nginx
+    head = f"{MARK} app={cfg.app} colour={colour} deployment={deployment_id}\n# Written by bluegreen-hooks; edits are replaced at the next switch.\n"
+    target = f"{cfg.host_for_url}:{cfg.port(colour)}"
+    if n.form == "set":
+        return head + f"set ${n.variable} http://{target};\nset ${n.colour_variable} {colour};\n"
+    return (head + f"upstream {n.upstream} {{\n    server {target};\n}}\n"
+            f"map $pid ${n.colour_variable} {{\n    default {colour};\n}}\n")
+
+
+def include_colour(cfg: Config, text: str | None) -> Colour | None:
+    """Which colour an include sends traffic to: our marker line, else the port it names (legacy files)."""
+    if not text:
+        return None
+    m = _MARK_RE.search(text)
+    if m and m.group(1) == cfg.app:
+        return m.group(2)  # type: ignore[return-value]
+    ports = {int(p) for p in _PORT_RE.findall(text)}
+    colours = {cfg.colour_of_port(p) for p in ports} - {None}
+    return colours.pop() if len(colours) == 1 else None  # type: ignore[return-value]
+
+
+def read_include(cfg: Config) -> str | None:
+    try:
+        return cfg.nginx.include.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NginxError(f"cannot read the nginx include {cfg.nginx.include}: {exc.strerror}") from exc
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename (temp file in the same folder, fsync first)."""
+    mode = 0o644
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def run(argv: tuple[str, ...] | list[str], what: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run an nginx command (argv list, never a shell); raise NginxError with its first telling line."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        raise NginxError(f"{what}: command not found: {argv[0]} (check nginx/{'test' if 'test' in what else 'reload'} in the config)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise NginxError(f"{what}: `{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
+    if proc.returncode != 0:
+        raise NginxError(f"{what} failed: {first_error(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+    return proc
+
+
+def first_error(output: str) -> str:
+    """The line of nginx's output that says what is wrong (an [emerg]/[error] line if there is one)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for ln in lines:
+        if "[emerg]" in ln or "[error]" in ln or "[alert]" in ln:
+            return ln[:220]
+    return lines[0][:220] if lines else ""
+
+
+def master_pid(cfg: Config) -> int | None:
+    try:
+        pid = int(cfg.nginx.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if process_start_time(pid) is not None else None
+
+
+def worker_pids(cfg: Config) -> list[list[int]]:
+    """The nginx workers now running, as [pid, start time] pairs (children of the master in the pid file)."""
+    master = master_pid(cfg)
+    if master is None:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master and fields[0] not in ("Z", "X"):
+            out.append([int(entry), int(fields[19])])
+    return sorted(out)
+
+
+def check_running(cfg: Config) -> int:
+    """The master pid; raise NginxError when nginx does not run."""
+    pid = master_pid(cfg)
+    if pid is None:
+        raise NginxError(f"nginx is not running (no live pid in {cfg.nginx.pid_file}); start nginx, "
+                         f"or set nginx/pid_file, then retry")
+    return pid
+
+
+def test_config(cfg: Config) -> None:
+    run(cfg.nginx.test, "nginx config test")
+
+
+@dataclass
+class Answer:
+    status: int
+    colour: str
+    body: str
+
+
+def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
+    """One GET through nginx's public URL on a fresh connection; raises OSError/HTTPException on failure."""
+    url = urlsplit(cfg.nginx.public_url)
+    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(url.hostname, url.port, timeout=timeout)
+    try:
+        conn.request("GET", (url.path.rstrip("/") + path) or "/",
+                     headers={"Connection": "close", "User-Agent": "bluegreen-hooks"})
+        resp = conn.getresponse()
+        body = resp.read(4096).decode("utf-8", "replace")
+        return Answer(resp.status, resp.getheader(cfg.nginx.colour_header, "") or "", body)
+    finally:
+        conn.close()
+
+
+def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str | None = None) -> Answer:
+    """Poll nginx until it answers ``path`` from ``colour`` with an accepted status; raise NginxError."""
+    from bluegreen_hooks.health import poll
+
+    path = path or cfg.nginx.validate_path
+    last: list[str] = ["no answer yet"]
+
+    def attempt() -> Answer | None:
+        try:
+            a = probe(cfg, path)
+        except (OSError, http.client.HTTPException) as exc:
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return None
+        last[0] = f"HTTP {a.status}, {cfg.nginx.colour_header}: {a.colour or '(none)'}"
+        return a if a.colour == colour and a.status in cfg.health.statuses else None
+
+    answer = poll(attempt, timeout if timeout is not None else cfg.nginx.verify_timeout, interval=0.02, max_interval=0.25)
+    if answer is None:
+        raise NginxError(f"nginx at {cfg.nginx.public_url}{path} does not answer from {colour} "
+                         f"(last: {last[0]})")
+    return answer
+
+
+@dataclass
+class Switch:
+    old_workers: list[list[int]]
+    seconds: float
+    old_text: str | None
+
+
+def switch(cfg: Config, colour: Colour, deployment_id: str, say=print) -> Switch:
+    """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure.
+
+    If the config test fails, the previous include is put back and nginx is not reloaded. If the reload
+    or the verification fails, the previous include is put back and nginx reloaded with it.
+    """
+    t0 = time.monotonic()
+    path = cfg.nginx.include
+    check_running(cfg)
+    old_text = read_include(cfg)
+    new_text = render_include(cfg, colour, deployment_id)
+    old_workers = worker_pids(cfg)
+    write_atomic(path, new_text)
+    try:
+        test_config(cfg)
+    except NginxError as exc:
+        _restore(path, old_text)
+        raise NginxError(f"{exc}; previous include {path} restored, nginx not reloaded") from exc
+    try:
+        run(cfg.nginx.reload, "nginx reload")
+        verify(cfg, colour)
+    except NginxError as exc:
+        _restore(path, old_text)
+        try:
+            run(cfg.nginx.reload, "nginx reload (restoring)")
+        except NginxError:
+            pass
+        raise NginxError(f"{exc}; previous include restored") from exc
+    seconds = time.monotonic() - t0
+    say(f"nginx now sends traffic to {colour} (test + reload + verify in {seconds * 1000:.0f} ms)")
+    return Switch(old_workers, seconds, old_text)
+
+
+def _restore(path: Path, old_text: str | None) -> None:
+    write_atomic(path, old_text if old_text is not None else "")
+
+
+def wait_drained(workers: list[list[int]], timeout: float) -> tuple[bool, int]:
+    """Wait until the given nginx workers (from before the switch) have exited: (drained, still alive)."""
+    from bluegreen_hooks.health import poll
+
+    def gone() -> bool:
+        return not any(process_alive(pid, start) for pid, start in workers)
+
+    ok = poll(gone, timeout, interval=0.05, max_interval=0.5) if workers else True
+    return bool(ok), sum(1 for pid, start in workers if process_alive(pid, start))
