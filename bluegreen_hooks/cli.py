@@ -2,20 +2,42 @@
 
 Exit codes: 0 ok; 1 a step failed (the last line says why); 2 bad input (config, arguments);
 3 another deployment holds the app.
+
+Each group of commands lives in its own module that defines ``add_commands(subparsers)``; a command's
+parser sets ``func`` to a function ``(args) -> int``. Those modules import only what they need to
+build their parsers: heavy imports (docker, boto3) happen inside the command functions.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from bluegreen_hooks.errors import HookError
+
 EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
 
+# modules that add commands (each defines add_commands(subparsers))
+COMMAND_MODULES: tuple[str, ...] = ()
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bluegreen-hooks", description=__doc__.splitlines()[0])
+
+def _hook(args: argparse.Namespace) -> int:
+    from bluegreen_hooks.events import run_event
+
+    environ = dict(os.environ)
+    if args.deployment_id:
+        environ["DEPLOYMENT_ID"] = args.deployment_id
+    return run_event(args.event, (args.bundle or Path.cwd()).resolve(), environ)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bluegreen-hooks",
+                                description="Zero-downtime blue/green deployments of a Docker app behind nginx.",
+                                epilog="exit codes: 0 ok, 1 failed (last line says why), 2 bad input, 3 locked by "
+                                       "another deployment")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     h = sub.add_parser("hook", help="run one CodeDeploy lifecycle event (what hooks/<Event> runs)",
                        description="Run one lifecycle event against the bundle's bluegreen.toml. Uses the agent's "
@@ -23,19 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("event", choices=EVENTS)
     h.add_argument("--bundle", type=Path, default=None, help="the bundle root (default: the current directory)")
     h.add_argument("--deployment-id", help="deployment id for a hand run (default: $DEPLOYMENT_ID)")
+    h.set_defaults(func=_hook)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "hook":
-        from bluegreen_hooks.events import run_event
-
-        environ = dict(os.environ)
-        if args.deployment_id:
-            environ["DEPLOYMENT_ID"] = args.deployment_id
-        return run_event(args.event, (args.bundle or Path.cwd()).resolve(), environ)
-    return 2  # pragma: no cover - argparse enforces a command
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HookError as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def entrypoint() -> None:

@@ -190,3 +190,49 @@ def prune_images(client, cfg: Config, keep: int, in_use: set[str], say: Callable
     if removed:
         say(f"pruned {removed} old image tag(s) of {cfg.image_repo} (keeping {keep})")
     return removed
+
+
+class SdkBackend:
+    """Runs each colour as one container through the docker SDK (the default backend).
+
+    A backend is what the events use to run a colour; the compose backend (compose.py) has the same
+    methods: prepare, start, watch, logs_tail, remove_colour, running, prune.
+    """
+
+    kind = "docker"
+
+    def __init__(self, cfg: Config, client) -> None:
+        self.cfg, self.client = cfg, client
+
+    def prepare(self, deployment_id: str, say: Callable[[str], None]) -> str:
+        """Build or pull; return the artifact to start (here: the image tag)."""
+        return ensure_image(self.client, self.cfg, deployment_id, say)
+
+    def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None,
+              say: Callable[[str], None]) -> None:
+        start(self.client, self.cfg, colour, artifact, deployment_id, live, say)
+
+    def watch(self, colour: Colour) -> list[dict[str, Any]]:
+        """Fresh inspect data of the colour's containers (for fail-fast health checks)."""
+        return [c.attrs for c in containers(self.client, self.cfg, colour)]
+
+    def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
+        out: list[str] = []
+        for c in containers(self.client, self.cfg, colour):
+            out += logs_tail(c, lines)
+        return out[-lines:]
+
+    def remove_colour(self, colour: Colour, live: Colour | None, say: Callable[[str], None],
+                      grace: float | None = None) -> int:
+        return remove_colour(self.client, self.cfg, colour, live, say, grace)
+
+    def running(self) -> dict[str, dict[str, Any] | None]:
+        return running(self.client, self.cfg)
+
+    def prune(self, in_use: set[str], say: Callable[[str], None]) -> int:
+        return prune_images(self.client, self.cfg, self.cfg.keep_images, in_use, say)
+
+
+def backend(cfg: Config, client=None):
+    """The backend the config asks for, connected to Docker."""
+    return SdkBackend(cfg, client if client is not None else connect())

@@ -83,15 +83,11 @@ def _completed(st: dict[str, Any], d: str) -> bool:
     return st.get("live_deployment") == d and not (ip and ip.get("id") == d)
 
 
-def _facts(ctx: Context, client) -> tuple[Colour | None, dict[str, Any]]:
-    from bluegreen_hooks import containers, nginx
-
-    return nginx.include_colour(ctx.cfg, nginx.read_include(ctx.cfg)), containers.running(client, ctx.cfg)
-
-
-def _take(ctx: Context, st: dict[str, Any], client) -> dict[str, Any]:
+def _take(ctx: Context, st: dict[str, Any], backend) -> dict[str, Any]:
     """Reconcile the state with reality, claim the deployment and choose its target; return in_progress."""
-    include_colour, running = _facts(ctx, client)
+    from bluegreen_hooks import nginx
+
+    include_colour, running = nginx.include_colour(ctx.cfg, nginx.read_include(ctx.cfg)), backend.running()
     for note in state.reconcile(st, include_colour, running, ctx.store.problem):
         ctx.say(f"reconciled: {note}")
     ip = st.get("in_progress")
@@ -124,8 +120,8 @@ def before_install(ctx: Context) -> None:
 
     cfg = ctx.cfg
     ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
-    client = containers.connect()
-    ctx.say(f"Docker reachable (server {client.version().get('Version', '?')})")
+    be = containers.backend(cfg)
+    ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
     nginx.check_running(cfg)
     if not cfg.nginx.include.exists():
         if not cfg.nginx.include.parent.is_dir():
@@ -138,10 +134,10 @@ def before_install(ctx: Context) -> None:
         if _completed(st, ctx.deployment_id):
             ctx.say(f"deployment {ctx.deployment_id} is already live on {st['live']}: nothing to do")
             return
-        ip = _take(ctx, st, client)
+        ip = _take(ctx, st, be)
         live, target = st["live"], ip["target"]
     ctx.say(f"live colour: {live or 'none'}; target colour: {target}")
-    removed = containers.remove_colour(client, cfg, target, live, ctx.say, grace=0)
+    removed = be.remove_colour(target, live, ctx.say, grace=0)
     if removed:
         ctx.say(f"removed {removed} leftover container(s) of {target}")
     _finish(ctx, "BeforeInstall")
@@ -151,12 +147,12 @@ def application_start(ctx: Context) -> None:
     from bluegreen_hooks import containers, health, nginx
 
     cfg, d = ctx.cfg, ctx.deployment_id
-    client = containers.connect()
+    be = containers.backend(cfg)
     with ctx.store.update() as st:
         if _completed(st, d):
             ctx.say(f"deployment {d} is already live on {st['live']}: nothing to do")
             return
-        ip = _take(ctx, st, client)
+        ip = _take(ctx, st, be)
         live, target = st["live"], ip["target"]
         already = ip.get("stage") in ("switched", "validated") and live == target
     if already:
@@ -167,21 +163,17 @@ def application_start(ctx: Context) -> None:
     if target == live:
         raise HookError(f"target colour {target} is live; refusing to replace it (run `bluegreen-hooks status`)")
     t_image = time.monotonic()
-    image = containers.ensure_image(client, cfg, d, ctx.say)
+    image = be.prepare(d, ctx.say)
     t_start = time.monotonic()
-    cont = containers.start(client, cfg, target, image, d, live, ctx.say)
     try:
-        def inspect() -> dict[str, Any]:
-            cont.reload()
-            return cont.attrs
-
-        healthy_after = health.wait_healthy(cfg, target, inspect, ctx.say)
+        be.start(target, image, d, live, ctx.say)
+        healthy_after = health.wait_healthy(cfg, target, lambda: be.watch(target), ctx.say)
         t_switch = time.monotonic()
         sw = nginx.switch(cfg, target, d, ctx.say)
     except BaseException as exc:
-        ctx.log_tail = containers.logs_tail(cont)
-        ctx.say(f"removing {cont.name}: {live or 'nothing'} keeps serving")
-        containers.remove_colour(client, cfg, target, live, ctx.say, grace=0)
+        ctx.log_tail = be.logs_tail(target)
+        ctx.say(f"removing {target}: {live or 'nothing'} keeps serving")
+        be.remove_colour(target, live, ctx.say, grace=0)
         if isinstance(exc, HookError) and live:
             exc.args = (f"{exc.args[0]}; {live} keeps serving",)
         raise
@@ -197,7 +189,7 @@ def validate_service(ctx: Context) -> None:
     from bluegreen_hooks import containers, nginx
 
     cfg, d = ctx.cfg, ctx.deployment_id
-    client = containers.connect()
+    be = containers.backend(cfg)
     with ctx.store.update() as st:
         if _completed(st, d):
             ctx.say(f"deployment {d} is already validated and live on {st['live']}: nothing to do")
@@ -213,15 +205,14 @@ def validate_service(ctx: Context) -> None:
         ctx.say(f"validated through nginx: {cfg.nginx.public_url}{cfg.nginx.validate_path} -> HTTP {answer.status} from {target}")
     except NginxError as exc:
         cause = str(exc)
-        old_running = old and containers.running(client, cfg).get(old)
+        old_running = old and be.running().get(old)
         if old_running:
             ctx.say(f"validation failed: {cause}; switching back to {old}")
             nginx.switch(cfg, old, previous_deployment or d, ctx.say)
             with ctx.store.update() as st:
                 state.set_live(st, old, previous_deployment, previous_image)
-            for c in containers.containers(client, cfg, target):
-                ctx.log_tail = containers.logs_tail(c)
-            containers.remove_colour(client, cfg, target, old, ctx.say, grace=cfg.container.stop_grace_period)
+            ctx.log_tail = be.logs_tail(target)
+            be.remove_colour(target, old, ctx.say)
             raise ValidationFailed(f"validation through nginx failed ({cause}); traffic is back on {old}") from exc
         raise ValidationFailed(f"validation through nginx failed ({cause}); no old colour to go back to, "
                                f"{target} stays live") from exc
@@ -231,10 +222,10 @@ def validate_service(ctx: Context) -> None:
         drained, left = nginx.wait_drained(ip.get("old_workers") or [], cfg.drain_timeout)
         ctx.say("old nginx workers finished their requests" if drained else
                 f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} old nginx worker(s) still busy")
-        containers.remove_colour(client, cfg, old, target, ctx.say)
+        be.remove_colour(old, target, ctx.say)
     with ctx.store.update() as st:
         in_use = {st.get("live_image"), st.get("previous_image")} - {None}
-    containers.prune_images(client, cfg, cfg.keep_images, in_use, ctx.say)
+    be.prune(in_use, ctx.say)
     with ctx.store.update() as st:
         ip = st.get("in_progress")
         if ip and ip.get("id") == d:

@@ -80,25 +80,31 @@ def container_verdict(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, health
 
 
-def wait_healthy(cfg: Config, colour: Colour, inspect: Callable[[], dict[str, Any]] | None,
-                 say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> float:
+def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str, Any]]] | None,
+                 say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
+                 port: int | None = None) -> float:
     """Wait until ``colour`` is healthy; return the seconds it took. Raise HealthCheckFailed otherwise.
 
-    ``inspect`` returns the container's current inspect data (None: no container to watch, e.g. compose
-    services checked elsewhere).
+    ``watch`` returns fresh inspect data of the colour's containers: any that exited or restarted fails
+    the check at once; any with a Docker HEALTHCHECK must report healthy. ``port`` defaults to the
+    colour's port.
     """
     h = cfg.health
-    host, port = cfg.host, cfg.port(colour)
+    host, port = cfg.host, port or cfg.port(colour)
     t0 = time.monotonic()
     seen = {"last": "no attempt yet", "progress": t0}
 
     def attempt() -> str:
-        if inspect is not None:
-            fatal, docker_health = container_verdict(inspect())
+        attrs_list = watch() if watch is not None else []
+        if watch is not None and not attrs_list:
+            raise HealthCheckFailed(f"{colour} has no container any more (removed while starting?)")
+        for attrs in attrs_list:
+            fatal, docker_health = container_verdict(attrs)
+            name = attrs.get("Name", "").lstrip("/") or colour
             if fatal:
-                raise HealthCheckFailed(f"{colour} {fatal} before it got healthy")
+                raise HealthCheckFailed(f"{name} {fatal} before it got healthy")
             if docker_health in ("starting", "unhealthy"):
-                seen["last"] = f"Docker HEALTHCHECK says {docker_health}"
+                seen["last"] = f"Docker HEALTHCHECK of {name} says {docker_health}"
                 raise NotHealthyYet(seen["last"])
         try:
             result = check_http(host, port, h.path, h.timeout, h.statuses)
@@ -123,5 +129,5 @@ def wait_healthy(cfg: Config, colour: Colour, inspect: Callable[[], dict[str, An
         raise HealthCheckFailed(f"{colour} not healthy after {time.monotonic() - t0:.0f}s "
                                 f"(last: {exc}; health/deadline is {h.deadline:g}s)") from None
     seconds = time.monotonic() - t0
-    say(f"{colour} is healthy ({result} from {cfg.health_url(colour)} after {seconds:.1f}s)")
+    say(f"{colour} is healthy ({result} from {host}:{port}{h.path} after {seconds:.1f}s)")
     return seconds

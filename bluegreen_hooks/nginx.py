@@ -225,7 +225,7 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say=print) -> Switch
         raise NginxError(f"{exc}; previous include {path} restored, nginx not reloaded") from exc
     try:
         run(cfg.nginx.reload, "nginx reload")
-        verify(cfg, colour)
+        verify(cfg, colour, path=cfg.health.path)
     except NginxError as exc:
         _restore(path, old_text)
         try:
