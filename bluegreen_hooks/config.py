@@ -232,8 +232,13 @@ def default_reload() -> tuple[str, ...]:
     return ("systemctl", "reload", "nginx") if _systemd_running() else ("nginx", "-s", "reload")
 
 
-def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Validate ``raw`` (the parsed TOML) into a Config; raise ConfigError naming the first bad key."""
+def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None = None,
+          check_files: bool = True) -> Config:
+    """Validate ``raw`` (the parsed TOML) into a Config; raise ConfigError naming the first bad key.
+
+    ``check_files=False`` skips the checks that the build context exists (for the copy of the live
+    config kept in the state directory, read by the operator commands).
+    """
     environ = os.environ if environ is None else environ
     file = path.name
     top = _Reader(file, raw, "", ("app", "colours", "container", "health", "nginx", "deploy"))
@@ -259,10 +264,10 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     build_path = None
     if build is not None:
         build_path = (path.parent / build).resolve()
-        if not build_path.is_dir():
+        if check_files and not build_path.is_dir():
             c.fail("build", f"build context {build!r} is not a folder next to {file}")
     dockerfile = c.string("dockerfile", "Dockerfile", re.compile(r"^[A-Za-z0-9._/-]+$"), "a relative file name")
-    if build_path is not None and not (build_path / dockerfile).is_file():
+    if check_files and build_path is not None and not (build_path / dockerfile).is_file():
         c.fail("dockerfile", f"{dockerfile!r} not found in {build!r}")
     network = c.string("network", "host")
     if network not in get_args(Network):
@@ -347,7 +352,7 @@ def find(bundle: Path | None = None, environ: Mapping[str, str] | None = None) -
     return (Path(bundle or ".") / CONFIG_NAME).resolve()
 
 
-def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+def load(path: Path | str, environ: Mapping[str, str] | None = None, check_files: bool = True) -> Config:
     """Read and validate the TOML file at ``path``."""
     path = Path(path)
     try:
@@ -358,4 +363,4 @@ def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: not valid TOML: {exc}") from exc
-    return parse(raw, path, environ)
+    return parse(raw, path, environ, check_files)

@@ -179,8 +179,11 @@ def application_start(ctx: Context) -> None:
         raise
     timings = {"image": round(t_start - t_image, 3), "healthy": round(healthy_after, 3),
                "switch_ms": round(sw.seconds * 1000, 1), "healthy_to_serving_ms": round((time.monotonic() - t_switch) * 1000, 1)}
+    live_config = ctx.store.dir / f"{cfg.app}.toml"
+    nginx.write_atomic(live_config, cfg.path.read_text(encoding="utf-8"))  # for the operator commands
     with ctx.store.update() as st:
         state.set_live(st, target, d, image)
+        st["config"] = str(live_config)
         state.finish_event(st, d, "switched", image=image, old_workers=sw.old_workers, timings=timings)
     ctx.say(f"{target} is live for {d}; {live or 'no colour'} keeps running until ValidateService")
 
