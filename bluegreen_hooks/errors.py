@@ -42,3 +42,7 @@ class NginxError(HookError):
 
 class ValidationFailed(HookError):
     """ValidateService found the new colour not serving correctly through nginx."""
+
+
+class DeliveryError(HookError):
+    """Building, pushing or deploying a revision failed (build.py); the message names the AWS error code."""
