@@ -1,0 +1,313 @@
+"""build.py bundle: reproducible zips, validation refusals, and the hooks' offline venv launcher."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bluegreen_hooks import delivery
+from bluegreen_hooks.delivery import main as build_main
+from testbed.bundle import ROOT, bed_config, toml_dumps
+
+EXAMPLE_APP = ROOT / "example" / "app"
+
+
+def make_src(tmp_path: Path, config: dict | None = None, name: str = "src") -> Path:
+    """An app folder as a user has it: bluegreen.toml + app/ (the example app's build context)."""
+    src = tmp_path / name
+    shutil.copytree(EXAMPLE_APP, src / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "bluegreen.toml").write_text(toml_dumps(config or {"app": "demo", "container": {"build": "app"}}))
+    return src
+
+
+def make_spec(tmp_path: Path, appspec: str | None = None) -> Path:
+    """A copy of the project's appspec.yml + hooks/ that a test may change."""
+    spec = tmp_path / "spec"
+    shutil.copytree(ROOT / "hooks", spec / "hooks")
+    (spec / "appspec.yml").write_text(appspec if appspec is not None else (ROOT / "appspec.yml").read_text())
+    return spec / "appspec.yml"
+
+
+def entries(path: Path) -> dict[str, zipfile.ZipInfo]:
+    with zipfile.ZipFile(path) as zf:
+        return {i.filename: i for i in zf.infolist()}
+
+
+def build(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = build_main(["bundle", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_bundle_twice_gives_identical_bytes_and_prints_sha256(tmp_path, capsys, monkeypatch):
+    """Same inputs -> same sha256 (sorted entries, fixed times and modes), wheels and all."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    src = make_src(tmp_path)
+    shas = []
+    for name in ("a.zip", "b.zip"):
+        rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / name))
+        assert rc == 0, err
+        sha = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        assert f"sha256 {sha}" in out and f"{(tmp_path / name).stat().st_size:,} bytes" in out
+        shas.append(sha)
+        os.utime(src / "app" / "Dockerfile", (1, 1))   # mtimes on disk do not leak into the zip
+    assert shas[0] == shas[1]
+    names = list(entries(tmp_path / "a.zip"))
+    assert names == sorted(names)
+
+
+def test_bundle_layout_modes_times_and_never_bundled_files(tmp_path, capsys, monkeypatch):
+    """appspec at the root, hooks 0755, fixed timestamps; .git, caches, venvs, dist/ are never bundled."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = make_src(tmp_path)
+    for junk in (".git/config", "app/__pycache__/x.pyc", ".venv/pyvenv.cfg", "env2/pyvenv.cfg", "env2/lib/x.py",
+                 "dist/old.zip", ".pytest_cache/x", "app/mod.pyc", "notes/keep.txt", "node/skip.log"):
+        (src / junk).parent.mkdir(parents=True, exist_ok=True)
+        (src / junk).write_text("x")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
+                         "--no-wheels", "--exclude", "*.log")
+    assert rc == 0, err
+    e = entries(tmp_path / "b.zip")
+    assert {"appspec.yml", "bluegreen.toml", "hooks/launch", "hooks/ValidateService", "bluegreen_hooks/delivery.py",
+            "app/Dockerfile", "app/entrypoint.sh", "notes/keep.txt"} <= set(e)
+    leaked = [n for n in e if n.split("/")[0] in (".git", ".venv", "env2", "dist", ".pytest_cache")
+              or "__pycache__" in n or n.endswith((".pyc", ".log"))]
+    assert leaked == []
+    assert not any(n.startswith("wheels/") for n in e)
+    modes = {n: (i.external_attr >> 16) & 0o7777 for n, i in e.items()}
+    assert modes["hooks/launch"] == modes["hooks/ApplicationStart"] == modes["app/entrypoint.sh"] == 0o755
+    assert modes["app/Dockerfile"] == modes["appspec.yml"] == 0o644
+    assert {i.date_time for i in e.values()} == {(2023, 11, 14, 22, 13, 20)}
+
+
+def test_bundle_include_rules_pick_app_files(tmp_path, capsys):
+    """--include keeps only matching app files (the deploy config and the framework always go in)."""
+    src = make_src(tmp_path)
+    (src / "README.txt").write_text("x")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
+                         "--no-wheels", "--include", "app")
+    assert rc == 0, err
+    e = entries(tmp_path / "b.zip")
+    assert "README.txt" not in e and "app/Dockerfile" in e and "bluegreen.toml" in e
+
+
+def test_bundle_carries_pinned_wheels_with_hashes(tmp_path, capsys):
+    """wheels/ holds pure-Python wheels for docker, tenacity and theirs; requirements.txt pins them by sha256."""
+    src = make_src(tmp_path)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:
+        wheels = {n: zf.read(n) for n in zf.namelist() if n.endswith(".whl")}
+        req = zf.read("wheels/requirements.txt").decode()
+    assert all(n.endswith("-none-any.whl") for n in wheels)
+    dists = {n.split("/")[1].split("-")[0] for n in wheels}
+    assert {"docker", "tenacity", "requests", "urllib3", "idna", "charset_normalizer", "certifi", "tomli"} == dists
+    for n, data in wheels.items():
+        assert f"--hash=sha256:{hashlib.sha256(data).hexdigest()}" in req
+    assert 'tomli==2.5.0 ; python_version < "3.11"' in req
+
+
+APPSPEC_OK = (ROOT / "appspec.yml").read_text()
+
+REFUSALS = [
+    ("version", APPSPEC_OK.replace("version: 0.0", "version: 0.1"), "appspec.yml: version: should be 0.0, not '0.1'"),
+    ("os", APPSPEC_OK.replace("os: linux", "os: windows"), "appspec.yml: os: should be linux, not 'windows'"),
+    ("unknown event", APPSPEC_OK.replace("  BeforeInstall:", "  BeforeInstal:"),
+     "appspec.yml: hooks/BeforeInstal: unknown lifecycle event (did you mean 'BeforeInstall'?)"),
+    ("missing hook", APPSPEC_OK.replace("location: hooks/ValidateService", "location: hooks/Validate"),
+     "appspec.yml: hooks/ValidateService/0/location: 'hooks/Validate' is not in the bundle"),
+    ("timeout 0", APPSPEC_OK.replace("timeout: 60", "timeout: 0"),
+     "appspec.yml: hooks/ApplicationStop/0/timeout: should be a number of seconds from 1 to 3600, not 0"),
+    ("timeout 3601", APPSPEC_OK.replace("timeout: 900", "timeout: 3601"),
+     "appspec.yml: hooks/ApplicationStart/0/timeout: should be a number of seconds from 1 to 3600, not 3601"),
+    ("sum per event", APPSPEC_OK.replace("      timeout: 900",
+                                         "      timeout: 1800\n    - location: hooks/launch\n      timeout: 1801"),
+     "appspec.yml: hooks/ApplicationStart: timeouts add up to 3601 s; CodeDeploy allows at most 3600 s per event"),
+    ("absolute location", APPSPEC_OK.replace("location: hooks/BeforeInstall", "location: /opt/hooks/BeforeInstall"),
+     "appspec.yml: hooks/BeforeInstall/0/location: should be relative to the bundle root, not an absolute path"),
+    ("dotdot location", APPSPEC_OK.replace("location: hooks/BeforeInstall", "location: hooks/../../x"),
+     "appspec.yml: hooks/BeforeInstall/0/location: should not contain '..'"),
+    ("unknown key", APPSPEC_OK + "permisions: []\n", "appspec.yml: permisions: unknown key (did you mean 'permissions'?)"),
+    ("bad yaml", APPSPEC_OK + "  weird\n", "appspec.yml: line"),
+]
+
+
+@pytest.mark.parametrize("appspec,message", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_bundle_refuses_bad_appspec_with_one_line(tmp_path, capsys, appspec, message):
+    """Each appspec mistake is one ERROR line naming the file and key; no zip is written."""
+    src = make_src(tmp_path)
+    spec = make_spec(tmp_path, appspec)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "--appspec", str(spec),
+                         "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 2, err
+    assert err.startswith(f"ERROR {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "b.zip").exists()
+
+
+def test_bundle_refuses_hook_that_is_not_executable(tmp_path, capsys):
+    src = make_src(tmp_path)
+    spec = make_spec(tmp_path)
+    hook = spec.parent / "hooks" / "ValidateService"
+    # hooks/ files are always stored 0755; a hook elsewhere must be executable itself
+    (src / "scripts").mkdir()
+    shutil.copy(hook, src / "scripts" / "check")
+    (src / "scripts" / "check").chmod(0o644)
+    spec.write_text(APPSPEC_OK.replace("location: hooks/ValidateService", "location: scripts/check"))
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "--appspec", str(spec),
+                         "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 2
+    assert err == "ERROR appspec.yml: hooks/ValidateService/0/location: 'scripts/check' is not executable (chmod +x it)\n"
+
+
+def test_bundle_refuses_invalid_deploy_config(tmp_path, capsys):
+    src = make_src(tmp_path, {"app": "demo", "colours": {"green": "80; evil"}, "container": {"build": "app"}})
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 2
+    assert err == "ERROR bluegreen.toml: colours/green: should be a port (1-65535), not '80; evil'\n"
+    assert not (tmp_path / "b.zip").exists()
+
+
+def test_bundle_refuses_build_context_missing_from_bundle(tmp_path, capsys):
+    src = make_src(tmp_path)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels",
+                         "--exclude", "app/Dockerfile")
+    assert rc == 2
+    assert err.startswith("ERROR bluegreen.toml: container/build: app/Dockerfile is not in the bundle"), err
+
+
+def test_bundle_refuses_build_context_outside_bundle(tmp_path, capsys):
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "../elsewhere"}})
+    (tmp_path / "elsewhere").mkdir()
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 2
+    assert err.startswith("ERROR bluegreen.toml: container/build: should not contain '..'"), err
+
+
+def test_bundle_refuses_symlink_leaving_the_tree(tmp_path, capsys):
+    src = make_src(tmp_path)
+    (src / "app" / "secret").symlink_to("/etc/hostname")
+    (src / "app" / "inside").symlink_to("Dockerfile")     # a link inside the tree is fine (stored as the file)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 1
+    assert err == f"ERROR {src}/app/secret: symlink leaves the tree (-> /etc/hostname); replace it with the file or exclude it\n"
+    (src / "app" / "secret").unlink()
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 0, err
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:
+        assert zf.read("app/inside") == (EXAMPLE_APP / "Dockerfile").read_bytes()
+
+
+def test_appspec_parser_reads_the_project_appspec():
+    spec = delivery.parse_appspec(APPSPEC_OK)
+    assert spec["version"] == "0.0" and spec["os"] == "linux"
+    assert spec["hooks"]["ApplicationStart"] == [{"location": "hooks/ApplicationStart", "timeout": 900}]
+    assert list(spec["hooks"]) == ["ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService"]
+
+
+def test_build_py_and_console_script_offer_the_same_commands(tmp_path):
+    """`python build.py bundle` works from a checkout; `bluegreen-hooks bundle` is the same command."""
+    src = make_src(tmp_path)
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
+    a = subprocess.run([sys.executable, str(ROOT / "build.py"), "bundle", "--config", str(src / "bluegreen.toml"),
+                        "-o", str(tmp_path / "a.zip"), "--no-wheels"], capture_output=True, text=True, env=env, cwd="/")
+    b = subprocess.run([sys.executable, "-m", "bluegreen_hooks", "bundle", "--config", str(src / "bluegreen.toml"),
+                        "-o", str(tmp_path / "b.zip"), "--no-wheels"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------- the launcher
+
+def bare_python(tmp_path: Path, base: str, name: str) -> Path:
+    """A python3 with nothing installed (no docker, no tenacity): a venv without pip."""
+    subprocess.run([base, "-m", "venv", "--without-pip", str(tmp_path / name)], check=True)
+    py = tmp_path / name / "bin" / "python3"
+    probe = subprocess.run([str(py), "-c", "import tenacity"], capture_output=True)
+    assert probe.returncode != 0, "the bare interpreter must not have tenacity"
+    return py
+
+
+def unpack(zip_path: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
+        for i in zf.infolist():       # zipfile does not restore modes; the agent does (and chmods hooks)
+            os.chmod(dest / i.filename, (i.external_attr >> 16) & 0o777)
+    return dest
+
+
+def interpreters() -> list[str]:
+    found = ["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable]
+    for cand in (shutil.which("python3.9"), str(Path.home() / ".pyenv/versions/3.9.18/bin/python3.9")):
+        if cand and os.path.exists(cand) and subprocess.run([cand, "-c", "import venv, ensurepip"],
+                                                            capture_output=True).returncode == 0:
+            found.append(cand)
+            break
+    return found
+
+
+@pytest.mark.parametrize("base", interpreters(), ids=lambda p: Path(p).name)
+def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, capsys, base):
+    """Two hooks at once on a python without docker/tenacity: one venv, built offline, then reused without pip."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
+    py = bare_python(tmp_path, base, "bare")
+    venvs = tmp_path / "venvs"
+    env = {"PATH": f"{py.parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(venvs), "DEPLOYMENT_ID": "d-launch",
+           "LIFECYCLE_EVENT": "ApplicationStop",
+           # offline: any attempt to reach an index would fail
+           "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    procs = [subprocess.Popen([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("installing the bundle's runtime" in o for o in outs) == 1, outs
+    made = [p.name for p in venvs.iterdir() if p.is_dir()]
+    assert len(made) == 1 and made[0].startswith("venv-"), made
+    vpy = venvs / made[0] / "bin" / "python"
+    check = subprocess.run([str(vpy), "-c", "import docker, tenacity, requests; print(docker.__version__, tenacity.__name__)"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.startswith("7.2.0"), check.stderr
+    again = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True, text=True)
+    assert again.returncode == 0 and "installing" not in again.stderr + again.stdout
+    assert "done" in again.stdout
+
+
+def test_launcher_without_wheels_uses_the_current_python(tmp_path, capsys):
+    """A --no-wheels bundle runs on the hook's python3 as before (here: the test venv, which has docker)."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 0, err
+    bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs")}
+    run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not (tmp_path / "venvs").exists()
+
+
+@pytest.mark.integration
+def test_bundled_hooks_deploy_on_a_python_without_docker_or_tenacity(docker_client, nginx, site, app_name, tmp_path, capsys):
+    """The real lifecycle (Docker + nginx) run by the bundle's hooks on a bare python3: the venv comes from wheels/."""
+    from testbed.bundle import EVENTS, run_hook
+    from testbed.ports import free_port
+    from tests.helpers import get
+
+    cfg = bed_config(app_name, nginx, site, (free_port(), free_port()), tmp_path / "state", "v1")
+    src = make_src(tmp_path, cfg)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
+    py = bare_python(tmp_path, interpreters()[0], "bare")
+    extra = {"BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs")}
+    for event in EVENTS:
+        run = run_hook(bundle, event, "d-bare", extra, python=str(py))
+        assert run.returncode == 0, f"{event}\n{run.output}"
+    assert get(site.url + "/")[1].strip() == "v1"
