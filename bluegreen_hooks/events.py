@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks import state
 from bluegreen_hooks.config import Colour, Config
-from bluegreen_hooks.errors import ConfigError, HookError, LockedError, NginxError, ValidationFailed
+from bluegreen_hooks.errors import ConfigError, HealthCheckFailed, HookError, LockedError, NginxError, ValidationFailed
 
 EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
 LAST_LINE_MAX = 300
@@ -58,7 +58,16 @@ class Reporter:
         self.stream = stream or sys.stdout
 
     def __call__(self, msg: str) -> None:
-        print(f"[{self.event} +{time.monotonic() - self.t0:.2f}s] {msg}", file=self.stream, flush=True)
+        emit(self.stream, f"[{self.event} +{time.monotonic() - self.t0:.2f}s] {msg}")
+
+
+def emit(stream, text: str) -> None:
+    """Print one line, flushed. A closed output is ignored: after its timeout the CodeDeploy agent sends
+    SIGTERM and closes its ends of our stdout/stderr at once, and the cleanup that follows must still run."""
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):   # BrokenPipeError, or the stream was closed
+        pass
 
 
 def deployment_id_from(environ: Mapping[str, str], bundle: Path) -> str:
@@ -122,6 +131,8 @@ def before_install(ctx: Context) -> None:
     ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
     be = containers.backend(cfg)
     ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
+    if hasattr(be, "check"):   # e.g. compose: the files parse and name the configured services
+        be.check(ctx.say)
     nginx.check_running(cfg)
     if not cfg.nginx.include.exists():
         if not cfg.nginx.include.parent.is_dir():
@@ -171,11 +182,14 @@ def application_start(ctx: Context) -> None:
         t_switch = time.monotonic()
         sw = nginx.switch(cfg, target, d, ctx.say)
     except BaseException as exc:
-        ctx.log_tail = be.logs_tail(target)
+        if isinstance(exc, HealthCheckFailed):
+            ctx.log_tail = be.logs_tail(target)
         ctx.say(f"removing {target}: {live or 'nothing'} keeps serving")
         be.remove_colour(target, live, ctx.say, grace=0)
-        if isinstance(exc, HookError) and live:
-            exc.args = (f"{exc.args[0]}; {live} keeps serving",)
+        if isinstance(exc, HookError):
+            serving = f"{live} keeps serving" if live else "nothing was serving"
+            step = "; see the output above, fix the app and deploy again" if ctx.log_tail else ""
+            exc.args = (f"{exc.args[0]}; {serving}{step}",)
         raise
     timings = {"image": round(t_start - t_image, 3), "healthy": round(healthy_after, 3),
                "switch_ms": round(sw.seconds * 1000, 1), "healthy_to_serving_ms": round((time.monotonic() - t_switch) * 1000, 1)}
@@ -249,12 +263,20 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 
 
 def last_line(event: str, msg: str) -> str:
-    line = f"ERROR {event}: {msg}"
-    return line if len(line) <= LAST_LINE_MAX else line[:LAST_LINE_MAX - 1] + "…"
+    """The final line of a failed event: cut in the middle if needed, so the next step at its end survives."""
+    line = " ".join(f"ERROR {event}: {msg}".split())
+    if len(line) <= LAST_LINE_MAX:
+        return line
+    keep = LAST_LINE_MAX - 5
+    return line[:keep // 2] + " ... " + line[-(keep - keep // 2):]
 
 
-def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out=None) -> int:
-    """Run one lifecycle event for the bundle at ``bundle``; return the exit status."""
+def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out=None,
+              dry_run: bool = False) -> int:
+    """Run one lifecycle event for the bundle at ``bundle``; return the exit status.
+
+    ``dry_run``: print what the event would do (plan.py) and change nothing.
+    """
     environ = os.environ if environ is None else environ
     out = out or sys.stdout
     say = Reporter(event, out)
@@ -267,6 +289,11 @@ def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None
     try:
         cfg = config_mod.load(config_mod.find(bundle, environ), environ)
         d = deployment_id_from(environ, bundle)
+        if dry_run:
+            from bluegreen_hooks import plan
+            for ln in plan.describe(cfg, d, [event]):
+                say(ln)
+            return 0
         ctx = Context(cfg, d, event, say)
         say(f"deployment {d} of {cfg.app} (group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
         HANDLERS[event](ctx)
@@ -280,16 +307,16 @@ def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None
         if ctx is not None and not isinstance(exc, LockedError):
             _audit(ctx, "failed", time.monotonic() - t0, str(exc), end_deployment=True)
         if ctx is not None and ctx.log_tail:
-            print(f"--- last {len(ctx.log_tail)} lines of the failed container's output ---", file=out)
+            emit(out, f"--- last {len(ctx.log_tail)} lines of the failed container's output ---")
             for ln in ctx.log_tail:
-                print(f"  | {ln}", file=out)
-        print(last_line(event, str(exc)), file=out, flush=True)
+                emit(out, f"  | {ln}")
+        emit(out, last_line(event, str(exc)))
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug or an unexpected error: traceback, then the one-line cause
-        traceback.print_exc(file=out)
+        emit(out, traceback.format_exc().rstrip())
         if ctx is not None:
             _audit(ctx, "failed", time.monotonic() - t0, repr(exc), end_deployment=True)
-        print(last_line(event, f"unexpected {type(exc).__name__}: {exc}; see the traceback above"), file=out, flush=True)
+        emit(out, last_line(event, f"unexpected {type(exc).__name__}: {exc}; see the traceback above"))
         return 1
     finally:
         signal.signal(signal.SIGTERM, old_handler)

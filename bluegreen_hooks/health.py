@@ -102,7 +102,7 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
             fatal, docker_health = container_verdict(attrs)
             name = attrs.get("Name", "").lstrip("/") or colour
             if fatal:
-                raise HealthCheckFailed(f"{name} {fatal} before it got healthy")
+                raise HealthCheckFailed(f"{colour} ({name}): {fatal} before it got healthy")
             if docker_health in ("starting", "unhealthy"):
                 seen["last"] = f"Docker HEALTHCHECK of {name} says {docker_health}"
                 raise NotHealthyYet(seen["last"])

@@ -42,10 +42,15 @@ def render_include(cfg: Config, colour: Colour, deployment_id: str) -> str:
     n = cfg.nginx
     head = f"{MARK} app={cfg.app} colour={colour} deployment={deployment_id}\n# Written by bluegreen-hooks; edits are replaced at the next switch.\n"
     target = f"{cfg.host_for_url}:{cfg.port(colour)}"
+    # compose stacks with several routed services: one more variable (or upstream) per extra service
+    extra = [(r.variable, f"{cfg.host_for_url}:{r.ports[colour]}") for r in cfg.extra_routes]
     if n.form == "set":
-        return head + f"set ${n.variable} http://{target};\nset ${n.colour_variable} {colour};\n"
+        return (head + f"set ${n.variable} http://{target};\n"
+                + "".join(f"set ${var} http://{t};\n" for var, t in extra)
+                + f"set ${n.colour_variable} {colour};\n")
     return (head + f"upstream {n.upstream} {{\n    server {target};\n}}\n"
-            f"map $pid ${n.colour_variable} {{\n    default {colour};\n}}\n")
+            + "".join(f"upstream {var} {{\n    server {t};\n}}\n" for var, t in extra)
+            + f"map $pid ${n.colour_variable} {{\n    default {colour};\n}}\n")
 
 
 def include_colour(cfg: Config, text: str | None) -> Colour | None:
@@ -108,10 +113,8 @@ def run(argv: tuple[str, ...] | list[str], what: str, timeout: float = 60) -> su
 def first_error(output: str) -> str:
     """The line of nginx's output that says what is wrong (an [emerg]/[error] line if there is one)."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    for ln in lines:
-        if "[emerg]" in ln or "[error]" in ln or "[alert]" in ln:
-            return ln[:220]
-    return lines[0][:220] if lines else ""
+    found = next((ln for ln in lines if re.search(r"\[(emerg|error|alert|crit)\]", ln)), lines[0] if lines else "")
+    return re.sub(r"^nginx: \[\w+\] ", "", found)[:220]
 
 
 def master_pid(cfg: Config) -> int | None:
@@ -222,7 +225,7 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say=print) -> Switch
         test_config(cfg)
     except NginxError as exc:
         _restore(path, old_text)
-        raise NginxError(f"{exc}; previous include {path} restored, nginx not reloaded") from exc
+        raise NginxError(f"{exc}; previous include restored, nginx not reloaded") from exc
     try:
         run(cfg.nginx.reload, "nginx reload")
         verify(cfg, colour, path=cfg.health.path)

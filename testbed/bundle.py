@@ -49,17 +49,21 @@ def merge(base: dict, over: Mapping) -> dict:
     return out
 
 
-def bed_config(app: str, nginx, site, ports: tuple[int, int], state_dir: Path, version: str = "v1",
+def bed_config(app: str, server, site, ports: tuple[int, int], state_dir: Path, version: str = "v1",
                **overrides: Any) -> dict:
-    """A bluegreen.toml (as a dict) for the example app on the test bed: host network, test nginx."""
+    """A bluegreen.toml (as a dict) for the example app on the test bed: host network, test nginx.
+
+    ``server`` is the test bed's Nginx, ``site`` its server block; ``overrides`` are merged per table,
+    e.g. ``nginx={"validate_path": "/missing"}``.
+    """
     cfg = {
         "app": app,
         "colours": {"blue": ports[0], "green": ports[1]},
         "container": {"build": "app", "build_args": {"APP_VERSION": version}, "build_network": "host",
                       "env": {"HOST": "127.0.0.1"}, "stop_grace_period": 5},
         "health": {"deadline": 60, "interval": 0.1, "max_interval": 0.25},
-        "nginx": {"include": str(site.include), "test": nginx.test_argv, "reload": nginx.reload_argv,
-                  "pid_file": str(nginx.pid_file), "public_url": site.url},
+        "nginx": {"include": str(site.include), "test": server.test_argv, "reload": server.reload_argv,
+                  "pid_file": str(server.pid_file), "public_url": site.url},
         "deploy": {"state_dir": str(state_dir), "drain_timeout": 30},
     }
     return merge(cfg, overrides)
