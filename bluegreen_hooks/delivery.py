@@ -358,8 +358,9 @@ def wheel_cache(path: Path | str | None = None) -> Path:
 
 
 def runtime_wheels(cache: Path, pins: Sequence[tuple[str, str, str]] = RUNTIME_WHEELS,
-                   out=sys.stderr) -> list[tuple[Path, str]]:
+                   out=None) -> list[tuple[Path, str]]:
     """The pinned runtime wheels as (file, marker), downloaded into ``cache`` once (pip, PyPI)."""
+    out = out or sys.stderr
     missing = [(n, v) for n, v, _ in pins if _find_wheel(cache, n, v) is None]
     if missing:
         cache.mkdir(parents=True, exist_ok=True)
@@ -700,8 +701,9 @@ def head_revision(s3, bucket: str, key: str, expected_owner: str | None = None) 
 def push(path: Path, bucket: str, key: str | None = None, application: str | None = None, register: bool = True,
          description: str | None = None, sse: str | None = None, kms_key_id: str | None = None,
          expected_owner: str | None = None, multipart_mb: int = 8, profile: str | None = None,
-         region: str | None = None, out=sys.stdout, progress=None) -> Revision:
+         region: str | None = None, out=None, progress=None) -> Revision:
     """Upload the bundle (managed transfer), read it back (head_object), then register it."""
+    out = out or sys.stdout
     from boto3.s3.transfer import TransferConfig
 
     app, sha = read_bundle(path)
@@ -799,9 +801,10 @@ def _duration(ev: Mapping[str, Any]) -> str:
         return ""
 
 
-def wait(cd, deployment_id: str, out=sys.stdout, poll: float = 2.0, timeout: float = 3600,
+def wait(cd, deployment_id: str, out=None, poll: float = 2.0, timeout: float = 3600,
          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> DeployResult:
     """Follow a deployment until it ends, printing each status and lifecycle event change once."""
+    out = out or sys.stdout
     deadline = clock() + timeout
     status = None
     seen: dict[tuple[str, str], str] = {}
@@ -831,8 +834,9 @@ def wait(cd, deployment_id: str, out=sys.stdout, poll: float = 2.0, timeout: flo
         sleep(poll)
 
 
-def report_failure(result: DeployResult, out=sys.stdout) -> str:
+def report_failure(result: DeployResult, out=None) -> str:
     """Print the failed events' diagnostics (error code, script, message, log tail); return the one-line cause."""
+    out = out or sys.stdout
     for target, ev in result.failed_events:
         d = ev.get("diagnostics") or {}
         print(f"failed: {target} {ev.get('lifecycleEventName')}: {d.get('errorCode', '?')} "
@@ -852,6 +856,15 @@ def report_failure(result: DeployResult, out=sys.stdout) -> str:
         cause += f" ({err.get('code', '?')}: {' '.join(str(err.get('message', '')).split())})"
     out.flush()
     return cause
+
+
+def check_group(application: str, group: str, profile: str | None = None, region: str | None = None) -> None:
+    """Fail with one line unless the application and its deployment group exist."""
+    try:
+        cd = session(profile, region).client("codedeploy")
+        cd.get_deployment_group(applicationName=application, deploymentGroupName=group)
+    except _aws_errors() as exc:
+        raise aws_error(f"deployment group {group!r} of {application!r}", exc) from exc
 
 
 def create_deployment(application: str, group: str, rev: Revision, deployment_config: str | None = None,
@@ -890,7 +903,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _push_args(args: argparse.Namespace, path: Path, out=sys.stdout) -> Revision:
+def _push_args(args: argparse.Namespace, path: Path, out=None) -> Revision:
     return push(path, args.bucket, args.key, args.application, not getattr(args, "no_register", False),
                 args.description, args.sse, args.sse_kms_key_id, args.expected_bucket_owner, args.multipart_mb,
                 args.profile, args.region, out=out)
@@ -918,6 +931,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if args.bundle is not None:
         if not args.bucket:
             raise DeliveryError("deploy: --bucket is required to push BUNDLE")
+        # the group must exist before anything is uploaded or registered
+        check_group(args.application or read_bundle(args.bundle)[0], args.group, args.profile, args.region)
         rev = _push_args(args, args.bundle)
     elif args.revision_file is not None:
         try:

@@ -1,0 +1,166 @@
+"""build.py push/deploy against a real S3 server (Ceph radosgw) and the CodeDeploy emulator running the real agent."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bluegreen_hooks import delivery
+from bluegreen_hooks.delivery import main as build_main
+from testbed.bundle import ROOT, bed_config, toml_dumps
+from testbed.load import Load
+from testbed.ports import free_port
+from tests.helpers import get
+
+pytestmark = pytest.mark.aws
+
+EXAMPLE_APP = ROOT / "example" / "app"
+
+
+def make_bundle_zip(tmp_path: Path, config: dict, name: str = "rev.zip", wheels: bool = True,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
+    src = tmp_path / f"src-{name}"
+    shutil.copytree(EXAMPLE_APP, src / "app")
+    (src / "bluegreen.toml").write_text(toml_dumps(config))
+    for rel, data in (extra_files or {}).items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    res = delivery.bundle(src / "bluegreen.toml", tmp_path / name, with_wheels=wheels)
+    return res.path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = build_main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def revisions(codedeploy, app: str) -> list[dict]:
+    return [r["s3Location"] for r in codedeploy.list_application_revisions(applicationName=app)["revisions"]]
+
+
+def test_push_small_bundle_registers_etag_and_version(tmp_path, capsys, s3, codedeploy, bucket, cd_app):
+    """Upload, head_object, register: the registered revision carries S3's ETag and VersionId."""
+    app, _ = cd_app
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
+    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app, "--key", "demo/small.zip",
+                       "--revision-file", str(tmp_path / "rev.json"))
+    assert rc == 0, err
+    head = s3.head_object(Bucket=bucket, Key="demo/small.zip")
+    assert head["ContentLength"] == z.stat().st_size
+    assert head["Metadata"]["bluegreen-sha256"] == delivery.sha256_file(z)
+    etag, version = head["ETag"].strip('"'), head["VersionId"]
+    assert revisions(codedeploy, app) == [{"bucket": bucket, "key": "demo/small.zip", "bundleType": "zip",
+                                           "eTag": etag, "version": version}]
+    assert f"etag {etag}, version {version}" in out
+    rev = json.loads((tmp_path / "rev.json").read_text())
+    assert (rev["etag"], rev["version"], rev["application"]) == (etag, version, app)
+
+
+def test_push_20mb_bundle_goes_multipart_and_registers(tmp_path, capsys, s3, codedeploy, bucket, cd_app):
+    """A 20 MB bundle is uploaded in 8 MiB parts (ETag '-3'); the read-back ETag is the one registered."""
+    app, _ = cd_app
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False,
+                        extra_files={"data/blob.bin": os.urandom(20 * 1024 * 1024)})
+    assert z.stat().st_size > 20_000_000
+    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
+    assert rc == 0, err
+    assert "upload s3://" in err and "100%" in err            # progress (a bar on a terminal)
+    [loc] = revisions(codedeploy, app)
+    assert loc["eTag"].endswith("-3") and loc["version"]
+    head = s3.head_object(Bucket=bucket, Key=loc["key"], VersionId=loc["version"])
+    assert head["ETag"].strip('"') == loc["eTag"] and head["ContentLength"] == z.stat().st_size
+
+
+def test_push_to_missing_bucket_is_one_line_and_registers_nothing(tmp_path, capsys, codedeploy, cd_app):
+    app, _ = cd_app
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
+    rc, out, err = run(capsys, "push", str(z), "--bucket", "bgh-no-such-bucket-x1", "--application", app)
+    assert rc == 1
+    assert err.count("\n") == 1 and err.startswith("ERROR bucket 'bgh-no-such-bucket-x1': 404"), err
+    assert "create it or fix --bucket" in err
+    assert revisions(codedeploy, app) == []
+
+
+def test_push_for_unknown_application_uploads_nothing(tmp_path, capsys, s3, bucket):
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
+    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", "bgh-nope")
+    assert rc == 1
+    assert err.startswith("ERROR application 'bgh-nope': ApplicationDoesNotExistException") and err.count("\n") == 1, err
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_push_with_wrong_secret_is_access_denied(tmp_path, capsys, monkeypatch, codedeploy, bucket, cd_app):
+    app, _ = cd_app
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
+    assert rc == 1
+    assert err.startswith(f"ERROR bucket '{bucket}': 403") and "access denied" in err and err.count("\n") == 1, err
+    assert revisions(codedeploy, app) == []
+
+
+def test_push_network_failure_is_one_line(tmp_path, capsys, monkeypatch, bucket, cd_app):
+    app, _ = cd_app
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
+    assert rc == 1
+    assert err.startswith(f"ERROR bucket '{bucket}': network error:") and err.count("\n") == 1, err
+
+
+def test_deploy_to_unknown_group_is_one_line(tmp_path, capsys, bucket, cd_app):
+    app, _ = cd_app
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
+    rc, out, err = run(capsys, "deploy", str(z), "--bucket", bucket, "--application", app, "--group", "nope")
+    assert rc == 1
+    assert "DeploymentGroupDoesNotExistException" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.agent
+def test_deploy_example_app_through_codedeploy_with_zero_failed_requests(
+        tmp_path, capsys, s3, codedeploy, bucket, cd_app, docker_client, nginx, site, app_name):
+    """bundle -> push -> register -> create_deployment -> the real agent runs the hooks on a bare python3.
+
+    First deploy: blue serves v1. Second (under load): green serves v2, 0 failed requests. Third, whose
+    ValidateService fails: deploy exits 1 and prints the agent's log tail with our one-line cause.
+    """
+    app, group = cd_app
+    ports = (free_port(), free_port())
+    state_dir = tmp_path / "state"
+
+    def deploy(version: str, **overrides) -> tuple[int, str, str]:
+        cfg = bed_config(app_name, nginx, site, ports, state_dir, version, **overrides)
+        z = make_bundle_zip(tmp_path, cfg, name=f"{version}.zip")
+        return run(capsys, "deploy", str(z), "--bucket", bucket, "--application", app, "--group", group,
+                   "--poll", "0.5", "--timeout", "900", "--description", f"test {version}")
+
+    rc, out, err = deploy("v1")
+    assert rc == 0, out + err
+    assert "Succeeded" in out and "ValidateService: Succeeded" in out, out
+    assert get(site.url + "/")[1].strip() == "v1"
+    assert json.loads((state_dir / f"{app_name}.json").read_text())["live"] == "blue"
+
+    with Load(site.url + "/", threads=4) as load:
+        rc, out, err = deploy("v2")
+    assert rc == 0, out + err
+    r = load.result
+    assert r.failed == 0, r.summary()
+    assert r.versions_in_order == ["v1", "v2"], r.summary()
+    assert json.loads((state_dir / f"{app_name}.json").read_text())["live"] == "green"
+
+    rc, out, err = deploy("v3", nginx={"validate_path": "/missing"})
+    assert rc == 1, out + err
+    assert "ValidateService: Failed" in out
+    assert "failed: i-" in out and "ScriptFailed hooks/ValidateService" in out, out
+    tail = out.split("--- log tail", 1)[1]
+    assert "| ERROR ValidateService:" in tail, out
+    assert err.startswith("ERROR deployment d-") and "Failed in ValidateService" in err and err.count("\n") == 1, err
+    assert get(site.url + "/")[1].strip() == "v2"      # switched back to the colour that served
+    info = codedeploy.get_deployment(deploymentId=err.split()[2])["deploymentInfo"]
+    assert info["status"] == "Failed"
