@@ -96,6 +96,40 @@ class NginxConfig:
 
 
 @dataclass(frozen=True)
+class ComposeRoute:
+    """A routed compose service: its port per colour and the nginx variable that points at it."""
+
+    service: str
+    variable: str
+    ports: Mapping[str, int]
+
+    @property
+    def port_env(self) -> str:
+        """The variable holding its port for the compose file, e.g. BLUEGREEN_PORT_API."""
+        return "BLUEGREEN_PORT_" + re.sub(r"[^A-Z0-9]", "_", self.service.upper())
+
+
+@dataclass(frozen=True)
+class ComposeConfig:
+    """The [compose] table: run each colour as a docker-compose project (see docs/compose.md)."""
+
+    files: Mapping[str, Path]          # colour -> compose file (the same file for both in the one-file form)
+    single: bool                       # True for `file = ...` (colours differ only by the variables we set)
+    project: str                       # template with {app} and {colour}
+    build: bool
+    pull: bool
+    services: tuple[str, ...] | None   # services to wait for (None: all of the file)
+    routed: tuple[ComposeRoute, ...]   # the first uses colours/blue, colours/green and nginx/variable
+    remove_volumes: bool
+    env: Mapping[str, str]
+    command: tuple[str, ...] | None    # None: `docker compose` if it works, else `docker-compose`
+    stop_grace_period: float
+
+    def project_name(self, app: str, colour: str) -> str:
+        return self.project.format(app=app, colour=colour)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     app: str
@@ -110,6 +144,12 @@ class Config:
     stale_after: float
     history: int
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    compose: ComposeConfig | None = None
+
+    @property
+    def extra_routes(self) -> tuple[ComposeRoute, ...]:
+        """Routed services beyond the first (each one more ``set $var ...;`` line in the include)."""
+        return self.compose.routed[1:] if self.compose else ()
 
     @property
     def root(self) -> Path:
@@ -153,7 +193,7 @@ class _Reader:
         self.file, self.table, self.prefix = file, table, prefix
         for key in table:
             if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
+                hint = difflib.get_close_matches(key, known, n=1) or [k for k in known if k.startswith(key)][:1]
                 extra = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
                 self.fail(key, f"unknown key{extra}")
 
@@ -241,7 +281,7 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     """
     environ = os.environ if environ is None else environ
     file = path.name
-    top = _Reader(file, raw, "", ("app", "colours", "container", "health", "nginx", "deploy"))
+    top = _Reader(file, raw, "", ("app", "colours", "container", "health", "nginx", "deploy", "compose"))
     app = top.string("app", pattern=_NAME, what="a name of lowercase letters, digits, '.', '_' or '-'")
     if app is None:
         top.fail("app", "is required (a name such as \"shop\")")
@@ -259,7 +299,9 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
                  "env", "stop_grace_period", "command"))
     image = c.string("image", pattern=_IMAGE, what="an image reference such as \"nginx:1.25\"")
     build = c.string("build")
-    if (image is None) == (build is None):
+    if top.get("compose") is not None and top.get("container") is not None:
+        top.fail("container", "remove the [container] table: with [compose] the compose file describes the containers")
+    if top.get("compose") is None and (image is None) == (build is None):
         c.fail("build", "set exactly one of container/build (a build context) or container/image (to pull)")
     build_path = None
     if build is not None:
@@ -336,12 +378,116 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     state_dir = environ.get(STATE_DIR_ENV) or d.string("state_dir", DEFAULT_STATE_DIR, _SAFE_PATH, "an absolute path")
     if not _SAFE_PATH.match(state_dir):
         raise ConfigError(f"{STATE_DIR_ENV}: should be an absolute path, not {state_dir!r}")
+    compose = None
+    if top.get("compose") is not None:
+        compose = _parse_compose(_Reader(file, top.table_of("compose"), "compose/", _COMPOSE_KEYS), app, ports,
+                                 nginx, path, check_files)
     return Config(
+        compose=compose,
         path=path, app=app, ports=ports, host=host, container=container, health=health, nginx=nginx,
         drain_timeout=d.number("drain_timeout", DEFAULT_DRAIN_TIMEOUT, 0, 3600),
         keep_images=d.integer("keep_images", DEFAULT_KEEP_IMAGES, 0, 100),
         state_dir=Path(state_dir), stale_after=d.number("stale_after", DEFAULT_STALE_AFTER, 1, 86400),
         history=d.integer("history", DEFAULT_HISTORY, 1, 100000), raw=raw)
+
+
+_COMPOSE_KEYS = ("file", "files", "project", "build", "pull", "services", "routed", "routes", "remove_volumes", "env",
+                 "command", "stop_grace_period")
+_SERVICE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_REL_FILE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/@+-]{0,254}$")
+
+
+def _parse_compose(r: _Reader, app: str, ports: Mapping[str, int], nginx: NginxConfig, path: Path,
+                   check_files: bool) -> ComposeConfig:
+    """The [compose] table (docs/compose.md). Whether the files parse is checked by BeforeInstall."""
+    def boolean(key: str, default: bool) -> bool:
+        value = r.get(key, default)
+        if not isinstance(value, bool):
+            r.fail(key, f"should be true or false, not {value!r}")
+        return value
+
+    def compose_file(key: str, value: Any) -> Path:
+        if not isinstance(value, str) or not _REL_FILE.match(value) or ".." in value.split("/"):
+            r.fail(key, f"should be a compose file name relative to {path.name}, such as \"docker-compose.yml\", "
+                        f"not {value!r}")
+        p = (path.parent / value).resolve()
+        if check_files and not p.is_file():
+            r.fail(key, f"compose file {value!r} not found next to {path.name}")
+        return p
+
+    if ("file" in r.table) == ("files" in r.table):
+        r.fail("file", "set exactly one of compose/file (one file, colours set by variables) or "
+                       "compose/files = { blue = \"...\", green = \"...\" }")
+    if "file" in r.table:
+        one = compose_file("file", r.get("file"))
+        files = {c: one for c in COLOURS}
+    else:
+        ft = _Reader(r.file, r.table_of("files"), "compose/files/", COLOURS)
+        for c in COLOURS:
+            if c not in ft.table:
+                ft.fail(c, f"is required (the compose file of the {c} stack)")
+        files = {c: compose_file(f"files/{c}", ft.get(c)) for c in COLOURS}
+    project = r.string("project", "{app}-{colour}")
+    try:
+        names = {c: project.format(app=app, colour=c) for c in COLOURS}
+    except (KeyError, IndexError, ValueError):
+        r.fail("project", f"may only use {{app}} and {{colour}}, not {project!r}")
+    if "{colour}" not in project or names["blue"] == names["green"]:
+        r.fail("project", f"should contain {{colour}} so that each colour is its own project, not {project!r}")
+    for name in names.values():
+        if not _PROJECT.match(name):
+            r.fail("project", f"gives {name!r}; a compose project name is lowercase letters, digits, '-' and '_'")
+
+    def names_list(key: str) -> tuple[str, ...] | None:
+        value = r.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and _SERVICE.match(v) for v in value):
+            r.fail(key, f"should be a list of compose service names such as [\"web\", \"api\"], not {value!r}")
+        if len(set(value)) != len(value):
+            r.fail(key, f"names a service twice: {value!r}")
+        return tuple(value)
+
+    services = names_list("services")
+    routed_names = names_list("routed") or ()
+    rt = _Reader(r.file, r.table_of("routes"), "compose/routes/", routed_names or ("(none)",))
+    if routed_names and routed_names[0] in rt.table:
+        rt.fail(routed_names[0], "is the first routed service: its ports are colours/blue and colours/green, "
+                                 "its variable nginx/variable; remove this table")
+    routed = []
+    used_ports = {ports[c]: f"colours/{c}" for c in COLOURS}
+    used_vars = {nginx.variable: "nginx/variable", nginx.colour_variable: "nginx/colour_variable"}
+    for i, svc in enumerate(routed_names):
+        if i == 0:
+            routed.append(ComposeRoute(svc, nginx.variable, dict(ports)))
+            continue
+        one = rt.get(svc)
+        if not isinstance(one, dict):
+            rt.fail(svc, "is required: a table with its port per colour, e.g. { blue = 9081, green = 9082 }")
+        s = _Reader(r.file, one, f"compose/routes/{svc}/", ("blue", "green", "variable"))
+        sports = {}
+        for c in COLOURS:
+            if c not in s.table:
+                s.fail(c, f"is required (the port {svc} listens on in the {c} stack)")
+            sports[c] = s.integer(c, None, 1, 65535, "a port")
+            if sports[c] in used_ports:
+                s.fail(c, f"port {sports[c]} is already used by {used_ports[sports[c]]}")
+            used_ports[sports[c]] = f"compose/routes/{svc}/{c}"
+        variable = s.string("variable", re.sub(r"[^A-Za-z0-9_]", "_", svc) + "_url", _IDENT,
+                            "an nginx variable name without '$'")
+        if variable in used_vars:
+            s.fail("variable", f"${variable} is already used by {used_vars[variable]}")
+        used_vars[variable] = f"compose/routes/{svc}/variable"
+        routed.append(ComposeRoute(svc, variable, sports))
+    command = r.get("command")
+    if command is not None:
+        command = r.argv("command", ())
+    build, pull = boolean("build", False), boolean("pull", False)
+    return ComposeConfig(
+        files=files, single="file" in r.table, project=project, build=build, pull=pull, services=services,
+        routed=tuple(routed), remove_volumes=boolean("remove_volumes", False), env=r.mapping("env"),
+        command=command, stop_grace_period=r.number("stop_grace_period", DEFAULT_STOP_GRACE, 0, 3600))
 
 
 def find(bundle: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:

@@ -1,0 +1,251 @@
+"""Pure logic, no services: config validation, include rendering, state claims, verdicts, argv/kwargs builders."""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from bluegreen_hooks import config, containers, events, health, nginx, state
+from bluegreen_hooks.errors import ConfigError, LockedError
+
+BASE = {"app": "shop", "container": {"image": "shop:1"}}
+
+
+def parse(raw, tmp_path=Path("/srv/bundle")):
+    return config.parse(raw, Path(tmp_path) / "bluegreen.toml", environ={})
+
+
+def with_(table, **values):
+    raw = {**BASE, table: {**BASE.get(table, {}), **values}}
+    return raw
+
+
+def test_defaults_are_the_classic_deploy_sh_layout():
+    """Defaults: blue 8081, green 8082 on 127.0.0.1, backend-url.inc with $service_url, nginx -t."""
+    cfg = parse(BASE)
+    assert (cfg.port("blue"), cfg.port("green"), cfg.host) == (8081, 8082, "127.0.0.1")
+    assert str(cfg.nginx.include) == "/etc/nginx/conf.d/backend-url.inc"
+    assert (cfg.nginx.variable, cfg.nginx.test) == ("service_url", ("nginx", "-t"))
+    assert cfg.nginx.reload in (("systemctl", "reload", "nginx"), ("nginx", "-s", "reload"))
+    assert cfg.state_dir == Path("/var/lib/bluegreen-hooks")
+    assert cfg.other("blue") == "green" and cfg.container_name("green") == "shop-green"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"container": {"image": "x"}}, "bluegreen.toml: app: is required"),
+    ({**BASE, "app": "Shop App"}, "bluegreen.toml: app: should be a name of lowercase letters"),
+    ({**BASE, "colour": {}}, "bluegreen.toml: colour: unknown key (did you mean 'colours'?)"),
+    (with_("colours", green="80; evil"), "bluegreen.toml: colours/green: should be a port (1-65535), not '80; evil'"),
+    (with_("colours", green=70000), "colours/green: should be a port (1-65535), not 70000"),
+    (with_("colours", green=True), "colours/green: should be a port (1-65535), not True"),
+    (with_("colours", blue=9000, green=9000), "colours/green: should differ from colours/blue (both are 9000)"),
+    (with_("colours", host="127.0.0.1;}"), "colours/host: should be an IP address or a hostname, not '127.0.0.1;}'"),
+    (with_("colours", host="a b"), "colours/host: should be an IP address or a hostname"),
+    ({"app": "shop", "container": {}}, "container/build: set exactly one of container/build"),
+    ({"app": "shop", "container": {"image": "a", "build": "."}}, "container/build: set exactly one"),
+    (with_("container", image="Bad Image!"), "container/image: should be an image reference"),
+    (with_("container", network="overlay"), "container/network: should be \"host\" or \"bridge\""),
+    (with_("container", network="bridge"), "container/port: is required with network = \"bridge\""),
+    (with_("container", env={"A B": "x"}), "container/env/A B: should be a name of letters, digits and _"),
+    (with_("container", stop_grace_period=-1), "container/stop_grace_period: should be a number of seconds"),
+    (with_("health", path="/health; return 200"), "health/path: should be an HTTP path starting with /"),
+    (with_("health", path="health"), "health/path: should be an HTTP path"),
+    (with_("health", statuses=[200, "ok"]), "health/statuses: should be a list of HTTP statuses"),
+    (with_("health", deadline=0), "health/deadline: should be a number of seconds from 1 to 3600, not 0"),
+    (with_("nginx", include="/etc/nginx/x.inc;\nlocation"), "nginx/include: should be an absolute path"),
+    (with_("nginx", include="relative.inc"), "nginx/include: should be an absolute path"),
+    (with_("nginx", variable="service_url;"), "nginx/variable: should be an nginx variable name without '$'"),
+    (with_("nginx", variable="$x"), "nginx/variable: should be an nginx variable name"),
+    (with_("nginx", upstream="a}b"), "nginx/upstream: should be an upstream name"),
+    (with_("nginx", form="block"), "nginx/form: should be \"set\" or \"upstream\""),
+    (with_("nginx", test="nginx -t"), "nginx/test: should be a command as a list of strings"),
+    (with_("nginx", reload=[]), "nginx/reload: should be a command as a list of strings"),
+    (with_("nginx", public_url="ftp://x/"), "nginx/public_url: should be an http(s) URL"),
+    (with_("nginx", public_url="http://a b/"), "nginx/public_url: should be an http(s) URL"),
+    (with_("nginx", colour_header="X-Colour: 1"), "nginx/colour_header: should be an HTTP header name"),
+    (with_("deploy", state_dir="var/lib"), "deploy/state_dir: should be an absolute path"),
+    (with_("deploy", keep_images=-1), "deploy/keep_images: should be an integer (0-100), not -1"),
+    (with_("deploy", drain=3), "deploy/drain: unknown key (did you mean 'drain_timeout'?)"),
+])
+def test_bad_config_is_refused_with_one_line_naming_the_key(raw, message):
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    text = str(err.value)
+    assert message in text and "\n" not in text
+
+
+def test_build_context_must_exist_next_to_the_config(tmp_path):
+    with pytest.raises(ConfigError, match=r"container/build: build context 'app' is not a folder next to bluegreen.toml"):
+        parse({"app": "shop", "container": {"build": "app"}}, tmp_path)
+    (tmp_path / "app").mkdir()
+    with pytest.raises(ConfigError, match=r"container/dockerfile: 'Dockerfile' not found in 'app'"):
+        parse({"app": "shop", "container": {"build": "app"}}, tmp_path)
+    (tmp_path / "app" / "Dockerfile").write_text("FROM scratch\n")
+    assert parse({"app": "shop", "container": {"build": "app"}}, tmp_path).container.build == tmp_path / "app"
+
+
+def test_state_dir_environment_variable_overrides_the_config():
+    cfg = config.parse(BASE, Path("/b/bluegreen.toml"), environ={"BLUEGREEN_STATE_DIR": "/tmp/st"})
+    assert cfg.state_dir == Path("/tmp/st")
+    with pytest.raises(ConfigError, match="BLUEGREEN_STATE_DIR: should be an absolute path"):
+        config.parse(BASE, Path("/b/bluegreen.toml"), environ={"BLUEGREEN_STATE_DIR": "rel;x"})
+
+
+def test_load_reports_toml_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no deploy config here"):
+        config.load(tmp_path / "bluegreen.toml")
+    (tmp_path / "bluegreen.toml").write_text("app = \n")
+    with pytest.raises(ConfigError, match="bluegreen.toml: not valid TOML"):
+        config.load(tmp_path / "bluegreen.toml")
+
+
+def test_render_include_set_form_is_a_drop_in_for_backend_url_inc():
+    cfg = parse(BASE)
+    assert nginx.render_include(cfg, "green", "d-ABC123") == (
+        "# bluegreen-hooks: app=shop colour=green deployment=d-ABC123\n"
+        "# Written by bluegreen-hooks; edits are replaced at the next switch.\n"
+        "set $service_url http://127.0.0.1:8082;\n"
+        "set $bluegreen_colour green;\n")
+
+
+def test_render_include_upstream_form_and_ipv6_host():
+    cfg = parse({**BASE, "colours": {"host": "::1"}, "nginx": {"form": "upstream", "upstream": "shop_up"}})
+    text = nginx.render_include(cfg, "blue", "d-1")
+    assert "upstream shop_up {\n    server [::1]:8081;\n}\n" in text
+    assert "map $pid $bluegreen_colour {\n    default blue;\n}\n" in text
+
+
+def test_render_include_refuses_unsafe_deployment_ids():
+    with pytest.raises(ValueError):
+        nginx.render_include(parse(BASE), "blue", "d-1;}\nevil")
+
+
+@pytest.mark.parametrize("text, colour", [
+    ("# bluegreen-hooks: app=shop colour=green deployment=d-1\nset $service_url http://127.0.0.1:8082;\n", "green"),
+    ("set $service_url http://127.0.0.1:8081;\n", "blue"),          # the legacy deploy.sh include
+    ("upstream x { server 127.0.0.1:8082; }\n", "green"),
+    ("set $service_url http://127.0.0.1:9999;\n", None),
+    ("", None),
+    ("# bluegreen-hooks: app=other colour=green deployment=d-1\n", None),
+])
+def test_include_colour_reads_ours_and_legacy_includes(text, colour):
+    assert nginx.include_colour(parse(BASE), text) == colour
+
+
+def test_first_error_picks_the_emerg_line():
+    out = "nginx: [emerg] unknown directive \"sett\" in /x.inc:2\nnginx: configuration file /etc/nginx/nginx.conf test failed\n"
+    assert nginx.first_error(out) == 'unknown directive "sett" in /x.inc:2'
+
+
+def test_last_line_is_short_and_keeps_its_end():
+    line = events.last_line("ApplicationStart", "x" * 500 + " next step: redeploy")
+    assert len(line) <= 300 and line.startswith("ERROR ApplicationStart: xxx") and line.endswith("next step: redeploy")
+
+
+def test_run_kwargs_host_network_gives_the_colour_port_in_env():
+    kw = containers.run_kwargs(parse(with_("container", env={"A": "1"})), "green", "img:1", "d-1")
+    assert kw["network_mode"] == "host" and "ports" not in kw
+    assert kw["environment"] == {"A": "1", "PORT": "8082"}
+    assert kw["labels"] == {"bluegreen.app": "shop", "bluegreen.colour": "green", "bluegreen.deployment": "d-1",
+                            "bluegreen.image": "img:1"}
+    assert kw["name"] == "shop-green" and kw["restart_policy"] == {"Name": "unless-stopped"}
+
+
+def test_run_kwargs_bridge_network_publishes_the_colour_port_on_the_host_ip():
+    """Real users may publish ports through a bridge: container port 3000 -> 127.0.0.1:8081 for blue."""
+    kw = containers.run_kwargs(parse(with_("container", network="bridge", port=3000)), "blue", "img:1", "d-1")
+    assert kw["network_mode"] == "bridge" and kw["ports"] == {"3000/tcp": ("127.0.0.1", 8081)}
+    assert kw["environment"] == {}
+
+
+def test_image_tag_is_a_valid_docker_tag():
+    assert containers.image_tag(parse(BASE), "d-ABC/12:3") == "bluegreen-shop:d-ABC-12-3"
+
+
+@pytest.mark.parametrize("attrs, fatal, docker_health", [
+    ({"State": {"Status": "running"}, "RestartCount": 0}, None, None),
+    ({"State": {"Status": "running", "Health": {"Status": "starting"}}}, None, "starting"),
+    ({"State": {"Status": "exited", "ExitCode": 3}}, "container exited with code 3", None),
+    ({"State": {"Status": "restarting", "ExitCode": 1}, "RestartCount": 2},
+     "container is crash-looping (restarted 2 time(s), last exit code 1)", None),
+])
+def test_container_verdict(attrs, fatal, docker_health):
+    assert health.container_verdict(attrs) == (fatal, docker_health)
+
+
+def test_poll_returns_the_first_truthy_value_and_none_after_the_deadline():
+    calls = []
+    assert health.poll(lambda: calls.append(1) or (len(calls) >= 3 and "yes"), 5, sleep=lambda s: None) == "yes"
+    assert health.poll(lambda: False, 0.05, interval=0.01) is None
+
+
+# ------------------------------------------------------------------------------------------------- state
+
+def test_store_writes_atomically_with_private_permissions(tmp_path):
+    store = state.Store(tmp_path / "st", "shop")
+    with store.update() as st:
+        st["live"] = "blue"
+    assert stat.S_IMODE(os.stat(tmp_path / "st").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+    assert store.read()["live"] == "blue" and store.problem is None
+    assert [p.name for p in (tmp_path / "st").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_store_treats_missing_and_corrupt_files_as_empty(tmp_path):
+    store = state.Store(tmp_path, "shop")
+    assert store.read()["live"] is None and store.problem == "missing"
+    store.path.write_text('{"app": "other"}')
+    assert store.read()["live"] is None and store.problem == "corrupt"
+    assert (tmp_path / "shop.json.corrupt").exists()
+
+
+def _ip(**kw):
+    now = time.time()
+    return {"id": "d-1", "target": "green", "started": now - 30, "updated": now - 10, "event": "ApplicationStart",
+            "event_done": False, "pid": os.getpid(), "pid_start": state.process_start_time(os.getpid()),
+            "host": os.uname().nodename, **kw}
+
+
+def test_claim_refuses_while_the_holder_process_runs():
+    data = {**state.empty("shop"), "in_progress": _ip()}
+    with pytest.raises(LockedError) as err:
+        state.claim(data, "d-2", "BeforeInstall", "green", 900)
+    assert "deployment d-1 is in progress (ApplicationStart running as pid" in str(err.value)
+    assert "started 30s ago" in str(err.value)
+
+
+def test_claim_takes_over_a_holder_whose_process_died():
+    data = {**state.empty("shop"), "in_progress": _ip(pid=2 ** 22 + 1, pid_start=1)}
+    note = state.claim(data, "d-2", "BeforeInstall", "green", 900)
+    assert "took over from stale deployment d-1" in note and "died without finishing" in note
+    assert data["in_progress"]["id"] == "d-2" and data["deployments"][-1]["outcome"] == "abandoned"
+
+
+def test_claim_between_events_is_busy_until_stale_after():
+    data = {**state.empty("shop"), "in_progress": _ip(event_done=True, event="BeforeInstall")}
+    with pytest.raises(LockedError, match="between events"):
+        state.claim(data, "d-2", "BeforeInstall", "green", 900)
+    assert state.claim(data, "d-2", "BeforeInstall", "green", 5) is not None   # idle 10 s > 5 s: stale
+
+
+def test_claim_by_the_same_deployment_keeps_its_target():
+    data = {**state.empty("shop"), "in_progress": _ip(event_done=True)}
+    assert state.claim(data, "d-1", "ValidateService", None, 900) is None
+    assert data["in_progress"]["target"] == "green" and data["in_progress"]["event"] == "ValidateService"
+
+
+@pytest.mark.parametrize("recorded, include, running, live", [
+    ("blue", "green", {"blue": {}, "green": {"deployment": "d-9"}}, "green"),   # nginx is the truth
+    ("blue", "green", {"blue": {"deployment": "d-1"}, "green": None}, "blue"),   # include names a dead colour
+    (None, None, {"blue": None, "green": {"deployment": "d-2"}}, "green"),       # only one runs
+    ("green", None, {"blue": None, "green": None}, None),                        # nothing runs
+    ("blue", "blue", {"blue": {"deployment": "d-1"}, "green": None}, "blue"),    # agreement: no note
+])
+def test_reconcile(recorded, include, running, live):
+    data = {**state.empty("shop"), "live": recorded}
+    notes = state.reconcile(data, include, running)
+    assert data["live"] == live
+    assert bool(notes) == (recorded != live)
