@@ -235,4 +235,7 @@ class SdkBackend:
 
 def backend(cfg: Config, client=None):
     """The backend the config asks for, connected to Docker."""
+    if cfg.compose is not None:   # a [compose] table: each colour is a docker-compose project
+        from bluegreen_hooks.compose import ComposeBackend
+        return ComposeBackend(cfg, client if client is not None else connect())
     return SdkBackend(cfg, client if client is not None else connect())

@@ -1,0 +1,315 @@
+"""Compose stacks: each colour is a docker-compose project (``<app>-blue`` / ``<app>-green``).
+
+Selected by a ``[compose]`` table in bluegreen.toml (docs/compose.md). Either one compose file per
+colour (``files = { blue = ..., green = ... }``) or one file whose colour-specific values come from the
+variables we set for every compose command (``variables()``: BLUEGREEN_COLOUR, BLUEGREEN_PORT, one
+BLUEGREEN_PORT_<SERVICE> per routed service, ...).
+
+``docker compose`` (v2) is used when ``docker compose version`` works, else ``docker-compose`` (v1),
+always as argv lists. The argv builders are pure (``up_argv`` …) and tested on their exact output.
+Containers and their health are read through the docker SDK by the compose labels
+``com.docker.compose.project`` / ``com.docker.compose.service``, never by parsing ``ps`` output.
+
+``ComposeBackend`` has the methods of ``containers.SdkBackend`` (prepare, start, watch, logs_tail,
+remove_colour, running, prune) plus ``check`` (BeforeInstall: the files parse, the services named in
+the config exist, a compose command is there), so the events drive it the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from bluegreen_hooks.config import COLOURS, Colour, Config
+from bluegreen_hooks.errors import ConfigError, ContainerStartError, DockerUnavailable, HealthCheckFailed
+
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+LABEL_ONEOFF = "com.docker.compose.oneoff"
+LABEL_DEPLOYMENT = "bluegreen.deployment"   # read when the compose file sets it (labels: ${BLUEGREEN_DEPLOYMENT})
+V2: tuple[str, ...] = ("docker", "compose")
+V1: tuple[str, ...] = ("docker-compose",)
+CHECK_TIMEOUT = 60.0
+UP_TIMEOUT = 1800.0
+DOWN_TIMEOUT = 300.0
+_NOISE = ("DEPRECATED: The legacy builder", "Install the buildx component", "https://docs.docker.com/go/buildx")
+
+
+class ComposeUnavailable(DockerUnavailable):
+    """Neither ``docker compose`` nor ``docker-compose`` can be run on this host."""
+
+
+# ------------------------------------------------------------------------------------ the compose command
+
+_detected: dict[str, tuple[str, ...]] = {}
+
+
+def detect(run: Callable[..., Any] = subprocess.run, which: Callable[[str], str | None] = shutil.which,
+           use_cache: bool = True) -> tuple[str, ...]:
+    """``("docker", "compose")`` when ``docker compose version`` works, else ``("docker-compose",)``."""
+    if use_cache and "cmd" in _detected:
+        return _detected["cmd"]
+    cmd: tuple[str, ...] | None = None
+    if which("docker"):
+        try:
+            proc = run([*V2, "version"], capture_output=True, text=True, timeout=CHECK_TIMEOUT,
+                       stdin=subprocess.DEVNULL)
+            if proc.returncode == 0:
+                cmd = V2
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if cmd is None and which("docker-compose"):
+        cmd = V1
+    if cmd is None:
+        raise ComposeUnavailable("compose: neither `docker compose` (v2 plugin) nor `docker-compose` (v1) works on "
+                                 "this host; install one (e.g. apt-get install docker-compose) or set compose/command")
+    if use_cache:
+        _detected["cmd"] = cmd
+    return cmd
+
+
+# --------------------------------------------------------------------------------- pure: variables and argv
+
+def variables(cfg: Config, colour: Colour, deployment_id: str | None = None) -> dict[str, str]:
+    """The variables every compose command of ``colour`` gets (compose/env first; ours win)."""
+    assert cfg.compose is not None
+    out = dict(cfg.compose.env)
+    out.update(BLUEGREEN_APP=cfg.app, BLUEGREEN_COLOUR=colour, BLUEGREEN_OTHER_COLOUR=Config.other(colour),
+               BLUEGREEN_HOST=cfg.host, BLUEGREEN_PORT=str(cfg.port(colour)),
+               BLUEGREEN_PROJECT=cfg.compose.project_name(cfg.app, colour),
+               BLUEGREEN_DEPLOYMENT=deployment_id or "-")
+    for r in cfg.compose.routed:
+        out[r.port_env] = str(r.ports[colour])
+    return out
+
+
+def project_name(cfg: Config, colour: Colour) -> str:
+    assert cfg.compose is not None
+    return cfg.compose.project_name(cfg.app, colour)
+
+
+def base_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
+    assert cfg.compose is not None
+    return [*cmd, "-p", project_name(cfg, colour), "-f", str(cfg.compose.files[colour])]
+
+
+def up_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
+    """``up -d --remove-orphans`` (+ ``--build`` with compose/build)."""
+    assert cfg.compose is not None
+    return base_argv(cmd, cfg, colour) + ["up", "-d", "--remove-orphans"] + (["--build"] if cfg.compose.build else [])
+
+
+def pull_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
+    """``pull`` (with compose/build too, services that are built here may have nothing to pull)."""
+    assert cfg.compose is not None
+    return base_argv(cmd, cfg, colour) + ["pull"] + (["--ignore-pull-failures"] if cfg.compose.build else [])
+
+
+def down_argv(cmd: Sequence[str], cfg: Config, colour: Colour, grace: float) -> list[str]:
+    """``down --remove-orphans --timeout N`` (+ ``--volumes`` only with compose/remove_volumes)."""
+    assert cfg.compose is not None
+    return (base_argv(cmd, cfg, colour) + ["down", "--remove-orphans", "--timeout", str(int(round(grace)))]
+            + (["--volumes"] if cfg.compose.remove_volumes else []))
+
+
+def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool = False) -> list[str]:
+    return base_argv(cmd, cfg, colour) + ["config", "--services" if services else "-q"]
+
+
+def _tail(output: str, lines: int = 2, width: int = 220) -> str:
+    useful = [ln.strip() for ln in output.splitlines() if ln.strip() and not any(n in ln for n in _NOISE)]
+    return " / ".join(useful[-lines:])[:width]
+
+
+def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: str, timeout: float,
+                error: type = ContainerStartError, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one compose command (argv list, no shell); raise ``error`` with its last telling lines.
+
+    With ``check=False`` a non-zero exit is returned, not raised.
+    """
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
+                              env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        raise ComposeUnavailable(f"compose: command not found: {argv[0]} (install docker-compose, or set "
+                                 f"compose/command)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise error(f"{what}: `{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
+    if check and proc.returncode != 0:
+        raise error(f"{what} failed: {_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+    return proc
+
+
+# ------------------------------------------------------------------------------------------------ backend
+
+class ComposeBackend:
+    """Runs each colour as a compose project; same methods as ``containers.SdkBackend``."""
+
+    kind = "compose"
+
+    def __init__(self, cfg: Config, client, command: Sequence[str] | None = None) -> None:
+        if cfg.compose is None:
+            raise ValueError("ComposeBackend needs a config with a [compose] table")
+        self.cfg, self.client, self.cc = cfg, client, cfg.compose
+        self._command = tuple(command) if command else (tuple(self.cc.command) if self.cc.command else None)
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        if self._command is None:
+            self._command = detect()
+        return self._command
+
+    def _rel(self, colour: Colour) -> str:
+        f = self.cc.files[colour]
+        try:
+            return str(f.relative_to(self.cfg.root))
+        except ValueError:
+            return str(f)
+
+    def _key(self, colour: Colour) -> str:
+        return "compose/file" if self.cc.single else f"compose/files/{colour}"
+
+    def _run(self, argv: list[str], colour: Colour, what: str, timeout: float, deployment_id: str | None = None,
+             error: type = ContainerStartError, check: bool = True) -> subprocess.CompletedProcess:
+        return run_compose(argv, variables(self.cfg, colour, deployment_id), self.cc.files[colour].parent, what,
+                           timeout, error, check)
+
+    # -- BeforeInstall: refuse bad input before anything changes
+    def check(self, say: Callable[[str], None]) -> dict[str, list[str]]:
+        """The files parse with our variables and have every service the config names; return the services."""
+        for colour in COLOURS:
+            if not self.cc.files[colour].is_file():
+                raise ConfigError(f"{self.cfg.path.name}: {self._key(colour)}: compose file {self._rel(colour)!r} "
+                                  f"not found next to {self.cfg.path.name}")
+        cmd = self.command
+        out: dict[str, list[str]] = {}
+        for colour in COLOURS:
+            where = f"{self.cfg.path.name}: {self._key(colour)}: {self._rel(colour)}"
+            for services in (False, True):
+                proc = self._run(config_argv(cmd, self.cfg, colour, services), colour, f"{where}: compose config",
+                                 CHECK_TIMEOUT, error=ConfigError, check=False)
+                if proc.returncode != 0:
+                    raise ConfigError(f"{where} is invalid for {colour}: "
+                                      f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+            out[colour] = [s.strip() for s in proc.stdout.splitlines() if s.strip()]
+            for key, names in (("services", self.cc.services or ()), ("routed", [r.service for r in self.cc.routed])):
+                for name in names:
+                    if name not in out[colour]:
+                        raise ConfigError(f"{self.cfg.path.name}: compose/{key}: service {name!r} is not in "
+                                          f"{self._rel(colour)} (its services: {', '.join(out[colour]) or 'none'})")
+        files = sorted({self._rel(c) for c in COLOURS})
+        say(f"compose ok ({' '.join(cmd)}): {', '.join(files)}; projects "
+            f"{project_name(self.cfg, 'blue')} / {project_name(self.cfg, 'green')}; services "
+            f"{', '.join(out['blue'])}")
+        return out
+
+    # -- the SdkBackend interface
+    def prepare(self, deployment_id: str, say: Callable[[str], None]) -> str:
+        """Find the compose command; building/pulling happens per colour in ``start``."""
+        say(f"compose command: {' '.join(self.command)}")
+        return f"compose:{deployment_id}"
+
+    def containers(self, colour: Colour, services: Sequence[str] | None = None) -> list:
+        """The project's containers (not one-off `run` containers), optionally of some services only."""
+        conts = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"]})
+        conts = [c for c in conts if c.labels.get(LABEL_ONEOFF, "False") != "True"]
+        if services:
+            conts = [c for c in conts if c.labels.get(LABEL_SERVICE) in services]
+        return sorted(conts, key=lambda c: (c.labels.get(LABEL_SERVICE, ""), c.name))
+
+    def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None,
+              say: Callable[[str], None]) -> None:
+        """(pull,) ``up -d --remove-orphans`` (--build), then wait for the routed services beyond the first.
+
+        The events then wait for the first routed service (the colour's main port) the same way.
+        """
+        from bluegreen_hooks import health
+
+        if colour == live:
+            raise AssertionError(f"refusing to replace the live colour {colour}")
+        project = project_name(self.cfg, colour)
+        if self.cc.pull:
+            t0 = time.monotonic()
+            self._run(pull_argv(self.command, self.cfg, colour), colour, f"compose pull of {project}", UP_TIMEOUT, deployment_id)
+            say(f"pulled the images of {project} in {time.monotonic() - t0:.1f}s")
+        t0 = time.monotonic()
+        say(f"starting {project} from {self._rel(colour)}: {' '.join(self.command)} up -d --remove-orphans"
+            + (" --build" if self.cc.build else ""))
+        self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT, deployment_id)
+        names = [c.labels.get(LABEL_SERVICE, c.name) for c in self.containers(colour)]
+        say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
+        for r in self.cfg.extra_routes:
+            health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour])
+
+    def watch(self, colour: Colour) -> list[dict[str, Any]]:
+        """Fresh inspect data of the containers to wait for (compose/services, default all)."""
+        wanted = self.cc.services
+        conts = self.containers(colour, wanted)
+        if wanted:
+            missing = sorted(set(wanted) - {c.labels.get(LABEL_SERVICE) for c in conts})
+            if missing:
+                raise HealthCheckFailed(f"{project_name(self.cfg, colour)} has no container for "
+                                        f"service(s) {', '.join(missing)}")
+        return [c.attrs for c in conts]
+
+    def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
+        """The last output lines of the project's containers, prefixed by service; failing ones last."""
+        from bluegreen_hooks.containers import logs_tail
+        from bluegreen_hooks.health import container_verdict
+
+        def failing(c) -> bool:
+            fatal, docker_health = container_verdict(c.attrs)
+            return bool(fatal) or docker_health == "unhealthy"
+
+        out: list[str] = []
+        try:
+            conts = self.containers(colour)
+        except Exception:  # noqa: BLE001 - logs are a courtesy; never fail because of them
+            return []
+        for c in sorted(conts, key=failing):
+            svc = c.labels.get(LABEL_SERVICE, c.name)
+            out += [f"{svc}: {ln}" for ln in logs_tail(c, max(3, lines // max(1, len(conts))))]
+        return out[-lines:]
+
+    def remove_colour(self, colour: Colour, live: Colour | None, say: Callable[[str], None],
+                      grace: float | None = None) -> int:
+        """``down`` the colour's project (volumes kept unless compose/remove_volumes); never the live colour."""
+        if colour == live:
+            raise AssertionError(f"refusing to remove the live colour {colour}")
+        import docker.errors
+
+        grace = self.cc.stop_grace_period if grace is None else grace
+        project = project_name(self.cfg, colour)
+        conts = self.containers(colour)
+        nets = self.client.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"})
+        if not conts and not nets:
+            return 0
+        say(f"taking {project} down: {len(conts)} container(s), grace {grace:g}s, volumes "
+            + ("removed" if self.cc.remove_volumes else "kept"))
+        try:
+            self._run(down_argv(self.command, self.cfg, colour, grace), colour, f"compose down of {project}",
+                      DOWN_TIMEOUT + grace * max(1, len(conts)))
+        except (ContainerStartError, ComposeUnavailable) as exc:
+            say(f"warning: {exc}; removing the containers of {project} through Docker")
+        for c in self.containers(colour):   # whatever `down` left (or all of them, when it failed)
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+        return len(conts)
+
+    def running(self) -> dict[str, dict[str, Any] | None]:
+        """For each colour: its project when some container of it runs, else None."""
+        out: dict[str, dict[str, Any] | None] = {c: None for c in COLOURS}
+        for colour in COLOURS:
+            up = [c for c in self.containers(colour) if c.status == "running"]
+            if up:
+                out[colour] = {"deployment": up[0].labels.get(LABEL_DEPLOYMENT), "image": None,
+                               "name": project_name(self.cfg, colour), "id": up[0].short_id}
+        return out
+
+    def prune(self, in_use: set[str], say: Callable[[str], None]) -> int:  # noqa: ARG002 - same interface
+        """Images belong to the compose files (tags chosen there): nothing is pruned."""
+        return 0

@@ -1,0 +1,194 @@
+"""Pure logic of the compose backend: the [compose] table, argv builders (v1 and v2), variables, include."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bluegreen_hooks import compose, nginx
+from bluegreen_hooks.config import parse
+from bluegreen_hooks.errors import ConfigError
+
+
+def raw(**compose_table):
+    return {"app": "shop", "colours": {"blue": 8081, "green": 8082}, "compose": compose_table}
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    for name in ("docker-compose.blue.yml", "docker-compose.green.yml", "docker-compose.yml"):
+        (tmp_path / name).write_text("services: {}\n")
+    return tmp_path
+
+
+def load(bundle: Path, data: dict):
+    return parse(data, bundle / "bluegreen.toml", environ={})
+
+
+TWO_ROUTED = dict(files={"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"},
+                  routed=["web", "api"], routes={"api": {"blue": 9081, "green": 9082}})
+
+
+def test_compose_table_replaces_the_container_table(bundle):
+    """With [compose], [container] is not required; the defaults are the documented ones."""
+    cfg = load(bundle, raw(files={"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"}))
+    cc = cfg.compose
+    assert cc.files == {"blue": bundle / "docker-compose.blue.yml", "green": bundle / "docker-compose.green.yml"}
+    assert (cc.single, cc.build, cc.pull, cc.remove_volumes, cc.services, cc.routed, cc.command) == \
+        (False, False, False, False, None, (), None)
+    assert [compose.project_name(cfg, c) for c in ("blue", "green")] == ["shop-blue", "shop-green"]
+    assert cfg.extra_routes == ()
+
+
+def test_one_file_form_uses_the_same_file_for_both_colours(bundle):
+    """`file = ...` gives both colours the same file; the variables make them differ."""
+    cfg = load(bundle, raw(file="docker-compose.yml", project="{app}_{colour}", build=True))
+    assert cfg.compose.single and cfg.compose.files["blue"] == cfg.compose.files["green"] == bundle / "docker-compose.yml"
+    assert compose.project_name(cfg, "green") == "shop_green"
+
+
+@pytest.mark.parametrize("table, message", [
+    ({}, "compose/file: set exactly one of compose/file (one file, colours set by variables) or "
+         "compose/files = { blue = \"...\", green = \"...\" }"),
+    ({"file": "a.yml", "files": {}}, "compose/file: set exactly one of"),
+    ({"file": "missing.yml"}, "compose/file: compose file 'missing.yml' not found next to bluegreen.toml"),
+    ({"file": "../x.yml"}, "compose/file: should be a compose file name relative to bluegreen.toml"),
+    ({"file": "a b.yml"}, "compose/file: should be a compose file name relative to bluegreen.toml"),
+    ({"files": {"blue": "docker-compose.blue.yml"}}, "compose/files/green: is required (the compose file of the green stack)"),
+    ({"files": {"blue": "docker-compose.blue.yml", "green": "nope.yml"}},
+     "compose/files/green: compose file 'nope.yml' not found next to bluegreen.toml"),
+    ({"files": {"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml", "red": "x"}},
+     "compose/files/red: unknown key"),
+    ({"file": "docker-compose.yml", "project": "shop"}, "compose/project: should contain {colour}"),
+    ({"file": "docker-compose.yml", "project": "{app}-{color}"}, "compose/project: may only use {app} and {colour}"),
+    ({"file": "docker-compose.yml", "project": "Shop.{colour}"},
+     "compose/project: gives 'Shop.blue'; a compose project name is lowercase letters, digits, '-' and '_'"),
+    ({"file": "docker-compose.yml", "build": "yes"}, "compose/build: should be true or false, not 'yes'"),
+    ({"file": "docker-compose.yml", "remove_volumes": 1}, "compose/remove_volumes: should be true or false, not 1"),
+    ({"file": "docker-compose.yml", "services": "web"}, "compose/services: should be a list of compose service names"),
+    ({"file": "docker-compose.yml", "services": ["web", "web"]}, "compose/services: names a service twice"),
+    ({"file": "docker-compose.yml", "routed": ["web;"]}, "compose/routed: should be a list of compose service names"),
+    ({"file": "docker-compose.yml", "routed": ["web", "api"]},
+     "compose/routes/api: is required: a table with its port per colour, e.g. { blue = 9081, green = 9082 }"),
+    ({"file": "docker-compose.yml", "routed": ["web", "api"], "routes": {"api": {"blue": 9081}}},
+     "compose/routes/api/green: is required (the port api listens on in the green stack)"),
+    ({"file": "docker-compose.yml", "routed": ["web", "api"], "routes": {"api": {"blue": 8082, "green": 9}}},
+     "compose/routes/api/blue: port 8082 is already used by colours/green"),
+    ({"file": "docker-compose.yml", "routed": ["web", "api"], "routes": {"api": {"blue": 9081, "green": "x"}}},
+     "compose/routes/api/green: should be a port (1-65535), not 'x'"),
+    ({"file": "docker-compose.yml", "routed": ["web", "api"],
+      "routes": {"api": {"blue": 9081, "green": 9082, "variable": "service_url"}}},
+     "compose/routes/api/variable: $service_url is already used by nginx/variable"),
+    ({"file": "docker-compose.yml", "routed": ["web", "api"],
+      "routes": {"api": {"blue": 9081, "green": 9082, "variable": "a b"}}},
+     "compose/routes/api/variable: should be an nginx variable name without '$', not 'a b'"),
+    ({"file": "docker-compose.yml", "routed": ["web"], "routes": {"web": {"blue": 9081, "green": 9082}}},
+     "compose/routes/web: is the first routed service"),
+    ({"file": "docker-compose.yml", "routed": ["web"], "routes": {"api": {}}}, "compose/routes/api: unknown key"),
+    ({"file": "docker-compose.yml", "env": {"A B": "1"}}, "compose/env/A B: should be a name of letters, digits and _"),
+    ({"file": "docker-compose.yml", "command": "docker-compose"}, "compose/command: should be a command as a list"),
+    ({"file": "docker-compose.yml", "flies": 1}, "compose/flies: unknown key (did you mean 'files'?)"),
+])
+def test_bad_compose_table_is_refused_with_one_line_naming_the_key(bundle, table, message):
+    """Every key of [compose] is validated; the error names the file and the key path."""
+    with pytest.raises(ConfigError) as e:
+        load(bundle, raw(**table))
+    assert str(e.value).startswith("bluegreen.toml: " + message), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_container_table_next_to_compose_is_refused(bundle):
+    """[container] and [compose] together would be ambiguous."""
+    data = raw(file="docker-compose.yml")
+    data["container"] = {"image": "x:1"}
+    with pytest.raises(ConfigError, match=r"^bluegreen.toml: container: remove the \[container\] table"):
+        load(bundle, data)
+
+
+def test_without_compose_container_build_or_image_is_still_required(bundle):
+    """The "exactly one of build/image" rule is unchanged for the SDK backend."""
+    with pytest.raises(ConfigError, match="container/build: set exactly one of"):
+        load(bundle, {"app": "shop"})
+
+
+# ------------------------------------------------------------------------------------------ argv builders
+
+@pytest.mark.parametrize("cmd", [compose.V1, compose.V2])
+def test_argv_builders_exact_output(bundle, cmd):
+    """up/pull/down/config argv for compose v1 and v2 (global -p/-f first, flags only when configured)."""
+    cfg = load(bundle, raw(**TWO_ROUTED))
+    f = str(bundle / "docker-compose.green.yml")
+    pre = " ".join(cmd) + f" -p shop-green -f {f}"
+    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} up -d --remove-orphans"
+    assert " ".join(compose.pull_argv(cmd, cfg, "green")) == f"{pre} pull"
+    assert " ".join(compose.down_argv(cmd, cfg, "green", 10)) == f"{pre} down --remove-orphans --timeout 10"
+    assert " ".join(compose.config_argv(cmd, cfg, "green")) == f"{pre} config -q"
+    assert " ".join(compose.config_argv(cmd, cfg, "green", services=True)) == f"{pre} config --services"
+    cfg = load(bundle, raw(**TWO_ROUTED, build=True, pull=True, remove_volumes=True, project="x_{colour}"))
+    pre = " ".join(cmd) + f" -p x_green -f {f}"
+    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} up -d --remove-orphans --build"
+    assert " ".join(compose.pull_argv(cmd, cfg, "green")) == f"{pre} pull --ignore-pull-failures"
+    assert " ".join(compose.down_argv(cmd, cfg, "green", 2.6)) == f"{pre} down --remove-orphans --timeout 3 --volumes"
+
+
+def test_v2_argv_is_a_list_of_separate_words(bundle):
+    """`docker compose` is two argv words, never one string for a shell."""
+    cfg = load(bundle, raw(file="docker-compose.yml"))
+    assert compose.up_argv(compose.V2, cfg, "blue") == [
+        "docker", "compose", "-p", "shop-blue", "-f", str(bundle / "docker-compose.yml"), "up", "-d", "--remove-orphans"]
+
+
+def test_variables_for_the_compose_file(bundle):
+    """Colour, ports (one per routed service) and compose/env; ours win over compose/env."""
+    cfg = load(bundle, raw(**{**TWO_ROUTED, "routed": ["web", "api-v2"], "routes": {"api-v2": {"blue": 9081, "green": 9082}},
+                              "env": {"TAG": "1.2", "BLUEGREEN_COLOUR": "x"}}))
+    assert compose.variables(cfg, "green", "d-1") == {
+        "TAG": "1.2", "BLUEGREEN_APP": "shop", "BLUEGREEN_COLOUR": "green", "BLUEGREEN_OTHER_COLOUR": "blue",
+        "BLUEGREEN_HOST": "127.0.0.1", "BLUEGREEN_PORT": "8082", "BLUEGREEN_PROJECT": "shop-green",
+        "BLUEGREEN_DEPLOYMENT": "d-1", "BLUEGREEN_PORT_WEB": "8082", "BLUEGREEN_PORT_API_V2": "9082"}
+
+
+def test_detect_prefers_v2_then_v1_then_fails_with_one_line():
+    """`docker compose version` working -> v2; else docker-compose on PATH -> v1; else a clear error."""
+    def runner(rc):
+        return lambda argv, **kw: subprocess.CompletedProcess(argv, rc, "", "")
+
+    both = {"docker": "/usr/bin/docker", "docker-compose": "/usr/bin/docker-compose"}.get
+    assert compose.detect(runner(0), both, use_cache=False) == ("docker", "compose")
+    assert compose.detect(runner(1), both, use_cache=False) == ("docker-compose",)
+    assert compose.detect(runner(0), {"docker-compose": "/x"}.get, use_cache=False) == ("docker-compose",)
+    with pytest.raises(compose.ComposeUnavailable, match=r"^compose: neither `docker compose` \(v2 plugin\) nor "
+                                                          r"`docker-compose` \(v1\) works on this host"):
+        compose.detect(runner(1), {"docker": "/usr/bin/docker"}.get, use_cache=False)
+
+
+# ------------------------------------------------------------------------------------------ nginx include
+
+def test_single_service_include_is_unchanged(bundle):
+    """Without extra routed services the include is byte-identical to the SDK backend's."""
+    for table in ({"file": "docker-compose.yml"}, {"file": "docker-compose.yml", "routed": ["web"]}):
+        cfg = load(bundle, raw(**table))
+        assert nginx.render_include(cfg, "green", "d-1") == (
+            "# bluegreen-hooks: app=shop colour=green deployment=d-1\n"
+            "# Written by bluegreen-hooks; edits are replaced at the next switch.\n"
+            "set $service_url http://127.0.0.1:8082;\n"
+            "set $bluegreen_colour green;\n")
+
+
+def test_include_has_one_variable_per_routed_service(bundle):
+    """Two routed services: both switch in the same include (one nginx test + reload)."""
+    cfg = load(bundle, raw(**TWO_ROUTED))
+    assert nginx.render_include(cfg, "blue", "d-1") == (
+        "# bluegreen-hooks: app=shop colour=blue deployment=d-1\n"
+        "# Written by bluegreen-hooks; edits are replaced at the next switch.\n"
+        "set $service_url http://127.0.0.1:8081;\n"
+        "set $api_url http://127.0.0.1:9081;\n"
+        "set $bluegreen_colour blue;\n")
+    assert nginx.include_colour(cfg, nginx.render_include(cfg, "green", "d-2")) == "green"
+    data = raw(**TWO_ROUTED)
+    data["nginx"] = {"form": "upstream"}
+    assert nginx.render_include(load(bundle, data), "green", "d-1").endswith(
+        "upstream shop_backend {\n    server 127.0.0.1:8082;\n}\n"
+        "upstream api_url {\n    server 127.0.0.1:9082;\n}\n"
+        "map $pid $bluegreen_colour {\n    default green;\n}\n")
