@@ -21,7 +21,7 @@ from bluegreen_hooks.errors import HookError
 EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
 
 # modules that add commands (each defines add_commands(subparsers))
-COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.delivery", "bluegreen_hooks.operator")
+COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.local", "bluegreen_hooks.delivery", "bluegreen_hooks.operator")
 
 
 def _hook(args: argparse.Namespace) -> int:
@@ -30,7 +30,8 @@ def _hook(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     if args.deployment_id:
         environ["DEPLOYMENT_ID"] = args.deployment_id
-    return run_event(args.event, (args.bundle or Path.cwd()).resolve(), environ)
+    return run_event(args.event, (args.bundle or Path.cwd()).resolve(), environ,
+                     dry_run=getattr(args, "dry_run", False))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("event", choices=EVENTS)
     h.add_argument("--bundle", type=Path, default=None, help="the bundle root (default: the current directory)")
     h.add_argument("--deployment-id", help="deployment id for a hand run (default: $DEPLOYMENT_ID)")
+    h.add_argument("--dry-run", action="store_true",
+                   help="print what the event would do (colour, image, containers, include text, nginx commands); "
+                        "change nothing")
     h.set_defaults(func=_hook)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
