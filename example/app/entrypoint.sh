@@ -26,4 +26,8 @@ else
   echo ok > "$www/health"
 fi
 echo "example app $APP_VERSION: listening on ${HOST}:${PORT}"
-exec httpd -f -p "${HOST}:${PORT}" -h "$www"
+# As PID 1, httpd would ignore SIGTERM: run it as a child and stop it on TERM/INT (docker stop).
+httpd -f -p "${HOST}:${PORT}" -h "$www" &
+pid=$!
+trap 'echo "example app $APP_VERSION: stopping"; kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit 0' TERM INT
+wait "$pid"
