@@ -386,6 +386,11 @@ def rollback(cfg: Config, say: Callable[[str], None], keep_other: bool = False) 
         if not prev or prev == live or not (prev_image or running.get(prev)):
             raise NoPreviousRelease(f"nothing to roll back to: {cfg.app} has no previous release recorded "
                                     f"(live: {live}, deployment {st.get('live_deployment')})")
+        failed = next((d for d in reversed(st.get("deployments", [])) if d.get("id") == prev_d), None)
+        if failed and failed.get("outcome") == "failed" and prev_d != st.get("live_deployment"):
+            raise NoPreviousRelease(f"the previous release {prev_d} on {prev} failed its deployment "
+                                    f"({(failed.get('cause') or 'no cause recorded')[:120]}); refusing to roll back "
+                                    f"to it: {live} ({st.get('live_deployment')}) stays live")
         note = state.claim(st, rid, ROLLBACK_EVENT, prev, cfg.stale_after)
         if note:
             say(note)

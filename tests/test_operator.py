@@ -217,6 +217,25 @@ def test_rollback_refuses_without_a_previous_release_and_during_a_deployment(bed
     assert "colour=green" in bed.include()
 
 
+def test_rollback_refuses_to_go_back_to_a_release_that_failed_validation(bed, capsys):
+    """ValidateService of d-three failed and switched back to green: the 'previous' release is d-three, which
+    failed, so rollback refuses (exit 1) and green keeps serving."""
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    ok(deploy(bed.bundle("v2"), "d-two"))
+    cfg = bed_config(bed.app, bed.nginx, bed.site, bed.ports, bed.state_dir, "v3")
+    cfg["nginx"]["validate_path"] = "/missing"
+    runs = deploy(make_bundle(bed.state_dir.parent / "bundle-bad", cfg), "d-three")
+    assert runs[-1].event == "ValidateService" and runs[-1].returncode != 0, runs[-1].output
+    st = bed.state()
+    assert (st["live"], st["live_deployment"], st["previous_deployment"]) == ("green", "d-two", "d-three")
+    capsys.readouterr()
+    assert bed.cli("rollback") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ERROR the previous release d-three on blue failed its deployment")
+    assert err[0].endswith("refusing to roll back to it: green (d-two) stays live")
+    assert bed.state()["live"] == "green" and include_agrees_with_state(bed)
+
+
 def test_rollback_under_load_switches_to_the_old_colour_still_running(bed, capsys):
     """v2 switched but abandoned before ValidateService (blue v1 still runs): rollback switches back at once,
     0 failed requests, include and state agree, green stopped after the drain."""
