@@ -34,7 +34,8 @@ def _hook(args: argparse.Namespace) -> int:
                      dry_run=getattr(args, "dry_run", False))
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only_hook: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; ``only_hook`` skips the other command modules (hooks start faster)."""
     p = argparse.ArgumentParser(prog="bluegreen-hooks",
                                 description="Zero-downtime blue/green deployments of a Docker app behind nginx.",
                                 epilog="exit codes: 0 ok, 1 failed (last line says why), 2 bad input, 3 locked by "
@@ -50,13 +51,14 @@ def parser() -> argparse.ArgumentParser:
                    help="print what the event would do (colour, image, containers, include text, nginx commands); "
                         "change nothing")
     h.set_defaults(func=_hook)
-    for name in COMMAND_MODULES:
+    for name in () if only_hook else COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser(only_hook=argv[:1] == ["hook"]).parse_args(argv)
     try:
         return args.func(args)
     except HookError as exc:
