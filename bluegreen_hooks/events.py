@@ -111,6 +111,17 @@ def _take(ctx: Context, st: dict[str, Any], backend) -> dict[str, Any]:
     return ip
 
 
+def _check_target_ports(ctx: Context, target: Colour) -> None:
+    """Refuse when something that is not our container answers on the target colour's port(s): it would
+    make our container fail to bind, or answer the health check in its place (see ports.py)."""
+    from bluegreen_hooks import ports
+
+    cfg = ctx.cfg
+    keys = [(f"colours/{target}", cfg.port(target))]
+    keys += [(f"compose/routes/{r.service}/{target}", r.ports[target]) for r in cfg.extra_routes]
+    ports.check_free(cfg.host, keys, target)
+
+
 def _finish(ctx: Context, stage: str, **extra: Any) -> None:
     with ctx.store.update() as st:
         state.finish_event(st, ctx.deployment_id, stage, **extra)
@@ -151,6 +162,7 @@ def before_install(ctx: Context) -> None:
     removed = be.remove_colour(target, live, ctx.say, grace=0)
     if removed:
         ctx.say(f"removed {removed} leftover container(s) of {target}")
+    _check_target_ports(ctx, target)
     _finish(ctx, "BeforeInstall")
 
 
@@ -173,6 +185,8 @@ def application_start(ctx: Context) -> None:
         return
     if target == live:
         raise HookError(f"target colour {target} is live; refusing to replace it (run `bluegreen-hooks status`)")
+    if not be.running().get(target):   # our own container of the target colour may hold it: start() replaces that
+        _check_target_ports(ctx, target)
     t_image = time.monotonic()
     image = be.prepare(d, ctx.say)
     t_start = time.monotonic()
@@ -295,7 +309,8 @@ def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None
                 say(ln)
             return 0
         ctx = Context(cfg, d, event, say)
-        say(f"deployment {d} of {cfg.app} (group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
+        say(f"deployment {d} of {cfg.app} (CodeDeploy application {environ.get('APPLICATION_NAME', '-')}, "
+            f"group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
         HANDLERS[event](ctx)
         _audit(ctx, "succeeded", time.monotonic() - t0)
         say("done")

@@ -81,6 +81,7 @@ def test_slow_starting_app_gets_no_traffic_before_it_is_ready(bed):
     assert load.result.versions_in_order == ["v1", "v2"]
     start = next(r for r in runs if r.event == "ApplicationStart")
     assert start.seconds >= 13
+    assert "waiting for green to get healthy" in start.output   # a progress line every few seconds
     assert bed.state()["live"] == "green"
 
 
@@ -231,3 +232,26 @@ def test_requests_in_flight_at_the_switch_complete(bed):
     assert [(s, body.strip()) for s, body, _ in results] == [(200, "v1")] * 5
     validate = runs[-1].output
     assert "old nginx workers finished their requests" in validate, validate
+
+
+@pytest.mark.parametrize("check, succeeds", [
+    ("wget -q -O /dev/null http://127.0.0.1:$PORT/health", True),
+    ("false", False),
+])
+def test_docker_healthcheck_is_honoured(bed, check, succeeds):
+    """An image with a HEALTHCHECK switches only once Docker says healthy; never, if it stays unhealthy."""
+    ok(deploy(bed.bundle("v1"), "d-1"))
+    b = bed.bundle("v2", health={"deadline": 8})
+    dockerfile = b / "app" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + f"HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD {check}\n")
+    with Load(bed.url + "/", threads=2) as load:
+        runs = deploy(b, "d-2")
+    assert load.result.failed == 0, load.result.summary()
+    start = next(r for r in runs if r.event == "ApplicationStart")
+    if succeeds:
+        assert all(r.returncode == 0 for r in runs), start.output
+        assert bed.state()["live"] == "green" and get(bed.url + "/")[1].strip() == "v2"
+    else:
+        assert start.returncode == 1
+        assert "Docker HEALTHCHECK of" in start.last_line and "says unhealthy" in start.last_line, start.output
+        assert bed.state()["live"] == "blue" and get(bed.url + "/")[1].strip() == "v1"
