@@ -850,9 +850,15 @@ def report_failure(result: DeployResult, out=None) -> str:
                 print(f"  | {ln}", file=out)
     err = result.info.get("errorInformation") or {}
     first = result.failed_events[0][1] if result.failed_events else {}
-    where = f" in {first.get('lifecycleEventName')}" if first else ""
-    cause = f"deployment {result.deployment_id} {result.status}{where}"
-    if err:
+    event = first.get("lifecycleEventName") if first else None
+    cause = f"deployment {result.deployment_id} {result.status}" + (f" in {event}" if event else "")
+    # our hooks end a failure with "ERROR <Event>: <cause>": that is the line to repeat
+    ours = [ln.split("]", 1)[-1] if ln.startswith(("[stdout]", "[stderr]")) else ln
+            for ln in ((first.get("diagnostics") or {}).get("logTail") or "").splitlines()]
+    ours = [ln for ln in ours if event and ln.startswith(f"ERROR {event}: ")]
+    if ours:
+        cause += ": " + ours[-1][len("ERROR "):][len(event) + 2:]
+    elif err:
         cause += f" ({err.get('code', '?')}: {' '.join(str(err.get('message', '')).split())})"
     out.flush()
     return cause

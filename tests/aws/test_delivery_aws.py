@@ -159,8 +159,11 @@ def test_deploy_example_app_through_codedeploy_with_zero_failed_requests(
     assert "ValidateService: Failed" in out
     assert "failed: i-" in out and "ScriptFailed hooks/ValidateService" in out, out
     tail = out.split("--- log tail", 1)[1]
-    assert "| ERROR ValidateService:" in tail, out
-    assert err.startswith("ERROR deployment d-") and "Failed in ValidateService" in err and err.count("\n") == 1, err
+    cause = "ERROR ValidateService: validation through nginx failed"
+    assert f"| [stdout]{cause}" in tail, out            # the agent's tail, as CodeDeploy shows it
+    last = err.splitlines()[-1]                      # (progress lines come before it)
+    assert last.startswith("ERROR deployment d-"), err
+    assert "Failed in ValidateService: validation through nginx failed" in last, err
     assert get(site.url + "/")[1].strip() == "v2"      # switched back to the colour that served
-    info = codedeploy.get_deployment(deploymentId=err.split()[2])["deploymentInfo"]
+    info = codedeploy.get_deployment(deploymentId=last.split()[2])["deploymentInfo"]
     assert info["status"] == "Failed"
