@@ -49,7 +49,10 @@ def docker_client(docker_daemon):
     images.ensure_base_image(client)
     client.networks_before = networks_before  # read by the network-rule test
     yield client
+    # the network rule, checked once more after every test of the session has run
+    created = {n.name for n in client.networks.list()} - networks_before
     client.close()
+    assert not created, f"the test session created Docker networks {sorted(created)}: tests must use host networking"
 
 
 @pytest.fixture(scope="session")
