@@ -150,7 +150,16 @@ def _container_info(cont) -> dict[str, Any]:
     return {"name": cont.name, "id": cont.short_id, "status": st.get("Status") or cont.status,
             "health": (st.get("Health") or {}).get("Status"), "restarts": attrs.get("RestartCount", 0) or 0,
             "started": st.get("StartedAt"), "deployment": cont.labels.get(LABEL_DEPLOYMENT),
-            "image": cont.labels.get(LABEL_IMAGE)}
+            "image": cont.labels.get(LABEL_IMAGE) or (attrs.get("Config") or {}).get("Image")}
+
+
+def colour_containers(be, colour: str) -> list:
+    """The containers of one colour, through the backend (compose projects have their own labels)."""
+    from bluegreen_hooks import containers
+
+    if hasattr(be, "containers"):
+        return be.containers(colour)
+    return containers.containers(be.client, be.cfg, colour)
 
 
 def gather_status(cfg: Config) -> dict[str, Any]:
@@ -190,12 +199,13 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     per_colour: dict[str, Any] = {}
     try:
         client = containers.connect(timeout=30)
+        be = containers.backend(cfg, client)
     except DockerUnavailable as exc:
         client, docker_error = None, str(exc)
         warnings.append(docker_error)
     try:
         for colour in COLOURS:
-            conts = [_container_info(c) for c in containers.containers(client, cfg, colour)] if client else []
+            conts = [_container_info(c) for c in colour_containers(be, colour)] if client else []
             running = [c for c in conts if c["status"] == "running"]
             http = None
             if running:
@@ -402,10 +412,14 @@ def rollback(cfg: Config, say: Callable[[str], None], keep_other: bool = False) 
     started = False
     try:
         up = running.get(prev)
-        if up and (up.get("deployment") == prev_d or not prev_image):
-            say(f"{prev} still runs {up.get('name')} (deployment {up.get('deployment')}): switching nginx to it at once")
+        if up and (be.kind != "docker" or up.get("deployment") == prev_d or not prev_image):
+            say(f"{prev} still runs {up.get('name')} (deployment {up.get('deployment') or prev_d}): "
+                f"switching nginx to it at once")
             prev_d = up.get("deployment") or prev_d
             mode = "switch"
+        elif be.kind != "docker":
+            raise NoPreviousRelease(f"{prev} ({prev_d}) no longer runs, and a {be.kind} app is started from its "
+                                    f"bundle's files: deploy revision {prev_d} again instead")
         else:
             _require_image(be, prev_image, prev_d)
             say(f"{prev} is not running: starting it from {prev_image}")
@@ -589,7 +603,7 @@ def doctor(args: argparse.Namespace) -> Checks:
                 continue
             if p.returncode == 0:
                 return "ok", f"{' '.join(argv[:-2])} {p.stdout.strip()}"
-        return "warn", "neither `docker compose` nor `docker-compose` works (needed only for compose-file apps)"
+        return "warn", "neither `docker compose` nor `docker-compose` works (needed only for apps with a [compose] table)"
     checks.run("compose", compose_check)
 
     try:
@@ -598,6 +612,12 @@ def doctor(args: argparse.Namespace) -> Checks:
     except HookError as exc:
         cfg = None
         checks.add("config", "fail", str(exc))
+
+    if cfg is not None and getattr(cfg, "compose", None) is not None:
+        for item in checks.items:
+            if item["name"] == "compose" and item["level"] == "warn":
+                item["level"] = "fail"
+                item["detail"] += f"; {cfg.app} has a [compose] table"
 
     if cfg is not None:
         def nginx_binary() -> tuple[str, str]:
@@ -665,7 +685,7 @@ def doctor(args: argparse.Namespace) -> Checks:
         running: dict[str, Any] = {}
         if client_box:
             try:
-                running = containers.running(client_box[0], cfg)
+                running = containers.backend(cfg, client_box[0]).running()
             except Exception:  # noqa: BLE001 - the port check still reports the listeners
                 running = {}
         for colour in COLOURS:
