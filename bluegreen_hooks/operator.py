@@ -136,6 +136,28 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+def read_state(store: state.Store) -> tuple[dict[str, Any], str | None]:
+    """The state and its problem ("missing" | "corrupt" | None), read without changing anything.
+
+    (``Store.read()`` moves a corrupt file aside; the read-only commands leave it for the next deployment.)
+    """
+    from bluegreen_hooks.errors import StateError
+
+    try:
+        text = store.path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return state.empty(store.app), "missing"
+    except OSError as exc:
+        raise StateError(f"{store.path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not state._valid(data, store.app):
+        return state.empty(store.app), "corrupt"
+    return data, None
+
+
 def _dump(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
 
@@ -168,7 +190,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     from bluegreen_hooks.errors import DockerUnavailable, NginxError
 
     store = state.Store(cfg.state_dir, cfg.app, cfg.history)
-    st = store.read()
+    st, problem = read_state(store)
     warnings: list[str] = []
     notes: list[str] = []
     live = st.get("live")
@@ -223,12 +245,12 @@ def gather_status(cfg: Config) -> dict[str, Any]:
             client.close()
 
     # disagreements
-    if store.problem == "corrupt":
-        warnings.append(f"state file {store.path} was corrupt (kept as {store.path.name}.corrupt); "
-                        f"the next deployment rebuilds it from the include and the containers")
+    if problem == "corrupt":
+        warnings.append(f"state file {store.path} is corrupt (not a state file of {cfg.app}); the next deployment "
+                        f"or rollback rebuilds it from the include and the containers")
     if client is not None:
         up = [c for c in COLOURS if per_colour[c]["running"]]
-        if store.problem == "missing" and (inc_colour or up):
+        if problem == "missing" and (inc_colour or up):
             warnings.append(f"no state file {store.path}, but the nginx include points at {inc_colour or 'nothing'} "
                             f"and running colours are {up or 'none'}")
         if live and not per_colour[live]["running"]:
@@ -268,7 +290,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
             warnings.append(f"deployment {ip.get('id')} looks stale ({reason}); the next deployment or rollback "
                             f"takes over")
     return {
-        "app": cfg.app, "config": str(cfg.path), "state_file": str(store.path), "state_problem": store.problem,
+        "app": cfg.app, "config": str(cfg.path), "state_file": str(store.path), "state_problem": problem,
         "live": {"colour": live, "since": st.get("live_since"), "deployment": st.get("live_deployment"),
                  "image": st.get("live_image")},
         "previous": {"colour": st.get("previous"), "deployment": st.get("previous_deployment"),
@@ -342,7 +364,7 @@ def _history(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n: should be a positive number of records, not {args.n}")
     cfg = find_config(args)
     store = state.Store(cfg.state_dir, cfg.app, cfg.history)
-    st = store.read()
+    st, _ = read_state(store)
     events, deployments = st.get("events", [])[-args.n:], st.get("deployments", [])[-args.n:]
     if args.json:
         _dump({"app": cfg.app, "state_file": str(store.path), "events": events, "deployments": deployments})

@@ -173,6 +173,13 @@ def test_status_warns_when_the_include_diverges(bed, capsys):
     assert "WARNING: state says live=blue" in capsys.readouterr().out
     assert bed.include() == diverged and bed.state()["live"] == "blue"   # status changes nothing
 
+    state_file = bed.state_dir / f"{bed.app}.json"
+    state_file.write_text("{not json")
+    code, s = status_json(bed, capsys)
+    assert code == 1 and s["state_problem"] == "corrupt"
+    assert any(w.startswith(f"state file {state_file} is corrupt") for w in s["warnings"])
+    assert state_file.read_text() == "{not json"   # left for the next deployment to rebuild
+
 
 # ---------------------------------------------------------------------------------------------- history
 
