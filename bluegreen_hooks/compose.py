@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -36,6 +37,7 @@ V1: tuple[str, ...] = ("docker-compose",)
 CHECK_TIMEOUT = 60.0
 UP_TIMEOUT = 1800.0
 DOWN_TIMEOUT = 300.0
+_INTERPOLATING = re.compile(r" interpolating \{.*\} in ")
 _NOISE = ("DEPRECATED: The legacy builder", "Install the buildx component", "https://docs.docker.com/go/buildx")
 
 
@@ -121,7 +123,9 @@ def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool 
 
 
 def _tail(output: str, lines: int = 2, width: int = 220) -> str:
-    useful = [ln.strip() for ln in output.splitlines() if ln.strip() and not any(n in ln for n in _NOISE)]
+    """The last telling lines of compose's output, joined; v1's dump of a service's settings is cut out."""
+    useful = [_INTERPOLATING.sub(" in ", ln.strip()) for ln in output.splitlines()
+              if ln.strip() and not any(n in ln for n in _NOISE)]
     return " / ".join(useful[-lines:])[:width]
 
 

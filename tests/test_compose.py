@@ -1,0 +1,322 @@
+"""Compose stacks against the real docker-compose (Debian's 1.29.2), real nginx and Docker, under load.
+
+Every service uses ``network_mode: host`` and listens on its own 127.0.0.1 port per colour; the test
+checks that no compose network (``<project>_default``) is ever created.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from testbed.bundle import bed_config, deploy, make_bundle, run_hook
+from testbed.load import Load
+from testbed.ports import free_port
+from tests.helpers import get
+
+pytestmark = pytest.mark.skipif(not shutil.which("docker-compose") and not shutil.which("docker"),
+                                reason="no compose command")
+
+# nginx server block with two routed services: / -> $service_url (web), /api/ -> $api_url (api)
+SITE_CONF = """\
+server {{
+    listen 127.0.0.1:{port};
+    set $service_url "";
+    set $api_url "";
+    set $bluegreen_colour "";
+    include {include};
+    location / {{
+        proxy_pass $service_url;
+        add_header X-Bluegreen-Colour $bluegreen_colour always;
+    }}
+    location /api/ {{
+        rewrite ^/api/(.*)$ /$1 break;
+        proxy_pass $api_url;
+        add_header X-Bluegreen-Colour $bluegreen_colour always;
+    }}
+}}
+"""
+
+# seed-style per-colour file: the same three services, only the ports differ
+PER_COLOUR = """\
+version: "2.4"
+services:
+  web:
+    build:
+      context: ./app
+      network: host
+    image: {image}
+    network_mode: host
+    environment:
+      HOST: 127.0.0.1
+      PORT: "{web}"
+      APP_VERSION: "{version}"
+    labels:
+      bluegreen.deployment: "${{BLUEGREEN_DEPLOYMENT}}"
+  api:
+    image: {image}
+    network_mode: host
+    depends_on: [web]
+    environment:
+      HOST: 127.0.0.1
+      PORT: "{api}"
+      APP_VERSION: "api-{version}"
+  worker:
+    image: {image}
+    network_mode: host
+    depends_on: [web]
+    environment:
+      HOST: 127.0.0.1
+      PORT: "{worker}"
+      APP_VERSION: "worker-{version}"
+      UNHEALTHY: "{unhealthy}"
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{worker}/health"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+    volumes:
+      - data:/data
+volumes:
+  data: {{}}
+"""
+
+# one file for both colours: everything colour-specific comes from the variables bluegreen-hooks sets
+ONE_FILE = """\
+services:
+  web:
+    image: ${IMAGE}
+    network_mode: host
+    environment:
+      HOST: 127.0.0.1
+      PORT: ${BLUEGREEN_PORT:?}
+      APP_VERSION: ${VERSION}-${BLUEGREEN_COLOUR}
+  api:
+    image: ${IMAGE}
+    network_mode: host
+    environment:
+      HOST: 127.0.0.1
+      PORT: ${BLUEGREEN_PORT_API:?}
+      APP_VERSION: api-${VERSION}-${BLUEGREEN_COLOUR}
+  worker:
+    image: ${IMAGE}
+    network_mode: host
+    stop_signal: SIGKILL
+    entrypoint: ["/bin/sh", "-c", "touch /tmp/ready; exec sleep 1000000"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "${READY_FILE}"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+"""
+
+
+@dataclass
+class _Site:
+    include: Path
+    url: str
+
+
+@pytest.fixture
+def stack(docker_client, nginx, app_name, tmp_path):
+    """An app deployed as compose stacks: ports, a two-route nginx site, a bundle factory, cleanup."""
+    inc_path = tmp_path / "conf.d" / "backend-url.inc"
+    inc_path.parent.mkdir(parents=True)
+    inc_path.write_text("")
+    port = free_port()
+    conf = nginx.sites_dir / f"compose-{app_name}.conf"
+    conf.write_text(SITE_CONF.format(port=port, include=inc_path))
+    nginx.reload_and_wait()
+    networks_before = {n.name for n in docker_client.networks.list()}
+
+    class Stack:
+        app = app_name
+        site = _Site(inc_path, f"http://127.0.0.1:{port}")
+        url = site.url
+        ports = {"web": (free_port(), free_port()), "api": (free_port(), free_port()),
+                 "worker": (free_port(), free_port())}
+        state_dir = tmp_path / "state"
+        image = f"bgc-{app_name}"
+        client = docker_client
+
+        def config(self, **compose_table):
+            cfg = bed_config(app_name, nginx, self.site, self.ports["web"], self.state_dir)
+            del cfg["container"]
+            cfg["compose"] = {"routed": ["web", "api"],
+                              "routes": {"api": {"blue": self.ports["api"][0], "green": self.ports["api"][1]}},
+                              "stop_grace_period": 3, **compose_table}
+            return cfg
+
+        def per_colour_bundle(self, version, unhealthy=False, **compose_table):
+            dest = make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}",
+                               self.config(files={"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"},
+                                           build=True, **compose_table))
+            for i, colour in enumerate(("blue", "green")):
+                (dest / f"docker-compose.{colour}.yml").write_text(PER_COLOUR.format(
+                    image=f"{self.image}:{version}", version=version, unhealthy=int(unhealthy),
+                    **{svc: p[i] for svc, p in self.ports.items()}))
+            return dest
+
+        def one_file_bundle(self, version, ready="/tmp/ready", health=None, **compose_table):
+            cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
+                                                               "READY_FILE": ready}, **compose_table)
+            if health:
+                cfg["health"].update(health)
+            dest = make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg)
+            (dest / "docker-compose.yml").write_text(ONE_FILE)
+            return dest
+
+        def state(self):
+            return json.loads((self.state_dir / f"{app_name}.json").read_text())
+
+        def project(self, colour):
+            return docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={app_name}-{colour}"})
+
+        def services(self, colour):
+            return sorted(c.labels["com.docker.compose.service"] for c in self.project(colour) if c.status == "running")
+
+        def include(self):
+            return inc_path.read_text()
+
+        def networks(self):
+            return {n.name for n in docker_client.networks.list()}
+
+    s = Stack()
+    s.networks_before = networks_before
+    yield s
+    conf.unlink()
+    nginx.reload()
+    for colour in ("blue", "green"):
+        label = f"com.docker.compose.project={app_name}-{colour}"
+        for c in docker_client.containers.list(all=True, filters={"label": label}):
+            c.remove(force=True)
+        for v in docker_client.volumes.list(filters={"label": label}):
+            v.remove(force=True)
+    for img in docker_client.images.list(name=s.image):
+        for tag in img.tags:
+            docker_client.images.remove(tag)
+
+
+def ok(runs):
+    assert runs and all(r.returncode == 0 for r in runs), "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
+    return runs
+
+
+def failed_at(runs, event):
+    assert runs[-1].event == event and runs[-1].returncode != 0, "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
+    return runs[-1]
+
+
+def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_requests(stack):
+    """3 services (web + api routed, worker with a HEALTHCHECK): blue, green, blue; 0 failed on both routes."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-c1"))
+    assert stack.services("blue") == ["api", "web", "worker"]
+    assert get(stack.url + "/")[1].strip() == "v1" and get(stack.url + "/api/")[1].strip() == "api-v1"
+    inc = stack.include()
+    assert f"set $service_url http://127.0.0.1:{stack.ports['web'][0]};" in inc
+    assert f"set $api_url http://127.0.0.1:{stack.ports['api'][0]};" in inc
+    with Load(stack.url + "/", threads=3) as web_load, Load(stack.url + "/api/", threads=2) as api_load:
+        ok(deploy(stack.per_colour_bundle("v2"), "d-c2"))
+        assert stack.state()["live"] == "green"
+        assert stack.services("green") == ["api", "web", "worker"] and stack.project("blue") == []
+        ok(deploy(stack.per_colour_bundle("v3"), "d-c3"))
+    for load, versions in ((web_load, ["v1", "v2", "v3"]), (api_load, ["api-v1", "api-v2", "api-v3"])):
+        r = load.result
+        assert r.failed == 0, r.summary()
+        assert r.versions_in_order == versions, r.summary()
+    st = stack.state()
+    assert (st["live"], st["previous"], st["live_deployment"]) == ("blue", "green", "d-c3")
+    assert [d["outcome"] for d in st["deployments"]] == ["succeeded"] * 3
+    assert stack.services("blue") == ["api", "web", "worker"] and stack.project("green") == []
+    assert {c.labels["bluegreen.deployment"] for c in stack.project("blue")
+            if c.labels["com.docker.compose.service"] == "web"} == {"d-c3"}
+    # down kept the volume of the green stack (compose/remove_volumes is false) and no network was created
+    assert [v.name for v in stack.client.volumes.list(filters={"label": f"com.docker.compose.project={stack.app}-green"})] \
+        == [f"{stack.app}-green_data"]
+    assert stack.networks() == stack.networks_before
+
+
+def test_per_colour_service_never_healthy_means_no_switch_and_stack_removed(stack):
+    """worker's HEALTHCHECK never passes in the new stack: no switch, the new stack is removed, old serves."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-h1"))
+    before = stack.include()
+    blue_ids = sorted(c.id for c in stack.project("blue"))
+    with Load(stack.url + "/", threads=3) as load:
+        bad = stack.per_colour_bundle("v2", unhealthy=True)
+        cfg = (bad / "bluegreen.toml").read_text().replace("deadline = 60", "deadline = 8")
+        (bad / "bluegreen.toml").write_text(cfg)
+        run = failed_at(deploy(bad, "d-h2"), "ApplicationStart")
+    assert run.last_line.startswith("ERROR ApplicationStart: green not healthy after"), run.output
+    assert "worker" in run.last_line and "unhealthy" in run.last_line and "blue keeps serving" in run.last_line
+    assert "worker: example app worker-v2: UNHEALTHY=1" in run.output, run.output   # the failing service log tail
+    assert stack.project("green") == []
+    assert stack.include() == before and sorted(c.id for c in stack.project("blue")) == blue_ids
+    r = load.result
+    assert r.failed == 0 and r.versions_seen == {"v1"}, r.summary()
+    assert stack.state()["live"] == "blue" and get(stack.url + "/")[1].strip() == "v1"
+    assert stack.networks() == stack.networks_before
+
+
+def test_one_file_with_variables_switches_and_refuses_an_unhealthy_stack(stack, example_images):
+    """One compose file + variables: v1 blue, v2 green under load; v3's worker never healthy: no switch."""
+    stack.example = example_images("v1")
+    ok(deploy(stack.one_file_bundle("v1"), "d-o1"))
+    assert get(stack.url + "/")[1].strip() == "v1-blue" and get(stack.url + "/api/")[1].strip() == "api-v1-blue"
+    with Load(stack.url + "/", threads=3) as web_load, Load(stack.url + "/api/", threads=2) as api_load:
+        ok(deploy(stack.one_file_bundle("v2"), "d-o2"))
+        assert stack.services("green") == ["api", "web", "worker"] and stack.project("blue") == []
+        run = failed_at(deploy(stack.one_file_bundle("v3", ready="/tmp/never", health={"deadline": 6}), "d-o3"),
+                        "ApplicationStart")
+    assert run.last_line.startswith("ERROR ApplicationStart: blue not healthy after"), run.output
+    assert "green keeps serving" in run.last_line
+    for load, versions in ((web_load, ["v1-blue", "v2-green"]), (api_load, ["api-v1-blue", "api-v2-green"])):
+        r = load.result
+        assert r.failed == 0, r.summary()
+        assert r.versions_in_order == versions, r.summary()
+    assert stack.project("blue") == [] and stack.services("green") == ["api", "web", "worker"]
+    st = stack.state()
+    assert (st["live"], st["live_deployment"]) == ("green", "d-o2")
+    assert [d["outcome"] for d in st["deployments"]] == ["succeeded", "succeeded", "failed"]
+    assert "colour=green" in stack.include()
+    assert stack.networks() == stack.networks_before
+
+
+BAD_INPUTS = [
+    ("missing-file", lambda b: (b / "docker-compose.yml").unlink(), 2,
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: compose file 'docker-compose.yml' not found next to bluegreen.toml"),
+    ("invalid-yaml", lambda b: (b / "docker-compose.yml").write_text("services:\n  web: [\n"), 2,
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
+    ("invalid-option", lambda b: (b / "docker-compose.yml").write_text("services:\n  web:\n    imag: x\n"), 2,
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
+    ("absent-service", lambda b: (b / "bluegreen.toml").write_text(
+        (b / "bluegreen.toml").read_text().replace('routed = ["web", "api"]', 'routed = ["web", "api"]\nservices = ["web", "apx"]')), 2,
+     "ERROR BeforeInstall: bluegreen.toml: compose/services: service 'apx' is not in docker-compose.yml "
+     "(its services: web, api, worker)"),
+    ("unset-variable", lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: Missing mandatory value "
+     "for \"environment\" option in service \"api\": API_PORT"),
+    ("no-compose-binary", lambda b: (b / "bluegreen.toml").write_text(
+        (b / "bluegreen.toml").read_text().replace('stop_grace_period = 3', 'stop_grace_period = 3\ncommand = ["/nonexistent/docker-compose"]')), 1,
+     "ERROR BeforeInstall: compose: command not found: /nonexistent/docker-compose"),
+]
+
+
+def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(stack, example_images):
+    """Missing/invalid file, a configured service absent, no compose command: one line, live stack untouched."""
+    stack.example = example_images("v1")
+    ok(deploy(stack.one_file_bundle("v1"), "d-b1"))
+    before = (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"])
+    for name, spoil, code, line in BAD_INPUTS:
+        bundle = stack.one_file_bundle("v2")
+        spoil(bundle)
+        run = run_hook(bundle, "BeforeInstall", f"d-bad-{name}", python=__import__("sys").executable)
+        assert run.returncode == code, (name, run.output)
+        assert run.last_line.startswith(line), (name, run.output)
+        assert len(run.last_line) < 300 and "Traceback" not in run.output, (name, run.output)
+        assert stack.project("green") == [], name
+        assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before, name
+    assert get(stack.url + "/")[1].strip() == "v1-blue"
