@@ -95,6 +95,7 @@ services:
       HOST: 127.0.0.1
       PORT: ${BLUEGREEN_PORT:?}
       APP_VERSION: ${VERSION}-${BLUEGREEN_COLOUR}
+      EXIT_CODE: ${WEB_EXIT_CODE:-}
   api:
     image: ${IMAGE}
     network_mode: host
@@ -161,9 +162,10 @@ def stack(docker_client, nginx, app_name, tmp_path):
                     **{svc: p[i] for svc, p in self.ports.items()}))
             return dest
 
-        def one_file_bundle(self, version, ready="/tmp/ready", health=None, **compose_table):
+        def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", **compose_table):
             cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
-                                                               "READY_FILE": ready}, **compose_table)
+                                                               "READY_FILE": ready, "WEB_EXIT_CODE": exit_code},
+                              **compose_table)
             if health:
                 cfg["health"].update(health)
             dest = make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg)
@@ -306,7 +308,10 @@ BAD_INPUTS = [
 
 
 def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(stack, example_images):
-    """Missing/invalid file, a configured service absent, no compose command: one line, live stack untouched."""
+    """Missing/invalid file, a configured service absent, no compose command: one line, live stack untouched.
+
+    Then a stack whose web service exits: ApplicationStart fails fast and removes it; blue untouched.
+    """
     stack.example = example_images("v1")
     ok(deploy(stack.one_file_bundle("v1"), "d-b1"))
     before = (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"])
@@ -320,3 +325,9 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
         assert stack.project("green") == [], name
         assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before, name
     assert get(stack.url + "/")[1].strip() == "v1-blue"
+    # a service that exits fails the deployment at once (not at health/deadline); the new stack is removed
+    run = failed_at(deploy(stack.one_file_bundle("v3", exit_code="3"), "d-b3"), "ApplicationStart")
+    assert "green (" in run.last_line and "exited with code 3 before it got healthy" in run.last_line, run.output
+    assert "blue keeps serving" in run.last_line and "not healthy after" not in run.last_line, run.output
+    assert stack.project("green") == []
+    assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before
