@@ -698,6 +698,21 @@ def head_revision(s3, bucket: str, key: str, expected_owner: str | None = None) 
                     sha256=(head.get("Metadata") or {}).get("bluegreen-sha256"), size=head.get("ContentLength"))
 
 
+def upload_args(sha: str, sse: str | None = None, kms_key_id: str | None = None,
+                expected_owner: str | None = None) -> dict[str, Any]:
+    """ExtraArgs for upload_file: our sha256 as metadata, SSE-S3 / SSE-KMS, the expected bucket owner."""
+    if kms_key_id and sse != "aws:kms":
+        raise DeliveryError("push: --sse-kms-key-id needs --sse aws:kms")
+    extra: dict[str, Any] = {"Metadata": {"bluegreen-sha256": sha}, "ContentType": "application/zip"}
+    if sse:
+        extra["ServerSideEncryption"] = sse
+    if kms_key_id:
+        extra["SSEKMSKeyId"] = kms_key_id
+    if expected_owner:
+        extra["ExpectedBucketOwner"] = expected_owner
+    return extra
+
+
 def push(path: Path, bucket: str, key: str | None = None, application: str | None = None, register: bool = True,
          description: str | None = None, sse: str | None = None, kms_key_id: str | None = None,
          expected_owner: str | None = None, multipart_mb: int = 8, profile: str | None = None,
@@ -710,6 +725,9 @@ def push(path: Path, bucket: str, key: str | None = None, application: str | Non
     application = application or app
     size = Path(path).stat().st_size
     key = key or f"{app}/{Path(path).stem}-{sha[:12]}.zip"
+    extra = upload_args(sha, sse, kms_key_id, expected_owner)
+    if multipart_mb < 5:
+        raise DeliveryError(f"push: --multipart-mb should be at least 5 (S3's smallest part), not {multipart_mb}")
     sess = session(profile, region)
     try:
         s3 = sess.client("s3")
@@ -729,11 +747,6 @@ def push(path: Path, bucket: str, key: str | None = None, application: str | Non
     except _aws_errors() as exc:
         raise aws_error(f"bucket {bucket!r}", exc) from exc
 
-    extra: dict[str, Any] = {"Metadata": {"bluegreen-sha256": sha}, "ContentType": "application/zip", **owner}
-    if sse:
-        extra["ServerSideEncryption"] = sse
-        if kms_key_id:
-            extra["SSEKMSKeyId"] = kms_key_id
     mb = 1024 * 1024
     cfg = TransferConfig(multipart_threshold=multipart_mb * mb, multipart_chunksize=multipart_mb * mb)
     callback = progress if progress is not None else Progress(size, f"upload s3://{bucket}/{key}")

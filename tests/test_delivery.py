@@ -311,3 +311,44 @@ def test_bundled_hooks_deploy_on_a_python_without_docker_or_tenacity(docker_clie
         run = run_hook(bundle, event, "d-bare", extra, python=str(py))
         assert run.returncode == 0, f"{event}\n{run.output}"
     assert get(site.url + "/")[1].strip() == "v1"
+
+
+# ---------------------------------------------------------------------------------------------- push options (pure)
+
+def test_upload_args_carry_sha256_encryption_and_bucket_owner():
+    assert delivery.upload_args("ab") == {"Metadata": {"bluegreen-sha256": "ab"}, "ContentType": "application/zip"}
+    assert delivery.upload_args("ab", "AES256", expected_owner="123456789012") == {
+        "Metadata": {"bluegreen-sha256": "ab"}, "ContentType": "application/zip", "ServerSideEncryption": "AES256",
+        "ExpectedBucketOwner": "123456789012"}
+    kms = delivery.upload_args("ab", "aws:kms", "alias/deploy")
+    assert (kms["ServerSideEncryption"], kms["SSEKMSKeyId"]) == ("aws:kms", "alias/deploy")
+
+
+def test_upload_args_refuse_kms_key_without_kms():
+    with pytest.raises(delivery.DeliveryError, match="--sse-kms-key-id needs --sse aws:kms"):
+        delivery.upload_args("ab", "AES256", "alias/deploy")
+
+
+def test_create_deployment_arguments_are_passed_as_given():
+    """The optional create_deployment settings reach the API call (recorded by a stand-in client)."""
+    calls = []
+
+    class Recorder:
+        def get_deployment_group(self, **kw):
+            calls.append(("get_deployment_group", kw))
+
+        def create_deployment(self, **kw):
+            calls.append(("create_deployment", kw))
+            return {"deploymentId": "d-TEST"}
+
+    rev = delivery.Revision("b", "k.zip", "etag-3", "v1")
+    _, did = delivery.create_deployment("app", "grp", rev, "CodeDeployDefault.OneAtATime", "desc", "OVERWRITE", True,
+                                        ("DEPLOYMENT_FAILURE",), cd=Recorder())
+    assert did == "d-TEST"
+    assert calls[1] == ("create_deployment", {
+        "applicationName": "app", "deploymentGroupName": "grp",
+        "revision": {"revisionType": "S3", "s3Location": {"bucket": "b", "key": "k.zip", "bundleType": "zip",
+                                                          "eTag": "etag-3", "version": "v1"}},
+        "deploymentConfigName": "CodeDeployDefault.OneAtATime", "description": "desc", "fileExistsBehavior": "OVERWRITE",
+        "ignoreApplicationStopFailures": True,
+        "autoRollbackConfiguration": {"enabled": True, "events": ["DEPLOYMENT_FAILURE"]}})

@@ -114,12 +114,46 @@ def test_push_network_failure_is_one_line(tmp_path, capsys, monkeypatch, bucket,
     assert err.startswith(f"ERROR bucket '{bucket}': network error:") and err.count("\n") == 1, err
 
 
+def test_push_refused_by_the_server_is_one_line_and_registers_nothing(tmp_path, capsys, codedeploy, bucket, cd_app):
+    """Ceph 16 over http refuses SSE-S3 (InvalidRequest): the upload error is one line; nothing is registered."""
+    app, _ = cd_app
+    z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
+    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app, "--sse", "AES256")
+    assert rc == 1
+    last = err.splitlines()[-1]
+    assert last.startswith(f"ERROR upload to s3://{bucket}/") and "InvalidRequest" in last, err
+    assert revisions(codedeploy, app) == []
+
+
 def test_deploy_to_unknown_group_is_one_line(tmp_path, capsys, bucket, cd_app):
     app, _ = cd_app
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
     rc, out, err = run(capsys, "deploy", str(z), "--bucket", bucket, "--application", app, "--group", "nope")
     assert rc == 1
     assert "DeploymentGroupDoesNotExistException" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.agent
+def test_deploy_no_wait_prints_the_id_and_revision_file_round_trips(tmp_path, capsys, codedeploy, bucket, cd_app):
+    """push --revision-file, then deploy --revision-file --no-wait: stdout is just the id; it then Succeeds."""
+    app, group = cd_app
+    spec = tmp_path / "spec"
+    (spec / "hooks").mkdir(parents=True)
+    (spec / "appspec.yml").write_text("version: 0.0\nos: linux\nhooks:\n")   # no hooks: the agent only installs
+    src = tmp_path / "src"
+    shutil.copytree(EXAMPLE_APP, src / "app")
+    (src / "bluegreen.toml").write_text(toml_dumps({"app": "demo", "container": {"build": "app"}}))
+    z = delivery.bundle(src / "bluegreen.toml", tmp_path / "rev.zip", appspec=spec / "appspec.yml", with_wheels=False).path
+    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app,
+                       "--revision-file", str(tmp_path / "rev.json"))
+    assert rc == 0, err
+    rc, out, err = run(capsys, "deploy", "--revision-file", str(tmp_path / "rev.json"), "--group", group, "--no-wait")
+    assert rc == 0, err
+    did = out.strip()
+    assert did.startswith("d-") and "\n" not in did
+    codedeploy.get_waiter("deployment_successful").wait(deploymentId=did, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+    info = codedeploy.get_deployment(deploymentId=did)["deploymentInfo"]
+    assert info["revision"]["s3Location"]["eTag"] == json.loads((tmp_path / "rev.json").read_text())["etag"]
 
 
 @pytest.mark.agent
