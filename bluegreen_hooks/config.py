@@ -306,9 +306,14 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     build_path = None
     if build is not None:
         build_path = (path.parent / build).resolve()
+        root = path.parent.resolve()
+        if check_files and build_path != root and root not in build_path.parents:
+            c.fail("build", f"build context {build!r} is outside the bundle (it must be a folder next to {file})")
         if check_files and not build_path.is_dir():
             c.fail("build", f"build context {build!r} is not a folder next to {file}")
     dockerfile = c.string("dockerfile", "Dockerfile", re.compile(r"^[A-Za-z0-9._/-]+$"), "a relative file name")
+    if dockerfile.startswith("/") or ".." in dockerfile.split("/"):
+        c.fail("dockerfile", f"should be a file name inside the build context, not {dockerfile!r}")
     if check_files and build_path is not None and not (build_path / dockerfile).is_file():
         c.fail("dockerfile", f"{dockerfile!r} not found in {build!r}")
     network = c.string("network", "host")

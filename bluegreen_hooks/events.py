@@ -208,7 +208,7 @@ def application_start(ctx: Context) -> None:
     timings = {"image": round(t_start - t_image, 3), "healthy": round(healthy_after, 3),
                "switch_ms": round(sw.seconds * 1000, 1), "healthy_to_serving_ms": round((time.monotonic() - t_switch) * 1000, 1)}
     live_config = ctx.store.dir / f"{cfg.app}.toml"
-    nginx.write_atomic(live_config, cfg.path.read_text(encoding="utf-8"))  # for the operator commands
+    nginx.write_atomic(live_config, cfg.path.read_text(encoding="utf-8"), mode=0o600)  # for the operator commands
     with ctx.store.update() as st:
         state.set_live(st, target, d, image)
         st["config"] = str(live_config)

@@ -74,13 +74,16 @@ def read_include(cfg: Config) -> str | None:
         raise NginxError(f"cannot read the nginx include {cfg.nginx.include}: {exc.strerror}") from exc
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename (temp file in the same folder, fsync first)."""
-    mode = 0o644
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        pass
+def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Replace ``path`` with ``text`` in one rename (temp file in the same folder, fsync first).
+
+    The file keeps its permissions (0644 when new) unless ``mode`` is given."""
+    if mode is None:
+        mode = 0o644
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            pass
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
