@@ -258,6 +258,10 @@ class ComposeBackend:
             if missing:
                 raise HealthCheckFailed(f"{project_name(self.cfg, colour)} has no container for "
                                         f"service(s) {', '.join(missing)}")
+        waiting = [c.name for c in conts if c.status == "created"]
+        if waiting:   # created but not started yet (e.g. still behind a depends_on)
+            from bluegreen_hooks.health import NotHealthyYet
+            raise NotHealthyYet(f"{', '.join(waiting)} not started yet")
         return [c.attrs for c in conts]
 
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
