@@ -953,6 +953,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         # the group must exist before anything is uploaded or registered
         check_group(args.application or read_bundle(args.bundle)[0], args.group, args.profile, args.region)
         rev = _push_args(args, args.bundle)
+        _write_revision_file(args.revision_file, rev)
     elif args.revision_file is not None:
         try:
             rev = Revision(**json.loads(Path(args.revision_file).read_text()))
@@ -995,8 +996,9 @@ def _push_options(p: argparse.ArgumentParser, bucket_required: bool) -> None:
     p.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms (default: the AWS-managed key)")
     p.add_argument("--expected-bucket-owner", help="fail unless the bucket belongs to this account id")
     p.add_argument("--multipart-mb", type=int, default=8, help="multipart threshold and part size in MiB (default 8)")
-    p.add_argument("--revision-file", type=Path, help="push: write the revision (bucket, key, eTag, version) as JSON "
-                                                       "here; deploy: deploy the revision this file names")
+    p.add_argument("--revision-file", type=Path, help="push (and deploy BUNDLE): write the revision (bucket, key, "
+                                                       "eTag, version) as JSON here; deploy without BUNDLE: deploy "
+                                                       "the revision this file names")
 
 
 def add_commands(sub) -> None:
