@@ -398,8 +398,8 @@ def rollback(cfg: Config, say: Callable[[str], None], keep_other: bool = False) 
     """Make the previous release live again; return what was done. Raises HookError (nothing else changed).
 
     Under the app's claim: if the previous colour still runs the previous deployment, switch nginx to it
-    at once; else start the previous image as that colour, wait until healthy, then switch. Then drain
-    the old nginx workers and stop the colour rolled back from, unless ``keep_other``.
+    at once; else start the previous image as that colour, wait until healthy, then switch. Then wait
+    for the old nginx workers to drain, and stop the colour rolled back from unless ``keep_other``.
     """
     from bluegreen_hooks import containers, health, nginx
 
@@ -468,12 +468,12 @@ def rollback(cfg: Config, say: Callable[[str], None], keep_other: bool = False) 
     say(f"{prev} is live again (deployment {prev_d})")
     stopped = False
     try:
+        drained, left = nginx.wait_drained(sw.old_workers, cfg.drain_timeout)
+        say("old nginx workers finished their requests" if drained else
+            f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} old nginx worker(s) still busy")
         if keep_other:
             say(f"{live} keeps running (--keep-other); roll back again to switch to it at once")
         else:
-            drained, left = nginx.wait_drained(sw.old_workers, cfg.drain_timeout)
-            say("old nginx workers finished their requests" if drained else
-                f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} old nginx worker(s) still busy")
             be.remove_colour(live, prev, say)
             stopped = True
     except BaseException as exc:
@@ -798,8 +798,9 @@ def add_commands(sub) -> None:
                                    "the previous colour still runs, nginx is switched to it at once (write the "
                                    "include, nginx -t, reload, verify through nginx). Otherwise the previous image "
                                    "(still tagged bluegreen-<app>:<deployment>) is started as that colour, "
-                                   "health-checked, and then nginx is switched. Afterwards the old nginx workers "
-                                   "are drained and the colour rolled back from is stopped, unless --keep-other. "
+                                   "health-checked, and then nginx is switched. Afterwards it waits until the old nginx "
+                                   "workers have finished their requests (at most deploy/drain_timeout) and stops "
+                                   "the colour rolled back from, unless --keep-other. "
                                    "Refuses when there is no previous release. Recorded in history as a "
                                    "'Rollback' event. " + SELECT_HELP,
                        epilog=EXIT_ROLLBACK)
