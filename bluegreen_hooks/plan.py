@@ -108,17 +108,24 @@ def gather(cfg: Config, deployment_id: str, client=None) -> World:
     try:
         if client is None:
             client = containers.connect(timeout=30)
-        running = containers.running(client, cfg)
-        for cont in containers.containers(client, cfg):
-            colour = cont.labels.get(containers.LABEL_COLOUR)
-            if colour in names:
-                names[colour].append(f"{cont.name} ({cont.status})")
-        import docker.errors
-        try:
-            client.images.get(containers.image_tag(cfg, deployment_id))
-            image_exists = True
-        except docker.errors.ImageNotFound:
-            image_exists = False
+        if cfg.compose is not None:      # each colour is a compose project: list through its labels
+            from bluegreen_hooks.compose import ComposeBackend
+            be = ComposeBackend(cfg, client, cfg.compose.command or ("docker", "compose"))
+            running = be.running()
+            for colour in COLOURS:
+                names[colour] = [f"{c.name} ({c.status})" for c in be.containers(colour)]
+        else:
+            running = containers.running(client, cfg)
+            for cont in containers.containers(client, cfg):
+                colour = cont.labels.get(containers.LABEL_COLOUR)
+                if colour in names:
+                    names[colour].append(f"{cont.name} ({cont.status})")
+            import docker.errors
+            try:
+                client.images.get(containers.image_tag(cfg, deployment_id))
+                image_exists = True
+            except docker.errors.ImageNotFound:
+                image_exists = False
     except Exception as exc:  # noqa: BLE001 - Docker unreachable: plan without it, and say so
         docker_problem = str(exc)
     finally:
@@ -190,6 +197,18 @@ def event_lines(plan: Plan, event: str) -> list[str]:
         left = w.containers.get(plan.target, []) if w else []
         out.append(f"remove leftover containers of {plan.target}: {', '.join(left) if left else 'none'}")
         return out
+    if event == "ApplicationStart" and cfg.compose is not None:
+        from bluegreen_hooks import compose
+        cmd = _compose_cmd(cfg)
+        env = ", ".join(f"{k}={v}" for k, v in sorted(compose.variables(cfg, plan.target, plan.deployment_id).items()))
+        out = [f"target colour: {plan.target} (live: {plan.live or 'none'})"]
+        if cfg.compose.pull:
+            out.append(f"pull: {_argv(compose.pull_argv(cmd, cfg, plan.target))}")
+        out += [f"start project {compose.project_name(cfg, plan.target)}: {_argv(compose.up_argv(cmd, cfg, plan.target))}",
+                f"  with {env}",
+                f"health: GET {cfg.health_url(plan.target)} until HTTP {'/'.join(map(str, cfg.health.statuses))}, "
+                f"deadline {cfg.health.deadline:g}s" + "".join(f"; and :{r.ports[plan.target]}" for r in cfg.extra_routes)]
+        return out + _switch_lines(plan)
     if event == "ApplicationStart":
         c = cfg.container
         kw = plan.run_kwargs()
@@ -207,28 +226,43 @@ def event_lines(plan: Plan, event: str) -> list[str]:
                f"start container {kw['name']} from {plan.image_tag} ({where}; env {env}; labels "
                f"{', '.join(f'{k}={v}' for k, v in kw['labels'].items())})",
                f"health: GET {cfg.health_url(plan.target)} until HTTP {'/'.join(map(str, cfg.health.statuses))}, "
-               f"deadline {cfg.health.deadline:g}s",
-               f"write {n.include}:"]
-        out += [f"  | {ln}" for ln in plan.include_text.splitlines()]
-        out += [f"nginx test: {_argv(n.test)}", f"nginx reload: {_argv(n.reload)}",
-                f"verify: GET {n.public_url}{cfg.health.path} answers {n.colour_header}: {plan.target}",
-                f"keep running: {plan.live or 'nothing'} (stopped by ValidateService)"]
-        return out
+               f"deadline {cfg.health.deadline:g}s"]
+        return out + _switch_lines(plan)
     if event == "ValidateService":
         out = [f"validate: GET {n.public_url}{n.validate_path} answers HTTP "
                f"{'/'.join(map(str, cfg.health.statuses))} with {n.colour_header}: {plan.target}"]
         if plan.old and plan.old != plan.target:
             olds = w.containers.get(plan.old, []) if w else []
+            if cfg.compose is not None:
+                from bluegreen_hooks import compose
+                stop = f"then: stop {', '.join(olds) or 'nothing running'}: " + _argv(
+                    compose.down_argv(_compose_cmd(cfg), cfg, plan.old, cfg.compose.stop_grace_period))
+            else:
+                stop = (f"then: stop containers of {plan.old} (grace {cfg.container.stop_grace_period:g}s): "
+                        f"{', '.join(olds) if olds else cfg.container_name(plan.old)}")
             out += [f"then: wait up to {cfg.drain_timeout:g}s for the old nginx workers "
                     f"({', '.join(map(str, w.nginx_workers)) if w and w.nginx_workers else 'none'}) to finish",
-                    f"then: stop containers of {plan.old} (grace {cfg.container.stop_grace_period:g}s): "
-                    f"{', '.join(olds) if olds else cfg.container_name(plan.old)}",
+                    stop,
                     f"on failure: switch nginx back to {plan.old} and remove {plan.target}"]
         else:
             out.append("no old colour to stop")
         out.append(f"prune images of {cfg.image_repo} beyond the newest {cfg.keep_images}")
         return out
     return [f"no bluegreen-hooks step for {event}"]
+
+
+def _compose_cmd(cfg: Config) -> tuple[str, ...]:
+    """compose/command, else what the events detect at run time (shown as ``docker compose``)."""
+    assert cfg.compose is not None
+    return cfg.compose.command or ("docker", "compose")
+
+
+def _switch_lines(plan: Plan) -> list[str]:
+    cfg, n = plan.cfg, plan.cfg.nginx
+    out = [f"write {n.include}:"] + [f"  | {ln}" for ln in plan.include_text.splitlines()]
+    return out + [f"nginx test: {_argv(n.test)}", f"nginx reload: {_argv(n.reload)}",
+                  f"verify: GET {n.public_url}{cfg.health.path} answers {n.colour_header}: {plan.target}",
+                  f"keep running: {plan.live or 'nothing'} (stopped by ValidateService)"]
 
 
 def render(plan: Plan, events: Iterable[str]) -> list[str]:

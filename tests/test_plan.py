@@ -1,0 +1,164 @@
+"""Dry runs (hook --dry-run, local --dry-run) against the real Docker daemon and nginx: they print the
+plan and change nothing — the app's containers and images, the include, the state file and nginx's
+master/worker pids are identical before and after."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bluegreen_hooks import config as config_mod
+from bluegreen_hooks import plan
+from bluegreen_hooks.cli import main
+from bluegreen_hooks.nginx import render_include
+from testbed.bundle import bed_config, deploy, make_bundle
+from testbed.ports import free_port
+
+EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
+
+
+@pytest.fixture
+def dry(docker_client, nginx, site, app_name, tmp_path):
+    ports = (free_port(), free_port())
+    state_dir = tmp_path / "state"
+
+    class Dry:
+        def bundle(self, version: str = "v1", **overrides) -> Path:
+            cfg = bed_config(app_name, nginx, site, ports, state_dir, version, **overrides)
+            return make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg)
+
+        def snapshot(self) -> dict:
+            conts = docker_client.containers.list(all=True, filters={"label": f"bluegreen.app={app_name}"})
+            imgs = docker_client.images.list(name=f"bluegreen-{app_name}")
+            files = {}
+            for p in [site.include, *(sorted(state_dir.iterdir()) if state_dir.exists() else [])]:
+                files[str(p)] = (p.read_bytes(), p.stat().st_mtime_ns)
+            return {
+                "containers": sorted((c.id, c.name, c.status, c.attrs["State"]["StartedAt"], c.attrs["RestartCount"],
+                                      tuple(sorted(c.labels.items()))) for c in conts),
+                "images": sorted((i.id, tuple(sorted(i.tags))) for i in imgs),
+                "files": files,
+                "state_dir_exists": state_dir.exists(),
+                "nginx": (nginx.master_pid(), sorted(nginx.worker_pids())),
+            }
+
+    d = Dry()
+    d.app, d.ports, d.state_dir, d.site, d.nginx = app_name, ports, state_dir, site, nginx
+    return d
+
+
+def _dry_runs(bundle: Path, root: Path, monkeypatch, capsys) -> dict[str, str]:
+    monkeypatch.setenv("DEPLOYMENT_ID", "d-DRYRUN001")
+    out = {}
+    for event in EVENTS:
+        assert main(["hook", event, "--bundle", str(bundle), "--dry-run"]) == 0
+        out[event] = capsys.readouterr().out
+    monkeypatch.delenv("DEPLOYMENT_ID")
+    assert main(["local", str(bundle), "--dry-run", "--root", str(root), "--deployment-id", "d-DRYRUN001"]) == 0
+    out["local"] = capsys.readouterr().out
+    return out
+
+
+def test_dry_run_on_a_fresh_host_changes_nothing(dry, tmp_path, monkeypatch, capsys):
+    """Before any deployment: the plan targets blue, builds the image, starts blue; nothing is created."""
+    b = dry.bundle("v1")
+    before = dry.snapshot()
+    out = _dry_runs(b, tmp_path / "runner-root", monkeypatch, capsys)
+    assert dry.snapshot() == before
+    assert not (tmp_path / "runner-root").exists()
+    start = out["ApplicationStart"]
+    assert "target colour: blue (live: none)" in start
+    assert f"image: build bluegreen-{dry.app}:d-DRYRUN001 from {b / 'app'}/Dockerfile" in start
+    assert f"start container {dry.app}-blue from bluegreen-{dry.app}:d-DRYRUN001 (host network, port {dry.ports[0]}" in start
+    assert f"health: GET http://127.0.0.1:{dry.ports[0]}/health until HTTP 200, deadline 60s" in start
+    assert "DRY RUN (nothing is changed)" in out["local"] and "ApplicationStop: skipped" in out["local"]
+
+
+def test_dry_run_after_a_deployment_changes_nothing(dry, tmp_path, monkeypatch, capsys):
+    """With blue live: every event's plan (and the runner's) is printed; Docker, files and nginx are untouched."""
+    first = dry.bundle("v1")
+    runs = deploy(first, "d-first")
+    assert all(r.returncode == 0 for r in runs), "\n".join(r.output for r in runs)
+    b = dry.bundle("v2")
+    before = dry.snapshot()
+    out = _dry_runs(b, tmp_path / "runner-root", monkeypatch, capsys)
+    assert dry.snapshot() == before
+    cfg = config_mod.load(b / "bluegreen.toml")
+    start = out["ApplicationStart"]
+    for ln in render_include(cfg, "green", "d-DRYRUN001").splitlines():   # the exact include text
+        assert f"  | {ln}" in start
+    assert f"write {dry.site.include}:" in start
+    assert "nginx test: " + " ".join(dry.nginx.test_argv) in start
+    assert "nginx reload: " + " ".join(dry.nginx.reload_argv) in start
+    assert "target colour: green (live: blue)" in start and "keep running: blue" in start
+    assert f"remove leftover containers of green: none" in out["BeforeInstall"]
+    assert f"master pid {dry.nginx.master_pid()}" in out["BeforeInstall"]
+    validate = out["ValidateService"]
+    assert f"validate: GET {dry.site.url}/health answers HTTP 200 with X-Bluegreen-Colour: green" in validate
+    assert f"stop containers of blue (grace 5s): {dry.app}-blue (running)" in validate
+    assert "nothing to stop" in out["ApplicationStop"]
+    local = out["local"]
+    assert "ApplicationStop: skipped" in local   # this runner root never deployed
+    assert "target colour: green (live: blue)" in local and "ValidateService:" in local
+
+
+def test_plan_follows_the_events_decisions(dry):
+    """Pure planning: a deployment in progress keeps its target; a completed one is a no-op."""
+    cfg = config_mod.load(dry.bundle("v1") / "bluegreen.toml")
+    base = plan.World(state={**__import__("bluegreen_hooks.state", fromlist=["empty"]).empty(dry.app),
+                             "live": "green", "live_deployment": "d-old"},
+                      state_problem=None, include_text=render_include(cfg, "green", "d-old"),
+                      running={"blue": None, "green": {"deployment": "d-old", "image": "x", "name": "n"}},
+                      containers={"blue": [], "green": ["n (running)"]}, nginx_master=None, nginx_workers=[],
+                      image_exists=False)
+    p = plan.plan_deployment(cfg, "d-new", base)
+    assert (p.live, p.target, p.old, p.done, p.busy) == ("green", "blue", "green", False, None)
+    assert plan.plan_deployment(cfg, "d-old", base).done
+    assert "already live on green" in plan.render(plan.plan_deployment(cfg, "d-old", base), ["BeforeInstall"])[-1]
+
+
+def _world(**kw):
+    from bluegreen_hooks.state import empty
+    base = dict(state=empty("shop"), state_problem="missing", include_text=None, running={"blue": None, "green": None},
+                containers={"blue": [], "green": []}, nginx_master=123, nginx_workers=[124, 125], image_exists=False)
+    base.update(kw)
+    return plan.World(**base)
+
+
+def test_plan_for_a_compose_app_shows_the_compose_commands(tmp_path):
+    """With [compose]: the up/down argv of the colours' projects, the variables, the include."""
+    from bluegreen_hooks.config import parse
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    cfg = parse({"app": "shop", "colours": {"blue": 8081, "green": 8082},
+                 "compose": {"file": "docker-compose.yml", "command": ["docker-compose"]},
+                 "nginx": {"reload": ["nginx", "-s", "reload"]}}, tmp_path / "bluegreen.toml", environ={})
+    st = {**_world().state, "live": "blue", "live_deployment": "d-1"}
+    w = _world(state=st, state_problem=None, include_text=render_include(cfg, "blue", "d-1"),
+               running={"blue": {"deployment": "d-1"}, "green": None},
+               containers={"blue": ["shop-blue-web-1 (running)"], "green": []})
+    lines = plan.render(plan.plan_deployment(cfg, "d-2", w), ["ApplicationStart", "ValidateService"])
+    text = "\n".join(lines)
+    f = tmp_path / "docker-compose.yml"
+    assert f"start project shop-green: docker-compose -p shop-green -f {f} up -d --remove-orphans" in text
+    assert "BLUEGREEN_COLOUR=green" in text and "BLUEGREEN_PORT=8082" in text
+    assert "  | set $service_url http://127.0.0.1:8082;" in text and "nginx reload: nginx -s reload" in text
+    assert f"then: stop shop-blue-web-1 (running): docker-compose -p shop-blue -f {f} down --remove-orphans --timeout 10" in text
+
+
+def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
+    """No state: target blue, include created; another live deployment in progress: the run would exit 3."""
+    from bluegreen_hooks.config import parse
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("FROM scratch\n")
+    cfg = parse({"app": "shop", "container": {"build": "app"}}, tmp_path / "bluegreen.toml", environ={})
+    first = plan.render(plan.plan_deployment(cfg, "d-1", _world()), ["BeforeInstall", "ApplicationStart"])
+    assert "create an empty include /etc/nginx/conf.d/backend-url.inc (first deployment)" in "\n".join(first)
+    assert "  target colour: blue (live: none)" in first
+    import os
+    from bluegreen_hooks.state import empty, process_start_time
+    st = {**empty("shop"), "in_progress": {"id": "d-other", "event": "ApplicationStart", "event_done": False,
+                                           "pid": os.getpid(), "pid_start": process_start_time(os.getpid()),
+                                           "host": None, "started": 0, "updated": 0, "target": "blue"}}
+    busy = plan.render(plan.plan_deployment(cfg, "d-1", _world(state=st)), ["BeforeInstall"])
+    assert busy[-1].startswith("  would refuse (exit 3): deployment d-other is in progress (ApplicationStart running as pid")
