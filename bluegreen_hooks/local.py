@@ -374,6 +374,9 @@ def run_script(script: Script, archive: Path, env: dict[str, str], log: ScriptLo
                 proc.wait(left)
             except subprocess.TimeoutExpired:
                 pass
+    except BaseException:              # Ctrl-C: the hook is in its own session, so stop its group here
+        _kill_group(proc, signal.SIGTERM)
+        raise
     finally:
         open_pipes = [k.data for k in sel.get_map().values()]
         sel.close()
