@@ -423,6 +423,13 @@ def rollback(cfg: Config, say: Callable[[str], None], keep_other: bool = False) 
             raise NoPreviousRelease(f"the previous release {prev_d} on {prev} failed its deployment "
                                     f"({(failed.get('cause') or 'no cause recorded')[:120]}); refusing to roll back "
                                     f"to it: {live} ({st.get('live_deployment')}) stays live")
+        up = running.get(prev)
+        mode = "switch" if up and (be.kind != "docker" or up.get("deployment") == prev_d or not prev_image) else "restart"
+        if mode == "restart" and be.kind != "docker":
+            raise NoPreviousRelease(f"{prev} ({prev_d}) no longer runs, and a {be.kind} app is started from its "
+                                    f"bundle's files: deploy revision {prev_d} again instead")
+        if mode == "restart":
+            _require_image(be, prev_image, prev_d)
         note = state.claim(st, rid, ROLLBACK_EVENT, prev, cfg.stale_after)
         if note:
             say(note)
@@ -433,22 +440,15 @@ def rollback(cfg: Config, say: Callable[[str], None], keep_other: bool = False) 
 
     started = False
     try:
-        up = running.get(prev)
-        if up and (be.kind != "docker" or up.get("deployment") == prev_d or not prev_image):
+        if mode == "switch":
             say(f"{prev} still runs {up.get('name')} (deployment {up.get('deployment') or prev_d}): "
                 f"switching nginx to it at once")
             prev_d = up.get("deployment") or prev_d
-            mode = "switch"
-        elif be.kind != "docker":
-            raise NoPreviousRelease(f"{prev} ({prev_d}) no longer runs, and a {be.kind} app is started from its "
-                                    f"bundle's files: deploy revision {prev_d} again instead")
         else:
-            _require_image(be, prev_image, prev_d)
             say(f"{prev} is not running: starting it from {prev_image}")
             started = True
             be.start(prev, prev_image, prev_d or rid, live, say)
             health.wait_healthy(cfg, prev, lambda: be.watch(prev), say)
-            mode = "restart"
         include_id = prev_d if prev_d and nginx.DEPLOYMENT_ID_RE.match(prev_d) else rid
         sw = nginx.switch(cfg, prev, include_id, say)
     except BaseException as exc:

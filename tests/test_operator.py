@@ -243,6 +243,34 @@ def test_rollback_refuses_to_go_back_to_a_release_that_failed_validation(bed, ca
     assert bed.state()["live"] == "green" and include_agrees_with_state(bed)
 
 
+def test_failed_rollback_leaves_the_live_colour_serving(bed, capsys):
+    """The restarted blue cannot bind its port (a foreign listener holds it): rollback fails with one line, removes
+    blue, green keeps serving, the failure is in history and the lock is released. A pruned image is refused."""
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    ok(deploy(bed.bundle("v2"), "d-two"))
+    capsys.readouterr()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # blue's old connections are in TIME_WAIT
+        squatter.bind(("127.0.0.1", bed.ports[0]))
+        squatter.listen()
+        with Load(bed.url + "/", threads=2) as load:
+            assert bed.cli("rollback") == 1
+    assert load.result.failed == 0 and load.result.versions_seen == {"v2"}, load.result.summary()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ERROR rollback failed: blue") and err[0].endswith("green keeps serving")
+    assert bed.containers("blue") == []
+    st = bed.state()
+    assert (st["live"], st["live_deployment"], st["in_progress"]) == ("green", "d-two", None)
+    assert include_agrees_with_state(bed)
+    assert (st["events"][-1]["event"], st["events"][-1]["outcome"]) == ("Rollback", "failed")
+    assert st["deployments"][-1]["outcome"] == "failed" and st["deployments"][-1]["id"].startswith("rollback-")
+
+    bed.client.images.remove(f"bluegreen-{bed.app}:d-one")
+    assert bed.cli("rollback") == 1
+    assert capsys.readouterr().err.strip() == (f"ERROR image bluegreen-{bed.app}:d-one of the previous release "
+                                               f"(d-one) is gone (pruned or removed); deploy that revision again instead")
+
+
 def test_rollback_under_load_switches_to_the_old_colour_still_running(bed, capsys):
     """v2 switched but abandoned before ValidateService (blue v1 still runs): rollback switches back at once,
     0 failed requests, include and state agree, green stopped after the drain."""
