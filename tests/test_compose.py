@@ -6,7 +6,10 @@ checks that no compose network (``<project>_default``) is ever created.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +191,7 @@ def stack(docker_client, nginx, app_name, tmp_path):
             return {n.name for n in docker_client.networks.list()}
 
     s = Stack()
-    s.networks_before = networks_before
+    s.networks_before, s.nginx = networks_before, nginx
     yield s
     conf.unlink()
     nginx.reload()
@@ -318,7 +321,7 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
     for name, spoil, code, line in BAD_INPUTS:
         bundle = stack.one_file_bundle("v2")
         spoil(bundle)
-        run = run_hook(bundle, "BeforeInstall", f"d-bad-{name}", python=__import__("sys").executable)
+        run = run_hook(bundle, "BeforeInstall", f"d-bad-{name}", python=sys.executable)
         assert run.returncode == code, (name, run.output)
         assert run.last_line.startswith(line), (name, run.output)
         assert len(run.last_line) < 300 and "Traceback" not in run.output, (name, run.output)
@@ -331,3 +334,23 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
     assert "blue keeps serving" in run.last_line and "not healthy after" not in run.last_line, run.output
     assert stack.project("green") == []
     assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before
+
+
+def test_migrating_from_deploy_sh_takes_over_the_running_stack(stack):
+    """A host run by deploy.sh (project <app>-blue up by hand, legacy include): first deployment goes to green."""
+    old = stack.per_colour_bundle("v1")
+    env = {**os.environ, "BLUEGREEN_DEPLOYMENT": "by-hand"}
+    subprocess.run(["docker-compose", "-p", f"{stack.app}-blue", "-f", str(old / "docker-compose.blue.yml"),
+                    "up", "-d", "--build"], check=True, capture_output=True, env=env, cwd=old)
+    # what deploy.sh left: service-url-blue.inc copied over backend-url.inc (no bluegreen marker)
+    stack.site.include.write_text(f"set $service_url http://127.0.0.1:{stack.ports['web'][0]};\n"
+                                  f"set $api_url http://127.0.0.1:{stack.ports['api'][0]};\n")
+    stack.nginx.reload_and_wait()
+    assert get(stack.url + "/")[1].strip() == "v1"
+    with Load(stack.url + "/", threads=3) as load:
+        runs = ok(deploy(stack.per_colour_bundle("v2"), "d-m1"))
+    assert "live colour: blue; target colour: green" in runs[1].output, runs[1].output
+    r = load.result
+    assert r.failed == 0 and r.versions_in_order == ["v1", "v2"], r.summary()
+    assert stack.project("blue") == [] and stack.services("green") == ["api", "web", "worker"]
+    assert stack.state()["live"] == "green" and get(stack.url + "/api/")[1].strip() == "api-v2"
