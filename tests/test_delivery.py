@@ -281,6 +281,48 @@ def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, caps
     assert "done" in again.stdout
 
 
+@pytest.mark.parametrize("base", interpreters(), ids=lambda p: Path(p).name)
+def test_launcher_without_pip_unpacks_the_hash_checked_wheels(tmp_path, capsys, base):
+    """BLUEGREEN_VENV_INSTALLER=unzip (what a host without ensurepip gets): wheels checked and unpacked, no pip."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
+    py = bare_python(tmp_path, base, "bare")
+    env = {"PATH": f"{py.parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs"),
+           "BLUEGREEN_VENV_INSTALLER": "unzip", "DEPLOYMENT_ID": "d-unzip"}
+    run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [venv] = [p for p in (tmp_path / "venvs").iterdir() if p.is_dir()]
+    assert not list(venv.glob("lib/python*/site-packages/pip"))
+    old_python = subprocess.run([base, "-c", "import sys; print(sys.version_info < (3, 11))"], capture_output=True,
+                                text=True).stdout.strip()
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import docker, tenacity, requests, urllib3, idna, charset_normalizer, certifi, importlib.util;"
+                            "print(importlib.util.find_spec('tomli') is not None)"], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == old_python          # tomli only where the marker asks for it (< 3.11)
+
+
+def test_launcher_refuses_a_tampered_wheel(tmp_path, capsys):
+    """A wheel whose sha256 differs from requirements.txt is not installed: one ERROR line, no venv."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
+    [wheel] = (bundle / "wheels").glob("tenacity-*.whl")
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.writestr("tenacity/evil.py", "raise SystemExit('tampered')\n")
+    for installer in ("pip", "unzip"):
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs"),
+               "BLUEGREEN_VENV_INSTALLER": installer, "LIFECYCLE_EVENT": "BeforeInstall"}
+        run = subprocess.run([str(bundle / "hooks" / "BeforeInstall")], env=env, cwd="/", capture_output=True, text=True)
+        assert run.returncode == 1, run.stdout + run.stderr
+        last = run.stdout.strip().splitlines()[-1]
+        assert last.startswith("ERROR BeforeInstall: building the runtime venv failed:"), run.stdout
+        assert not [p for p in (tmp_path / "venvs").iterdir() if p.is_dir()]
+
+
 def test_launcher_without_wheels_uses_the_current_python(tmp_path, capsys):
     """A --no-wheels bundle runs on the hook's python3 as before (here: the test venv, which has docker)."""
     src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
