@@ -442,7 +442,7 @@ def _mode(path: Path, force_exec: bool = False) -> int:
 
 
 def collect(config: Path, app_dir: Path | None = None, rules: Rules = Rules(), appspec: Path | None = None,
-            wheels: Sequence[tuple[Path, str]] = ()) -> tuple[list[Entry], str]:
+            wheels: Sequence[tuple[Path, str]] = (), output: Path | None = None) -> tuple[list[Entry], str]:
     """Choose and validate every entry of the bundle; return (entries, app name). Writes nothing."""
     from bluegreen_hooks import config as config_mod
 
@@ -478,7 +478,10 @@ def collect(config: Path, app_dir: Path | None = None, rules: Rules = Rules(), a
 
     ours = {os.path.realpath(p) for p in (appspec, config, hooks_dir, PACKAGE_DIR)}
     label = str(app_dir)
+    skip = os.path.realpath(output) if output is not None else None
     for rel, path in walk(app_dir, rules, label):
+        if skip is not None and os.path.realpath(path) == skip:
+            continue              # an earlier build of this very bundle
         top = rel.split("/", 1)[0]
         if top in RESERVED:
             real_top = os.path.realpath(app_dir / top)
@@ -548,8 +551,12 @@ def bundle(config: Path, output: Path | None = None, app_dir: Path | None = None
     """Build the bundle (validated before anything is written); return its path, sha256 and size."""
     t0 = time.monotonic()
     wheels = runtime_wheels(wheel_cache(cache)) if with_wheels else []
-    entries, app = collect(config, app_dir, rules, appspec, wheels)
-    output = Path(output) if output is not None else Path("dist") / f"{app}.zip"
+    if output is None:
+        from bluegreen_hooks import config as config_mod
+
+        output = Path("dist") / f"{config_mod.load(config, environ={}, check_files=False).app}.zip"
+    output = Path(output)
+    entries, app = collect(config, app_dir, rules, appspec, wheels, output)
     src = Path(app_dir) if app_dir is not None else Path(config).resolve().parent
     write_zip(entries, output, source_date_epoch(src, environ))
     return BundleResult(output, sha256_file(output), output.stat().st_size, len(entries), app,

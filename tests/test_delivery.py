@@ -394,3 +394,25 @@ def test_create_deployment_arguments_are_passed_as_given():
         "deploymentConfigName": "CodeDeployDefault.OneAtATime", "description": "desc", "fileExistsBehavior": "OVERWRITE",
         "ignoreApplicationStopFailures": True,
         "autoRollbackConfiguration": {"enabled": True, "events": ["DEPLOYMENT_FAILURE"]}})
+
+
+def test_bundle_written_inside_the_app_folder_does_not_swallow_itself(tmp_path, capsys, monkeypatch):
+    """-o inside --app-dir: the previous zip is not bundled, so rebuilding gives the same bytes."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = make_src(tmp_path)
+    shas = []
+    for _ in range(2):
+        rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(src / "rev.zip"), "--no-wheels")
+        assert rc == 0, err
+        shas.append(hashlib.sha256((src / "rev.zip").read_bytes()).hexdigest())
+    assert shas[0] == shas[1] and "rev.zip" not in entries(src / "rev.zip")
+
+
+def test_push_refuses_a_file_that_is_not_a_bundle_before_any_aws_call(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")        # would fail if it were called
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CODEDEPLOY", "http://127.0.0.1:9")
+    (tmp_path / "x.zip").write_text("not a zip")
+    rc = build_main(["push", str(tmp_path / "x.zip"), "--bucket", "b"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.startswith(f"ERROR {tmp_path / 'x.zip'}: not a readable zip bundle") and err.count("\n") == 1, err
