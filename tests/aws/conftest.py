@@ -4,7 +4,7 @@ The session fixture runs ``shared/aws-local/up`` (shared/ lies beside the checko
 CDEMU_AGENT_PASSENV so the hooks the agent runs (as root, empty environment) reach the test bed's Docker
 daemon and build their venvs in a test folder; then it loads ``$AWS_LOCAL_DIR/env`` into os.environ and
 runs ``down`` at the end if it started the services. Outside CI a missing aws-local skips; under
-CI=true it fails.
+CI=true it fails. The env file's AWS_* variables are set for each test of this folder only.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _emulator_environ(local_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def aws_local(docker_daemon):
-    """Start (or reuse) aws-local; its env file is applied to os.environ for the session."""
+    """Start (or reuse) aws-local for the session; returns its env file's values (see ``aws_env``)."""
     up = AWS_LOCAL / "up"
     if not up.is_file():
         _unavailable(f"{AWS_LOCAL} not found (shared/ should be beside the checkout)")
@@ -78,40 +78,47 @@ def aws_local(docker_daemon):
             _unavailable(f"aws-local is already up without agent mode / CDEMU_AGENT_PASSENV for {', '.join(wrong) or '-'} "
                          f"(mode {mode}); run {AWS_LOCAL}/down and retry")
     sets, unsets = read_env_file(local_dir / "env")
-    saved = {k: os.environ.get(k) for k in [*sets, *unsets]}
-    for k in unsets:
-        os.environ.pop(k, None)
-    os.environ.update(sets)
-    os.environ["AWS_MAX_ATTEMPTS"] = "2"
-    saved.setdefault("AWS_MAX_ATTEMPTS", None)
     try:
-        yield {"dir": local_dir, "env": sets, "started": started}
+        yield {"dir": local_dir, "env": sets, "unset": unsets, "started": started}
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if started:
             subprocess.run([str(AWS_LOCAL / "down")], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="session")
-def s3(aws_local):
-    import boto3
+@pytest.fixture(autouse=True)
+def aws_env(aws_local, monkeypatch):
+    """aws-local's env file, applied for each test here only (other tests' environment stays as it was)."""
+    for k in aws_local["unset"]:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in aws_local["env"].items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    return aws_local["env"]
 
-    client = boto3.client("s3")
+
+def _client(aws_local, service: str):
+    import boto3
+    from botocore.config import Config
+
+    env = aws_local["env"]
+    client = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                   aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                   region_name=env["AWS_DEFAULT_REGION"]).client(
+        service, endpoint_url=env[f"AWS_ENDPOINT_URL_{service.upper()}"],
+        config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"))
     assert client.meta.endpoint_url.startswith("http://127.0.0.1"), client.meta.endpoint_url  # never real AWS
     return client
 
 
 @pytest.fixture(scope="session")
-def codedeploy(aws_local):
-    import boto3
+def s3(aws_local):
+    return _client(aws_local, "s3")
 
-    client = boto3.client("codedeploy")
-    assert client.meta.endpoint_url.startswith("http://127.0.0.1"), client.meta.endpoint_url
-    return client
+
+@pytest.fixture(scope="session")
+def codedeploy(aws_local):
+    return _client(aws_local, "codedeploy")
 
 
 @pytest.fixture
