@@ -148,6 +148,37 @@ def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: st
     return proc
 
 
+def run_parallel(jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], timeout: float
+                 ) -> list[subprocess.CompletedProcess]:
+    """Run (argv, variables, cwd) jobs at the same time; return their results in order (never raises on exit)."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for argv, env, cwd in jobs:
+            procs.append(subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          cwd=str(cwd), env={**os.environ, **env}, stdin=subprocess.DEVNULL))
+    except FileNotFoundError as exc:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise ComposeUnavailable(f"compose: command not found: {jobs[0][0][0]} (install docker-compose, or set "
+                                 f"compose/command)") from exc
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        for (argv, _, _), p in zip(jobs, procs):
+            try:
+                stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                raise ContainerStartError(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
+            out.append(subprocess.CompletedProcess(list(argv), p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ backend
 
 class ComposeBackend:
@@ -190,16 +221,23 @@ class ComposeBackend:
                 raise ConfigError(f"{self.cfg.path.name}: {self._key(colour)}: compose file {self._rel(colour)!r} "
                                   f"not found next to {self.cfg.path.name}")
         cmd = self.command
+        # `config -q` renders each file with the colour's variables; `config --services` lists its services.
+        # All of them run at once (docker-compose v1 spends ~0.3 s of CPU starting up).
+        jobs = [(colour, services) for colour in COLOURS for services in (False, True)
+                if not (services and self.cc.single and colour == "green")]   # one file: list it once
+        procs = run_parallel([(config_argv(cmd, self.cfg, colour, services), variables(self.cfg, colour),
+                               self.cc.files[colour].parent) for colour, services in jobs], CHECK_TIMEOUT)
         out: dict[str, list[str]] = {}
+        for (colour, services), proc in zip(jobs, procs):
+            if proc.returncode != 0:
+                where = f"{self.cfg.path.name}: {self._key(colour)}: {self._rel(colour)}"
+                raise ConfigError(f"{where} is invalid for {colour}: "
+                                  f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+            if services:
+                out[colour] = [s.strip() for s in proc.stdout.splitlines() if s.strip()]
+        if self.cc.single:
+            out["green"] = out["blue"]
         for colour in COLOURS:
-            where = f"{self.cfg.path.name}: {self._key(colour)}: {self._rel(colour)}"
-            for services in (False, True):
-                proc = self._run(config_argv(cmd, self.cfg, colour, services), colour, f"{where}: compose config",
-                                 CHECK_TIMEOUT, error=ConfigError, check=False)
-                if proc.returncode != 0:
-                    raise ConfigError(f"{where} is invalid for {colour}: "
-                                      f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
-            out[colour] = [s.strip() for s in proc.stdout.splitlines() if s.strip()]
             for key, names in (("services", self.cc.services or ()), ("routed", [r.service for r in self.cc.routed])):
                 for name in names:
                     if name not in out[colour]:
