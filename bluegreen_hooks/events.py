@@ -239,10 +239,14 @@ def validate_service(ctx: Context) -> None:
         old_running = old and be.running().get(old)
         if old_running:
             ctx.say(f"validation failed: {cause}; switching back to {old}")
-            nginx.switch(cfg, old, previous_deployment or d, ctx.say)
+            back = nginx.switch(cfg, old, previous_deployment or d, ctx.say)
             with ctx.store.update() as st:
                 state.set_live(st, old, previous_deployment, previous_image)
             ctx.log_tail = be.logs_tail(target)
+            # the workers from before the switch back may still be proxying requests to the target: let them finish
+            drained, left = nginx.wait_drained(back.old_workers, cfg.drain_timeout)
+            if not drained:
+                ctx.say(f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
             be.remove_colour(target, old, ctx.say)
             raise ValidationFailed(f"validation through nginx failed ({cause}); traffic is back on {old}") from exc
         raise ValidationFailed(f"validation through nginx failed ({cause}); no old colour to go back to, "

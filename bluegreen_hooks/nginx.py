@@ -229,16 +229,21 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say=print) -> Switch
     except NginxError as exc:
         _restore(path, old_text)
         raise NginxError(f"{exc}; previous include restored, nginx not reloaded") from exc
+    except BaseException:   # e.g. SIGTERM (the agent's timeout) during the test: never leave the new include
+        _restore(path, old_text)
+        raise
     try:
         run(cfg.nginx.reload, "nginx reload")
         verify(cfg, colour, path=cfg.health.path)
-    except NginxError as exc:
+    except BaseException as exc:   # NginxError, or SIGTERM while reloading/verifying: put the old include back
         _restore(path, old_text)
         try:
             run(cfg.nginx.reload, "nginx reload (restoring)")
         except NginxError:
             pass
-        raise NginxError(f"{exc}; previous include restored") from exc
+        if isinstance(exc, NginxError):
+            raise NginxError(f"{exc}; previous include restored") from exc
+        raise
     seconds = time.monotonic() - t0
     say(f"nginx now sends traffic to {colour} (test + reload + verify in {seconds * 1000:.0f} ms)")
     return Switch(old_workers, seconds, old_text)

@@ -328,3 +328,234 @@ def test_target_port_taken_by_a_foreign_process_is_refused(bed, when, answer):
     # the port is free again: the same bundle deploys
     ok(deploy(b2, "d-squat-2"))
     assert_consistent(bed, "green", "d-squat-2")
+
+
+# ------------------------------------------------------------------------------- config values as attacks
+
+def _bad_configs(bed):
+    """(what is set, config overrides or env, the key the one-line refusal must name)."""
+    inc = str(bed.site.include)
+    return [
+        ({"colours": {"green": "8082; evil"}}, {}, "colours/green"),
+        ({"colours": {"green": 0}}, {}, "colours/green"),
+        ({"colours": {"blue": 65536}}, {}, "colours/blue"),
+        ({"colours": {"green": bed.ports[0]}}, {}, "colours/green"),           # both colours on one port
+        ({"colours": {"host": "127.0.0.1;}"}}, {}, "colours/host"),
+        ({"colours": {"host": "127.0.0.1\nreturn 200"}}, {}, "colours/host"),
+        ({"nginx": {"variable": "service_url;\nreturn 200 owned"}}, {}, "nginx/variable"),
+        ({"nginx": {"variable": "$service_url"}}, {}, "nginx/variable"),
+        ({"nginx": {"colour_variable": "c}"}}, {}, "nginx/colour_variable"),
+        ({"nginx": {"form": "upstream", "upstream": "up{ server 10.0.0.1"}}, {}, "nginx/upstream"),
+        ({"nginx": {"include": inc + ";\ninclude /etc/passwd"}}, {}, "nginx/include"),
+        ({"nginx": {"include": "conf.d/backend-url.inc"}}, {}, "nginx/include"),
+        ({"nginx": {"include": "/tmp/$x.inc"}}, {}, "nginx/include"),
+        ({"nginx": {"pid_file": "/run/nginx.pid; x"}}, {}, "nginx/pid_file"),
+        ({"nginx": {"public_url": "http://127.0.0.1:99999/"}}, {}, "nginx/public_url"),
+        ({"nginx": {"public_url": "http://127.0.0.1/;}"}}, {}, "nginx/public_url"),
+        ({"nginx": {"validate_path": "/$host"}}, {}, "nginx/validate_path"),
+        ({"nginx": {"colour_header": "X-C\r\nSet-Cookie: a=b"}}, {}, "nginx/colour_header"),
+        ({"nginx": {"test": "nginx -t; rm -rf /"}}, {}, "nginx/test"),            # a string, not an argv list
+        ({"health": {"path": "/health;\n}"}}, {}, "health/path"),
+        ({"health": {"path": "/health }"}}, {}, "health/path"),
+        ({"deploy": {"state_dir": "relative/state"}}, {}, "deploy/state_dir"),
+        ({"app": "shop;}"}, {}, "app"),
+        ({"app": "$shop"}, {}, "app"),
+        ({"container": {"build": "../.."}}, {}, "container/build"),              # a path escaping the bundle
+        ({"container": {"dockerfile": "../../Dockerfile"}}, {}, "container/dockerfile"),
+        ({"container": {"env": {"A;B": "x"}}}, {}, "container/env/A;B"),
+        ({"container": {"port_env": "PORT;x"}}, {}, "container/port_env"),
+        ({"container": {"build_network": "host;x"}}, {}, "container/build_network"),
+        ({"container": {"image": "busybox;rm -rf /", "build": None}}, {}, "container/image"),
+        ({}, {"BLUEGREEN_STATE_DIR": "/tmp/a;b"}, "BLUEGREEN_STATE_DIR"),
+        ({}, {"DEPLOYMENT_ID": "d-1;}\nset $service_url http://10.0.0.1"}, "DEPLOYMENT_ID"),
+    ]
+
+
+def test_config_values_that_try_to_inject_nginx_directives_are_refused(bed):
+    """Through the real BeforeInstall hook, each bad value is refused with exit 2 and one line naming its
+    key; the include bytes, nginx's workers, the containers and the state file stay exactly as they were."""
+    ok(deploy(bed.bundle("v1"), "d-good"))
+    before = bed.snapshot()
+    state_bytes = (bed.state_dir / f"{bed.app}.json").read_bytes()
+    workers = bed.nginx.worker_pids()
+    wrong = []
+    cases = _bad_configs(bed)
+    with Load(bed.url + "/", threads=THREADS) as load:
+        for i, (overrides, env, key) in enumerate(cases):
+            cfg = bed_config(bed.app, bed.nginx, bed.site, bed.ports, bed.state_dir, "v2")
+            for table, values in overrides.items():
+                if isinstance(values, dict):
+                    cfg[table] = {k: v for k, v in {**cfg.get(table, {}), **values}.items() if v is not None}
+                else:
+                    cfg[table] = values
+            b = make_bundle(bed.site.include.parent.parent / f"bad-{i}", cfg)
+            env = {"DEPLOYMENT_ID": f"d-bad-{i}", **env}
+            run = run_hook(b, "BeforeInstall", env["DEPLOYMENT_ID"], extra_env=env, python=sys.executable)
+            line = run.last_line
+            prefix = "ERROR BeforeInstall: " + ("" if key.isupper() else "bluegreen.toml: ") + f"{key}: "
+            if run.returncode != 2 or not line.startswith(prefix) or len(line) >= 300 or \
+                    len([ln for ln in run.output.splitlines() if ln.strip()]) != 1:
+                wrong.append(f"{key} {overrides or env}: exit {run.returncode}\n{run.output}")
+    assert not wrong, "\n".join(wrong)
+    assert_clean_load(load)
+    assert bed.snapshot() == before
+    assert (bed.state_dir / f"{bed.app}.json").read_bytes() == state_bytes
+    assert bed.nginx.worker_pids() == workers          # never reloaded
+    assert_consistent(bed, "blue", "d-good")
+
+
+# -------------------------------------------------------------------------------------------- security
+
+RECORDER = """\
+import json, os, sys
+sep = sys.argv.index("--")
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps(sys.argv[2:sep]) + "\\n")
+os.execv(sys.argv[sep + 1], sys.argv[sep + 1:])
+"""
+
+
+def test_real_deployment_keeps_state_private_and_config_values_out_of_any_shell(bed, tmp_path):
+    """A real deployment (as root, under load): the state dir it creates is 0700 and every file in it
+    0600; the nginx test/reload commands run as exact argv lists (shell syntax in an argument stays
+    text); a container env value reaches Docker verbatim; the include holds only validated values."""
+    marker = tmp_path / "pwned"
+    payload = [f"; touch {marker}", f"$(touch {marker})", f"`touch {marker}`", f"| touch {marker}", "$HOME \\ '\""]
+    recorder, calls = tmp_path / "recorder.py", tmp_path / "calls.jsonl"
+    recorder.write_text(RECORDER)
+    wrap = [sys.executable, str(recorder), str(calls), *payload, "--"]
+    env_value = f"$(touch {marker}) `touch {marker}`; touch {marker} && echo ${{PATH}}\n}}"
+    assert not bed.state_dir.exists()
+    ok(deploy(bed.bundle("v1"), "d-first"))          # creates the state dir, as root
+    b = bed.bundle("v2", nginx={"test": wrap + bed.nginx.test_argv, "reload": wrap + bed.nginx.reload_argv},
+                   container={"env": {"HOST": "127.0.0.1", "PAYLOAD": env_value}})
+    with Load(bed.url + "/", threads=THREADS) as load:
+        ok(deploy(b, "d-sec"))
+    assert load.result.failed == 0 and load.result.versions_in_order == ["v1", "v2"], load.result.summary()
+    assert_consistent(bed, "green", "d-sec")
+    # state: 0700 dir, 0600 files (owned by root when run as root)
+    assert bed.state_dir.stat().st_mode & 0o777 == 0o700
+    files = sorted(p.name for p in bed.state_dir.iterdir())
+    assert {f"{bed.app}.json", f"{bed.app}.lock", f"{bed.app}.toml"} <= set(files), files
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in bed.state_dir.iterdir()} == {f: "0o600" for f in files}
+    if os.geteuid() == 0:
+        assert {p.stat().st_uid for p in [bed.state_dir, *bed.state_dir.iterdir()]} == {0}
+    # nginx commands: run as argv, each payload argument arrived as the exact text, nothing ran it
+    recorded = [json.loads(ln) for ln in calls.read_text().splitlines()]
+    assert len(recorded) >= 3 and all(r == payload for r in recorded), recorded   # BeforeInstall test, switch test, reload
+    assert not marker.exists()
+    # the container got the env value verbatim (Docker SDK: a dict, no shell)
+    (cont,) = bed.containers("green")
+    assert f"PAYLOAD={env_value}" in cont.attrs["Config"]["Env"]
+    # the include holds nothing but validated values: our marker, comments, and `set $name value;` lines
+    text = bed.include()
+    assert text.splitlines()[0] == f"# bluegreen-hooks: app={bed.app} colour=green deployment=d-sec"
+    body = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    assert body == [f"set $service_url http://127.0.0.1:{bed.ports[1]};", "set $bluegreen_colour green;"], text
+
+
+def test_nginx_commands_are_argv_never_a_shell(tmp_path):
+    """nginx/test and nginx/reload are trusted config run exactly as argv: a string with spaces is one
+    program name (not split by a shell), shell syntax in an argument is text; `sh -c` runs only when the
+    operator writes it (the commands are trusted; no OTHER key can reach them — see the tests above)."""
+    from bluegreen_hooks import nginx
+    from bluegreen_hooks.errors import NginxError
+
+    marker, out = tmp_path / "ran", tmp_path / "argv.json"
+    with pytest.raises(NginxError, match="command not found"):
+        nginx.run([f"touch {marker}"], "nginx config test")
+    args = [f"; touch {marker}", f"$(touch {marker})", f"`touch {marker}`", "*", "~"]
+    nginx.run([sys.executable, "-c", "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))",
+               str(out), *args], "nginx config test")
+    assert json.loads(out.read_text()) == args and not marker.exists()
+    nginx.run(["sh", "-c", f"touch {marker}"], "nginx config test")    # a shell only when the operator asks
+    assert marker.exists()
+
+
+def _shell_uses(path: Path) -> list[str]:
+    """Calls in a Python file that could hand a string to a shell."""
+    import ast
+
+    found = []
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f"{getattr(f.value, 'id', '?')}.{f.attr}" if isinstance(f, ast.Attribute) else getattr(f, "id", "?")
+        where = f"{path.name}:{node.lineno} {name}"
+        if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput",
+                    "asyncio.create_subprocess_shell", "eval", "exec"):
+            found.append(where)
+        for kw in node.keywords:
+            if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                found.append(f"{where} shell=")
+        if name.startswith("subprocess.") and node.args and \
+                isinstance(node.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)):
+            found.append(f"{where} with a string command")
+    return found
+
+
+def test_no_shell_anywhere_in_the_package_and_hooks():
+    """No shell=True, os.system, os.popen or subprocess with a string command in bluegreen_hooks/ or hooks/
+    (the checker itself is checked on a bad sample first)."""
+    root = Path(__file__).resolve().parent.parent
+    sample = root / "tests" / "_shell_sample.py"
+    try:
+        sample.write_text("import os, subprocess\nos.system('x')\nsubprocess.run('ls -l', shell=True)\n"
+                          "subprocess.check_output(f'nginx {1}')\nsubprocess.run(['ls'], shell=False)\n")
+        assert len(_shell_uses(sample)) == 4, _shell_uses(sample)
+    finally:
+        sample.unlink()
+    files = sorted((root / "bluegreen_hooks").glob("*.py"))
+    hooks = sorted(p for p in (root / "hooks").iterdir() if p.is_file())
+    python_hooks = [p for p in hooks if p.read_text().startswith("#!/usr/bin/env python")]
+    assert len(files) > 5 and python_hooks, (files, hooks)
+    assert [u for p in files + python_hooks for u in _shell_uses(p)] == []
+    for p in [*files, *hooks]:
+        assert "shell=True" not in p.read_text(), p
+    # the shell hooks only exec the Python launcher, passing their arguments through quoted
+    for p in hooks:
+        if p not in python_hooks:
+            lines = [ln for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            assert lines == [f'exec python3 "$(dirname "$0")/launch" {p.name} "$@"'], (p, lines)
+
+
+SLOW_TEST = """\
+import os, sys, time
+include, flag = sys.argv[1], sys.argv[2]
+if "colour=green" in open(include).read():   # the switch's config test: hang there (until killed)
+    open(flag, "w").close()
+    time.sleep(120)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+def test_sigterm_during_the_nginx_switch_restores_the_include(bed, tmp_path):
+    """SIGTERM arrives while the switch runs `nginx -t` on the new include: the previous include is put
+    back byte for byte (nginx was never reloaded), green is removed, in_progress cleared; the next
+    deployment succeeds."""
+    ok(deploy(bed.bundle("v1"), "d-good"))
+    before = bed.snapshot()
+    script, flag = tmp_path / "slow_test.py", tmp_path / "testing-green"
+    script.write_text(SLOW_TEST)
+    b2 = bed.bundle("v2", nginx={"test": [sys.executable, str(script), str(bed.site.include), str(flag),
+                                          *bed.nginx.test_argv]})
+    with Load(bed.url + "/", threads=THREADS) as load:
+        ok(deploy(b2, "d-term", events=("BeforeInstall",)))
+        proc = start_hook(b2, "ApplicationStart", "d-term")
+        try:
+            wait_for(flag.exists, timeout=60, what="the switch's nginx config test to start")
+            assert "colour=green" in bed.include()
+            os.killpg(proc.pid, signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+        assert proc.returncode == 1 and last_line(out).startswith("ERROR ApplicationStart: stopped by SIGTERM"), out
+        assert bed.snapshot() == before
+        assert_consistent(bed, "blue", "d-good")
+        ok(deploy(bed.bundle("v3"), "d-next"))
+    assert load.result.failed == 0 and load.result.versions_in_order == ["v1", "v3"], load.result.summary()
+    assert_consistent(bed, "green", "d-next")
