@@ -87,6 +87,22 @@ def test_bundle_layout_modes_times_and_never_bundled_files(tmp_path, capsys, mon
     assert {i.date_time for i in e.values()} == {(2023, 11, 14, 22, 13, 20)}
 
 
+def test_bundle_timestamps_default_to_the_last_commit_time(tmp_path, capsys, monkeypatch):
+    """Without SOURCE_DATE_EPOCH, entries carry the app checkout's last commit time."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    src = make_src(tmp_path)
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    env = dict(os.environ, GIT_COMMITTER_DATE="2024-02-03T04:05:06Z", GIT_AUTHOR_DATE="2024-02-03T04:05:06Z")
+    subprocess.run(git + ["commit", "-q", "-m", "x"], check=True, env=env)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 0, err
+    e = entries(tmp_path / "b.zip")
+    assert {i.date_time for i in e.values()} == {(2024, 2, 3, 4, 5, 6)}
+    assert not any(n.startswith(".git/") for n in e)
+
+
 def test_bundle_include_rules_pick_app_files(tmp_path, capsys):
     """--include keeps only matching app files (the deploy config and the framework always go in)."""
     src = make_src(tmp_path)
@@ -369,31 +385,6 @@ def test_upload_args_carry_sha256_encryption_and_bucket_owner():
 def test_upload_args_refuse_kms_key_without_kms():
     with pytest.raises(delivery.DeliveryError, match="--sse-kms-key-id needs --sse aws:kms"):
         delivery.upload_args("ab", "AES256", "alias/deploy")
-
-
-def test_create_deployment_arguments_are_passed_as_given():
-    """The optional create_deployment settings reach the API call (recorded by a stand-in client)."""
-    calls = []
-
-    class Recorder:
-        def get_deployment_group(self, **kw):
-            calls.append(("get_deployment_group", kw))
-
-        def create_deployment(self, **kw):
-            calls.append(("create_deployment", kw))
-            return {"deploymentId": "d-TEST"}
-
-    rev = delivery.Revision("b", "k.zip", "etag-3", "v1")
-    _, did = delivery.create_deployment("app", "grp", rev, "CodeDeployDefault.OneAtATime", "desc", "OVERWRITE", True,
-                                        ("DEPLOYMENT_FAILURE",), cd=Recorder())
-    assert did == "d-TEST"
-    assert calls[1] == ("create_deployment", {
-        "applicationName": "app", "deploymentGroupName": "grp",
-        "revision": {"revisionType": "S3", "s3Location": {"bucket": "b", "key": "k.zip", "bundleType": "zip",
-                                                          "eTag": "etag-3", "version": "v1"}},
-        "deploymentConfigName": "CodeDeployDefault.OneAtATime", "description": "desc", "fileExistsBehavior": "OVERWRITE",
-        "ignoreApplicationStopFailures": True,
-        "autoRollbackConfiguration": {"enabled": True, "events": ["DEPLOYMENT_FAILURE"]}})
 
 
 def test_bundle_written_inside_the_app_folder_does_not_swallow_itself(tmp_path, capsys, monkeypatch):

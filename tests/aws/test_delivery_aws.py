@@ -147,13 +147,22 @@ def test_deploy_no_wait_prints_the_id_and_revision_file_round_trips(tmp_path, ca
     rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app,
                        "--revision-file", str(tmp_path / "rev.json"))
     assert rc == 0, err
-    rc, out, err = run(capsys, "deploy", "--revision-file", str(tmp_path / "rev.json"), "--group", group, "--no-wait")
+    rc, out, err = run(capsys, "deploy", "--revision-file", str(tmp_path / "rev.json"), "--group", group, "--no-wait",
+                       "--deployment-config", "CodeDeployDefault.AllAtOnce", "--description", "from a revision file",
+                       "--file-exists-behavior", "OVERWRITE", "--ignore-application-stop-failures",
+                       "--auto-rollback", "DEPLOYMENT_FAILURE")
     assert rc == 0, err
     did = out.strip()
     assert did.startswith("d-") and "\n" not in did
     codedeploy.get_waiter("deployment_successful").wait(deploymentId=did, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
     info = codedeploy.get_deployment(deploymentId=did)["deploymentInfo"]
-    assert info["revision"]["s3Location"]["eTag"] == json.loads((tmp_path / "rev.json").read_text())["etag"]
+    rev = json.loads((tmp_path / "rev.json").read_text())
+    assert info["revision"]["s3Location"] == {"bucket": bucket, "key": rev["key"], "bundleType": "zip",
+                                              "eTag": rev["etag"], "version": rev["version"]}
+    assert (info["deploymentConfigName"], info["description"], info["fileExistsBehavior"],
+            info["ignoreApplicationStopFailures"], info["autoRollbackConfiguration"]) == (
+        "CodeDeployDefault.AllAtOnce", "from a revision file", "OVERWRITE", True,
+        {"enabled": True, "events": ["DEPLOYMENT_FAILURE"]})
 
 
 @pytest.mark.agent
