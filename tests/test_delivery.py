@@ -407,3 +407,17 @@ def test_push_refuses_a_file_that_is_not_a_bundle_before_any_aws_call(tmp_path, 
     err = capsys.readouterr().err
     assert rc == 1
     assert err.startswith(f"ERROR {tmp_path / 'x.zip'}: not a readable zip bundle") and err.count("\n") == 1, err
+
+
+def test_bundle_without_pypi_and_an_empty_wheel_cache_is_one_line(tmp_path, capsys, monkeypatch):
+    """No index reachable and no cached wheels: one ERROR line saying where to put the wheels; no zip."""
+    for k, v in {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
+                 "PIP_RETRIES": "0", "PIP_TIMEOUT": "2", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": ""}.items():
+        monkeypatch.setenv(k, v)
+    src = make_src(tmp_path)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
+                         "--wheel-cache", str(tmp_path / "empty-cache"))
+    assert rc == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ERROR bundle: pip download of certifi==") and f"put the wheels in {tmp_path / 'empty-cache'}" in last, err
+    assert not (tmp_path / "b.zip").exists()
