@@ -122,6 +122,23 @@ def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool 
     return base_argv(cmd, cfg, colour) + ["config", "--services" if services else "-q"]
 
 
+def child_env(variables: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a compose command: ours plus ``variables``, without the bundle on PYTHONPATH.
+
+    hooks/launch puts the bundle first on PYTHONPATH; docker-compose v1 is a Python program, and a
+    package in the bundle (say ``docker/__init__.py`` or ``yaml/``) must not shadow its own modules.
+    """
+    env = {**os.environ, **variables}
+    if env.get("PYTHONPATH"):
+        keep = [p for p in env["PYTHONPATH"].split(os.pathsep)
+                if p and not os.path.isdir(os.path.join(p, "bluegreen_hooks"))]
+        if keep:
+            env["PYTHONPATH"] = os.pathsep.join(keep)
+        else:
+            del env["PYTHONPATH"]
+    return env
+
+
 def _tail(output: str, lines: int = 2, width: int = 220) -> str:
     """The last telling lines of compose's output, joined; v1's dump of a service's settings is cut out."""
     useful = [_INTERPOLATING.sub(" in ", ln.strip()) for ln in output.splitlines()
@@ -137,7 +154,7 @@ def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: st
     """
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
-                              env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+                              env=child_env(env), stdin=subprocess.DEVNULL)
     except FileNotFoundError as exc:
         raise ComposeUnavailable(f"compose: command not found: {argv[0]} (install docker-compose, or set "
                                  f"compose/command)") from exc
@@ -155,7 +172,7 @@ def run_parallel(jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], 
     try:
         for argv, env, cwd in jobs:
             procs.append(subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          cwd=str(cwd), env={**os.environ, **env}, stdin=subprocess.DEVNULL))
+                                          cwd=str(cwd), env=child_env(env), stdin=subprocess.DEVNULL))
     except FileNotFoundError as exc:
         for p in procs:
             p.kill()

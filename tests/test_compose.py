@@ -237,8 +237,12 @@ def test_migrating_from_deploy_sh_takes_over_the_running_stack(stack):
                                   f"set $api_url http://127.0.0.1:{stack.ports['api'][0]};\n")
     stack.nginx.reload_and_wait()
     assert get(stack.url + "/")[1].strip() == "v1"
+    new = stack.per_colour_bundle("v2")
+    # a bundle folder named like a module docker-compose (v1, Python) imports must not shadow it
+    (new / "yaml").mkdir()
+    (new / "yaml" / "__init__.py").write_text("raise ImportError('the bundle shadows PyYAML')\n")
     with Load(stack.url + "/", threads=3) as load:
-        runs = ok(deploy(stack.per_colour_bundle("v2"), "d-m1"))
+        runs = ok(deploy(new, "d-m1"))
     assert "live colour: blue; target colour: green" in runs[1].output, runs[1].output
     r = load.result
     assert r.failed == 0 and r.versions_in_order == ["v1", "v2"], r.summary()

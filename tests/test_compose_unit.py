@@ -192,3 +192,13 @@ def test_include_has_one_variable_per_routed_service(bundle):
         "upstream shop_backend {\n    server 127.0.0.1:8082;\n}\n"
         "upstream api_url {\n    server 127.0.0.1:9082;\n}\n"
         "map $pid $bluegreen_colour {\n    default green;\n}\n")
+
+
+def test_compose_commands_do_not_see_the_bundle_on_pythonpath(tmp_path, monkeypatch):
+    """docker-compose v1 is Python: the bundle (first on PYTHONPATH, from hooks/launch) must not shadow its modules."""
+    (tmp_path / "bundle" / "bluegreen_hooks").mkdir(parents=True)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'bundle'}:/opt/site")
+    env = compose.child_env({"BLUEGREEN_COLOUR": "blue"})
+    assert (env["PYTHONPATH"], env["BLUEGREEN_COLOUR"]) == ("/opt/site", "blue")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "bundle"))
+    assert "PYTHONPATH" not in compose.child_env({})
