@@ -259,8 +259,9 @@ def gather_status(cfg: Config) -> dict[str, Any]:
             warnings.append(f"nginx sends traffic to {inc_colour}, but no {inc_colour} container runs "
                             f"(requests get 502)")
         if live and per_colour[live]["running"]:
-            deps = {c["deployment"] for c in per_colour[live]["containers"] if c["status"] == "running"}
-            if st.get("live_deployment") and deps != {st.get("live_deployment")}:
+            # (compose services carry the label only when their file sets it)
+            deps = {c["deployment"] for c in per_colour[live]["containers"] if c["status"] == "running"} - {None}
+            if st.get("live_deployment") and deps and deps != {st.get("live_deployment")}:
                 warnings.append(f"state says {live} runs deployment {st.get('live_deployment')}, but its container "
                                 f"is labelled {', '.join(sorted(str(d) for d in deps))}")
             if not per_colour[live]["healthy"]:
@@ -374,7 +375,7 @@ def _history(args: argparse.Namespace) -> int:
             print(f"no deployments recorded in {store.path}")
         for d in deployments:
             print(f"{utc(d.get('ended'))}  {d.get('id') or '-':<28} {d.get('outcome') or '-':<10} "
-                  f"{d.get('from') or '-'} -> {d.get('target') or '-':<6} {d.get('seconds') or 0:8.2f}s  "
+                  f"{(d.get('from') or '-') + ' -> ' + (d.get('target') or '-'):<14} {d.get('seconds') or 0:8.2f}s  "
                   f"image {d.get('image') or '-'}" + (f"  cause: {d['cause']}" if d.get("cause") else ""))
         return 0
     if not events:
