@@ -92,6 +92,7 @@ services:
       HOST: 127.0.0.1
       PORT: ${BLUEGREEN_PORT_API:?}
       APP_VERSION: api-${VERSION}-${BLUEGREEN_COLOUR}
+      UNHEALTHY: ${API_UNHEALTHY:-0}
   worker:
     image: ${IMAGE}
     network_mode: host

@@ -64,9 +64,11 @@ def stack(docker_client, nginx, app_name, tmp_path, compose_cmd):
             write_per_colour(dest, f"{self.image}:{version}", version, self.ports, unhealthy)
             return dest
 
-        def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", **compose_table):
+        def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", api_unhealthy=0,
+                            **compose_table):
             cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
-                                                               "READY_FILE": ready, "WEB_EXIT_CODE": exit_code},
+                                                               "READY_FILE": ready, "WEB_EXIT_CODE": exit_code,
+                                                               "API_UNHEALTHY": api_unhealthy},
                               **compose_table)
             if health:
                 cfg["health"].update(health)
@@ -203,7 +205,8 @@ BAD_INPUTS = [
 def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(stack, example_images):
     """Missing/invalid file, a configured service absent, no compose command: one line, live stack untouched.
 
-    Then a stack whose web service exits: ApplicationStart fails fast and removes it; blue untouched.
+    Then a stack whose web service exits (fails fast), and one whose api (the second routed service) is never
+    healthy on its own port: ApplicationStart fails, removes the new stack; blue untouched.
     """
     stack.example = example_images("v1")
     ok(deploy(stack.one_file_bundle("v1"), "d-b1"))
@@ -222,6 +225,14 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
     run = failed_at(deploy(stack.one_file_bundle("v3", exit_code="3"), "d-b3"), "ApplicationStart")
     assert "green (" in run.last_line and "exited with code 3 before it got healthy" in run.last_line, run.output
     assert "blue keeps serving" in run.last_line and "not healthy after" not in run.last_line, run.output
+    assert stack.project("green") == []
+    assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before
+    # the second routed service never answers its health check on its own port: no switch either
+    run = failed_at(deploy(stack.one_file_bundle("v4", api_unhealthy=1, health={"deadline": 5}), "d-b4"),
+                    "ApplicationStart")
+    api_green = stack.ports["api"][1]
+    assert run.last_line.startswith("ERROR ApplicationStart: green not healthy after"), run.output
+    assert f"HTTP 404 from 127.0.0.1:{api_green}/health" in run.last_line, run.output
     assert stack.project("green") == []
     assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before
 
