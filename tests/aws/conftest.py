@@ -79,7 +79,7 @@ def aws_local(docker_daemon):
                          f"(mode {mode}); run {AWS_LOCAL}/down and retry")
     sets, unsets = read_env_file(local_dir / "env")
     try:
-        yield {"dir": local_dir, "env": sets, "unset": unsets, "started": started}
+        yield {"dir": local_dir, "env": sets, "unset": unsets, "started": started, "venv_root": Path(HOOK_VENV_ROOT)}
     finally:
         if started:
             subprocess.run([str(AWS_LOCAL / "down")], capture_output=True, text=True, timeout=300)

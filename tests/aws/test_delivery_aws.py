@@ -1,9 +1,11 @@
 """build.py push/deploy against a real S3 server (Ceph radosgw) and the CodeDeploy emulator running the real agent."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -167,8 +169,9 @@ def test_deploy_no_wait_prints_the_id_and_revision_file_round_trips(tmp_path, ca
 
 @pytest.mark.agent
 def test_deploy_example_app_through_codedeploy_with_zero_failed_requests(
-        tmp_path, capsys, s3, codedeploy, bucket, cd_app, docker_client, nginx, site, app_name):
-    """bundle -> push -> register -> create_deployment -> the real agent runs the hooks on a bare python3.
+        tmp_path, capsys, s3, codedeploy, bucket, cd_app, docker_client, nginx, site, app_name, aws_local):
+    """bundle -> push -> register -> create_deployment -> the real agent runs the hooks with the system python3
+    (empty environment), which builds its venv from the bundled wheels.
 
     First deploy: blue serves v1. Second (under load): green serves v2, 0 failed requests. Third, whose
     ValidateService fails: deploy exits 1 and prints the agent's log tail with our one-line cause.
@@ -183,9 +186,20 @@ def test_deploy_example_app_through_codedeploy_with_zero_failed_requests(
         return run(capsys, "deploy", str(z), "--bucket", bucket, "--application", app, "--group", group,
                    "--poll", "0.5", "--timeout", "900", "--description", f"test {version}")
 
+    # the venv the agent's python3 (the system one: no tenacity) will build from the bundle's wheels/
+    probe = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, name="probe.zip")
+    with zipfile.ZipFile(probe) as zf:
+        key = hashlib.sha256(zf.read("wheels/requirements.txt"))
+    ver = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True).stdout.strip()
+    key.update(f"\0{ver}\0cpython".encode())
+    venv = aws_local["venv_root"] / f"venv-{key.hexdigest()[:16]}"
+    shutil.rmtree(venv, ignore_errors=True)
+
     rc, out, err = deploy("v1")
     assert rc == 0, out + err
     assert "Succeeded" in out and "ValidateService: Succeeded" in out, out
+    assert (venv / ".bluegreen-ready").is_file()          # built by the hooks, offline, from wheels/
     assert get(site.url + "/")[1].strip() == "v1"
     assert json.loads((state_dir / f"{app_name}.json").read_text())["live"] == "blue"
 
