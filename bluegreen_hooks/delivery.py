@@ -315,18 +315,20 @@ def walk(root: Path, rules: Rules, label: str) -> Iterator[tuple[str, Path]]:
             raise DeliveryError(f"{label}/{prefix}: cannot read: {exc.strerror}") from exc
         for e in entries:
             rel = f"{prefix}{e.name}"
-            if rules.never(rel, top=not prefix):
+            if rules.never(rel, top=not prefix) or rules.excluded_dir(rel):
                 continue
             path = Path(e.path)
             target = os.path.realpath(path)
             if e.is_symlink():
+                if not e.is_dir() and not rules.wanted(rel):
+                    continue          # a link the rules leave out need not be valid
                 if not inside(target):
                     raise DeliveryError(f"{label}/{rel}: symlink leaves the tree (-> {os.readlink(path)}); "
                                         "replace it with the file or exclude it")
                 if not os.path.exists(target):
                     raise DeliveryError(f"{label}/{rel}: broken symlink (-> {os.readlink(path)})")
             if os.path.isdir(target):
-                if os.path.exists(os.path.join(target, "pyvenv.cfg")) or rules.excluded_dir(rel):
+                if os.path.exists(os.path.join(target, "pyvenv.cfg")):
                     continue
                 if target in seen:
                     raise DeliveryError(f"{label}/{rel}: symlink loop")
