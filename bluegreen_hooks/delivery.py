@@ -509,6 +509,14 @@ def collect(config: Path, app_dir: Path | None = None, rules: Rules = Rules(), a
             raise ConfigError(f"{config.name}: container/build: {df} is not in the bundle "
                               f"(app files come from {app_dir}; check --app-dir/--include/--exclude)")
 
+    compose = cfg.raw.get("compose") if isinstance(cfg.raw.get("compose"), dict) else {}
+    files = [("compose/file", compose["file"])] if "file" in compose else \
+        [(f"compose/files/{c}", f) for c, f in sorted((compose.get("files") or {}).items())]
+    for key, name in files:
+        if isinstance(name, str) and _norm(name) not in entries:
+            raise ConfigError(f"{config.name}: {key}: {name} is not in the bundle "
+                              f"(app files come from {app_dir}; check --app-dir/--include/--exclude)")
+
     text = appspec.read_text(encoding="utf-8")
     check_appspec(parse_appspec(text, appspec.name), {k: e.mode for k, e in entries.items()}, appspec.name)
     for name in entries:

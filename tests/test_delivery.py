@@ -421,3 +421,18 @@ def test_bundle_without_pypi_and_an_empty_wheel_cache_is_one_line(tmp_path, caps
     last = err.strip().splitlines()[-1]
     assert last.startswith("ERROR bundle: pip download of certifi==") and f"put the wheels in {tmp_path / 'empty-cache'}" in last, err
     assert not (tmp_path / "b.zip").exists()
+
+
+def test_bundle_refuses_compose_file_missing_from_bundle(tmp_path, capsys):
+    """With [compose], the compose file must travel in the bundle."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bluegreen.toml").write_text(toml_dumps({"app": "demo", "compose": {"file": "docker-compose.yml"}}))
+    (src / "docker-compose.yml").write_text("services:\n  web:\n    image: bluegreen-base:busybox\n")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 0, err
+    assert "docker-compose.yml" in entries(tmp_path / "b.zip")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "c.zip"), "--no-wheels",
+                         "--exclude", "*.yml")
+    assert rc == 2
+    assert err.startswith("ERROR bluegreen.toml: compose/file: docker-compose.yml is not in the bundle"), err
