@@ -97,7 +97,11 @@ def _take(ctx: Context, st: dict[str, Any], backend) -> dict[str, Any]:
     from bluegreen_hooks import nginx
 
     include_colour, running = nginx.include_colour(ctx.cfg, nginx.read_include(ctx.cfg)), backend.running()
-    for note in state.reconcile(st, include_colour, running, ctx.store.problem):
+    # A switch killed between writing the include and reloading nginx (SIGKILL) leaves a file that names a
+    # colour nginx does not serve: go by what nginx answers (its colour header) when that colour runs here.
+    served = nginx.served_colour(ctx.cfg) if include_colour else None
+    interrupted = bool(served and served != include_colour and running.get(served))
+    for note in state.reconcile(st, served if interrupted else include_colour, running, ctx.store.problem):
         ctx.say(f"reconciled: {note}")
     ip = st.get("in_progress")
     mine = ip if ip and ip.get("id") == ctx.deployment_id else None
@@ -105,6 +109,12 @@ def _take(ctx: Context, st: dict[str, Any], backend) -> dict[str, Any]:
     note = state.claim(st, ctx.deployment_id, ctx.event, target, ctx.cfg.stale_after)
     if note:
         ctx.say(note)
+    if interrupted:   # we hold the app now: make the file say what nginx serves again (no reload needed)
+        ctx.say(f"nginx serves {served} but {ctx.cfg.nginx.include} names {include_colour} (an interrupted "
+                f"switch): include rewritten for {served}")
+        dep = (running.get(served) or {}).get("deployment") or st.get("live_deployment") or ""
+        nginx.write_atomic(ctx.cfg.nginx.include, nginx.render_include(
+            ctx.cfg, served, dep if nginx.DEPLOYMENT_ID_RE.match(dep) else "unknown"))
     ip = st["in_progress"]
     if mine is None or "from" not in ip:
         ip["from"] = st["live"] if st["live"] != target else st.get("previous")

@@ -181,6 +181,15 @@ def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
         conn.close()
 
 
+def served_colour(cfg: Config, timeout: float = 2.0) -> Colour | None:
+    """The colour nginx really serves now (its colour header on one request), or None when unknown."""
+    try:
+        a = probe(cfg, cfg.health.path, timeout=timeout)
+    except (OSError, http.client.HTTPException):
+        return None
+    return a.colour if a.colour in COLOURS else None  # type: ignore[return-value]
+
+
 def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str | None = None) -> Answer:
     """Poll nginx until it answers ``path`` from ``colour`` with an accepted status; raise NginxError."""
     from bluegreen_hooks.health import poll

@@ -559,3 +559,35 @@ def test_sigterm_during_the_nginx_switch_restores_the_include(bed, tmp_path):
         ok(deploy(bed.bundle("v3"), "d-next"))
     assert load.result.failed == 0 and load.result.versions_in_order == ["v1", "v3"], load.result.summary()
     assert_consistent(bed, "green", "d-next")
+
+
+def test_sigkill_during_the_nginx_switch_then_next_deployment(bed, tmp_path):
+    """SIGKILL while the switch runs `nginx -t` on the new include: nothing can put the old include back,
+    so the file on disk names green while nginx still serves blue. The next deployment must go by what
+    nginx serves, not by the file: blue keeps serving (0 failed) until the new version is switched in."""
+    ok(deploy(bed.bundle("v1"), "d-good"))
+    script, flag = tmp_path / "slow_test.py", tmp_path / "testing-green"
+    script.write_text(SLOW_TEST)
+    b2 = bed.bundle("v2", nginx={"test": [sys.executable, str(script), str(bed.site.include), str(flag),
+                                          *bed.nginx.test_argv]})
+    with Load(bed.url + "/", threads=THREADS) as load:
+        ok(deploy(b2, "d-killed", events=("BeforeInstall",)))
+        proc = start_hook(b2, "ApplicationStart", "d-killed")
+        try:
+            wait_for(flag.exists, timeout=60, what="the switch's nginx config test to start")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+        assert "colour=green" in bed.include()                       # the interrupted switch's file...
+        assert get(bed.url + "/")[2].get("X-Bluegreen-Colour") == "blue"   # ...but nginx serves blue
+        runs = ok(deploy(bed.bundle("v3"), "d-next"))
+    r = load.result
+    assert r.failed == 0 and r.versions_in_order == ["v1", "v3"], r.summary()
+    before = next(x for x in runs if x.event == "BeforeInstall").output
+    assert "took over from stale deployment d-killed" in before, before
+    assert "nginx serves blue but" in before and "include rewritten for blue" in before, before
+    assert "target colour: green" in before
+    assert_consistent(bed, "green", "d-next")
