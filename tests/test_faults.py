@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -291,6 +290,28 @@ class Squatter:
         self.sock.close()
         for c in self.conns:
             c.close()
+
+
+def test_port_holder_is_found_from_proc():
+    """ports.py names the process listening on a port (pid and command line) from /proc; a free port
+    passes check_free; a held one is refused naming the port, the config key and the holder."""
+    from bluegreen_hooks import ports
+    from bluegreen_hooks.errors import ContainerStartError
+
+    port = free_port()
+    assert not ports.answers("127.0.0.1", port) and ports.holders(port) == []
+    ports.check_free("127.0.0.1", [("colours/green", port)], "green")
+    squatter = Squatter(port, "404")
+    try:
+        (pid, cmd), = ports.holders(port)
+        assert pid == os.getpid() and "python" in cmd and len(cmd) <= 60
+        with pytest.raises(ContainerStartError) as err:
+            ports.check_free("127.0.0.1", [("colours/blue", free_port()), ("colours/green", port)], "green")
+        assert str(err.value).startswith(f"green port 127.0.0.1:{port} is already in use by pid {os.getpid()} (")
+        assert "change colours/green" in str(err.value)
+    finally:
+        squatter.close()
+    assert not ports.answers("127.0.0.1", port)
 
 
 @pytest.mark.parametrize("when, answer", [("BeforeInstall", "silent"), ("BeforeInstall", "404"),
