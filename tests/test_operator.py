@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -18,6 +19,7 @@ from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
 from tests.helpers import get, wait_for
+from tests.test_compose import compose_cmd, stack  # noqa: F401 - fixtures of the compose test bed
 
 EVENTS_TO_START = ("ApplicationStop", "BeforeInstall", "ApplicationStart")
 
@@ -392,3 +394,51 @@ def test_doctor_fails_when_nginx_is_stopped_or_a_port_is_taken(docker_client, ap
         assert out.strip().endswith("FAILED: fix the FAIL lines above")
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- compose
+
+@pytest.mark.skipif(not shutil.which("docker-compose") and not shutil.which("docker"), reason="no compose command")
+def test_status_and_rollback_of_a_compose_app(stack, capsys):
+    """A compose app (3 services per colour) abandoned between ApplicationStart and ValidateService: status warns
+    about the stale deployment; rollback switches back to the blue project under load (0 failed) and removes the
+    green one; a second rollback is refused, since a compose project is started from its bundle's files."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-c1"))
+    b2 = stack.per_colour_bundle("v2")
+    toml = b2 / "bluegreen.toml"
+    toml.write_text(toml.read_text().replace("drain_timeout = 30", "drain_timeout = 30\nstale_after = 1"))
+    ok(deploy(b2, "d-c2", events=EVENTS_TO_START))
+    assert stack.services("blue") == stack.services("green") == ["api", "web", "worker"]
+    cli = lambda *a: main([*a, "--state-dir", str(stack.state_dir)])  # noqa: E731
+    store_path = stack.state_dir / f"{stack.app}.json"
+    wait_for(lambda: state.holder_status(json.loads(store_path.read_text())["in_progress"], time.time(), 1)[0]
+             == "stale", timeout=10, what="d-c2 to become stale")
+    capsys.readouterr()
+    assert cli("status", "--json") == 1
+    s = json.loads(capsys.readouterr().out)
+    assert (s["live"]["colour"], s["in_progress"]["id"], s["in_progress"]["status"]) == ("green", "d-c2", "stale")
+    assert [w for w in s["warnings"] if not w.startswith("deployment d-c2 looks stale")] == []
+    assert sorted(c["name"] for c in s["colours"]["green"]["containers"]) == \
+        sorted(f"{stack.app}-green_{svc}_1" for svc in ("api", "web", "worker"))
+    assert s["colours"]["green"]["healthy"] and s["notes"] == ["blue also runs (not live)"]
+
+    with Load(stack.url + "/", threads=3) as load:
+        assert cli("rollback") == 0
+    assert load.result.failed == 0 and load.result.versions_in_order == ["v2", "v1"], load.result.summary()
+    assert "switching nginx to it at once" in capsys.readouterr().out
+    st = stack.state()
+    assert (st["live"], st["live_deployment"], st["previous"]) == ("blue", "d-c1", "green")
+    assert "colour=blue deployment=d-c1" in stack.include()
+    assert stack.project("green") == [] and stack.services("blue") == ["api", "web", "worker"]
+    assert cli("status") == 0
+    capsys.readouterr()
+    assert cli("rollback") == 1
+    assert capsys.readouterr().err.strip() == ("ERROR green (d-c2) no longer runs, and a compose app is started from "
+                                               "its bundle's files: deploy revision d-c2 again instead")
+    # leave no container on the stack's image for the fixture's image removal (and name any that lingers)
+    for colour in ("blue", "green"):
+        for c in stack.project(colour):
+            c.remove(force=True)
+    wait_for(lambda: not stack.client.containers.list(all=True, filters={"ancestor": f"{stack.image}:v1"}), timeout=30,
+             what="no container left on " + stack.image + ": " + ", ".join(
+                 c.name for c in stack.client.containers.list(all=True, filters={"ancestor": f"{stack.image}:v1"})))
