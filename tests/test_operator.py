@@ -117,6 +117,23 @@ def test_history_rejects_a_non_positive_count(tmp_path, capsys):
     assert "ERROR -n: should be a positive number" in capsys.readouterr().err
 
 
+def test_history_is_bounded_and_read_from_the_state_file(tmp_path, capsys):
+    """The audit log keeps 5 x deploy/history events; history -n shows the newest N, oldest first."""
+    store = state.Store(tmp_path, "shop", history=2)
+    data = state.empty("shop")
+    for i in range(25):
+        state.record_event(data, f"d-{i}", "BeforeInstall", "succeeded", 0.5, "blue", "green")
+    store.write(data)
+    (tmp_path / "shop.toml").write_text('app = "shop"\n[container]\nimage = "busybox:1"\n')
+    assert main(["history", "--json", "-n", "100", "--state-dir", str(tmp_path)]) == 0
+    h = json.loads(capsys.readouterr().out)
+    assert [e["deployment"] for e in h["events"]] == [f"d-{i}" for i in range(15, 25)]
+    assert main(["history", "-n", "3", "--state-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[2] for ln in lines] == ["d-22", "d-23", "d-24"]
+    assert "BeforeInstall" in lines[0] and "live/target blue/green" in lines[0]
+
+
 # ----------------------------------------------------------------------------------------------- status
 
 def test_status_before_any_deploy(bed, capsys):
