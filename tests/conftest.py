@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from pathlib import Path
 
 import pytest
 
 from testbed import dockerd, images
+from tests.helpers import Bed
 from testbed.nginx import Nginx
 from testbed.ports import free_port
 
@@ -124,3 +124,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if {"docker_client", "nginx", "docker_daemon"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def bed(docker_client, nginx, site, app_name, tmp_path):
+    """Everything one app's deployments need (see Bed)."""
+    return Bed(app_name, docker_client, nginx, site, tmp_path)

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,49 +23,24 @@ from testbed.bundle import bed_config, deploy, hook_env, make_bundle, run_hook
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import get, wait_for
+from tests.helpers import Bed, get, ok, wait_for
 
 THREADS = 3
 
 
+class FaultBed(Bed):
+    def snapshot(self):
+        """What must not change when a deployment is refused or fails."""
+        st = self.state()
+        return {"live": {k: st[k] for k in ("live", "live_deployment", "live_image", "previous")},
+                "include": self.site.include.read_bytes(),
+                "containers": sorted((c.id, c.status) for c in self.containers())}
+
+
 @pytest.fixture
 def bed(docker_client, nginx, site, app_name, tmp_path):
-    """One app's deployments on the test bed (the same shape as tests/test_lifecycle.py's ``bed``)."""
-
-    class Bed:
-        app = app_name
-        ports = (free_port(), free_port())
-        state_dir = tmp_path / "state"
-        url = site.url
-
-        def bundle(self, version="v1", name=None, **overrides):
-            cfg = bed_config(app_name, self.nginx, self.site, self.ports, self.state_dir, version, **overrides)
-            return make_bundle(tmp_path / (name or f"bundle-{version}-{uuid.uuid4().hex[:6]}"), cfg)
-
-        def state(self):
-            return json.loads((self.state_dir / f"{app_name}.json").read_text())
-
-        def containers(self, colour=None):
-            labels = [f"bluegreen.app={app_name}"] + ([f"bluegreen.colour={colour}"] if colour else [])
-            return docker_client.containers.list(all=True, filters={"label": labels})
-
-        def include(self):
-            return self.site.include.read_text()
-
-        def snapshot(self):
-            """What must not change when a deployment is refused or fails."""
-            st = self.state()
-            return {"live": {k: st[k] for k in ("live", "live_deployment", "live_image", "previous")},
-                    "include": self.site.include.read_bytes(),
-                    "containers": sorted((c.id, c.status) for c in self.containers())}
-
-    Bed.site, Bed.nginx, Bed.client = site, nginx, docker_client
-    return Bed()
-
-
-def ok(runs):
-    assert runs and all(r.returncode == 0 for r in runs), "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
-    return runs
+    """The shared ``Bed`` plus ``snapshot()``: what must not change when a deployment is refused."""
+    return FaultBed(app_name, docker_client, nginx, site, tmp_path)
 
 
 def assert_consistent(bed, live, deployment):

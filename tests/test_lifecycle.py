@@ -1,49 +1,13 @@
 """The zero-downtime lifecycle against real Docker + nginx, under continuous load."""
 from __future__ import annotations
 
-import json
 import threading
-import uuid
 
 import pytest
 
-from testbed.bundle import bed_config, deploy, make_bundle, run_hook
+from testbed.bundle import deploy, run_hook
 from testbed.load import Load
-from testbed.ports import free_port
-from tests.helpers import get, wait_for
-
-
-@pytest.fixture
-def bed(docker_client, nginx, site, app_name, tmp_path):
-    """Everything one app's deployments need: ports, state dir, and a bundle factory."""
-
-    class Bed:
-        app = app_name
-        ports = (free_port(), free_port())
-        state_dir = tmp_path / "state"
-        url = site.url
-
-        def bundle(self, version="v1", name=None, **overrides):
-            cfg = bed_config(app_name, nginx, site, self.ports, self.state_dir, version, **overrides)
-            return make_bundle(tmp_path / (name or f"bundle-{version}-{uuid.uuid4().hex[:6]}"), cfg)
-
-        def state(self):
-            return json.loads((self.state_dir / f"{app_name}.json").read_text())
-
-        def containers(self, colour=None):
-            labels = [f"bluegreen.app={app_name}"] + ([f"bluegreen.colour={colour}"] if colour else [])
-            return docker_client.containers.list(all=True, filters={"label": labels})
-
-        def include(self):
-            return site.include.read_text()
-
-    Bed.site, Bed.nginx, Bed.client = site, nginx, docker_client
-    return Bed()
-
-
-def ok(runs):
-    assert runs and all(r.returncode == 0 for r in runs), "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
-    return runs
+from tests.helpers import get, ok, wait_for
 
 
 def test_three_deploys_alternate_colours_with_zero_failed_requests(bed):

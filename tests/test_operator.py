@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import time
-import uuid
 
 import pytest
 
@@ -18,7 +17,7 @@ from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import get, wait_for
+from tests.helpers import Bed, get, ok, wait_for
 from tests.test_compose import compose_cmd, stack  # noqa: F401 - fixtures of the compose test bed
 
 EVENTS_TO_START = ("ApplicationStop", "BeforeInstall", "ApplicationStart")
@@ -30,44 +29,15 @@ def _no_state_dir_env(monkeypatch):
     monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
 
 
+class OperatorBed(Bed):
+    def cli(self, *argv):
+        return main([*argv, "--state-dir", str(self.state_dir)])
+
+
 @pytest.fixture
 def bed(docker_client, nginx, site, app_name, tmp_path):
-    """One app's deployments on the shared test bed (as tests/test_lifecycle.py's ``bed``)."""
-
-    class Bed:
-        app = app_name
-        ports = (free_port(), free_port())
-        state_dir = tmp_path / "state"
-        url = site.url
-
-        def bundle(self, version="v1", name=None, **overrides):
-            cfg = bed_config(app_name, nginx, site, self.ports, self.state_dir, version, **overrides)
-            return make_bundle(tmp_path / (name or f"bundle-{version}-{uuid.uuid4().hex[:6]}"), cfg)
-
-        def state(self):
-            return json.loads((self.state_dir / f"{app_name}.json").read_text())
-
-        def containers(self, colour=None):
-            labels = [f"bluegreen.app={app_name}"] + ([f"bluegreen.colour={colour}"] if colour else [])
-            return docker_client.containers.list(all=True, filters={"label": labels})
-
-        def running_colours(self):
-            return sorted(c.labels["bluegreen.colour"] for c in self.containers() if c.status == "running")
-
-        def include(self):
-            return site.include.read_text()
-
-        def cli(self, *argv):
-            return main([*argv, "--state-dir", str(self.state_dir)])
-
-    Bed.site, Bed.nginx, Bed.client = site, nginx, docker_client
-    return Bed()
-
-
-def ok(runs):
-    assert runs and all(r.returncode == 0 for r in runs), \
-        "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
-    return runs
+    """The shared ``Bed`` plus ``cli()``: the operator commands on this app's state dir."""
+    return OperatorBed(app_name, docker_client, nginx, site, tmp_path)
 
 
 def status_json(bed, capsys):
