@@ -6,7 +6,7 @@ Scenarios: ``ready`` (the app answers at once), ``slow13`` (each new version nee
 ``inflight`` (5 s requests are in flight through nginx at every switch). For each deploy it measures
 the whole lifecycle (BeforeInstall → ValidateService), the switch latency (target healthy → nginx
 verified serving it, from the state's timings), failed requests (4 load threads, new connection per
-request), and the peak RSS of the hook processes. It also times a no-op hook (ApplicationStop) and
+request), and the peak RSS of the hook processes (with GNU time: `apt-get install time`). It also times a no-op hook (ApplicationStop) and
 prints one table; with matplotlib installed it writes a PNG timeline (requests/s by answering
 version, switch moments marked).
 """
@@ -33,19 +33,29 @@ from testbed.nginx import Nginx  # noqa: E402
 from testbed.ports import free_port  # noqa: E402
 
 SCENARIOS = {"ready": 0, "slow13": 13, "inflight": 0}
+TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None   # apt-get install time
 
 
 def run_hook(bundle: Path, event: str, deployment_id: str) -> tuple[int, float, int, str]:
     """Run a hook as the agent would; return (exit status, seconds, peak RSS in KiB, output)."""
     env = hook_env(deployment_id)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    # Peak RSS comes from GNU time (Debian's `time` package): a child forked from this big process would
+    # report this process's size as its own high-water mark (Linux keeps ru_maxrss across exec).
+    rss_file = Path(tempfile.mktemp(prefix="bgh-rss-"))
+    argv = [str(bundle / "hooks" / event)]
+    if TIME:
+        argv = [TIME, "-q", "-f", "%M", "-o", str(rss_file)] + argv
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(bundle / "hooks" / event)], env=env, cwd="/", stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.monotonic() - t0, usage.ru_maxrss, out
+    proc = subprocess.run(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seconds = time.monotonic() - t0
+    try:
+        rss = int(rss_file.read_text().split()[-1])
+        rss_file.unlink()
+    except (OSError, ValueError, IndexError):
+        rss = 0
+    return proc.returncode, seconds, rss, proc.stdout
 
 
 def noop_hook_ms(bundle: Path, n: int = 15) -> float:
@@ -65,6 +75,7 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
         return make_bundle(work / app / f"b{i}", cfg)
 
     per_event: dict[str, list[float]] = {e: [] for e in EVENTS}
+    rss_event: dict[str, int] = {e: 0 for e in EVENTS}
 
     def lifecycle(i: int, load: Load | None, marks: list) -> tuple[float, int, bool]:
         b, d = bundle(i), f"d-{name}-{i}"
@@ -73,6 +84,7 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
             code, secs, rss, out = run_hook(b, event, d)
             if load is not None:
                 per_event[event].append(secs)
+                rss_event[event] = max(rss_event[event], rss)
             peak = max(peak, rss)
             if event == "ApplicationStart" and load is not None:
                 marks.append(time.monotonic() - load._t0)
@@ -123,6 +135,7 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
         "slow_requests": len(slow_results), "slow_failed": sum(1 for s in slow_results if s != 200),
         "hook_peak_rss_mib": max(peaks) / 1024, "samples": r.samples, "marks": marks,
         "event_s_median": {e: statistics.median(v) for e, v in per_event.items() if v},
+        "event_rss_mib": {e: v / 1024 for e, v in rss_event.items()},
     }
 
 
@@ -191,7 +204,8 @@ def main() -> int:
               f"{sw:>20} {r['requests']:>9,} {r['failed']:>7} {slow:>15} {r['hook_peak_rss_mib']:>13.1f}")
     for r in results:
         print(f"{r['scenario']}: median seconds per event: "
-              + ", ".join(f"{e} {v:.2f}" for e, v in r["event_s_median"].items()))
+              + ", ".join(f"{e} {v:.2f}" for e, v in r["event_s_median"].items())
+              + "; peak RSS MiB: " + ", ".join(f"{e} {v:.0f}" for e, v in r["event_rss_mib"].items()))
     print(f"no-op hook (ApplicationStop) start-to-exit: {noop:.0f} ms median of 15")
     if plot(results, args.png):
         print(f"timeline: {args.png}")
