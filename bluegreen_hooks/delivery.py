@@ -19,7 +19,6 @@ this module (to build their CLI parser) but never need boto3.
 from __future__ import annotations
 
 import argparse
-import difflib
 import hashlib
 import os
 import re
@@ -30,6 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from bluegreen_hooks.appspec import FILE_EXISTS, check_bundle
+from bluegreen_hooks.appspec import bad_relpath as _bad_relpath
+from bluegreen_hooks.appspec import norm as _norm
+from bluegreen_hooks.appspec import parse as parse_appspec
 from bluegreen_hooks.errors import ConfigError, DeliveryError, HookError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -50,14 +53,6 @@ RUNTIME_WHEELS: tuple[tuple[str, str, str], ...] = (
 WHEEL_CACHE_ENV = "BLUEGREEN_WHEEL_CACHE"
 DEFAULT_WHEEL_CACHE = Path.home() / ".cache" / "bluegreen-hooks" / "wheels"
 
-# appspec.yml (EC2/on-premises)
-HOOK_EVENTS = ("ApplicationStop", "BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService",
-               "BeforeBlockTraffic", "AfterBlockTraffic", "BeforeAllowTraffic", "AfterAllowTraffic")
-APPSPEC_KEYS = ("version", "os", "files", "permissions", "hooks", "file_exists_behavior")
-HOOK_KEYS = ("location", "timeout", "runas", "sudo")
-AGENT_DEFAULT_TIMEOUT = 3600
-MAX_EVENT_SECONDS = 3600
-
 # never bundled: VCS folders, caches, virtualenvs (also any folder holding pyvenv.cfg), dist/ at the top
 NEVER_NAMES = (".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".tox", ".nox", ".mypy_cache",
                ".pytest_cache", ".ruff_cache", ".eggs", "*.egg-info", "*.pyc", "*.pyo", ".DS_Store")
@@ -65,207 +60,7 @@ NEVER_TOP = ("dist",)
 RESERVED = ("appspec.yml", "bluegreen.toml", "hooks", "bluegreen_hooks", "wheels")
 ZIP_EPOCH_MIN = 315532800     # 1980-01-01, the earliest time a zip entry can hold
 
-FILE_EXISTS = ("DISALLOW", "OVERWRITE", "RETAIN")
 DONE = ("Succeeded", "Failed", "Stopped")
-
-
-# ---------------------------------------------------------------------------------------------- appspec
-
-def _strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i]
-    return line
-
-
-def _scalar(text: str) -> Any:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    if re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
-    if text in ("true", "True", "yes"):
-        return True
-    if text in ("false", "False", "no"):
-        return False
-    if text in ("", "~", "null"):
-        return None
-    return text
-
-
-_KEY = re.compile(r"""^("[^"]*"|'[^']*'|[^\s:'"][^:]*?)\s*:(?:\s+(.*)|)$""")
-
-
-class _Yaml:
-    """The block-style YAML subset appspec files use: mappings, lists, scalars, comments."""
-
-    def __init__(self, text: str, file: str) -> None:
-        self.file = file
-        self.lines: list[list] = []
-        for n, raw in enumerate(text.splitlines(), 1):
-            body = _strip_comment(raw).rstrip()
-            if not body.strip() or body.strip() == "---":
-                continue
-            indent = len(body) - len(body.lstrip(" "))
-            if body[indent:indent + 1] == "\t":
-                self.fail(n, "tabs are not allowed for indentation")
-            self.lines.append([n, indent, body.strip()])
-
-    def fail(self, n: int, msg: str) -> None:
-        raise ConfigError(f"{self.file}: line {n}: {msg}")
-
-    def parse(self) -> Any:
-        if not self.lines:
-            return {}
-        value, i = self._node(0)
-        if i < len(self.lines):
-            self.fail(self.lines[i][0], "unexpected indentation")
-        return value
-
-    def _node(self, i: int) -> tuple[Any, int]:
-        s = self.lines[i][2]
-        if s == "-" or s.startswith("- "):
-            return self._list(i, self.lines[i][1])
-        return self._map(i, self.lines[i][1])
-
-    def _child(self, i: int, col: int, allow_list_same_col: bool) -> tuple[Any, int]:
-        if i < len(self.lines):
-            n, c, s = self.lines[i]
-            if c > col or (allow_list_same_col and c == col and (s == "-" or s.startswith("- "))):
-                return self._node(i)
-        return None, i
-
-    def _list(self, i: int, col: int) -> tuple[list, int]:
-        items = []
-        while i < len(self.lines) and self.lines[i][1] == col:
-            n, _, s = self.lines[i]
-            if not (s == "-" or s.startswith("- ")):
-                break
-            rest = s[1:].lstrip()
-            if not rest:
-                value, i = self._child(i + 1, col, False)
-            elif _KEY.match(rest):
-                self.lines[i] = [n, col + len(s) - len(rest), rest]
-                value, i = self._map(i, self.lines[i][1])
-            else:
-                value, i = _scalar(rest), i + 1
-            items.append(value)
-        return items, i
-
-    def _map(self, i: int, col: int) -> tuple[dict, int]:
-        out: dict[str, Any] = {}
-        while i < len(self.lines) and self.lines[i][1] == col:
-            n, _, s = self.lines[i]
-            if s == "-" or s.startswith("- "):
-                self.fail(n, "a list item where a key was expected")
-            m = _KEY.match(s)
-            if not m:
-                self.fail(n, f"expected 'key: value', not {s!r}")
-            key = str(_scalar(m.group(1)))
-            if key in out:
-                self.fail(n, f"duplicate key {key!r}")
-            rest = (m.group(2) or "").strip()
-            if rest.startswith(("[", "{", "|", ">", "&", "*")) and rest not in ("[]", "{}"):
-                self.fail(n, f"{key}: flow/anchor/block-scalar YAML is not supported here; use block style")
-            if rest == "[]":
-                out[key], i = [], i + 1
-            elif rest == "{}":
-                out[key], i = {}, i + 1
-            elif rest:
-                out[key], i = _scalar(rest), i + 1
-            else:
-                out[key], i = self._child(i + 1, col, True)
-        if i < len(self.lines) and self.lines[i][1] > col:
-            self.fail(self.lines[i][0], "unexpected indentation")
-        return out, i
-
-
-def parse_appspec(text: str, file: str = "appspec.yml") -> dict[str, Any]:
-    """Parse appspec.yml (block-style YAML) into a dict; one-line ConfigError naming the line if unreadable."""
-    data = _Yaml(text, file).parse()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: should be a mapping of version, os, hooks, …")
-    return data
-
-
-@dataclass(frozen=True)
-class HookSpec:
-    event: str
-    location: str
-    timeout: int
-
-
-def check_appspec(spec: Mapping[str, Any], files: Mapping[str, int], file: str = "appspec.yml") -> list[HookSpec]:
-    """Validate an appspec against the bundle's files (arcname -> mode); return its hooks in order."""
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{file}: {key}: {msg}")
-
-    for key in spec:
-        if key not in APPSPEC_KEYS:
-            hint = difflib.get_close_matches(str(key), APPSPEC_KEYS, n=1)
-            fail(key, "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(APPSPEC_KEYS)})"))
-    if str(spec.get("version")) != "0.0":
-        fail("version", f"should be 0.0, not {spec.get('version')!r}")
-    if spec.get("os") != "linux":
-        fail("os", f"should be linux, not {spec.get('os')!r}")
-    hooks = spec.get("hooks") or {}
-    if not isinstance(hooks, dict):
-        fail("hooks", "should be a mapping of lifecycle event -> list of scripts")
-    out = []
-    for event, scripts in hooks.items():
-        if event not in HOOK_EVENTS:
-            hint = difflib.get_close_matches(str(event), HOOK_EVENTS, n=1)
-            fail(f"hooks/{event}", "unknown lifecycle event" +
-                 (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(HOOK_EVENTS)})"))
-        if scripts is None:
-            continue
-        if not isinstance(scripts, list):
-            fail(f"hooks/{event}", "should be a list of '- location: …' entries")
-        total = 0
-        for n, script in enumerate(scripts):
-            where = f"hooks/{event}/{n}"
-            if not isinstance(script, dict):
-                fail(where, "should be a mapping with location (and timeout, runas)")
-            for k in script:
-                if k not in HOOK_KEYS:
-                    fail(f"{where}/{k}", f"unknown key (known: {', '.join(HOOK_KEYS)})")
-            loc = script.get("location")
-            if not isinstance(loc, str) or not loc:
-                fail(f"{where}/location", "is required (a script path relative to the bundle root)")
-            bad = _bad_relpath(loc)
-            if bad:
-                fail(f"{where}/location", f"{bad}: {loc!r}")
-            timeout = script.get("timeout", AGENT_DEFAULT_TIMEOUT)
-            if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
-                fail(f"{where}/timeout", f"should be a number of seconds from 1 to 3600, not {timeout!r}")
-            total += timeout
-            norm = _norm(loc)
-            if norm not in files:
-                fail(f"{where}/location", f"{loc!r} is not in the bundle")
-            if not files[norm] & 0o111:
-                fail(f"{where}/location", f"{loc!r} is not executable (chmod +x it)")
-            out.append(HookSpec(event, norm, timeout))
-        if total > MAX_EVENT_SECONDS:
-            fail(f"hooks/{event}", f"timeouts add up to {total} s; CodeDeploy allows at most {MAX_EVENT_SECONDS} s per event")
-    return out
-
-
-def _norm(rel: str) -> str:
-    return "/".join(p for p in rel.replace("\\", "/").split("/") if p not in ("", "."))
-
-
-def _bad_relpath(rel: str) -> str | None:
-    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
-        return "should be relative to the bundle root, not an absolute path"
-    if ".." in rel.replace("\\", "/").split("/"):
-        return "should not contain '..'"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------- file selection
@@ -518,7 +313,7 @@ def collect(config: Path, app_dir: Path | None = None, rules: Rules = Rules(), a
                               f"(app files come from {app_dir}; check --app-dir/--include/--exclude)")
 
     text = appspec.read_text(encoding="utf-8")
-    check_appspec(parse_appspec(text, appspec.name), {k: e.mode for k, e in entries.items()}, appspec.name)
+    check_bundle(parse_appspec(text, appspec.name), {k: e.mode for k, e in entries.items()}, appspec.name)
     for name in entries:
         if _bad_relpath(name):
             raise DeliveryError(f"{name}: {_bad_relpath(name)}")

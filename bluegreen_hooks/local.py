@@ -22,13 +22,12 @@ What the agent does (aws-codedeploy-agent 1.8.1, ``HookExecutor``/``CommandExecu
   ``deployment-root/<group-id>/<deployment-id>/{deployment-archive,logs/scripts.log}``,
   ``deployment-root/deployment-instructions/<group-id>_last_successful_install`` …; 5 revisions kept.
 
-The appspec is read by a small parser for the subset CodeDeploy EC2 revisions use (``version``,
-``os``, ``files``, ``hooks``, ``file_exists_behavior``); anything else is refused with one line.
+The appspec is read by appspec.py (the same parser ``bundle`` checks it with); of the keys CodeDeploy
+EC2 revisions use, ``permissions`` and a script's ``sudo`` are refused here with one line.
 """
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import pwd
@@ -46,14 +45,15 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable
 
+from bluegreen_hooks.appspec import FILE_EXISTS, AppSpec, Script, parse
+from bluegreen_hooks.appspec import near as _near
 from bluegreen_hooks.errors import ConfigError, HookError
 
 DEFAULT_ROOT = "/var/lib/bluegreen-hooks/local"
 DEFAULT_GROUP_NAME = "LocalFleet"
 DEFAULT_GROUP_ID = "default-local-deployment-group"
-DEFAULT_TIMEOUT = 3600
 MAX_REVISIONS = 5
 LOG_TAIL = 2048
 KILL_GRACE = 60.0   # after SIGTERM on a timeout: wait this long for the group, then SIGKILL
@@ -63,207 +63,29 @@ ORDER = ("BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop", "Download
          "AfterAllowTraffic")
 REQUIRED = ("DownloadBundle", "Install")
 FROM_PREVIOUS = ("BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop")
-HOOK_EVENTS = tuple(e for e in ORDER if e not in REQUIRED)
-FILE_EXISTS = ("DISALLOW", "OVERWRITE", "RETAIN")
 APPSPEC_NAMES = ("appspec.yml", "appspec.yaml")
 
 # agent error codes (ScriptError)
 SCRIPT_MISSING, SCRIPT_NOT_EXECUTABLE, SCRIPT_TIMED_OUT, SCRIPT_FAILED, UNKNOWN_ERROR, OUTPUTS_LEFT_OPEN = 1, 2, 3, 4, 5, 6
 
 
-# ================================================================================ appspec (a YAML subset)
+# ================================================================================ appspec (appspec.py)
 
-@dataclass(frozen=True)
-class Script:
-    location: str
-    timeout: int = DEFAULT_TIMEOUT
-    runas: str | None = None
-
-
-@dataclass(frozen=True)
-class AppSpec:
-    version: str
-    os: str
-    files: tuple[tuple[str, str], ...]
-    hooks: dict[str, tuple[Script, ...]]
-    file_exists_behavior: str | None = None
-
-
-class _Quoted(str):
-    """A scalar written in quotes (YAML keeps it a string: '0.0' is not the number 0.0)."""
-
-
-def _strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"" and (i == 0 or line[i - 1] in " \t:-[{,"):
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i]
-    return line
-
-
-def _lines(text: str, file: str) -> list[tuple[int, str, int]]:
-    """(indent, content, line number); ``- x`` becomes a ``-`` marker plus ``x`` two columns in."""
-    out: list[tuple[int, str, int]] = []
-    for no, raw in enumerate(text.splitlines(), 1):
-        body = _strip_comment(raw).rstrip()
-        if not body.strip() or body.strip() in ("---", "..."):
-            continue
-        lead = body[:len(body) - len(body.lstrip())]
-        if "\t" in lead:
-            raise ConfigError(f"{file}: line {no}: indent with spaces, not tabs")
-        indent, content = len(lead), body.strip()
-        while content == "-" or content.startswith("- "):
-            out.append((indent, "-", no))
-            rest = content[1:]
-            indent += 1 + len(rest) - len(rest.lstrip(" "))
-            content = rest.strip()
-        if content:
-            out.append((indent, content, no))
-    return out
-
-
-def _scalar(text: str, file: str, no: int):
-    if text[0] in "'\"":
-        if len(text) < 2 or text[-1] != text[0]:
-            raise ConfigError(f"{file}: line {no}: unterminated quoted string {text!r}")
-        if text[0] == "'":
-            return _Quoted(text[1:-1].replace("''", "'"))
-        try:
-            return _Quoted(json.loads(text))
-        except ValueError:
-            raise ConfigError(f"{file}: line {no}: bad double-quoted string {text!r}") from None
-    if text in ("[]", "{}"):
-        return [] if text == "[]" else {}
-    if text[0] in "[{|>&*!%@`":
-        raise ConfigError(f"{file}: line {no}: {text[:20]!r}: flow collections, block scalars, anchors and tags "
-                          f"are not supported in an appspec here; use plain 'key: value' lines and '- ' lists")
-    return None if text in ("~", "null", "Null", "NULL") else text
-
-
-def _split_key(content: str, file: str, no: int) -> tuple[str, str]:
-    m = re.match(r"^([A-Za-z0-9_.-]+|'[^']*'|\"[^\"]*\")\s*:(?:\s+(.*))?$", content)
-    if not m:
-        raise ConfigError(f"{file}: line {no}: expected 'key: value' or '- item', not {content[:60]!r}")
-    key = m.group(1).strip("'\"")
-    return key, (m.group(2) or "").strip()
-
-
-def parse_yaml_subset(text: str, file: str = "appspec.yml") -> Any:
-    """Block mappings, block sequences and scalars (plain or quoted), as the appspec needs. Pure."""
-    lines = _lines(text, file)
-    if not lines:
-        return None
-
-    def block(i: int, indent: int) -> tuple[Any, int]:
-        if lines[i][1] == "-":
-            items = []
-            while i < len(lines) and lines[i][0] == indent and lines[i][1] == "-":
-                i += 1
-                if i < len(lines) and lines[i][0] > indent:
-                    value, i = block(i, lines[i][0])
-                else:
-                    value = None
-                items.append(value)
-            return items, i
-        mapping: dict[str, Any] = {}
-        while i < len(lines) and lines[i][0] == indent and lines[i][1] != "-":
-            _, content, no = lines[i]
-            key, rest = _split_key(content, file, no)
-            if key in mapping:
-                raise ConfigError(f"{file}: line {no}: key {key!r} appears twice")
-            i += 1
-            if rest:
-                mapping[key] = _scalar(rest, file, no)
-            elif i < len(lines) and (lines[i][0] > indent or (lines[i][0] == indent and lines[i][1] == "-")):
-                mapping[key], i = block(i, lines[i][0])
-            else:
-                mapping[key] = None
-        return mapping, i
-
-    value, i = block(0, lines[0][0])
-    if i < len(lines):
-        raise ConfigError(f"{file}: line {lines[i][2]}: unexpected indentation")
-    return value
-
-
-def _near(word: str, known: Sequence[str]) -> str:
-    hint = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
-    return f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
+LOCAL_KEYS = ("version", "os", "files", "hooks", "file_exists_behavior")
+LOCAL_HOOK_KEYS = ("location", "timeout", "runas")
 
 
 def parse_appspec(text: str, file: str = "appspec.yml") -> AppSpec:
-    """Validate an appspec into an AppSpec; ConfigError names the file and the key path. Pure."""
-    raw = parse_yaml_subset(text, file)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: should be a mapping with at least 'version: 0.0' and 'os: linux'")
-    known = ("version", "os", "files", "hooks", "file_exists_behavior")
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{file}: {key}: not supported by the local runner{_near(key, known)}")
-    version = raw.get("version")
-    if isinstance(version, _Quoted) or not isinstance(version, str) or not re.match(r"^0+(\.0+)?$", version):
-        raise ConfigError(f"{file}: version: should be 0.0, not {version!r}")
-    if raw.get("os") != "linux":
-        raise ConfigError(f"{file}: os: should be linux (the local runner runs Linux hooks), not {raw.get('os')!r}")
-    files = []
-    for n, item in enumerate(raw.get("files") or []):
-        if not isinstance(item, dict) or set(item) - {"source", "destination"}:
-            raise ConfigError(f"{file}: files/{n}: should have only 'source' and 'destination'")
-        src, dst = item.get("source"), item.get("destination")
-        for key, val in (("source", src), ("destination", dst)):
-            if not isinstance(val, str) or not val or "\0" in val:
-                raise ConfigError(f"{file}: files/{n}/{key}: should be a path, not {val!r}")
-        if ".." in Path(src).parts:
-            raise ConfigError(f"{file}: files/{n}/source: should stay inside the bundle, not {src!r}")
-        if not dst.startswith("/") or ".." in Path(dst).parts:
-            raise ConfigError(f"{file}: files/{n}/destination: should be an absolute path without '..', not {dst!r}")
-        files.append((src, dst))
-    if raw.get("files") is not None and not isinstance(raw.get("files"), list):
-        raise ConfigError(f"{file}: files: should be a list of '- source: … destination: …'")
-    hooks_raw = raw.get("hooks") or {}
-    if not isinstance(hooks_raw, dict):
-        raise ConfigError(f"{file}: hooks: should be a mapping of lifecycle event -> list of scripts")
-    hooks: dict[str, tuple[Script, ...]] = {}
-    for event, scripts in hooks_raw.items():
-        if event not in HOOK_EVENTS:
-            raise ConfigError(f"{file}: hooks/{event}: not a lifecycle event with hooks{_near(event, HOOK_EVENTS)}")
-        if scripts is None:
-            continue
-        if not isinstance(scripts, list):
-            raise ConfigError(f"{file}: hooks/{event}: should be a list of '- location: …'")
-        out = []
+    """appspec.parse, then refuse what the local runner does not do (permissions, sudo). Pure."""
+    spec = parse(text, file)
+    if spec.permissions is not None:
+        raise ConfigError(f"{file}: permissions: not supported by the local runner (known: {', '.join(LOCAL_KEYS)})")
+    for event, scripts in spec.hooks.items():
         for n, s in enumerate(scripts):
-            where = f"hooks/{event}/{n}"
-            if not isinstance(s, dict):
-                raise ConfigError(f"{file}: {where}: should be a mapping with 'location'")
-            for key in s:
-                if key not in ("location", "timeout", "runas"):
-                    raise ConfigError(f"{file}: {where}/{key}: not supported by the local runner"
-                                      f"{_near(key, ('location', 'timeout', 'runas'))}")
-            loc = s.get("location")
-            if not isinstance(loc, str) or not loc.strip():
-                raise ConfigError(f"{file}: {where}/location: is required (a script path in the bundle)")
-            if Path(loc.strip()).is_absolute() or ".." in Path(loc.strip()).parts:
-                raise ConfigError(f"{file}: {where}/location: should be a path inside the bundle, not {loc!r}")
-            timeout = s.get("timeout", str(DEFAULT_TIMEOUT))
-            if timeout is None:
-                timeout = str(DEFAULT_TIMEOUT)
-            if not isinstance(timeout, str) or isinstance(timeout, _Quoted) or not timeout.isdigit() or int(timeout) <= 0:
-                raise ConfigError(f"{file}: {where}/timeout: should be a whole number of seconds > 0, not {timeout!r}")
-            runas = s.get("runas")
-            if runas is not None and (not isinstance(runas, str) or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", runas.strip())):
-                raise ConfigError(f"{file}: {where}/runas: should be a user name, not {runas!r}")
-            out.append(Script(loc.strip(), int(timeout), runas.strip() if runas else None))
-        hooks[event] = tuple(out)
-    feb = raw.get("file_exists_behavior")
-    if feb is not None and feb not in FILE_EXISTS:
-        raise ConfigError(f"{file}: file_exists_behavior: should be one of {', '.join(FILE_EXISTS)}, not {feb!r}")
-    return AppSpec(str(version), "linux", tuple(files), hooks, feb)
+            if s.sudo is not None:
+                raise ConfigError(f"{file}: hooks/{event}/{n}/sudo: not supported by the local runner "
+                                  f"(known: {', '.join(LOCAL_HOOK_KEYS)})")
+    return spec
 
 
 def load_appspec(archive: Path) -> AppSpec:

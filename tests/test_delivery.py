@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen_hooks import delivery
+from bluegreen_hooks.appspec import Script, parse
 from bluegreen_hooks.delivery import main as build_main
 from testbed.bundle import ROOT, bed_config, toml_dumps
 
@@ -139,7 +140,7 @@ REFUSALS = [
     ("missing hook", APPSPEC_OK.replace("location: hooks/ValidateService", "location: hooks/Validate"),
      "appspec.yml: hooks/ValidateService/0/location: 'hooks/Validate' is not in the bundle"),
     ("timeout 0", APPSPEC_OK.replace("timeout: 60", "timeout: 0"),
-     "appspec.yml: hooks/ApplicationStop/0/timeout: should be a number of seconds from 1 to 3600, not 0"),
+     "appspec.yml: hooks/ApplicationStop/0/timeout: should be a whole number of seconds > 0, not '0'"),
     ("timeout 3601", APPSPEC_OK.replace("timeout: 900", "timeout: 3601"),
      "appspec.yml: hooks/ApplicationStart/0/timeout: should be a number of seconds from 1 to 3600, not 3601"),
     ("sum per event", APPSPEC_OK.replace("      timeout: 900",
@@ -150,6 +151,9 @@ REFUSALS = [
     ("dotdot location", APPSPEC_OK.replace("location: hooks/BeforeInstall", "location: hooks/../../x"),
      "appspec.yml: hooks/BeforeInstall/0/location: should not contain '..'"),
     ("unknown key", APPSPEC_OK + "permisions: []\n", "appspec.yml: permisions: unknown key (did you mean 'permissions'?)"),
+    ("quoted version", APPSPEC_OK.replace("version: 0.0", "version: '0.0'"), "appspec.yml: version: should be 0.0, not '0.0'"),
+    ("files destination", APPSPEC_OK.replace("hooks:", "files:\n  - source: /\n    destination: opt\nhooks:"),
+     "appspec.yml: files/0/destination: should be an absolute path without '..', not 'opt'"),
     ("bad yaml", APPSPEC_OK + "  weird\n", "appspec.yml: line"),
 ]
 
@@ -220,10 +224,12 @@ def test_bundle_refuses_symlink_leaving_the_tree(tmp_path, capsys):
 
 
 def test_appspec_parser_reads_the_project_appspec():
+    """bundle checks the appspec with the same parser `bluegreen-hooks local` runs it with."""
+    assert delivery.parse_appspec is parse
     spec = delivery.parse_appspec(APPSPEC_OK)
-    assert spec["version"] == "0.0" and spec["os"] == "linux"
-    assert spec["hooks"]["ApplicationStart"] == [{"location": "hooks/ApplicationStart", "timeout": 900}]
-    assert list(spec["hooks"]) == ["ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService"]
+    assert spec.version == "0.0" and spec.os == "linux"
+    assert spec.hooks["ApplicationStart"] == (Script("hooks/ApplicationStart", 900),)
+    assert list(spec.hooks) == ["ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService"]
 
 
 def test_build_py_and_console_script_offer_the_same_commands(tmp_path):
