@@ -140,7 +140,7 @@ def test_status_after_one_and_two_deploys(bed, capsys):
     ok(deploy(bed.bundle("v2"), "d-two"))
     assert bed.cli("status") == 0
     out = capsys.readouterr().out
-    assert f"live         green since " in out and "deployment d-two, image bluegreen-" in out
+    assert "live         green since " in out and "deployment d-two, image bluegreen-" in out
     assert "previous     blue, deployment d-one" in out
     assert f"green        :{bed.ports[1]} (live)  {bed.app}-green running, HTTP 200  (deployment d-two" in out
     assert f"blue         :{bed.ports[0]}  no container" in out

@@ -92,7 +92,7 @@ def test_dry_run_after_a_deployment_changes_nothing(dry, tmp_path, monkeypatch, 
     assert "nginx test: " + " ".join(dry.nginx.test_argv) in start
     assert "nginx reload: " + " ".join(dry.nginx.reload_argv) in start
     assert "target colour: green (live: blue)" in start and "keep running: blue" in start
-    assert f"remove leftover containers of green: none" in out["BeforeInstall"]
+    assert "remove leftover containers of green: none" in out["BeforeInstall"]
     assert f"master pid {dry.nginx.master_pid()}" in out["BeforeInstall"]
     validate = out["ValidateService"]
     assert f"validate: GET {dry.site.url}/health answers HTTP 200 with X-Bluegreen-Colour: green" in validate
