@@ -149,21 +149,21 @@ def plot(results: list[dict], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(len(results), 1, figsize=(11, 3.2 * len(results)), squeeze=False)
     for ax, res in zip(axes[:, 0], results):
-        by_version: dict[str, dict[int, int]] = {}
-        failed: dict[int, int] = {}
+        step = 0.5   # bins of half a second; requests/s stacked by the version that answered
+        n = int(max((s.t for s in res["samples"]), default=0) / step) + 1
+        versions = sorted({s.version for s in res["samples"] if s.ok}, key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
+        rows = {v: [0.0] * n for v in versions}
+        failed = [0.0] * n
         for s in res["samples"]:
-            sec = int(s.t)
+            b = int(s.t / step)
             if s.ok:
-                by_version.setdefault(s.version, {}).setdefault(sec, 0)
-                by_version[s.version][sec] += 1
+                rows[s.version][b] += 1 / step
             else:
-                failed[sec] = failed.get(sec, 0) + 1
-        for version, counts in sorted(by_version.items(), key=lambda kv: int(kv[0][1:])):
-            xs = sorted(counts)
-            ax.plot(xs, [counts[x] for x in xs], label=version, linewidth=1.2)
-        if failed:
-            xs = sorted(failed)
-            ax.plot(xs, [failed[x] for x in xs], "r.", label="failed")
+                failed[b] += 1 / step
+        xs = [i * step for i in range(n)]
+        ax.stackplot(xs, *(rows[v] for v in versions), labels=versions, step="post", alpha=0.85)
+        if any(failed):
+            ax.step(xs, failed, "r", where="post", label="failed")
         for m in res["marks"]:
             ax.axvline(m, color="grey", linestyle=":", linewidth=0.8)
         ax.set_title(f"{res['scenario']}: {res['deploys']} deploys, {res['requests']:,} requests, "
