@@ -1,6 +1,6 @@
 """Offline images: a busybox base made with ``docker import``, and the example app built on it.
 
-Run ``python3 -m testbed.images`` to create the base tag by hand (it needs Debian's busybox-static).
+Run ``.venv/bin/python -m testbed.images`` to create the base tag by hand (it needs Debian's busybox-static).
 """
 from __future__ import annotations
 
