@@ -168,7 +168,14 @@ def before_install(ctx: Context) -> None:
             return
         ip = _take(ctx, st, be)
         live, target = st["live"], ip["target"]
+        drain_workers = st.get("drain_workers") or []
     ctx.say(f"live colour: {live or 'none'}; target colour: {target}")
+    if drain_workers and be.running().get(target):
+        # the target served traffic before the last switch (e.g. an earlier ValidateService was stopped
+        # while draining): nginx workers from before that switch may still be proxying requests to it
+        drained, left = nginx.wait_drained(drain_workers, cfg.drain_timeout)
+        ctx.say(f"nginx workers from before the last switch finished their requests to {target}" if drained else
+                f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
     removed = be.remove_colour(target, live, ctx.say, grace=0)
     if removed:
         ctx.say(f"removed {removed} leftover container(s) of {target}")
@@ -221,6 +228,7 @@ def application_start(ctx: Context) -> None:
     nginx.write_atomic(live_config, cfg.path.read_text(encoding="utf-8"), mode=0o600)  # for the operator commands
     with ctx.store.update() as st:
         state.set_live(st, target, d, image)
+        st["drain_workers"] = sw.old_workers   # they may still proxy to the colour that was live
         st["config"] = str(live_config)
         state.finish_event(st, d, "switched", image=image, old_workers=sw.old_workers, timings=timings)
     ctx.say(f"{target} is live for {d}; {live or 'no colour'} keeps running until ValidateService")
@@ -252,6 +260,7 @@ def validate_service(ctx: Context) -> None:
             back = nginx.switch(cfg, old, previous_deployment or d, ctx.say)
             with ctx.store.update() as st:
                 state.set_live(st, old, previous_deployment, previous_image)
+                st["drain_workers"] = back.old_workers
             ctx.log_tail = be.logs_tail(target)
             # the workers from before the switch back may still be proxying requests to the target: let them finish
             drained, left = nginx.wait_drained(back.old_workers, cfg.drain_timeout)

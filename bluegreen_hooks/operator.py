@@ -465,6 +465,7 @@ def rollback(cfg: Config, say: Callable[[str], None], keep_other: bool = False) 
         raise
     with store.update() as st:
         state.set_live(st, prev, prev_d, prev_image)
+        st["drain_workers"] = sw.old_workers   # as a deployment's switch records them (events.py)
         state.finish_event(st, rid, "switched")
     say(f"{prev} is live again (deployment {prev_d})")
     stopped = False

@@ -5,6 +5,8 @@
     live / live_since / live_deployment / live_image        the colour nginx sends traffic to
     previous / previous_deployment / previous_image          the colour (and image) live before it
     in_progress     the deployment under way: id, target colour, stage, event, pid, timestamps
+    drain_workers   nginx workers ([pid, start time]) alive at the last switch: until they exit they may
+                    still proxy to the colour that was live before it, so nothing removes that colour sooner
     deployments     bounded history, one record per deployment: outcome, colours, timings
     events          bounded audit log, one record per event run: event, outcome, duration, host, user
 

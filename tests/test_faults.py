@@ -587,3 +587,33 @@ def test_sigkill_during_the_nginx_switch_then_next_deployment(bed, tmp_path):
     assert "nginx serves blue but" in before and "include rewritten for blue" in before, before
     assert "target colour: green" in before
     assert_consistent(bed, "green", "d-next")
+
+
+def test_validate_service_stopped_while_draining_then_next_deployment_still_drains(bed):
+    """ValidateService gets SIGTERM while 5 s requests to the old colour are in flight: the next
+    deployment's BeforeInstall waits for those nginx workers before removing the old colour."""
+    ok(deploy(bed.bundle("v1"), "d-1"))
+    b2 = bed.bundle("v2")
+    ok(deploy(b2, "d-2", events=("BeforeInstall",)))
+    results = []
+    slow = [threading.Thread(target=lambda: results.append(get(bed.url + "/cgi-bin/slow?6", timeout=30)))
+            for _ in range(3)]
+    for t in slow:
+        t.start()
+    wait_for(lambda: len(bed.nginx.worker_pids()) > 0, what="nginx workers")
+    ok(deploy(b2, "d-2", events=("ApplicationStart",)))          # green live; the slow requests stay on blue
+    env = hook_env("d-2")
+    env["PATH"] = str(Path(sys.executable).parent) + ":" + env["PATH"]
+    proc = subprocess.Popen([str(b2 / "hooks" / "ValidateService")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    wait_for(lambda: (bed.state().get("in_progress") or {}).get("event") == "ValidateService",
+             what="ValidateService to claim the deployment")
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "SIGTERM" in out.splitlines()[-1], out
+    assert bed.running_colours() == ["blue", "green"]             # stopped before it removed blue
+    runs = ok(deploy(bed.bundle("v3"), "d-3", events=("BeforeInstall",)))
+    for t in slow:
+        t.join(30)
+    assert [(status, body.strip()) for status, body, _ in results] == [(200, "v1")] * 3
+    assert "nginx workers from before the last switch finished their requests to blue" in runs[0].output
