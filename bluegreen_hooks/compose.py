@@ -238,10 +238,10 @@ class ComposeBackend:
                 raise ConfigError(f"{self.cfg.path.name}: {self._key(colour)}: compose file {self._rel(colour)!r} "
                                   f"not found next to {self.cfg.path.name}")
         cmd = self.command
-        # `config -q` renders each file with the colour's variables; `config --services` lists its services.
-        # All of them run at once (docker-compose v1 spends ~0.3 s of CPU starting up).
-        jobs = [(colour, services) for colour in COLOURS for services in (False, True)
-                if not (services and self.cc.single and colour == "green")]   # one file: list it once
+        # `config --services` renders each colour's file with its variables, validating it as `config -q`
+        # does (bad YAML, unknown options, a `${VAR:?}` left unset all fail it), and lists its services.
+        # Both run at once (docker-compose v1 spends ~0.5 s of CPU starting up).
+        jobs = [(colour, True) for colour in COLOURS]
         procs = run_parallel([(config_argv(cmd, self.cfg, colour, services), variables(self.cfg, colour),
                                self.cc.files[colour].parent) for colour, services in jobs], CHECK_TIMEOUT)
         out: dict[str, list[str]] = {}
@@ -252,8 +252,6 @@ class ComposeBackend:
                                   f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
             if services:
                 out[colour] = [s.strip() for s in proc.stdout.splitlines() if s.strip()]
-        if self.cc.single:
-            out["green"] = out["blue"]
         for colour in COLOURS:
             for key, names in (("services", self.cc.services or ()), ("routed", [r.service for r in self.cc.routed])):
                 for name in names:
