@@ -137,25 +137,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_state(store: state.Store) -> tuple[dict[str, Any], str | None]:
-    """The state and its problem ("missing" | "corrupt" | None), read without changing anything.
-
-    (``Store.read()`` moves a corrupt file aside; the read-only commands leave it for the next deployment.)
-    """
-    from bluegreen_hooks.errors import StateError
-
-    try:
-        text = store.path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return state.empty(store.app), "missing"
-    except OSError as exc:
-        raise StateError(f"{store.path}: cannot read: {exc.strerror}") from exc
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not state._valid(data, store.app):
-        return state.empty(store.app), "corrupt"
-    return data, None
+    """The state and its problem ("missing" | "corrupt" | None), read without changing anything."""
+    data = store.read(quarantine=False)
+    return data, store.problem
 
 
 def _dump(obj: Any) -> None:

@@ -13,7 +13,6 @@ a no-op.
 from __future__ import annotations
 
 import copy
-import json
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -75,19 +74,13 @@ class Plan:
 
 def read_state(store: state.Store) -> tuple[dict[str, Any], str | None]:
     """The state file as ``Store.read()`` sees it, but strictly read-only (a corrupt file is not moved)."""
+    from bluegreen_hooks.errors import StateError
+
     try:
-        text = store.path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return state.empty(store.app), "missing"
-    except OSError as exc:
-        return state.empty(store.app), f"unreadable ({exc.strerror})"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not state._valid(data, store.app):  # noqa: SLF001 - the same validity rule as the state module
-        return state.empty(store.app), "corrupt"
-    return data, None
+        data = store.read(quarantine=False)
+    except StateError as exc:
+        return state.empty(store.app), f"unreadable ({exc})"
+    return data, store.problem
 
 
 def gather(cfg: Config, deployment_id: str, client=None) -> World:

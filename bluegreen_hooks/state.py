@@ -92,10 +92,11 @@ class Store:
         finally:
             os.close(fd)   # closing the descriptor releases the lock
 
-    def read(self) -> dict[str, Any]:
+    def read(self, quarantine: bool = True) -> dict[str, Any]:
         """The state, or an empty one when the file is missing or corrupt (``self.problem`` says which).
 
-        A corrupt file is kept next to the original as ``<app>.json.corrupt`` for inspection.
+        A corrupt file is moved next to the original as ``<app>.json.corrupt`` for inspection, unless
+        ``quarantine=False`` (the read-only commands: status, dry-run plans leave it for the next deployment).
         """
         self.problem = None
         try:
@@ -111,8 +112,9 @@ class Store:
             data = None
         if not _valid(data, self.app):
             self.problem = "corrupt"
-            with contextlib.suppress(OSError):
-                os.replace(self.path, self.path.with_name(self.path.name + ".corrupt"))
+            if quarantine:
+                with contextlib.suppress(OSError):
+                    os.replace(self.path, self.path.with_name(self.path.name + ".corrupt"))
             return empty(self.app)
         return data
 
