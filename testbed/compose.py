@@ -6,9 +6,10 @@ worker with a Docker HEALTHCHECK), all on the host network, and an nginx site wi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+from testbed.nginx import Site
 
 # nginx server block with two routed services: / -> $service_url (web), /api/ -> $api_url (api)
 SITE_CONF = """\
@@ -104,19 +105,6 @@ services:
       timeout: 2s
       retries: 2
 """
-
-
-
-@dataclass
-class Site:
-    name: str
-    port: int
-    include: Path
-    conf: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def add_site(nginx, name: str, include: Path) -> Site:
