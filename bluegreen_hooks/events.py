@@ -132,6 +132,15 @@ def _check_target_ports(ctx: Context, target: Colour) -> None:
     ports.check_free(cfg.host, keys, target)
 
 
+def _drain(ctx: Context, workers: list[list[int]], done: str) -> None:
+    """Wait (at most deploy/drain_timeout) until nginx ``workers`` from before a switch have exited."""
+    from bluegreen_hooks import nginx
+
+    drained, left = nginx.wait_drained(workers, ctx.cfg.drain_timeout)
+    ctx.say(done if drained else
+            f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
+
+
 def _finish(ctx: Context, stage: str, **extra: Any) -> None:
     with ctx.store.update() as st:
         state.finish_event(st, ctx.deployment_id, stage, **extra)
@@ -173,9 +182,7 @@ def before_install(ctx: Context) -> None:
     if drain_workers and be.running().get(target):
         # the target served traffic before the last switch (e.g. an earlier ValidateService was stopped
         # while draining): nginx workers from before that switch may still be proxying requests to it
-        drained, left = nginx.wait_drained(drain_workers, cfg.drain_timeout)
-        ctx.say(f"nginx workers from before the last switch finished their requests to {target}" if drained else
-                f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
+        _drain(ctx, drain_workers, f"nginx workers from before the last switch finished their requests to {target}")
     removed = be.remove_colour(target, live, ctx.say, grace=0)
     if removed:
         ctx.say(f"removed {removed} leftover container(s) of {target}")
@@ -263,9 +270,7 @@ def validate_service(ctx: Context) -> None:
                 st["drain_workers"] = back.old_workers
             ctx.log_tail = be.logs_tail(target)
             # the workers from before the switch back may still be proxying requests to the target: let them finish
-            drained, left = nginx.wait_drained(back.old_workers, cfg.drain_timeout)
-            if not drained:
-                ctx.say(f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
+            _drain(ctx, back.old_workers, f"nginx workers finished their requests to {target}")
             be.remove_colour(target, old, ctx.say)
             raise ValidationFailed(f"validation through nginx failed ({cause}); traffic is back on {old}") from exc
         raise ValidationFailed(f"validation through nginx failed ({cause}); no old colour to go back to, "
@@ -273,9 +278,7 @@ def validate_service(ctx: Context) -> None:
     with ctx.store.update() as st:
         state.finish_event(st, d, "validated")
     if old and old != target:
-        drained, left = nginx.wait_drained(ip.get("old_workers") or [], cfg.drain_timeout)
-        ctx.say("old nginx workers finished their requests" if drained else
-                f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} old nginx worker(s) still busy")
+        _drain(ctx, ip.get("old_workers") or [], "old nginx workers finished their requests")
         be.remove_colour(old, target, ctx.say)
     with ctx.store.update() as st:
         in_use = {st.get("live_image"), st.get("previous_image")} - {None}
