@@ -249,3 +249,35 @@ def test_reconcile(recorded, include, running, live):
     notes = state.reconcile(data, include, running)
     assert data["live"] == live
     assert bool(notes) == (recorded != live)
+
+
+def _python39():
+    import glob
+    import shutil
+
+    candidates = sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")) + [shutil.which("python3.9") or ""]
+    return next((c for c in candidates if c and "/shims/" not in c), None)
+
+
+@pytest.mark.skipif(_python39() is None, reason="no Python 3.9 on this machine (hosts may run 3.9)")
+def test_package_compiles_and_its_stdlib_modules_import_on_python_3_9():
+    """Hosts run Python 3.9: the package and the hook launcher compile there, and the modules a hook loads
+    before docker/tenacity (cli, config, state, nginx, events, appspec) import and parse a config."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    py = _python39()
+    subprocess.run([py, "-m", "compileall", "-q", str(root / "bluegreen_hooks")], check=True)
+    subprocess.run([py, "-m", "py_compile", str(root / "hooks" / "launch")], check=True)
+    code = ("from pathlib import Path\n"
+             "from bluegreen_hooks import cli, config, state, nginx, events, appspec\n"
+             "cfg = config.parse({'app': 'shop', 'container': {'image': 'shop:1'}}, Path('/b/bluegreen.toml'), {})\n"
+             "print(nginx.render_include(cfg, 'green', 'd-1').splitlines()[2])\n")
+    # tomli comes from the bundle's pinned wheels on a 3.9 host: put that wheel on the path (zipimport)
+    from bluegreen_hooks import delivery
+
+    tomli = next(whl for whl, _ in delivery.runtime_wheels(delivery.wheel_cache()) if whl.name.startswith("tomli-"))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{root}:{tomli}", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([py, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "set $service_url http://127.0.0.1:8082;"
