@@ -131,8 +131,11 @@ def master_pid(cfg: Config) -> int | None:
 def worker_pids(cfg: Config) -> list[list[int]]:
     """The nginx workers now running, as [pid, start time] pairs (children of the master in the pid file)."""
     master = master_pid(cfg)
-    if master is None:
-        return []
+    return children(master) if master is not None else []
+
+
+def children(master: int) -> list[list[int]]:
+    """The live (not zombie) children of process ``master``, as sorted [pid, start time] pairs."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

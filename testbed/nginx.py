@@ -5,13 +5,14 @@ port) that includes the test's blue/green include file, exactly like the snippet
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bluegreen_hooks.nginx import children
+from bluegreen_hooks.state import process_start_time
 from testbed.ports import free_port
 
 MAIN_CONF = """\
@@ -102,18 +103,18 @@ class Nginx:
         if pid is None:
             return
         subprocess.run(self.argv("-s", "quit"), capture_output=True, text=True)
-        self._wait(lambda: not _alive(pid), "nginx to exit", timeout)
+        self._wait(lambda: process_start_time(pid) is None, "nginx to exit", timeout)
 
     def master_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if process_start_time(pid) is not None else None
 
     def worker_pids(self) -> set[int]:
         master = self.master_pid()
-        return _children(master) if master else set()
+        return {pid for pid, _ in children(master)} if master else set()
 
     def add_site(self, name: str, include: Path, initial: str = "") -> Site:
         """Add a server block on a free port including ``include`` (created with ``initial`` text)."""
@@ -145,30 +146,3 @@ class Nginx:
             time.sleep(0.05)
         raise TimeoutError(f"timed out waiting for {what}")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> set[int]:
-    kids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            kids.add(int(entry))
-    return kids
