@@ -109,21 +109,11 @@ services:
 
 def add_site(nginx, name: str, include: Path) -> Site:
     """A server block with two routes in the test bed's nginx, including ``include`` (created empty)."""
-    from testbed.ports import free_port
-
-    include = Path(include)
-    include.parent.mkdir(parents=True, exist_ok=True)
-    if not include.exists():
-        include.write_text("")
-    site = Site(name, free_port(), include, nginx.sites_dir / f"compose-{name}.conf")
-    site.conf.write_text(SITE_CONF.format(port=site.port, include=include))
-    nginx.reload_and_wait()
-    return site
+    return nginx.add_site(f"compose-{name}", include, template=SITE_CONF)
 
 
 def remove_site(nginx, site: Site) -> None:
-    site.conf.unlink(missing_ok=True)
-    nginx.reload()
+    nginx.remove_site(site)
 
 
 def write_per_colour(dest: Path, image: str, version: str, ports: Mapping[str, tuple[int, int]],

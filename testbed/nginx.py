@@ -116,14 +116,17 @@ class Nginx:
         master = self.master_pid()
         return {pid for pid, _ in children(master)} if master else set()
 
-    def add_site(self, name: str, include: Path, initial: str = "") -> Site:
-        """Add a server block on a free port including ``include`` (created with ``initial`` text)."""
+    def add_site(self, name: str, include: Path, initial: str = "", template: str = SITE_CONF) -> Site:
+        """Add a server block on a free port including ``include`` (created with ``initial`` text).
+
+        ``template`` is the server block, formatted with ``port`` and ``include``.
+        """
         include = Path(include)
         include.parent.mkdir(parents=True, exist_ok=True)
         if not include.exists():
             include.write_text(initial)
         site = Site(name, free_port(), include, self.sites_dir / f"{name}.conf")
-        site.conf.write_text(SITE_CONF.format(port=site.port, include=include))
+        site.conf.write_text(template.format(port=site.port, include=include))
         self.reload_and_wait()
         return site
 
