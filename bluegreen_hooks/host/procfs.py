@@ -1,0 +1,107 @@
+"""What /proc says about processes and sockets (Linux). The one place that reads /proc.
+
+* ``process_start_time`` / ``process_alive``: a pid plus its start time names one process (a reused pid
+  does not count as alive);
+* ``children``: the nginx workers of a master;
+* ``listening_inodes`` / ``holders``: who holds a listening TCP port (root sees every process, another
+  user only their own).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROC = Path("/proc")
+_TCP_LISTEN = "0A"   # the state column of a listening socket in /proc/net/tcp
+
+
+def _stat_fields(pid: int | str, proc: Path = PROC) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards), or None."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_start_time(pid: int, proc: Path = PROC) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it does not run."""
+    fields = _stat_fields(pid, proc)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start_time: int | None) -> bool:
+    """True when ``pid`` runs and is the same process (same start time, so a reused pid does not count)."""
+    if not pid:
+        return False
+    now = process_start_time(pid)
+    return now is not None and (start_time is None or now == start_time)
+
+
+def children(parent: int, proc: Path = PROC) -> list[list[int]]:
+    """The live (not zombie) children of ``parent``, as sorted [pid, start time] pairs."""
+    out = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry, proc)
+        if fields is not None and int(fields[1]) == parent and fields[0] not in ("Z", "X"):
+            out.append([int(entry), int(fields[19])])
+    return sorted(out)
+
+
+def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
+    """Socket inodes listening on TCP ``port`` (any address), from /proc/net/tcp and tcp6."""
+    inodes = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == _TCP_LISTEN and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f[9])
+    return inodes - {"0"}
+
+
+def holders(port: int, proc: Path = PROC) -> list[tuple[int, str]]:
+    """(pid, command) of the processes holding a listening socket on ``port``; empty if unknown."""
+    targets = {f"socket:[{i}]" for i in listening_inodes(port, proc)}
+    if not targets:
+        return []
+    found = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(proc / entry / "fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(proc / entry / "fd" / fd) in targets:
+                    found.append((int(entry), command(int(entry), proc)))
+                    break
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def command(pid: int, proc: Path = PROC, width: int = 60) -> str:
+    """The command line of ``pid`` (its comm when the command line is empty), cut to ``width``."""
+    pdir = proc / str(pid)
+    try:
+        argv = (pdir / "cmdline").read_bytes().split(b"\0")
+        text = " ".join(a.decode("utf-8", "replace") for a in argv if a)
+    except OSError:
+        text = ""
+    if not text:
+        try:
+            text = (pdir / "comm").read_text().strip()
+        except OSError:
+            text = "?"
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
