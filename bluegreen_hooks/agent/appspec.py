@@ -1,4 +1,4 @@
-"""appspec.yml: THE parser (a YAML subset) and model, used by ``bundle`` (delivery.py) and ``local`` (local.py).
+"""appspec.yml: THE parser (a YAML subset) and model, used by ``bundle`` (delivery) and ``local`` (agent/local.py).
 
     spec = parse(text, "appspec.yml")          # -> AppSpec, or ConfigError naming the file and key path
     check_bundle(spec, {arcname: mode}, file)  # delivery-time: hook files in the bundle and executable,
@@ -7,22 +7,22 @@
 The YAML subset is what CodeDeploy EC2/on-premises revisions use: block mappings, block sequences,
 plain and quoted scalars, comments. Scalars stay strings (quoted ones are :class:`_Quoted`, so
 ``version: '0.0'`` is the string the agent refuses, not the number 0.0); flow collections, block
-scalars, anchors and tags are refused with one line. Pure: no I/O here.
+scalars, anchors and tags are refused with one line. The events a hook may name are
+``model.AGENT_EVENTS``. Pure: no I/O here.
 """
 from __future__ import annotations
 
 import difflib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, NoReturn
 
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.model import AGENT_EVENTS
 
-# lifecycle events that take hooks, in the agent's order (DownloadBundle and Install take none)
-HOOK_EVENTS = ("BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop", "BeforeInstall", "AfterInstall",
-               "ApplicationStart", "ValidateService", "BeforeAllowTraffic", "AfterAllowTraffic")
 APPSPEC_KEYS = ("version", "os", "files", "permissions", "hooks", "file_exists_behavior")
 HOOK_KEYS = ("location", "timeout", "runas", "sudo")
 FILE_EXISTS = ("DISALLOW", "OVERWRITE", "RETAIN")
@@ -174,98 +174,113 @@ def bad_relpath(rel: str) -> str | None:
     return None
 
 
+def _fail(file: str, key: str, msg: str) -> NoReturn:
+    raise ConfigError(f"{file}: {key}: {msg}")
+
+
 def parse(text: str, file: str = "appspec.yml") -> AppSpec:
     """Read and validate an appspec into an AppSpec; ConfigError (one line) names the file and the key path."""
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{file}: {key}: {msg}")
-
     raw = parse_yaml_subset(text, file)
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: should be a mapping with at least 'version: 0.0' and 'os: linux'")
     for key in raw:
         if key not in APPSPEC_KEYS:
-            fail(key, f"unknown key{near(key, APPSPEC_KEYS)}")
+            _fail(file, key, f"unknown key{near(key, APPSPEC_KEYS)}")
     version = raw.get("version")
     if isinstance(version, _Quoted) or not isinstance(version, str) or not re.match(r"^0+(\.0+)?$", version):
-        fail("version", f"should be 0.0, not {version!r}")
+        _fail(file, "version", f"should be 0.0, not {version!r}")
     if raw.get("os") != "linux":
-        fail("os", f"should be linux, not {raw.get('os')!r}")
-    if raw.get("files") is not None and not isinstance(raw.get("files"), list):
-        fail("files", "should be a list of '- source: … destination: …'")
+        _fail(file, "os", f"should be linux, not {raw.get('os')!r}")
+    files = _parse_files(raw.get("files"), file)
+    hooks = _parse_hooks(raw.get("hooks") or {}, file)
+    feb = raw.get("file_exists_behavior")
+    if feb is not None and feb not in FILE_EXISTS:
+        _fail(file, "file_exists_behavior", f"should be one of {', '.join(FILE_EXISTS)}, not {feb!r}")
+    permissions = None if "permissions" not in raw else raw["permissions"] or []
+    return AppSpec(str(version), "linux", files, hooks, feb, permissions)
+
+
+def _parse_files(raw: Any, file: str) -> tuple[tuple[str, str], ...]:
+    """``files:``: (source in the bundle, absolute destination) pairs."""
+    if raw is not None and not isinstance(raw, list):
+        _fail(file, "files", "should be a list of '- source: … destination: …'")
     files = []
-    for n, item in enumerate(raw.get("files") or []):
+    for n, item in enumerate(raw or []):
         if not isinstance(item, dict) or set(item) - {"source", "destination"}:
-            fail(f"files/{n}", "should have only 'source' and 'destination'")
-        src, dst = item.get("source"), item.get("destination")
-        for key, val in (("source", src), ("destination", dst)):
-            if not isinstance(val, str) or not val or "\0" in val:
-                fail(f"files/{n}/{key}", f"should be a path, not {val!r}")
+            _fail(file, f"files/{n}", "should have only 'source' and 'destination'")
+        src, dst = _path(item, "source", f"files/{n}", file), _path(item, "destination", f"files/{n}", file)
         if ".." in Path(src).parts:
-            fail(f"files/{n}/source", f"should stay inside the bundle, not {src!r}")
+            _fail(file, f"files/{n}/source", f"should stay inside the bundle, not {src!r}")
         if not dst.startswith("/") or ".." in Path(dst).parts:
-            fail(f"files/{n}/destination", f"should be an absolute path without '..', not {dst!r}")
+            _fail(file, f"files/{n}/destination", f"should be an absolute path without '..', not {dst!r}")
         files.append((src, dst))
-    hooks_raw = raw.get("hooks") or {}
-    if not isinstance(hooks_raw, dict):
-        fail("hooks", "should be a mapping of lifecycle event -> list of scripts")
+    return tuple(files)
+
+
+def _path(item: dict[str, Any], key: str, where: str, file: str) -> str:
+    val = item.get(key)
+    if not isinstance(val, str) or not val or "\0" in val:
+        _fail(file, f"{where}/{key}", f"should be a path, not {val!r}")
+    return val
+
+
+def _parse_hooks(raw: Any, file: str) -> dict[str, tuple[Script, ...]]:
+    """``hooks:``: lifecycle event (one of model.AGENT_EVENTS) -> its scripts, in the appspec's order."""
+    if not isinstance(raw, dict):
+        _fail(file, "hooks", "should be a mapping of lifecycle event -> list of scripts")
     hooks: dict[str, tuple[Script, ...]] = {}
-    for event, scripts in hooks_raw.items():
-        if event not in HOOK_EVENTS:
-            fail(f"hooks/{event}", f"unknown lifecycle event{near(event, HOOK_EVENTS)}")
+    for event, scripts in raw.items():
+        if event not in AGENT_EVENTS:
+            _fail(file, f"hooks/{event}", f"unknown lifecycle event{near(event, AGENT_EVENTS)}")
         if scripts is None:
             continue
         if not isinstance(scripts, list):
-            fail(f"hooks/{event}", "should be a list of '- location: …'")
-        out = []
-        for n, s in enumerate(scripts):
-            where = f"hooks/{event}/{n}"
-            if not isinstance(s, dict):
-                fail(where, "should be a mapping with 'location'")
-            for key in s:
-                if key not in HOOK_KEYS:
-                    fail(f"{where}/{key}", f"unknown key{near(key, HOOK_KEYS)}")
-            loc = s.get("location")
-            if not isinstance(loc, str) or not loc.strip():
-                fail(f"{where}/location", "is required (a script path in the bundle)")
-            bad = bad_relpath(loc.strip())
-            if bad:
-                fail(f"{where}/location", f"{bad}: {loc!r}")
-            timeout = s.get("timeout")
-            if timeout is None:
-                timeout = str(DEFAULT_TIMEOUT)
-            if not isinstance(timeout, str) or isinstance(timeout, _Quoted) or not timeout.isdigit() or int(timeout) <= 0:
-                fail(f"{where}/timeout", f"should be a whole number of seconds > 0, not {timeout!r}")
-            runas = s.get("runas")
-            if runas is not None and (not isinstance(runas, str) or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", runas.strip())):
-                fail(f"{where}/runas", f"should be a user name, not {runas!r}")
-            sudo = None if "sudo" not in s else "" if s["sudo"] is None else str(s["sudo"])
-            out.append(Script(loc.strip(), int(timeout), runas.strip() if runas else None, sudo))
-        hooks[event] = tuple(out)
-    feb = raw.get("file_exists_behavior")
-    if feb is not None and feb not in FILE_EXISTS:
-        fail("file_exists_behavior", f"should be one of {', '.join(FILE_EXISTS)}, not {feb!r}")
-    permissions = None if "permissions" not in raw else raw["permissions"] or []
-    return AppSpec(str(version), "linux", tuple(files), hooks, feb, permissions)
+            _fail(file, f"hooks/{event}", "should be a list of '- location: …'")
+        hooks[event] = tuple(_parse_script(s, f"hooks/{event}/{n}", file) for n, s in enumerate(scripts))
+    return hooks
+
+
+def _parse_script(raw: Any, where: str, file: str) -> Script:
+    """One ``- location: … timeout: … runas: …`` item of an event's list."""
+    if not isinstance(raw, dict):
+        _fail(file, where, "should be a mapping with 'location'")
+    for key in raw:
+        if key not in HOOK_KEYS:
+            _fail(file, f"{where}/{key}", f"unknown key{near(key, HOOK_KEYS)}")
+    loc = raw.get("location")
+    if not isinstance(loc, str) or not loc.strip():
+        _fail(file, f"{where}/location", "is required (a script path in the bundle)")
+    bad = bad_relpath(loc.strip())
+    if bad:
+        _fail(file, f"{where}/location", f"{bad}: {loc!r}")
+    timeout = raw.get("timeout")
+    if timeout is None:
+        timeout = str(DEFAULT_TIMEOUT)
+    if not isinstance(timeout, str) or isinstance(timeout, _Quoted) or not timeout.isdigit() or int(timeout) <= 0:
+        _fail(file, f"{where}/timeout", f"should be a whole number of seconds > 0, not {timeout!r}")
+    runas = raw.get("runas")
+    if runas is not None and (not isinstance(runas, str) or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", runas.strip())):
+        _fail(file, f"{where}/runas", f"should be a user name, not {runas!r}")
+    sudo = None if "sudo" not in raw else "" if raw["sudo"] is None else str(raw["sudo"])
+    return Script(loc.strip(), int(timeout), runas.strip() if runas else None, sudo)
 
 
 def check_bundle(spec: AppSpec, files: Mapping[str, int], file: str = "appspec.yml") -> None:
     """Delivery-time checks against the bundle's files (arcname -> mode): every hook is in it and
     executable, each timeout is 1..3600 s and each event's timeouts add up to at most 3600 s."""
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{file}: {key}: {msg}")
-
     for event, scripts in spec.hooks.items():
         total = 0
         for n, script in enumerate(scripts):
             where = f"hooks/{event}/{n}"
             if not 1 <= script.timeout <= MAX_EVENT_SECONDS:
-                fail(f"{where}/timeout", f"should be a number of seconds from 1 to {MAX_EVENT_SECONDS}, "
-                                         f"not {script.timeout!r}")
+                _fail(file, f"{where}/timeout", f"should be a number of seconds from 1 to {MAX_EVENT_SECONDS}, "
+                                                f"not {script.timeout!r}")
             total += script.timeout
             arcname = norm(script.location)
             if arcname not in files:
-                fail(f"{where}/location", f"{script.location!r} is not in the bundle")
+                _fail(file, f"{where}/location", f"{script.location!r} is not in the bundle")
             if not files[arcname] & 0o111:
-                fail(f"{where}/location", f"{script.location!r} is not executable (chmod +x it)")
+                _fail(file, f"{where}/location", f"{script.location!r} is not executable (chmod +x it)")
         if total > MAX_EVENT_SECONDS:
-            fail(f"hooks/{event}", f"timeouts add up to {total} s; CodeDeploy allows at most {MAX_EVENT_SECONDS} s per event")
+            _fail(file, f"hooks/{event}",
+                  f"timeouts add up to {total} s; CodeDeploy allows at most {MAX_EVENT_SECONDS} s per event")
