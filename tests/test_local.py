@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen_hooks.agent.appspec import Script
+from bluegreen_hooks.agent.local import ORDER, parse_appspec
 from bluegreen_hooks.cli import main
 from bluegreen_hooks.errors import ConfigError
-from bluegreen_hooks.local import ORDER, Script, parse_appspec
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,13 @@ def test_appspec_errors_are_one_line(text, message):
 
 
 # ------------------------------------------------------------------------------------------ the runner
+
+def test_order_is_the_agents():
+    """The agent's event order: the appspec's events with its own DownloadBundle and Install in place."""
+    assert ORDER == ("BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop", "DownloadBundle", "BeforeInstall",
+                     "Install", "AfterInstall", "ApplicationStart", "ValidateService", "BeforeAllowTraffic",
+                     "AfterAllowTraffic")
+
 
 def _bundle(path: Path, scripts: dict[str, str], appspec: str) -> Path:
     path.mkdir(parents=True)
@@ -240,7 +248,7 @@ def test_runas_goes_through_su():
     """runas: USER runs ``su USER -c SCRIPT`` as the agent does (the current user runs the script directly)."""
     import pwd
 
-    from bluegreen_hooks.local import _command
+    from bluegreen_hooks.agent.scripts import _command
     me = pwd.getpwuid(os.getuid()).pw_name
     assert _command(Path("/b/s.sh"), "www-data") == ["su", "www-data", "-c", "/b/s.sh"]
     assert _command(Path("/b/s.sh"), me) == ["/b/s.sh"]

@@ -1,1 +1,9 @@
-"""The CodeDeploy agent's side: the appspec and ``bluegreen-hooks local``, which runs a revision as the agent does."""
+"""The CodeDeploy agent's side: the appspec and ``bluegreen-hooks local``, which runs a revision as the agent does.
+
+    appspec.py   the one appspec parser and model (``bundle`` checks a revision with it too)
+    scripts.py   running one hook script: process group, timeout, output capture, scripts.log
+    unpack.py    a folder or zip bundle into the deployment archive; the appspec's ``files:`` copy
+    local.py     the Runner: the agent's folders, event order, ApplicationStop from the previous revision
+    dry_run.py   ``local --dry-run``: what the Runner would do
+    commands.py  the ``local`` command's parser
+"""
