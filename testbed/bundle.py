@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from bluegreen_hooks.model import EVENTS
+
 ROOT = Path(__file__).resolve().parent.parent
-EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
 
 
 def toml_value(v: Any) -> str:
