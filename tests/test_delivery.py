@@ -459,6 +459,40 @@ def test_bundle_carries_the_whole_package_with_its_subpackages(tmp_path, capsys)
     assert modules <= set(e), sorted(modules - set(e))
 
 
+def test_bundle_never_packs_an_earlier_bundle_found_in_the_app_folder(tmp_path, capsys, monkeypatch):
+    """A zip laid out like our bundles (appspec.yml + bluegreen_hooks/) under the app folder is left out with a
+    note; the result is the bundle built without it. Other zips are app files like any other."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = make_src(tmp_path)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "clean.zip"),
+                         "--no-wheels")
+    assert rc == 0, err
+    (src / "releases").mkdir()
+    shutil.copy(tmp_path / "clean.zip", src / "releases" / "shop-1.ZIP")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "again.zip"),
+                         "--no-wheels")
+    assert rc == 0, err
+    assert err == f"bundle: left out {src}/releases/shop-1.ZIP: an earlier bundle (appspec.yml, bluegreen_hooks/)\n"
+    assert (tmp_path / "again.zip").read_bytes() == (tmp_path / "clean.zip").read_bytes()
+
+    with zipfile.ZipFile(src / "assets.zip", "w") as zf:     # a zip of the app's own: bundled
+        zf.writestr("appspec.yml", "not ours: no bluegreen_hooks/ beside it")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "third.zip"),
+                         "--no-wheels")
+    assert rc == 0, err
+    e = entries(tmp_path / "third.zip")
+    assert "assets.zip" in e and not any(n.startswith("releases/") for n in e)
+
+
+def test_bundle_output_inside_the_app_folder_is_left_out_with_a_note(tmp_path, capsys, monkeypatch):
+    """Rebuilding over a bundle in the app folder says that it leaves the old one out."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = make_src(tmp_path)
+    for expected in ("", f"bundle: left out {src}/rev.zip: the output of this build\n"):
+        rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(src / "rev.zip"), "--no-wheels")
+        assert (rc, err) == (0, expected)
+
+
 def test_bundle_refuses_one_of_two_compose_files_missing_from_bundle(tmp_path, capsys):
     """compose/files = {blue, green}: each colour's file must travel in the bundle; the key names the colour."""
     src = tmp_path / "src"

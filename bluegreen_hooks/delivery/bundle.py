@@ -2,7 +2,7 @@
 
 A bundle is a zip with, at its root: appspec.yml, hooks/ (mode 0755), bluegreen_hooks/ (the whole package,
 subpackages included: the hooks run ``python -m bluegreen_hooks`` from it), bluegreen.toml, the app's files
-(include/exclude rules; never .git, caches, virtualenvs, dist/) and wheels/ with the
+(include/exclude rules; never .git, caches, virtualenvs, dist/, nor an earlier bundle) and wheels/ with the
 runtime wheels plus wheels/requirements.txt. Entries are sorted, their timestamps fixed (SOURCE_DATE_EPOCH,
 else the last commit time) and their modes fixed, so building twice gives the same bytes.
 """
@@ -118,6 +118,18 @@ def _mode(path: Path) -> int:
     return 0o755 if os.stat(path).st_mode & 0o111 else 0o644
 
 
+def is_bundle_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip laid out like the bundles we write (appspec.yml and bluegreen_hooks/ at its root)."""
+    if not path.name.lower().endswith(".zip"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "appspec.yml" in names and any(n.startswith("bluegreen_hooks/") for n in names)
+
+
 class _Entries:
     """The bundle's entries by name; a name added twice is an error naming where it came from."""
 
@@ -143,14 +155,16 @@ def _add_framework(entries: _Entries, src: Sources) -> None:
 
 
 def _add_app_files(entries: _Entries, src: Sources, rules: Rules, output: Path | None, out: TextIO) -> None:
-    """The app folder's files, minus this bundle's output; reserved names only if they are ours."""
+    """The app folder's files, minus this bundle's output and earlier bundles; reserved names only if ours."""
     ours = {os.path.realpath(p) for p in (src.appspec, src.config, src.hooks_dir, PACKAGE_DIR)}
     skip = os.path.realpath(output) if output is not None else None
     label = str(src.app_dir)
     for rel, path in walk(src.app_dir, rules, label):
         real = os.path.realpath(path)
-        if real == skip:
-            continue              # an earlier build of this very bundle
+        if real == skip or is_bundle_zip(path):
+            what = "the output of this build" if real == skip else "an earlier bundle (appspec.yml, bluegreen_hooks/)"
+            print(f"bundle: left out {label}/{rel}: {what}", file=out, flush=True)
+            continue
         top = rel.split("/", 1)[0]
         if top in RESERVED:
             if os.path.realpath(src.app_dir / top) in ours or real in ours:
