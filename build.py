@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
-"""Build, push and deploy bluegreen-hooks revisions: ``python build.py bundle|push|deploy …``.
+"""Build, push and deploy bluegreen-hooks revisions from a checkout: ``python build.py bundle|push|deploy …``.
 
-A thin wrapper: the logic is in bluegreen_hooks/delivery.py (also ``bluegreen-hooks bundle|push|deploy``).
-See docs/delivery.md.
+The same command line as ``bluegreen-hooks`` (bluegreen_hooks/cli.py), with the same exit codes; the
+delivery code is in bluegreen_hooks/delivery/. See docs/delivery.md.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from bluegreen_hooks.delivery import main  # noqa: E402
-
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # the checkout's bluegreen_hooks/
+    from bluegreen_hooks.cli import main
+
+    raise SystemExit(main(sys.argv[1:], prog="build.py"))

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bluegreen_hooks import delivery  # noqa: E402
+from bluegreen_hooks.delivery import bundle as bundling  # noqa: E402
+from bluegreen_hooks.delivery.wheels import runtime_wheels, wheel_cache  # noqa: E402
 from testbed.bundle import toml_dumps  # noqa: E402
 
 
@@ -36,11 +37,11 @@ def main() -> int:
         shutil.copytree(ROOT / "example" / "app", src / "app")
         (src / "bluegreen.toml").write_text(toml_dumps({"app": "demo", "container": {"build": "app"},
                                                         "deploy": {"state_dir": str(tmp / "state")}}))
-        delivery.runtime_wheels(delivery.wheel_cache())          # warm the wheel cache (not timed)
+        runtime_wheels(wheel_cache())          # warm the wheel cache (not timed)
         times, shas = [], set()
         for i in range(args.runs):
             t0 = time.perf_counter()
-            res = delivery.bundle(src / "bluegreen.toml", tmp / f"b{i}.zip")
+            res = bundling.bundle(src / "bluegreen.toml", tmp / f"b{i}.zip")
             times.append(time.perf_counter() - t0)
             shas.add(res.sha256)
         with zipfile.ZipFile(res.path) as zf:
@@ -51,7 +52,7 @@ def main() -> int:
         print(f"bundle size: {res.size:,} bytes zipped, {sum(i.file_size for i in infos):,} unzipped, {len(infos)} files "
               f"(wheels {wheels:,} bytes)")
         print(f"reproducible: {len(shas) == 1} ({len(shas)} distinct sha256 over {args.runs} builds)")
-        nowheels = delivery.bundle(src / "bluegreen.toml", tmp / "nw.zip", with_wheels=False)
+        nowheels = bundling.bundle(src / "bluegreen.toml", tmp / "nw.zip", with_wheels=False)
         print(f"bundle size without wheels: {nowheels.size:,} bytes")
         if not args.no_launcher:
             bundle = tmp / "unpacked"

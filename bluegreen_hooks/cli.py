@@ -21,8 +21,8 @@ from bluegreen_hooks.errors import HookError
 EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
 
 # modules that add commands (each defines add_commands(subparsers))
-COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen_hooks.delivery",
-                                    "bluegreen_hooks.operator")
+COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen_hooks.delivery.commands",
+                                   "bluegreen_hooks.operator.commands")
 
 
 def _hook(args: argparse.Namespace) -> int:
@@ -35,9 +35,9 @@ def _hook(args: argparse.Namespace) -> int:
                      dry_run=getattr(args, "dry_run", False))
 
 
-def parser(only_hook: bool = False) -> argparse.ArgumentParser:
+def parser(only_hook: bool = False, prog: str = "bluegreen-hooks") -> argparse.ArgumentParser:
     """The argument parser; ``only_hook`` skips the other command modules (hooks start faster)."""
-    p = argparse.ArgumentParser(prog="bluegreen-hooks",
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Zero-downtime blue/green deployments of a Docker app behind nginx.",
                                 epilog="exit codes: 0 ok, 1 failed (last line says why), 2 bad input, 3 locked by "
                                        "another deployment")
@@ -57,9 +57,9 @@ def parser(only_hook: bool = False) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "bluegreen-hooks") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser(only_hook=argv[:1] == ["hook"]).parse_args(argv)
+    args = parser(only_hook=argv[:1] == ["hook"], prog=prog).parse_args(argv)
     try:
         return args.func(args)
     except HookError as exc:

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks import delivery
-from bluegreen_hooks.appspec import Script, parse
-from bluegreen_hooks.delivery import main as build_main
+from bluegreen_hooks.agent.appspec import Script, parse
+from bluegreen_hooks.cli import main as build_main
+from bluegreen_hooks.delivery import bundle as bundling
+from bluegreen_hooks.delivery import commands, s3
+from bluegreen_hooks.delivery.deploy import DeployOptions
+from bluegreen_hooks.delivery.s3 import Revision
+from bluegreen_hooks.errors import DeliveryError
 from testbed.bundle import ROOT, bed_config, toml_dumps
 
 EXAMPLE_APP = ROOT / "example" / "app"
@@ -75,8 +79,8 @@ def test_bundle_layout_modes_times_and_never_bundled_files(tmp_path, capsys, mon
                          "--no-wheels", "--exclude", "*.log")
     assert rc == 0, err
     e = entries(tmp_path / "b.zip")
-    assert {"appspec.yml", "bluegreen.toml", "hooks/launch", "hooks/ValidateService", "bluegreen_hooks/delivery.py",
-            "app/Dockerfile", "app/entrypoint.sh", "notes/keep.txt"} <= set(e)
+    assert {"appspec.yml", "bluegreen.toml", "hooks/launch", "hooks/ValidateService", "bluegreen_hooks/__main__.py",
+            "bluegreen_hooks/delivery/bundle.py", "app/Dockerfile", "app/entrypoint.sh", "notes/keep.txt"} <= set(e)
     leaked = [n for n in e if n.split("/")[0] in (".git", ".venv", "env2", "dist", ".pytest_cache")
               or "__pycache__" in n or n.endswith((".pyc", ".log"))]
     assert leaked == []
@@ -225,8 +229,8 @@ def test_bundle_refuses_symlink_leaving_the_tree(tmp_path, capsys):
 
 def test_appspec_parser_reads_the_project_appspec():
     """bundle checks the appspec with the same parser `bluegreen-hooks local` runs it with."""
-    assert delivery.parse_appspec is parse
-    spec = delivery.parse_appspec(APPSPEC_OK)
+    assert bundling.parse_appspec is parse
+    spec = bundling.parse_appspec(APPSPEC_OK)
     assert spec.version == "0.0" and spec.os == "linux"
     assert spec.hooks["ApplicationStart"] == (Script("hooks/ApplicationStart", 900),)
     assert list(spec.hooks) == ["ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService"]
@@ -379,17 +383,17 @@ def test_bundled_hooks_deploy_on_a_python_without_docker_or_tenacity(docker_clie
 # ---------------------------------------------------------------------------------------------- push options (pure)
 
 def test_upload_args_carry_sha256_encryption_and_bucket_owner():
-    assert delivery.upload_args("ab") == {"Metadata": {"bluegreen-sha256": "ab"}, "ContentType": "application/zip"}
-    assert delivery.upload_args("ab", "AES256", expected_owner="123456789012") == {
+    assert s3.upload_args("ab") == {"Metadata": {"bluegreen-sha256": "ab"}, "ContentType": "application/zip"}
+    assert s3.upload_args("ab", "AES256", expected_owner="123456789012") == {
         "Metadata": {"bluegreen-sha256": "ab"}, "ContentType": "application/zip", "ServerSideEncryption": "AES256",
         "ExpectedBucketOwner": "123456789012"}
-    kms = delivery.upload_args("ab", "aws:kms", "alias/deploy")
+    kms = s3.upload_args("ab", "aws:kms", "alias/deploy")
     assert (kms["ServerSideEncryption"], kms["SSEKMSKeyId"]) == ("aws:kms", "alias/deploy")
 
 
 def test_upload_args_refuse_kms_key_without_kms():
-    with pytest.raises(delivery.DeliveryError, match="--sse-kms-key-id needs --sse aws:kms"):
-        delivery.upload_args("ab", "AES256", "alias/deploy")
+    with pytest.raises(DeliveryError, match="--sse-kms-key-id needs --sse aws:kms"):
+        s3.upload_args("ab", "AES256", "alias/deploy")
 
 
 def test_bundle_written_inside_the_app_folder_does_not_swallow_itself(tmp_path, capsys, monkeypatch):
@@ -441,3 +445,90 @@ def test_bundle_refuses_compose_file_missing_from_bundle(tmp_path, capsys):
                          "--exclude", "*.yml")
     assert rc == 2
     assert err.startswith("ERROR bluegreen.toml: compose/file: docker-compose.yml is not in the bundle"), err
+
+
+def test_bundle_carries_the_whole_package_with_its_subpackages(tmp_path, capsys):
+    """Every module of bluegreen_hooks/, nested ones too (host/procfs.py, delivery/…), is in the bundle."""
+    src = make_src(tmp_path)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 0, err
+    e = entries(tmp_path / "b.zip")
+    package = ROOT / "bluegreen_hooks"
+    modules = {f"bluegreen_hooks/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")}
+    assert {"bluegreen_hooks/host/procfs.py", "bluegreen_hooks/delivery/commands.py"} <= modules
+    assert modules <= set(e), sorted(modules - set(e))
+
+
+def test_bundle_never_packs_an_earlier_bundle_found_in_the_app_folder(tmp_path, capsys, monkeypatch):
+    """A zip laid out like our bundles (appspec.yml + bluegreen_hooks/) under the app folder is left out with a
+    note; the result is the bundle built without it. Other zips are app files like any other."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = make_src(tmp_path)
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "clean.zip"),
+                         "--no-wheels")
+    assert rc == 0, err
+    (src / "releases").mkdir()
+    shutil.copy(tmp_path / "clean.zip", src / "releases" / "shop-1.ZIP")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "again.zip"),
+                         "--no-wheels")
+    assert rc == 0, err
+    assert err == f"bundle: left out {src}/releases/shop-1.ZIP: an earlier bundle (appspec.yml, bluegreen_hooks/)\n"
+    assert (tmp_path / "again.zip").read_bytes() == (tmp_path / "clean.zip").read_bytes()
+
+    with zipfile.ZipFile(src / "assets.zip", "w") as zf:     # a zip of the app's own: bundled
+        zf.writestr("appspec.yml", "not ours: no bluegreen_hooks/ beside it")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "third.zip"),
+                         "--no-wheels")
+    assert rc == 0, err
+    e = entries(tmp_path / "third.zip")
+    assert "assets.zip" in e and not any(n.startswith("releases/") for n in e)
+
+
+def test_bundle_output_inside_the_app_folder_is_left_out_with_a_note(tmp_path, capsys, monkeypatch):
+    """Rebuilding over a bundle in the app folder says that it leaves the old one out."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = make_src(tmp_path)
+    for expected in ("", f"bundle: left out {src}/rev.zip: the output of this build\n"):
+        rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(src / "rev.zip"), "--no-wheels")
+        assert (rc, err) == (0, expected)
+
+
+def test_bundle_refuses_one_of_two_compose_files_missing_from_bundle(tmp_path, capsys):
+    """compose/files = {blue, green}: each colour's file must travel in the bundle; the key names the colour."""
+    src = tmp_path / "src"
+    (src / "stacks").mkdir(parents=True)
+    files = {"blue": "stacks/docker-compose.blue.yml", "green": "./stacks/docker-compose.green.yml"}
+    (src / "bluegreen.toml").write_text(toml_dumps({"app": "demo", "compose": {"files": files}}))
+    for name in ("docker-compose.blue.yml", "docker-compose.green.yml"):
+        (src / "stacks" / name).write_text("services:\n  web:\n    image: bluegreen-base:busybox\n")
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 0, err
+    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "c.zip"), "--no-wheels",
+                         "--exclude", "*.green.yml")
+    assert rc == 2
+    assert err.startswith("ERROR bluegreen.toml: compose/files/green: stacks/docker-compose.green.yml is not in "
+                          "the bundle"), err
+
+
+def test_bundle_interrupted_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during bundle/push/deploy: 'ERROR interrupted', exit 130 (as build.py always did)."""
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "bundle", interrupted)
+    rc, out, err = build(capsys, "--config", str(tmp_path / "bluegreen.toml"))
+    assert (rc, err) == (130, "ERROR interrupted\n")
+
+
+def test_deploy_options_build_the_create_deployment_request():
+    """Only the options given go into create_deployment; the revision carries ETag and version."""
+    rev = Revision("b", "demo/rev.zip", "abc", "v1")
+    base = {"applicationName": "app", "deploymentGroupName": "g",
+            "revision": {"revisionType": "S3", "s3Location": {"bucket": "b", "key": "demo/rev.zip", "bundleType": "zip",
+                                                              "eTag": "abc", "version": "v1"}}}
+    assert DeployOptions().request("app", "g", rev) == base
+    opts = DeployOptions("CodeDeployDefault.AllAtOnce", "why", "OVERWRITE", True, ("DEPLOYMENT_FAILURE",))
+    assert opts.request("app", "g", rev) == {
+        **base, "deploymentConfigName": "CodeDeployDefault.AllAtOnce", "description": "why",
+        "fileExistsBehavior": "OVERWRITE", "ignoreApplicationStopFailures": True,
+        "autoRollbackConfiguration": {"enabled": True, "events": ["DEPLOYMENT_FAILURE"]}}

@@ -270,13 +270,13 @@ def test_package_compiles_and_its_stdlib_modules_import_on_python_3_9():
     subprocess.run([py, "-m", "compileall", "-q", str(root / "bluegreen_hooks")], check=True)
     subprocess.run([py, "-m", "py_compile", str(root / "hooks" / "launch")], check=True)
     code = ("from pathlib import Path\n"
-             "from bluegreen_hooks import cli, config, state, nginx, events, appspec\n"
+             "from bluegreen_hooks import cli, config, state, nginx, events\nfrom bluegreen_hooks.agent import appspec\n"
              "cfg = config.parse({'app': 'shop', 'container': {'image': 'shop:1'}}, Path('/b/bluegreen.toml'), {})\n"
              "print(nginx.render_include(cfg, 'green', 'd-1').splitlines()[2])\n")
     # tomli comes from the bundle's pinned wheels on a 3.9 host: put that wheel on the path (zipimport)
-    from bluegreen_hooks import delivery
+    from bluegreen_hooks.delivery.wheels import runtime_wheels, wheel_cache
 
-    tomli = next(whl for whl, _ in delivery.runtime_wheels(delivery.wheel_cache()) if whl.name.startswith("tomli-"))
+    tomli = next(whl for whl, _ in runtime_wheels(wheel_cache()) if whl.name.startswith("tomli-"))
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{root}:{tomli}", "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run([py, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks import delivery
-from bluegreen_hooks.delivery import main as build_main
+from bluegreen_hooks.cli import main as build_main
+from bluegreen_hooks.delivery.bundle import bundle, sha256_file
 from testbed.bundle import ROOT, bed_config, toml_dumps
 from testbed.load import Load
 from testbed.ports import free_port
@@ -31,7 +31,7 @@ def make_bundle_zip(tmp_path: Path, config: dict, name: str = "rev.zip", wheels:
     for rel, data in (extra_files or {}).items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(data)
-    res = delivery.bundle(src / "bluegreen.toml", tmp_path / name, with_wheels=wheels)
+    res = bundle(src / "bluegreen.toml", tmp_path / name, with_wheels=wheels)
     return res.path
 
 
@@ -54,7 +54,7 @@ def test_push_small_bundle_registers_etag_and_version(tmp_path, capsys, s3, code
     assert rc == 0, err
     head = s3.head_object(Bucket=bucket, Key="demo/small.zip")
     assert head["ContentLength"] == z.stat().st_size
-    assert head["Metadata"]["bluegreen-sha256"] == delivery.sha256_file(z)
+    assert head["Metadata"]["bluegreen-sha256"] == sha256_file(z)
     etag, version = head["ETag"].strip('"'), head["VersionId"]
     assert revisions(codedeploy, app) == [{"bucket": bucket, "key": "demo/small.zip", "bundleType": "zip",
                                            "eTag": etag, "version": version}]
@@ -145,7 +145,7 @@ def test_deploy_no_wait_prints_the_id_and_revision_file_round_trips(tmp_path, ca
     src = tmp_path / "src"
     shutil.copytree(EXAMPLE_APP, src / "app")
     (src / "bluegreen.toml").write_text(toml_dumps({"app": "demo", "container": {"build": "app"}}))
-    z = delivery.bundle(src / "bluegreen.toml", tmp_path / "rev.zip", appspec=spec / "appspec.yml", with_wheels=False).path
+    z = bundle(src / "bluegreen.toml", tmp_path / "rev.zip", appspec=spec / "appspec.yml", with_wheels=False).path
     rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app,
                        "--revision-file", str(tmp_path / "rev.json"))
     assert rc == 0, err
