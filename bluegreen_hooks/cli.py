@@ -21,7 +21,7 @@ from bluegreen_hooks.errors import HookError
 EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
 
 # modules that add commands (each defines add_commands(subparsers))
-COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.local", "bluegreen_hooks.delivery", "bluegreen_hooks.operator")
+COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.local", "bluegreen_hooks.delivery", "bluegreen_hooks.operator.commands")
 
 
 def _hook(args: argparse.Namespace) -> int:
