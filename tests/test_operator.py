@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -79,6 +81,14 @@ def test_every_command_has_help_with_exit_codes(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "exit codes: 0" in capsys.readouterr().out
+
+
+def test_building_the_parsers_imports_no_docker():
+    """The parsers are built at every start of the CLI: importing them must not import docker or the commands."""
+    code = "import sys, bluegreen_hooks.operator.commands; print(sorted(m for m in sys.modules if m == 'docker' " \
+           "or m.startswith('bluegreen_hooks.operator.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['bluegreen_hooks.operator.commands']"
 
 
 def test_history_rejects_a_non_positive_count(tmp_path, capsys):

@@ -1,0 +1,45 @@
+"""``history``: the audit log kept in the state file, one record per event run (and per deployment)."""
+from __future__ import annotations
+
+from typing import Any
+
+from bluegreen_hooks.config import Config
+from bluegreen_hooks.operator.select import open_store, read_state
+from bluegreen_hooks.operator.text import utc
+
+
+def read_history(cfg: Config, n: int) -> dict[str, Any]:
+    """``{app, state_file, events, deployments}``: the last ``n`` records of each, as the state stores them."""
+    store = open_store(cfg)
+    st, _ = read_state(store)
+    return {"app": cfg.app, "state_file": str(store.path), "events": st.get("events", [])[-n:],
+            "deployments": st.get("deployments", [])[-n:]}
+
+
+def deployment_line(d: dict[str, Any]) -> str:
+    """One deployment record: when it ended, id, outcome, colours, duration, image, cause."""
+    return (f"{utc(d.get('ended'))}  {d.get('id') or '-':<28} {d.get('outcome') or '-':<10} "
+            f"{(d.get('from') or '-') + ' -> ' + (d.get('target') or '-'):<14} {d.get('seconds') or 0:8.2f}s  "
+            f"image {d.get('image') or '-'}" + (f"  cause: {d['cause']}" if d.get("cause") else ""))
+
+
+def event_line(e: dict[str, Any]) -> str:
+    """One event record: when, deployment, event, outcome, duration, live/target colours, user@host, cause."""
+    colours = f"{e.get('live') or '-'}/{e.get('target') or '-'}"
+    return (f"{utc(e.get('at'))}  {e.get('deployment') or '-':<28} {e.get('event') or '-':<16} "
+            f"{e.get('outcome') or '-':<10} {e.get('seconds') or 0:7.2f}s  live/target {colours:<12} "
+            f"{e.get('user') or '?'}@{e.get('host') or '?'}" + (f"  cause: {e['cause']}" if e.get("cause") else ""))
+
+
+def print_history(h: dict[str, Any], deployments: bool = False) -> None:
+    """Print ``read_history``'s events (or its deployments), oldest first."""
+    if deployments:
+        if not h["deployments"]:
+            print(f"no deployments recorded in {h['state_file']}")
+        for d in h["deployments"]:
+            print(deployment_line(d))
+        return
+    if not h["events"]:
+        print(f"no events recorded in {h['state_file']}")
+    for e in h["events"]:
+        print(event_line(e))

@@ -1,0 +1,273 @@
+"""``status``: what is live, since when, from which deployment, is it healthy, and do state, nginx and
+containers agree. Reads only: the state file (never quarantined), the include, nginx's pid and public
+URL, the containers of each colour and their health path.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bluegreen_hooks import containers, health, nginx, state
+from bluegreen_hooks.config import Config
+from bluegreen_hooks.errors import DockerUnavailable, NginxError
+from bluegreen_hooks.model import COLOURS, Colour
+from bluegreen_hooks.operator.select import open_store, read_state
+from bluegreen_hooks.operator.text import ago, first_line, utc
+
+if TYPE_CHECKING:
+    from bluegreen_hooks.compose import ComposeBackend
+    from bluegreen_hooks.containers import SdkBackend
+
+_INCLUDE_DEPLOYMENT_RE = re.compile(r"^# bluegreen-hooks: app=\S+ colour=\S+ deployment=(\S+)", re.M)
+
+
+# -------------------------------------------------------------------------------------------------- nginx
+
+@dataclass
+class NginxView:
+    """What the include says, whether nginx runs, and what its public URL answers."""
+
+    text: str | None
+    include_error: str | None
+    colour: Colour | None
+    deployment: str | None
+    pid: int | None
+    public: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def nginx_view(cfg: Config) -> NginxView:
+    """Read the include and nginx's pid; probe the public URL when nginx runs and an include exists."""
+    warnings: list[str] = []
+    include_error = None
+    try:
+        text = nginx.read_include(cfg)
+    except NginxError as exc:
+        text, include_error = None, str(exc)
+        warnings.append(include_error)
+    m = _INCLUDE_DEPLOYMENT_RE.search(text or "")
+    pid = nginx.master_pid(cfg)
+    public: dict[str, Any] = {"url": cfg.nginx.public_url + cfg.health.path, "status": None, "colour": None,
+                              "error": None}
+    if pid is None:
+        warnings.append(f"nginx is not running (no live pid in {cfg.nginx.pid_file})")
+    elif text:
+        try:
+            a = nginx.probe(cfg, cfg.health.path, timeout=cfg.health.timeout)
+            public.update(status=a.status, colour=a.colour or None)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is reported, not raised
+            public["error"] = first_line(exc)
+    return NginxView(text, include_error, nginx.include_colour(cfg, text), m.group(1) if m else None, pid, public,
+                     warnings)
+
+
+# --------------------------------------------------------------------------------------------- containers
+
+@dataclass
+class ContainersView:
+    """Each colour's containers, their state and health; ``reachable`` is False when Docker is not."""
+
+    colours: dict[str, Any]
+    reachable: bool
+    docker_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def container_info(cont: Any) -> dict[str, Any]:
+    """One container as status shows it (name, id, status, Docker health, restarts, labels, image)."""
+    attrs = cont.attrs
+    st = attrs.get("State", {})
+    return {"name": cont.name, "id": cont.short_id, "status": st.get("Status") or cont.status,
+            "health": (st.get("Health") or {}).get("Status"), "restarts": attrs.get("RestartCount", 0) or 0,
+            "started": st.get("StartedAt"), "deployment": cont.labels.get(containers.LABEL_DEPLOYMENT),
+            "image": cont.labels.get(containers.LABEL_IMAGE) or (attrs.get("Config") or {}).get("Image")}
+
+
+def colour_containers(backend: SdkBackend | ComposeBackend, colour: Colour) -> list[Any]:
+    """The containers of one colour, through the backend (compose projects have their own labels).
+
+    The SDK backend has no ``containers`` method (yet): the module function does its job.
+    """
+    if isinstance(backend, containers.SdkBackend):
+        return containers.containers(backend.client, backend.cfg, colour)
+    return backend.containers(colour)
+
+
+def colour_view(cfg: Config, backend: SdkBackend | ComposeBackend | None, colour: Colour) -> dict[str, Any]:
+    """One colour: its port, containers, and a direct HTTP check of its health path when one runs."""
+    conts = [container_info(c) for c in colour_containers(backend, colour)] if backend is not None else []
+    running = [c for c in conts if c["status"] == "running"]
+    http = None
+    if running:
+        try:
+            http = health.check_http(cfg.host, cfg.port(colour), cfg.health.path, cfg.health.timeout,
+                                     cfg.health.statuses)
+        except health.NotHealthyYet as exc:
+            http = f"unhealthy: {exc}"
+    return {"port": cfg.port(colour), "containers": conts, "running": bool(running), "http": http,
+            "healthy": bool(running) and http is not None and http.startswith("HTTP")
+            and all(c["health"] in (None, "healthy") for c in running)}
+
+
+def containers_view(cfg: Config) -> ContainersView:
+    """Connect to Docker and look at both colours; an unreachable Docker is a warning, not an error."""
+    try:
+        client = containers.connect(timeout=30)
+    except DockerUnavailable as exc:
+        return ContainersView({c: colour_view(cfg, None, c) for c in COLOURS}, False, str(exc), [str(exc)])
+    try:
+        backend = containers.backend(cfg, client)
+        return ContainersView({c: colour_view(cfg, backend, c) for c in COLOURS}, True)
+    finally:
+        client.close()
+
+
+# ----------------------------------------------------------------------------------------- disagreements
+
+def container_disagreements(st: dict[str, Any], problem: str | None, store_path: str, ngx: NginxView,
+                            per_colour: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Warnings and notes that need the containers: state or include naming a colour that does not run,
+    a wrong deployment label, an unhealthy live colour, a colour that runs but is not live."""
+    warnings: list[str] = []
+    live = st.get("live")
+    up = [c for c in COLOURS if per_colour[c]["running"]]
+    if problem == "missing" and (ngx.colour or up):
+        warnings.append(f"no state file {store_path}, but the nginx include points at {ngx.colour or 'nothing'} "
+                        f"and running colours are {up or 'none'}")
+    if live and not per_colour[live]["running"]:
+        warnings.append(f"state says {live} is live, but no {live} container runs")
+    if ngx.colour and ngx.colour != live and not per_colour[ngx.colour]["running"]:
+        warnings.append(f"nginx sends traffic to {ngx.colour}, but no {ngx.colour} container runs "
+                        f"(requests get 502)")
+    if live and per_colour[live]["running"]:
+        lv = per_colour[live]
+        # (compose services carry the label only when their file sets it)
+        deps = {c["deployment"] for c in lv["containers"] if c["status"] == "running"} - {None}
+        if st.get("live_deployment") and deps and deps != {st.get("live_deployment")}:
+            warnings.append(f"state says {live} runs deployment {st.get('live_deployment')}, but its container "
+                            f"is labelled {', '.join(sorted(str(d) for d in deps))}")
+        if not lv["healthy"]:
+            warnings.append(f"live colour {live} is not healthy: {lv['http'] or 'no answer'}"
+                            + "".join(f"; {c['name']} Docker health {c['health']}" for c in lv["containers"]
+                                      if c["health"] not in (None, "healthy")))
+    notes = [f"{c} also runs (not live)" for c in COLOURS if c != live and per_colour[c]["running"]]
+    return warnings, notes
+
+
+def disagreements(cfg: Config, st: dict[str, Any], problem: str | None, store_path: str, ngx: NginxView,
+                  conts: ContainersView) -> tuple[list[str], list[str]]:
+    """Warnings and notes where the state file, the include, nginx's answer and the containers disagree."""
+    warnings: list[str] = []
+    notes: list[str] = []
+    live = st.get("live")
+    if problem == "corrupt":
+        warnings.append(f"state file {store_path} is corrupt (not a state file of {cfg.app}); the next deployment "
+                        f"or rollback rebuilds it from the include and the containers")
+    if conts.reachable:
+        more, notes = container_disagreements(st, problem, store_path, ngx, conts.colours)
+        warnings += more
+    if ngx.colour != live and ngx.include_error is None:
+        warnings.append(f"state says live={live or 'none'}, but the nginx include {cfg.nginx.include} "
+                        f"points at {ngx.colour or 'no colour'}")
+    public = ngx.public
+    if public["colour"] and ngx.colour and public["colour"] != ngx.colour:
+        warnings.append(f"nginx answers from {public['colour']}, but its include points at {ngx.colour} "
+                        f"(include edited without a reload?)")
+    if ngx.text and ngx.pid is not None and public["error"]:
+        warnings.append(f"nginx at {public['url']} does not answer: {public['error']}")
+    return warnings, notes
+
+
+def in_progress_view(cfg: Config, st: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The deployment in progress (busy or stale) and a warning when it looks stale."""
+    ip = st.get("in_progress")
+    if not ip:
+        return None, []
+    verdict, reason = state.holder_status(ip, time.time(), cfg.stale_after)
+    view = {"id": ip.get("id"), "event": ip.get("event"), "stage": ip.get("stage"), "target": ip.get("target"),
+            "started": ip.get("started"), "status": verdict, "reason": reason}
+    if verdict == "stale":
+        return view, [f"deployment {ip.get('id')} looks stale ({reason}); the next deployment or rollback takes over"]
+    return view, []
+
+
+# ------------------------------------------------------------------------------------------------- status
+
+def gather_status(cfg: Config) -> dict[str, Any]:
+    """Everything ``status`` shows, as a JSON-ready dict with stable keys (no output, changes nothing)."""
+    store = open_store(cfg)
+    st, problem = read_state(store)
+    ngx = nginx_view(cfg)
+    conts = containers_view(cfg)
+    found, notes = disagreements(cfg, st, problem, str(store.path), ngx, conts)
+    in_progress, stale = in_progress_view(cfg, st)
+    warnings = ngx.warnings + conts.warnings + found + stale
+    return {
+        "app": cfg.app, "config": str(cfg.path), "state_file": str(store.path), "state_problem": problem,
+        "live": {"colour": st.get("live"), "since": st.get("live_since"), "deployment": st.get("live_deployment"),
+                 "image": st.get("live_image")},
+        "previous": {"colour": st.get("previous"), "deployment": st.get("previous_deployment"),
+                     "image": st.get("previous_image")},
+        "in_progress": in_progress,
+        "nginx": {"running": ngx.pid is not None, "pid": ngx.pid, "include": str(cfg.nginx.include),
+                  "include_colour": ngx.colour, "include_deployment": ngx.deployment, "public": ngx.public},
+        "docker_error": conts.docker_error,
+        "colours": conts.colours,
+        "notes": notes,
+        "warnings": warnings,
+        "ok": not warnings,
+    }
+
+
+def _colour_lines(s: dict[str, Any]) -> list[str]:
+    lines = []
+    for colour in COLOURS:
+        c = s["colours"].get(colour)
+        if c is None:
+            lines.append(f"{colour:<12} containers unknown (Docker unreachable)")
+            continue
+        mark = " (live)" if colour == s["live"]["colour"] else ""
+        if not c["containers"]:
+            lines.append(f"{colour:<12} :{c['port']}{mark}  no container")
+        for cont in c["containers"]:
+            lines.append(f"{colour:<12} :{c['port']}{mark}  {cont['name']} {cont['status']}"
+                         + (f", Docker health {cont['health']}" if cont["health"] else "")
+                         + (f", {c['http']}" if cont["status"] == "running" and c["http"] else "")
+                         + f"  (deployment {cont['deployment']}, image {cont['image']}"
+                         + (f", {cont['restarts']} restarts" if cont["restarts"] else "") + ")")
+    return lines
+
+
+def print_status(s: dict[str, Any]) -> None:
+    """Print what ``gather_status`` found, one line per fact, warnings last."""
+    live, prev, n = s["live"], s["previous"], s["nginx"]
+    print(f"app          {s['app']}  (state {s['state_file']}, config {s['config']})")
+    if live["colour"]:
+        print(f"live         {live['colour']} since {utc(live['since'])} ({ago(live['since'])}), "
+              f"deployment {live['deployment']}, image {live['image']}")
+    else:
+        print("live         none (nothing deployed yet)" if s["state_problem"] == "missing" else "live         none")
+    if prev["colour"]:
+        print(f"previous     {prev['colour']}, deployment {prev['deployment']}, image {prev['image']}")
+    ip = s["in_progress"]
+    if ip:
+        print(f"in progress  {ip['id']} -> {ip['target']}: {ip['status']}, {ip['reason']}")
+    pub = n["public"]
+    answer = (f"answers HTTP {pub['status']} from {pub['colour'] or '(no colour header)'}" if pub["status"]
+              else f"does not answer ({pub['error']})" if pub["error"] else "not probed")
+    running = f"running (pid {n['pid']})" if n["running"] else "NOT running"
+    print(f"nginx        {running}; include {n['include']} "
+          f"-> {n['include_colour'] or 'no colour'}"
+          + (f" (deployment {n['include_deployment']})" if n["include_deployment"] else ""))
+    print(f"             {pub['url']} {answer}")
+    for line in _colour_lines(s):
+        print(line)
+    for note in s["notes"]:
+        print(f"note: {note}")
+    for w in s["warnings"]:
+        print(f"WARNING: {w}")
+    if s["ok"]:
+        print("OK: state, nginx include and containers agree"
+              + (f"; {live['colour']} is healthy" if live["colour"] else ""))
