@@ -77,6 +77,29 @@ def test_bad_config_is_refused_with_one_line_naming_the_key(raw, message):
     assert message in text and "\n" not in text
 
 
+@pytest.mark.parametrize("raw, key", [
+    ({**BASE, "app": "shop\n"}, "app"),
+    (with_("colours", host="127.0.0.1\n"), "colours/host"),
+    (with_("colours", host="example.com\n"), "colours/host"),
+    (with_("health", path="/health\n"), "health/path"),
+    (with_("nginx", variable="service_url\n"), "nginx/variable"),
+    (with_("container", image="shop:1\n"), "container/image"),
+    (with_("nginx", include="/etc/nginx/backend-url.inc\n"), "nginx/include"),
+    (with_("nginx", colour_header="X-Colour\n"), "nginx/colour_header"),
+    (with_("container", env={"A\n": "1"}), "container/env/A\n"),
+])
+def test_a_trailing_newline_is_refused_naming_the_key(raw, key):
+    """Patterns match the whole value: a trailing newline (which ``$`` lets through) is a bad value, exit 2."""
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    assert str(err.value).startswith(f"bluegreen.toml: {key}: ") and err.value.exit_code == 2
+
+
+def test_a_trailing_newline_in_the_state_dir_variable_is_refused():
+    with pytest.raises(ConfigError, match="BLUEGREEN_STATE_DIR: should be an absolute path"):
+        config.parse(BASE, Path("/b/bluegreen.toml"), environ={"BLUEGREEN_STATE_DIR": "/tmp/st\n"})
+
+
 def test_build_context_must_exist_next_to_the_config(tmp_path):
     with pytest.raises(ConfigError, match=r"container/build: build context 'app' is not a folder next to bluegreen.toml"):
         parse({"app": "shop", "container": {"build": "app"}}, tmp_path)
