@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen_hooks.host import procfs
 from testbed.bundle import bed_config, deploy, hook_env, make_bundle, run_hook
 from testbed.load import Load
 from testbed.nginx import Nginx
@@ -600,7 +601,7 @@ def test_validate_service_stopped_while_draining_then_next_deployment_still_drai
             for _ in range(3)]
     for t in slow:
         t.start()
-    wait_for(lambda: len(bed.nginx.worker_pids()) > 0, what="nginx workers")
+    wait_for(lambda: procfs.connections_to(bed.ports[0]) >= 3, what="the 3 slow requests open on blue")
     ok(deploy(b2, "d-2", events=("ApplicationStart",)))          # green live; the slow requests stay on blue
     env = hook_env("d-2")
     env["PATH"] = str(Path(sys.executable).parent) + ":" + env["PATH"]

@@ -205,6 +205,26 @@ def test_poll_returns_the_first_truthy_value_and_none_after_the_deadline():
     assert health.poll(lambda: False, 0.05, interval=0.01) is None
 
 
+
+def test_connections_to_counts_the_established_connections_to_a_port():
+    """procfs.connections_to: what the in-flight tests wait on (requests really open on a colour's port)."""
+    import socket
+
+    from bluegreen_hooks.host import procfs
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert procfs.connections_to(port) == 0
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            assert procfs.connections_to(port) == 3
+        finally:
+            for c in clients:
+                c.close()
+
+
 # ------------------------------------------------------------------------------------------------- state
 
 def test_store_writes_atomically_with_private_permissions(tmp_path):
