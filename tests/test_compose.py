@@ -5,97 +5,14 @@ checks that no compose network (``<project>_default``) is ever created.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import uuid
 
-import pytest
-
-from testbed.bundle import bed_config, deploy, make_bundle, run_hook
-from testbed.compose import ONE_FILE, add_site, remove_projects, remove_site, write_per_colour
+from testbed.bundle import deploy, run_hook
+from testbed.compose import ONE_FILE
 from testbed.load import Load
-from testbed.ports import free_port
 from tests.helpers import get
-
-
-
-@pytest.fixture(scope="module")
-def compose_cmd():
-    """The compose command the hooks will use; a missing one skips here, and fails under CI."""
-    from bluegreen_hooks.compose import ComposeUnavailable, detect
-
-    try:
-        return detect()
-    except ComposeUnavailable as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI must have docker-compose: {exc}")
-        pytest.skip(str(exc))
-
-
-@pytest.fixture
-def stack(docker_client, nginx, app_name, tmp_path, compose_cmd):
-    """An app deployed as compose stacks: ports, a two-route nginx site, a bundle factory, cleanup."""
-    site = add_site(nginx, app_name, tmp_path / "conf.d" / "backend-url.inc")
-    networks_before = {n.name for n in docker_client.networks.list()}
-
-    class Stack:
-        app = app_name
-        url = site.url
-        ports = {"web": (free_port(), free_port()), "api": (free_port(), free_port()),
-                 "worker": (free_port(), free_port())}
-        state_dir = tmp_path / "state"
-        image = f"bgc-{app_name}"
-        client = docker_client
-
-        def config(self, **compose_table):
-            cfg = bed_config(app_name, nginx, site, self.ports["web"], self.state_dir)
-            del cfg["container"]
-            cfg["compose"] = {"routed": ["web", "api"],
-                              "routes": {"api": {"blue": self.ports["api"][0], "green": self.ports["api"][1]}},
-                              "stop_grace_period": 3, **compose_table}
-            return cfg
-
-        def per_colour_bundle(self, version, unhealthy=False, **compose_table):
-            dest = make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}",
-                               self.config(files={"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"},
-                                           build=True, **compose_table))
-            write_per_colour(dest, f"{self.image}:{version}", version, self.ports, unhealthy)
-            return dest
-
-        def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", api_unhealthy=0,
-                            **compose_table):
-            cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
-                                                               "READY_FILE": ready, "WEB_EXIT_CODE": exit_code,
-                                                               "API_UNHEALTHY": api_unhealthy},
-                              **compose_table)
-            if health:
-                cfg["health"].update(health)
-            dest = make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg)
-            (dest / "docker-compose.yml").write_text(ONE_FILE)
-            return dest
-
-        def state(self):
-            return json.loads((self.state_dir / f"{app_name}.json").read_text())
-
-        def project(self, colour):
-            return docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={app_name}-{colour}"})
-
-        def services(self, colour):
-            return sorted(c.labels["com.docker.compose.service"] for c in self.project(colour) if c.status == "running")
-
-        def include(self):
-            return site.include.read_text()
-
-        def networks(self):
-            return {n.name for n in docker_client.networks.list()}
-
-    s = Stack()
-    s.site, s.networks_before, s.nginx, s.compose_cmd = site, networks_before, nginx, compose_cmd
-    yield s
-    remove_site(nginx, site)
-    remove_projects(docker_client, app_name, s.image)
 
 
 def ok(runs):

@@ -21,9 +21,8 @@ import pytest
 from testbed.bundle import bed_config, make_bundle
 from testbed.load import Load
 from testbed.ports import free_port
-from tests.helpers import get, wait_for
+from tests.helpers import IN_CI, get, wait_for
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 VENV_BIN = str(Path(sys.executable).parent)
 
 pytestmark = pytest.mark.agent

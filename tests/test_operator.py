@@ -18,7 +18,6 @@ from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
 from tests.helpers import Bed, get, ok, wait_for
-from tests.test_compose import compose_cmd, stack  # noqa: F401 - fixtures of the compose test bed
 
 EVENTS_TO_START = ("ApplicationStop", "BeforeInstall", "ApplicationStart")
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import IN_CI
+
 ROOT = Path(__file__).resolve().parents[2]
 AWS_LOCAL = ROOT.parent / "shared" / "aws-local"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # where the agent's hooks build their venvs (fixed, so every session and the running emulator agree)
 HOOK_VENV_ROOT = os.environ.get("BLUEGREEN_TEST_VENV_ROOT", "/tmp/bgh-hook-venvs")
 
