@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bluegreen_hooks.delivery import main  # noqa: E402
+from bluegreen_hooks.delivery import main
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

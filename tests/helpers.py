@@ -26,10 +26,11 @@ def wait_for(cond, timeout: float = 30, interval: float = 0.05, what: str = "con
             value = cond()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - the condition may raise while not yet true
+        except Exception as exc:
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    last = f" (last error: {last_exc})" if last_exc else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, str, dict]:

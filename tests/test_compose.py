@@ -12,17 +12,17 @@ import sys
 from testbed.bundle import deploy, run_hook
 from testbed.compose import ONE_FILE
 from testbed.load import Load
-from tests.helpers import get
-
-
-def ok(runs):
-    assert runs and all(r.returncode == 0 for r in runs), "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
-    return runs
+from tests.helpers import get, ok
 
 
 def failed_at(runs, event):
-    assert runs[-1].event == event and runs[-1].returncode != 0, "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
+    assert runs[-1].event == event and runs[-1].returncode != 0, \
+        "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
     return runs[-1]
+
+
+def _replace_in(path, old, new):
+    path.write_text(path.read_text().replace(old, new))
 
 
 def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_requests(stack):
@@ -49,8 +49,8 @@ def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_reque
     assert {c.labels["bluegreen.deployment"] for c in stack.project("blue")
             if c.labels["com.docker.compose.service"] == "web"} == {"d-c3"}
     # down kept the volume of the green stack (compose/remove_volumes is false) and no network was created
-    assert [v.name for v in stack.client.volumes.list(filters={"label": f"com.docker.compose.project={stack.app}-green"})] \
-        == [f"{stack.app}-green_data"]
+    green = {"label": f"com.docker.compose.project={stack.app}-green"}
+    assert [v.name for v in stack.client.volumes.list(filters=green)] == [f"{stack.app}-green_data"]
     assert stack.networks() == stack.networks_before
 
 
@@ -101,20 +101,22 @@ def test_one_file_with_variables_switches_and_refuses_an_unhealthy_stack(stack, 
 
 BAD_INPUTS = [
     ("missing-file", lambda b: (b / "docker-compose.yml").unlink(), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: compose file 'docker-compose.yml' not found next to bluegreen.toml"),
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: compose file 'docker-compose.yml' not found next to "
+     "bluegreen.toml"),
     ("invalid-yaml", lambda b: (b / "docker-compose.yml").write_text("services:\n  web: [\n"), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
     ("invalid-option", lambda b: (b / "docker-compose.yml").write_text("services:\n  web:\n    imag: x\n"), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
-    ("absent-service", lambda b: (b / "bluegreen.toml").write_text(
-        (b / "bluegreen.toml").read_text().replace('routed = ["web", "api"]', 'routed = ["web", "api"]\nservices = ["web", "apx"]')), 2,
+    ("absent-service", lambda b: _replace_in(b / "bluegreen.toml", 'routed = ["web", "api"]',
+                                             'routed = ["web", "api"]\nservices = ["web", "apx"]'), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/services: service 'apx' is not in docker-compose.yml "
      "(its services: web, api, worker)"),
-    ("unset-variable", lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: Missing mandatory value "
-     "for \"environment\" option in service \"api\": API_PORT"),
-    ("no-compose-binary", lambda b: (b / "bluegreen.toml").write_text(
-        (b / "bluegreen.toml").read_text().replace('stop_grace_period = 3', 'stop_grace_period = 3\ncommand = ["/nonexistent/docker-compose"]')), 1,
+    ("unset-variable",
+     lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "
+     "Missing mandatory value for \"environment\" option in service \"api\": API_PORT"),
+    ("no-compose-binary", lambda b: _replace_in(b / "bluegreen.toml", 'stop_grace_period = 3',
+                                                'stop_grace_period = 3\ncommand = ["/nonexistent/docker-compose"]'), 1,
      "ERROR BeforeInstall: compose: command not found: /nonexistent/docker-compose"),
 ]
 
@@ -136,7 +138,8 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
         assert run.last_line.startswith(line), (name, run.output)
         assert len(run.last_line) < 300 and "Traceback" not in run.output, (name, run.output)
         assert stack.project("green") == [], name
-        assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before, name
+        blue = sorted((c.id, c.status) for c in stack.project("blue"))
+        assert (stack.include(), blue, stack.state()["live"]) == before, name
     assert get(stack.url + "/")[1].strip() == "v1-blue"
     # a service that exits fails the deployment at once (not at health/deadline); the new stack is removed
     run = failed_at(deploy(stack.one_file_bundle("v3", exit_code="3"), "d-b3"), "ApplicationStart")

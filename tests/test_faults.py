@@ -439,7 +439,8 @@ def test_real_deployment_keeps_state_private_and_config_values_out_of_any_shell(
         assert {p.stat().st_uid for p in [bed.state_dir, *bed.state_dir.iterdir()]} == {0}
     # nginx commands: run as argv, each payload argument arrived as the exact text, nothing ran it
     recorded = [json.loads(ln) for ln in calls.read_text().splitlines()]
-    assert len(recorded) >= 3 and all(r == payload for r in recorded), recorded   # BeforeInstall test, switch test, reload
+    # BeforeInstall's test, the switch's test, the reload
+    assert len(recorded) >= 3 and all(r == payload for r in recorded), recorded
     assert not marker.exists()
     # the container got the env value verbatim (Docker SDK: a dict, no shell)
     (cont,) = bed.containers("green")

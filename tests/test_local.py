@@ -31,7 +31,8 @@ def test_project_appspec_parses():
 def test_appspec_subset_features():
     """Comments, quotes, lists at the key's indent, files, runas and the default timeout."""
     spec = parse_appspec(
-        "# revision\n---\nversion: 0.0\nos: linux   # only linux\nfiles:\n  - source: /\n    destination: '/opt/my app'\n"
+        "# revision\n---\nversion: 0.0\nos: linux   # only linux\n"
+        "files:\n  - source: /\n    destination: '/opt/my app'\n"
         "hooks:\n  AfterInstall:\n  - location: \"scripts/a #1.sh\"\n    runas: www-data\n  BeforeInstall:\n")
     assert spec.files == (("/", "/opt/my app"),)
     assert spec.hooks == {"AfterInstall": (Script("scripts/a #1.sh", 3600, "www-data"),)}
@@ -112,8 +113,9 @@ def test_runner_order_environment_and_previous_revision(tmp_path, capsys, monkey
                                                "BeforeAllowTraffic", "AfterAllowTraffic"]
     out = capsys.readouterr().out
     assert "ApplicationStop      skipped" in out and "no previous revision in this deployment group" in out
-    rev, event, did, app, group, group_id, cwd = first[0].split()
-    assert re.fullmatch(r"d-LOCAL[A-Z0-9]{5}", did) and (app, group, group_id, cwd) == ("shop", "web", "grp-1", str(tmp_path))
+    _rev, _event, did, app, group, group_id, cwd = first[0].split()
+    assert re.fullmatch(r"d-LOCAL[A-Z0-9]{5}", did)
+    assert (app, group, group_id, cwd) == ("shop", "web", "grp-1", str(tmp_path))
     trace.unlink()
     assert _local(_recording_bundle(tmp_path / "r2", "r2", trace), root) == 0
     second = [ln.split()[:2] for ln in trace.read_text().splitlines()]
@@ -129,11 +131,13 @@ def test_runner_stops_at_the_first_failure(tmp_path, capsys):
     """A failing BeforeInstall ends the deployment: nothing after it runs; exit 1; the tail is shown."""
     trace = tmp_path / "trace"
     b = _recording_bundle(tmp_path / "b", "r1", trace)
-    (b / "s" / "BeforeInstall").write_text("#!/bin/sh\necho about to fail\necho 'ERROR BeforeInstall: broken' >&2\nexit 3\n")
+    (b / "s" / "BeforeInstall").write_text(
+        "#!/bin/sh\necho about to fail\necho 'ERROR BeforeInstall: broken' >&2\nexit 3\n")
     assert _local(b, tmp_path / "root") == 1
     assert trace.exists() is False
     out = capsys.readouterr().out
-    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("==> ")][-2:] == ["DownloadBundle", "BeforeInstall"]
+    steps = [ln.split()[1] for ln in out.splitlines() if ln.startswith("==> ")]
+    assert steps[-2:] == ["DownloadBundle", "BeforeInstall"]
     assert re.search(r"^BeforeInstall +failed ", out, re.M) and not re.search(r"^Install ", out, re.M), out
     assert out.rstrip().splitlines()[-1].startswith("ERROR local deployment d-LOCAL")
     assert "Script at specified location: s/BeforeInstall failed with exit code 3" in out
@@ -161,7 +165,8 @@ def test_runner_timeout_terminates_the_process_group(tmp_path, capsys):
 
 def test_runner_installs_files_into_a_staging_root_and_cleans_up(tmp_path):
     """files: go under the staging root; the next Install first removes what the previous one created."""
-    spec = BASE + "files:\n  - source: conf\n    destination: /etc/shop\n  - source: run.sh\n    destination: /opt/shop\n"
+    spec = BASE + ("files:\n  - source: conf\n    destination: /etc/shop\n"
+                   "  - source: run.sh\n    destination: /opt/shop\n")
     b1 = _bundle(tmp_path / "b1", {"run.sh": "echo 1\n", "conf/a.conf": "a", "conf/sub/b.conf": "b"}, spec)
     stage = tmp_path / "stage"
     assert _local(b1, tmp_path / "root", "--install-root", str(stage)) == 0

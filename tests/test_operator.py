@@ -255,8 +255,9 @@ def test_failed_rollback_leaves_the_live_colour_serving(bed, capsys):
 
     bed.client.images.remove(f"bluegreen-{bed.app}:d-one")
     assert bed.cli("rollback") == 1
-    assert capsys.readouterr().err.strip() == (f"ERROR image bluegreen-{bed.app}:d-one of the previous release "
-                                               f"(d-one) is gone (pruned or removed); deploy that revision again instead")
+    assert capsys.readouterr().err.strip() == (
+        f"ERROR image bluegreen-{bed.app}:d-one of the previous release (d-one) is gone (pruned or removed); "
+        "deploy that revision again instead")
 
 
 def test_rollback_under_load_switches_to_the_old_colour_still_running(bed, capsys):

@@ -101,7 +101,7 @@ def test_a_trailing_newline_in_the_state_dir_variable_is_refused():
 
 
 def test_build_context_must_exist_next_to_the_config(tmp_path):
-    with pytest.raises(ConfigError, match=r"container/build: build context 'app' is not a folder next to bluegreen.toml"):
+    with pytest.raises(ConfigError, match=r"container/build: build context 'app' is not a folder next to bluegreen"):
         parse({"app": "shop", "container": {"build": "app"}}, tmp_path)
     (tmp_path / "app").mkdir()
     with pytest.raises(ConfigError, match=r"container/dockerfile: 'Dockerfile' not found in 'app'"):
@@ -121,7 +121,7 @@ def test_load_reports_toml_syntax_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no deploy config here"):
         config.load(tmp_path / "bluegreen.toml")
     (tmp_path / "bluegreen.toml").write_text("app = \n")
-    with pytest.raises(ConfigError, match="bluegreen.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bluegreen\.toml: not valid TOML"):
         config.load(tmp_path / "bluegreen.toml")
 
 
@@ -159,7 +159,8 @@ def test_include_colour_reads_ours_and_legacy_includes(text, colour):
 
 
 def test_first_error_picks_the_emerg_line():
-    out = "nginx: [emerg] unknown directive \"sett\" in /x.inc:2\nnginx: configuration file /etc/nginx/nginx.conf test failed\n"
+    out = ("nginx: [emerg] unknown directive \"sett\" in /x.inc:2\n"
+           "nginx: configuration file /etc/nginx/nginx.conf test failed\n")
     assert nginx.first_error(out) == 'unknown directive "sett" in /x.inc:2'
 
 
@@ -298,7 +299,7 @@ def _python39():
     import glob
     import shutil
 
-    candidates = sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")) + [shutil.which("python3.9") or ""]
+    candidates = [*sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")), shutil.which("python3.9") or ""]
     return next((c for c in candidates if c and "/shims/" not in c), None)
 
 
