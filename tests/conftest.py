@@ -113,11 +113,11 @@ def run_container(docker_client):
         return c
 
     yield run
+    from docker.errors import APIError
+
     for c in started:
-        try:
+        with contextlib.suppress(APIError):   # already gone (or going)
             c.remove(force=True)
-        except Exception:  # already gone
-            pass
 
 
 @pytest.fixture

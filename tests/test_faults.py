@@ -8,6 +8,7 @@ are not repeated here.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -259,10 +260,8 @@ class Squatter:
 
     def close(self) -> None:
         self.stopped = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the thread blocked in accept(); then the port is free
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):   # wakes the thread blocked in accept(); then the port is free
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         for c in self.conns:
             c.close()
