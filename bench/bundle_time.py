@@ -47,10 +47,11 @@ def main() -> int:
         with zipfile.ZipFile(res.path) as zf:
             infos = zf.infolist()
         wheels = sum(i.file_size for i in infos if i.filename.startswith("wheels/"))
-        print(f"bundle time (example app, wheels cached, {args.runs} runs): median {statistics.median(times) * 1000:.0f} ms, "
+        print(f"bundle time (example app, wheels cached, {args.runs} runs): "
+              f"median {statistics.median(times) * 1000:.0f} ms, "
               f"min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
-        print(f"bundle size: {res.size:,} bytes zipped, {sum(i.file_size for i in infos):,} unzipped, {len(infos)} files "
-              f"(wheels {wheels:,} bytes)")
+        print(f"bundle size: {res.size:,} bytes zipped, {sum(i.file_size for i in infos):,} unzipped, "
+              f"{len(infos)} files (wheels {wheels:,} bytes)")
         print(f"reproducible: {len(shas) == 1} ({len(shas)} distinct sha256 over {args.runs} builds)")
         nowheels = bundling.bundle(src / "bluegreen.toml", tmp / "nw.zip", with_wheels=False)
         print(f"bundle size without wheels: {nowheels.size:,} bytes")
@@ -60,7 +61,8 @@ def main() -> int:
                 zf.extractall(bundle)
                 for i in zf.infolist():
                     os.chmod(bundle / i.filename, (i.external_attr >> 16) & 0o777)
-            env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",   # the agent's (systemd) PATH
+            # the agent's (systemd) PATH
+            env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                    "BLUEGREEN_VENV_ROOT": str(tmp / "venvs"),
                    "DEPLOYMENT_ID": "d-bench"}
             hook = [str(bundle / "hooks" / "ApplicationStop")]

@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testbed import dockerd, images  # noqa: E402
-from testbed.bundle import EVENTS, bed_config, hook_env, make_bundle  # noqa: E402
-from testbed.compose import add_site, remove_projects, write_per_colour  # noqa: E402
-from testbed.load import Load  # noqa: E402
-from testbed.nginx import Nginx  # noqa: E402
-from testbed.ports import free_port  # noqa: E402
+from testbed import dockerd, images
+from testbed.bundle import EVENTS, bed_config, hook_env, make_bundle
+from testbed.compose import add_site, remove_projects, write_per_colour
+from testbed.load import Load
+from testbed.nginx import Nginx
+from testbed.ports import free_port
 
 
 def run_hook(bundle: Path, event: str, deployment_id: str) -> tuple[int, float, str]:
@@ -111,10 +111,12 @@ def main() -> int:
     sw = [t["healthy_to_serving_ms"] for t in timings]
     print(f"compose stack: 3 services (web, api routed; worker with HEALTHCHECK), {args.deploys} deploys, "
           f"{'up --build each time' if args.build else 'prebuilt image'}")
-    print(f"deploy s (BeforeInstall..ValidateService): median {statistics.median(deploy_s):.2f}, max {max(deploy_s):.2f}")
+    print(f"deploy s (BeforeInstall..ValidateService): median {statistics.median(deploy_s):.2f}, "
+          f"max {max(deploy_s):.2f}")
     print("median s per event: " + ", ".join(f"{e} {statistics.median(v):.2f}" for e, v in per_event.items() if v))
     if sw:
-        print(f"switch (healthy -> verified serving through nginx): median {statistics.median(sw):.0f} ms, max {max(sw):.0f} ms")
+        print(f"switch (healthy -> verified serving through nginx): median {statistics.median(sw):.0f} ms, "
+              f"max {max(sw):.0f} ms")
     for name, load in (("/", web), ("/api/", api)):
         r = load.result
         print(f"load {name:<6} {r.summary()}")

@@ -6,9 +6,9 @@ Scenarios: ``ready`` (the app answers at once), ``slow13`` (each new version nee
 ``inflight`` (5 s requests are in flight through nginx at every switch). For each deploy it measures
 the whole lifecycle (BeforeInstall → ValidateService), the switch latency (target healthy → nginx
 verified serving it, from the state's timings), failed requests (4 load threads, new connection per
-request), and the peak RSS of the hook processes (with GNU time: `apt-get install time`). It also times a no-op hook (ApplicationStop) and
-prints one table; with matplotlib installed it writes a PNG timeline (requests/s by answering
-version, switch moments marked).
+request), and the peak RSS of the hook processes (with GNU time: `apt-get install time`). It also
+times a no-op hook (ApplicationStop) and prints one table; with matplotlib installed it writes a PNG
+timeline (requests/s by answering version, switch moments marked).
 """
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testbed import dockerd, images  # noqa: E402
-from testbed.bundle import EVENTS, bed_config, hook_env, make_bundle  # noqa: E402
-from testbed.load import Load  # noqa: E402
-from testbed.nginx import Nginx  # noqa: E402
-from testbed.ports import free_port  # noqa: E402
+from testbed import dockerd, images
+from testbed.bundle import EVENTS, bed_config, hook_env, make_bundle
+from testbed.load import Load
+from testbed.nginx import Nginx
+from testbed.ports import free_port
 
 SCENARIOS = {"ready": 0, "slow13": 13, "inflight": 0}
 TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None   # apt-get install time
@@ -45,7 +45,7 @@ def run_hook(bundle: Path, event: str, deployment_id: str) -> tuple[int, float, 
     rss_file = Path(tempfile.mktemp(prefix="bgh-rss-"))
     argv = [str(bundle / "hooks" / event)]
     if TIME:
-        argv = [TIME, "-q", "-f", "%M", "-o", str(rss_file)] + argv
+        argv = [TIME, "-q", "-f", "%M", "-o", str(rss_file), *argv]
     t0 = time.monotonic()
     proc = subprocess.run(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -103,7 +103,7 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
         while not stop.is_set():
             try:
                 slow_results.append(get(site.url + "/cgi-bin/slow?5", timeout=30)[0])
-            except Exception:  # noqa: BLE001 - counted as a failure
+            except Exception:  # counted as a failure
                 slow_results.append(0)
 
     marks: list[float] = []
@@ -151,7 +151,8 @@ def plot(results: list[dict], path: Path) -> bool:
     for ax, res in zip(axes[:, 0], results):
         step = 0.5   # bins of half a second; requests/s stacked by the version that answered
         n = int(max((s.t for s in res["samples"]), default=0) / step) + 1
-        versions = sorted({s.version for s in res["samples"] if s.ok}, key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
+        versions = sorted({s.version for s in res["samples"] if s.ok},
+                          key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
         rows = {v: [0.0] * n for v in versions}
         failed = [0.0] * n
         for s in res["samples"]:
@@ -195,7 +196,8 @@ def main() -> int:
     finally:
         server.stop()
         daemon.stop()
-    head = f"{'scenario':<10} {'deploys':>7} {'deploy s (med/max)':>19} {'switch ms (med/max)':>20} {'requests':>9} {'failed':>7} {'5s reqs failed':>15} {'hook RSS MiB':>13}"
+    head = (f"{'scenario':<10} {'deploys':>7} {'deploy s (med/max)':>19} {'switch ms (med/max)':>20} "
+            f"{'requests':>9} {'failed':>7} {'5s reqs failed':>15} {'hook RSS MiB':>13}")
     print(head)
     for r in results:
         sw = f"{r['switch_ms_median']:.0f} / {r['switch_ms_max']:.0f}" if r["switch_ms_median"] is not None else "-"

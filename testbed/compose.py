@@ -6,8 +6,8 @@ worker with a Docker HEALTHCHECK), all on the host network, and an nginx site wi
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from testbed.nginx import Site
 

@@ -108,7 +108,7 @@ class Load:
         self._workers: list[threading.Thread] = []
         self._t0 = 0.0
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self._t0 = time.monotonic()
         for i in range(self.threads):
             t = threading.Thread(target=self._run, name=f"load-{i}", daemon=True)

@@ -86,7 +86,7 @@ class Nginx:
     def reload_argv(self) -> list[str]:
         return self.argv("-s", "reload")
 
-    def start(self) -> "Nginx":
+    def start(self) -> Nginx:
         for d in (self.prefix, self.sites_dir, self.prefix / "tmp"):
             d.mkdir(parents=True, exist_ok=True)
         self.port = free_port()

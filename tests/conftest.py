@@ -6,21 +6,21 @@ Tests that need the test bed use the ``docker_client``/``nginx`` fixtures and ar
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
+from typing import NoReturn
 
 import pytest
 
 from testbed import dockerd, images
-from tests.helpers import Bed
 from testbed.nginx import Nginx
 from testbed.ports import free_port
+from tests.helpers import IN_CI, Bed, ComposeStack, networks_created
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-
-def _unavailable(reason: str):
+def _unavailable(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI must have the test bed: {reason}")
     pytest.skip(reason)
@@ -30,7 +30,7 @@ def _unavailable(reason: str):
 def docker_daemon():
     try:
         daemon = dockerd.ensure_daemon()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no daemon here
+    except Exception as exc:  # any failure means: no daemon here
         _unavailable(f"no Docker daemon: {exc}")
     old = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = daemon.host   # hooks run as subprocesses find the same daemon
@@ -43,16 +43,21 @@ def docker_daemon():
 
 
 @pytest.fixture(scope="session")
-def docker_client(docker_daemon):
+def docker_networks_at_start(docker_daemon):
+    """The Docker networks (id -> name) the daemon had before the session's first Docker test."""
+    with contextlib.closing(docker_daemon.client()) as client:
+        return {n.id: n.name for n in client.networks.list()}
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_daemon, docker_networks_at_start):
     client = docker_daemon.client()
-    networks_before = {n.name for n in client.networks.list()}
     images.ensure_base_image(client)
-    client.networks_before = networks_before  # read by the network-rule test
     yield client
     # the network rule, checked once more after every test of the session has run
-    created = {n.name for n in client.networks.list()} - networks_before
+    created = networks_created(client, docker_networks_at_start)
     client.close()
-    assert not created, f"the test session created Docker networks {sorted(created)}: tests must use host networking"
+    assert not created, f"the test session created Docker networks {created}: tests must use host networking"
 
 
 @pytest.fixture(scope="session")
@@ -108,11 +113,11 @@ def run_container(docker_client):
         return c
 
     yield run
+    from docker.errors import APIError
+
     for c in started:
-        try:
+        with contextlib.suppress(APIError):   # already gone (or going)
             c.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
 
 
 @pytest.fixture
@@ -130,3 +135,24 @@ def pytest_collection_modifyitems(items):
 def bed(docker_client, nginx, site, app_name, tmp_path):
     """Everything one app's deployments need (see Bed)."""
     return Bed(app_name, docker_client, nginx, site, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def compose_cmd():
+    """The compose command the hooks will use; a missing one skips here, and fails under CI."""
+    from bluegreen_hooks.compose import ComposeUnavailable, detect
+
+    try:
+        return detect()
+    except ComposeUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"CI must have docker-compose: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def stack(docker_client, nginx, app_name, tmp_path, compose_cmd):
+    """An app deployed as compose stacks (see ComposeStack); its site and projects are removed afterwards."""
+    s = ComposeStack(app_name, docker_client, nginx, tmp_path, compose_cmd)
+    yield s
+    s.remove()

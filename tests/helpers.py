@@ -1,14 +1,20 @@
-"""Helpers for tests: poll with a deadline (never a bare sleep), HTTP GET, the ``Bed`` of one app."""
+"""Helpers for tests: poll with a deadline (never a bare sleep), HTTP GET, the ``Bed`` of one app and the
+``ComposeStack`` of one compose app (their fixtures are in conftest.py), ``IN_CI``."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
 import uuid
 
 from testbed.bundle import bed_config, make_bundle
+from testbed.compose import ONE_FILE, add_site, remove_projects, remove_site, write_per_colour
 from testbed.ports import free_port
+
+# under CI a missing service fails the test instead of skipping it: CI must never pass by skipping
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def wait_for(cond, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
@@ -20,10 +26,11 @@ def wait_for(cond, timeout: float = 30, interval: float = 0.05, what: str = "con
             value = cond()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - the condition may raise while not yet true
+        except Exception as exc:
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    last = f" (last error: {last_exc})" if last_exc else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, str, dict]:
@@ -66,6 +73,75 @@ class Bed:
     def include(self):
         return self.site.include.read_text()
 
+
+class ComposeStack:
+    """An app deployed as compose stacks: ports, a two-route nginx site, bundle factories; ``remove()`` cleans up.
+
+    ``stack.example`` (set by a test) is the example app's image for the one-file bundles.
+    """
+
+    def __init__(self, app, client, server, tmp_path, compose_cmd):
+        self.app, self.client, self.nginx, self.tmp, self.compose_cmd = app, client, server, tmp_path, compose_cmd
+        self.site = add_site(server, app, tmp_path / "conf.d" / "backend-url.inc")
+        self.networks_before = self.networks()
+        self.url = self.site.url
+        self.ports = {"web": (free_port(), free_port()), "api": (free_port(), free_port()),
+                      "worker": (free_port(), free_port())}
+        self.state_dir = tmp_path / "state"
+        self.image = f"bgc-{app}"
+        self.example = None
+
+    def config(self, **compose_table):
+        cfg = bed_config(self.app, self.nginx, self.site, self.ports["web"], self.state_dir)
+        del cfg["container"]
+        cfg["compose"] = {"routed": ["web", "api"],
+                          "routes": {"api": {"blue": self.ports["api"][0], "green": self.ports["api"][1]}},
+                          "stop_grace_period": 3, **compose_table}
+        return cfg
+
+    def per_colour_bundle(self, version, unhealthy=False, **compose_table):
+        dest = make_bundle(self.tmp / f"bundle-{version}-{uuid.uuid4().hex[:6]}",
+                           self.config(files={"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"},
+                                       build=True, **compose_table))
+        write_per_colour(dest, f"{self.image}:{version}", version, self.ports, unhealthy)
+        return dest
+
+    def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", api_unhealthy=0,
+                        **compose_table):
+        cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
+                                                           "READY_FILE": ready, "WEB_EXIT_CODE": exit_code,
+                                                           "API_UNHEALTHY": api_unhealthy},
+                          **compose_table)
+        if health:
+            cfg["health"].update(health)
+        dest = make_bundle(self.tmp / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg)
+        (dest / "docker-compose.yml").write_text(ONE_FILE)
+        return dest
+
+    def state(self):
+        return json.loads((self.state_dir / f"{self.app}.json").read_text())
+
+    def project(self, colour):
+        label = f"com.docker.compose.project={self.app}-{colour}"
+        return self.client.containers.list(all=True, filters={"label": label})
+
+    def services(self, colour):
+        return sorted(c.labels["com.docker.compose.service"] for c in self.project(colour) if c.status == "running")
+
+    def include(self):
+        return self.site.include.read_text()
+
+    def networks(self):
+        return {n.name for n in self.client.networks.list()}
+
+    def remove(self):
+        remove_site(self.nginx, self.site)
+        remove_projects(self.client, self.app, self.image)
+
+
+def networks_created(client, at_start):
+    """The networks (id -> name) that exist now and did not at the start (``docker_networks_at_start``)."""
+    return {n.id: n.name for n in client.networks.list() if n.id not in at_start}
 
 
 def ok(runs):

@@ -5,107 +5,24 @@ checks that no compose network (``<project>_default``) is ever created.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import uuid
 
-import pytest
-
-from testbed.bundle import bed_config, deploy, make_bundle, run_hook
-from testbed.compose import ONE_FILE, add_site, remove_projects, remove_site, write_per_colour
+from testbed.bundle import deploy, run_hook
+from testbed.compose import ONE_FILE
 from testbed.load import Load
-from testbed.ports import free_port
-from tests.helpers import get
-
-
-
-@pytest.fixture(scope="module")
-def compose_cmd():
-    """The compose command the hooks will use; a missing one skips here, and fails under CI."""
-    from bluegreen_hooks.compose import ComposeUnavailable, detect
-
-    try:
-        return detect()
-    except ComposeUnavailable as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI must have docker-compose: {exc}")
-        pytest.skip(str(exc))
-
-
-@pytest.fixture
-def stack(docker_client, nginx, app_name, tmp_path, compose_cmd):
-    """An app deployed as compose stacks: ports, a two-route nginx site, a bundle factory, cleanup."""
-    site = add_site(nginx, app_name, tmp_path / "conf.d" / "backend-url.inc")
-    networks_before = {n.name for n in docker_client.networks.list()}
-
-    class Stack:
-        app = app_name
-        url = site.url
-        ports = {"web": (free_port(), free_port()), "api": (free_port(), free_port()),
-                 "worker": (free_port(), free_port())}
-        state_dir = tmp_path / "state"
-        image = f"bgc-{app_name}"
-        client = docker_client
-
-        def config(self, **compose_table):
-            cfg = bed_config(app_name, nginx, site, self.ports["web"], self.state_dir)
-            del cfg["container"]
-            cfg["compose"] = {"routed": ["web", "api"],
-                              "routes": {"api": {"blue": self.ports["api"][0], "green": self.ports["api"][1]}},
-                              "stop_grace_period": 3, **compose_table}
-            return cfg
-
-        def per_colour_bundle(self, version, unhealthy=False, **compose_table):
-            dest = make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}",
-                               self.config(files={"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"},
-                                           build=True, **compose_table))
-            write_per_colour(dest, f"{self.image}:{version}", version, self.ports, unhealthy)
-            return dest
-
-        def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", api_unhealthy=0,
-                            **compose_table):
-            cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
-                                                               "READY_FILE": ready, "WEB_EXIT_CODE": exit_code,
-                                                               "API_UNHEALTHY": api_unhealthy},
-                              **compose_table)
-            if health:
-                cfg["health"].update(health)
-            dest = make_bundle(tmp_path / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg)
-            (dest / "docker-compose.yml").write_text(ONE_FILE)
-            return dest
-
-        def state(self):
-            return json.loads((self.state_dir / f"{app_name}.json").read_text())
-
-        def project(self, colour):
-            return docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={app_name}-{colour}"})
-
-        def services(self, colour):
-            return sorted(c.labels["com.docker.compose.service"] for c in self.project(colour) if c.status == "running")
-
-        def include(self):
-            return site.include.read_text()
-
-        def networks(self):
-            return {n.name for n in docker_client.networks.list()}
-
-    s = Stack()
-    s.site, s.networks_before, s.nginx, s.compose_cmd = site, networks_before, nginx, compose_cmd
-    yield s
-    remove_site(nginx, site)
-    remove_projects(docker_client, app_name, s.image)
-
-
-def ok(runs):
-    assert runs and all(r.returncode == 0 for r in runs), "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
-    return runs
+from tests.helpers import get, ok
 
 
 def failed_at(runs, event):
-    assert runs[-1].event == event and runs[-1].returncode != 0, "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
+    assert runs[-1].event == event and runs[-1].returncode != 0, \
+        "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
     return runs[-1]
+
+
+def _replace_in(path, old, new):
+    path.write_text(path.read_text().replace(old, new))
 
 
 def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_requests(stack):
@@ -132,8 +49,8 @@ def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_reque
     assert {c.labels["bluegreen.deployment"] for c in stack.project("blue")
             if c.labels["com.docker.compose.service"] == "web"} == {"d-c3"}
     # down kept the volume of the green stack (compose/remove_volumes is false) and no network was created
-    assert [v.name for v in stack.client.volumes.list(filters={"label": f"com.docker.compose.project={stack.app}-green"})] \
-        == [f"{stack.app}-green_data"]
+    green = {"label": f"com.docker.compose.project={stack.app}-green"}
+    assert [v.name for v in stack.client.volumes.list(filters=green)] == [f"{stack.app}-green_data"]
     assert stack.networks() == stack.networks_before
 
 
@@ -184,20 +101,22 @@ def test_one_file_with_variables_switches_and_refuses_an_unhealthy_stack(stack, 
 
 BAD_INPUTS = [
     ("missing-file", lambda b: (b / "docker-compose.yml").unlink(), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: compose file 'docker-compose.yml' not found next to bluegreen.toml"),
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: compose file 'docker-compose.yml' not found next to "
+     "bluegreen.toml"),
     ("invalid-yaml", lambda b: (b / "docker-compose.yml").write_text("services:\n  web: [\n"), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
     ("invalid-option", lambda b: (b / "docker-compose.yml").write_text("services:\n  web:\n    imag: x\n"), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
-    ("absent-service", lambda b: (b / "bluegreen.toml").write_text(
-        (b / "bluegreen.toml").read_text().replace('routed = ["web", "api"]', 'routed = ["web", "api"]\nservices = ["web", "apx"]')), 2,
+    ("absent-service", lambda b: _replace_in(b / "bluegreen.toml", 'routed = ["web", "api"]',
+                                             'routed = ["web", "api"]\nservices = ["web", "apx"]'), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/services: service 'apx' is not in docker-compose.yml "
      "(its services: web, api, worker)"),
-    ("unset-variable", lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: Missing mandatory value "
-     "for \"environment\" option in service \"api\": API_PORT"),
-    ("no-compose-binary", lambda b: (b / "bluegreen.toml").write_text(
-        (b / "bluegreen.toml").read_text().replace('stop_grace_period = 3', 'stop_grace_period = 3\ncommand = ["/nonexistent/docker-compose"]')), 1,
+    ("unset-variable",
+     lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "
+     "Missing mandatory value for \"environment\" option in service \"api\": API_PORT"),
+    ("no-compose-binary", lambda b: _replace_in(b / "bluegreen.toml", 'stop_grace_period = 3',
+                                                'stop_grace_period = 3\ncommand = ["/nonexistent/docker-compose"]'), 1,
      "ERROR BeforeInstall: compose: command not found: /nonexistent/docker-compose"),
 ]
 
@@ -219,7 +138,8 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
         assert run.last_line.startswith(line), (name, run.output)
         assert len(run.last_line) < 300 and "Traceback" not in run.output, (name, run.output)
         assert stack.project("green") == [], name
-        assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before, name
+        blue = sorted((c.id, c.status) for c in stack.project("blue"))
+        assert (stack.include(), blue, stack.state()["live"]) == before, name
     assert get(stack.url + "/")[1].strip() == "v1-blue"
     # a service that exits fails the deployment at once (not at health/deadline); the new stack is removed
     run = failed_at(deploy(stack.one_file_bundle("v3", exit_code="3"), "d-b3"), "ApplicationStart")

@@ -44,7 +44,8 @@ def test_compose_table_replaces_the_container_table(bundle):
 def test_one_file_form_uses_the_same_file_for_both_colours(bundle):
     """`file = ...` gives both colours the same file; the variables make them differ."""
     cfg = load(bundle, raw(file="docker-compose.yml", project="{app}_{colour}", build=True))
-    assert cfg.compose.single and cfg.compose.files["blue"] == cfg.compose.files["green"] == bundle / "docker-compose.yml"
+    assert cfg.compose.single
+    assert cfg.compose.files["blue"] == cfg.compose.files["green"] == bundle / "docker-compose.yml"
     assert compose.project_name(cfg, "green") == "shop_green"
 
 
@@ -55,7 +56,8 @@ def test_one_file_form_uses_the_same_file_for_both_colours(bundle):
     ({"file": "missing.yml"}, "compose/file: compose file 'missing.yml' not found next to bluegreen.toml"),
     ({"file": "../x.yml"}, "compose/file: should be a compose file name relative to bluegreen.toml"),
     ({"file": "a b.yml"}, "compose/file: should be a compose file name relative to bluegreen.toml"),
-    ({"files": {"blue": "docker-compose.blue.yml"}}, "compose/files/green: is required (the compose file of the green stack)"),
+    ({"files": {"blue": "docker-compose.blue.yml"}},
+     "compose/files/green: is required (the compose file of the green stack)"),
     ({"files": {"blue": "docker-compose.blue.yml", "green": "nope.yml"}},
      "compose/files/green: compose file 'nope.yml' not found next to bluegreen.toml"),
     ({"files": {"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml", "red": "x"}},
@@ -136,12 +138,14 @@ def test_v2_argv_is_a_list_of_separate_words(bundle):
     """`docker compose` is two argv words, never one string for a shell."""
     cfg = load(bundle, raw(file="docker-compose.yml"))
     assert compose.up_argv(compose.V2, cfg, "blue") == [
-        "docker", "compose", "-p", "shop-blue", "-f", str(bundle / "docker-compose.yml"), "up", "-d", "--remove-orphans"]
+        "docker", "compose", "-p", "shop-blue", "-f", str(bundle / "docker-compose.yml"), "up", "-d",
+        "--remove-orphans"]
 
 
 def test_variables_for_the_compose_file(bundle):
     """Colour, ports (one per routed service) and compose/env; ours win over compose/env."""
-    cfg = load(bundle, raw(**{**TWO_ROUTED, "routed": ["web", "api-v2"], "routes": {"api-v2": {"blue": 9081, "green": 9082}},
+    cfg = load(bundle, raw(**{**TWO_ROUTED, "routed": ["web", "api-v2"],
+                              "routes": {"api-v2": {"blue": 9081, "green": 9082}},
                               "env": {"TAG": "1.2", "BLUEGREEN_COLOUR": "x"}}))
     assert compose.variables(cfg, "green", "d-1") == {
         "TAG": "1.2", "BLUEGREEN_APP": "shop", "BLUEGREEN_COLOUR": "green", "BLUEGREEN_OTHER_COLOUR": "blue",

@@ -8,6 +8,7 @@ with the venv's bin first on PATH (their ``python3`` has docker + tenacity) and 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,9 +22,8 @@ import pytest
 from testbed.bundle import bed_config, make_bundle
 from testbed.load import Load
 from testbed.ports import free_port
-from tests.helpers import get, wait_for
+from tests.helpers import IN_CI, get, wait_for
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 VENV_BIN = str(Path(sys.executable).parent)
 
 pytestmark = pytest.mark.agent
@@ -219,10 +219,8 @@ def test_background_process_holding_output_fails_the_event(runner, tmp_path):
         r = runner.deploy(b)
     finally:
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), 9)
-            except ProcessLookupError:
-                pass
     assert r.returncode == 1, r.explain()
     assert r.diag and r.diag["error_code"] == 6 and r.diag["script_name"] == "leak.sh", r.explain()
     assert "failed to close STDOUT" in r.diag["message"]

@@ -75,8 +75,8 @@ def test_bundle_layout_modes_times_and_never_bundled_files(tmp_path, capsys, mon
                  "dist/old.zip", ".pytest_cache/x", "app/mod.pyc", "notes/keep.txt", "node/skip.log"):
         (src / junk).parent.mkdir(parents=True, exist_ok=True)
         (src / junk).write_text("x")
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
-                         "--no-wheels", "--exclude", "*.log")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
+                          "--no-wheels", "--exclude", "*.log")
     assert rc == 0, err
     e = entries(tmp_path / "b.zip")
     assert {"appspec.yml", "bluegreen.toml", "hooks/launch", "hooks/ValidateService", "bluegreen_hooks/__main__.py",
@@ -96,11 +96,11 @@ def test_bundle_timestamps_default_to_the_last_commit_time(tmp_path, capsys, mon
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     src = make_src(tmp_path)
     git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run(git + ["init", "-q"], check=True)
-    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
     env = dict(os.environ, GIT_COMMITTER_DATE="2024-02-03T04:05:06Z", GIT_AUTHOR_DATE="2024-02-03T04:05:06Z")
-    subprocess.run(git + ["commit", "-q", "-m", "x"], check=True, env=env)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True, env=env)
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 0, err
     e = entries(tmp_path / "b.zip")
     assert {i.date_time for i in e.values()} == {(2024, 2, 3, 4, 5, 6)}
@@ -111,8 +111,8 @@ def test_bundle_include_rules_pick_app_files(tmp_path, capsys):
     """--include keeps only matching app files (the deploy config and the framework always go in)."""
     src = make_src(tmp_path)
     (src / "README.txt").write_text("x")
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
-                         "--no-wheels", "--include", "app")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
+                          "--no-wheels", "--include", "app")
     assert rc == 0, err
     e = entries(tmp_path / "b.zip")
     assert "README.txt" not in e and "app/Dockerfile" in e and "bluegreen.toml" in e
@@ -121,7 +121,7 @@ def test_bundle_include_rules_pick_app_files(tmp_path, capsys):
 def test_bundle_carries_pinned_wheels_with_hashes(tmp_path, capsys):
     """wheels/ holds pure-Python wheels for docker, tenacity and theirs; requirements.txt pins them by sha256."""
     src = make_src(tmp_path)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
     assert rc == 0, err
     with zipfile.ZipFile(tmp_path / "b.zip") as zf:
         wheels = {n: zf.read(n) for n in zf.namelist() if n.endswith(".whl")}
@@ -129,7 +129,7 @@ def test_bundle_carries_pinned_wheels_with_hashes(tmp_path, capsys):
     assert all(n.endswith("-none-any.whl") for n in wheels)
     dists = {n.split("/")[1].split("-")[0] for n in wheels}
     assert {"docker", "tenacity", "requests", "urllib3", "idna", "charset_normalizer", "certifi", "tomli"} == dists
-    for n, data in wheels.items():
+    for _n, data in wheels.items():
         assert f"--hash=sha256:{hashlib.sha256(data).hexdigest()}" in req
     assert 'tomli==2.5.0 ; python_version < "3.11"' in req
 
@@ -154,8 +154,10 @@ REFUSALS = [
      "appspec.yml: hooks/BeforeInstall/0/location: should be relative to the bundle root, not an absolute path"),
     ("dotdot location", APPSPEC_OK.replace("location: hooks/BeforeInstall", "location: hooks/../../x"),
      "appspec.yml: hooks/BeforeInstall/0/location: should not contain '..'"),
-    ("unknown key", APPSPEC_OK + "permisions: []\n", "appspec.yml: permisions: unknown key (did you mean 'permissions'?)"),
-    ("quoted version", APPSPEC_OK.replace("version: 0.0", "version: '0.0'"), "appspec.yml: version: should be 0.0, not '0.0'"),
+    ("unknown key", APPSPEC_OK + "permisions: []\n",
+     "appspec.yml: permisions: unknown key (did you mean 'permissions'?)"),
+    ("quoted version", APPSPEC_OK.replace("version: 0.0", "version: '0.0'"),
+     "appspec.yml: version: should be 0.0, not '0.0'"),
     ("files destination", APPSPEC_OK.replace("hooks:", "files:\n  - source: /\n    destination: opt\nhooks:"),
      "appspec.yml: files/0/destination: should be an absolute path without '..', not 'opt'"),
     ("bad yaml", APPSPEC_OK + "  weird\n", "appspec.yml: line"),
@@ -167,8 +169,8 @@ def test_bundle_refuses_bad_appspec_with_one_line(tmp_path, capsys, appspec, mes
     """Each appspec mistake is one ERROR line naming the file and key; no zip is written."""
     src = make_src(tmp_path)
     spec = make_spec(tmp_path, appspec)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "--appspec", str(spec),
-                         "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "--appspec", str(spec),
+                          "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 2, err
     assert err.startswith(f"ERROR {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "b.zip").exists()
@@ -183,15 +185,16 @@ def test_bundle_refuses_hook_that_is_not_executable(tmp_path, capsys):
     shutil.copy(hook, src / "scripts" / "check")
     (src / "scripts" / "check").chmod(0o644)
     spec.write_text(APPSPEC_OK.replace("location: hooks/ValidateService", "location: scripts/check"))
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "--appspec", str(spec),
-                         "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "--appspec", str(spec),
+                          "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 2
-    assert err == "ERROR appspec.yml: hooks/ValidateService/0/location: 'scripts/check' is not executable (chmod +x it)\n"
+    assert err == ("ERROR appspec.yml: hooks/ValidateService/0/location: 'scripts/check' is not executable "
+                   "(chmod +x it)\n")
 
 
 def test_bundle_refuses_invalid_deploy_config(tmp_path, capsys):
     src = make_src(tmp_path, {"app": "demo", "colours": {"green": "80; evil"}, "container": {"build": "app"}})
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 2
     assert err == "ERROR bluegreen.toml: colours/green: should be a port (1-65535), not '80; evil'\n"
     assert not (tmp_path / "b.zip").exists()
@@ -199,8 +202,8 @@ def test_bundle_refuses_invalid_deploy_config(tmp_path, capsys):
 
 def test_bundle_refuses_build_context_missing_from_bundle(tmp_path, capsys):
     src = make_src(tmp_path)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels",
-                         "--exclude", "app/Dockerfile")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels",
+                          "--exclude", "app/Dockerfile")
     assert rc == 2
     assert err.startswith("ERROR bluegreen.toml: container/build: app/Dockerfile is not in the bundle"), err
 
@@ -208,7 +211,7 @@ def test_bundle_refuses_build_context_missing_from_bundle(tmp_path, capsys):
 def test_bundle_refuses_build_context_outside_bundle(tmp_path, capsys):
     src = make_src(tmp_path, {"app": "demo", "container": {"build": "../elsewhere"}})
     (tmp_path / "elsewhere").mkdir()
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 2
     assert err.startswith("ERROR bluegreen.toml: container/build: should not contain '..'"), err
 
@@ -217,11 +220,12 @@ def test_bundle_refuses_symlink_leaving_the_tree(tmp_path, capsys):
     src = make_src(tmp_path)
     (src / "app" / "secret").symlink_to("/etc/hostname")
     (src / "app" / "inside").symlink_to("Dockerfile")     # a link inside the tree is fine (stored as the file)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 1
-    assert err == f"ERROR {src}/app/secret: symlink leaves the tree (-> /etc/hostname); replace it with the file or exclude it\n"
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels",
-                         "--exclude", "app/secret")                # excluded: fine
+    assert err == (f"ERROR {src}/app/secret: symlink leaves the tree (-> /etc/hostname); "
+                   "replace it with the file or exclude it\n")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels",
+                          "--exclude", "app/secret")                # excluded: fine
     assert rc == 0, err
     with zipfile.ZipFile(tmp_path / "b.zip") as zf:
         assert zf.read("app/inside") == (EXAMPLE_APP / "Dockerfile").read_bytes()
@@ -243,7 +247,8 @@ def test_build_py_and_console_script_offer_the_same_commands(tmp_path):
     a = subprocess.run([sys.executable, str(ROOT / "build.py"), "bundle", "--config", str(src / "bluegreen.toml"),
                         "-o", str(tmp_path / "a.zip"), "--no-wheels"], capture_output=True, text=True, env=env, cwd="/")
     b = subprocess.run([sys.executable, "-m", "bluegreen_hooks", "bundle", "--config", str(src / "bluegreen.toml"),
-                        "-o", str(tmp_path / "b.zip"), "--no-wheels"], capture_output=True, text=True, env=env, cwd=ROOT)
+                        "-o", str(tmp_path / "b.zip"), "--no-wheels"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
 
@@ -280,8 +285,9 @@ def interpreters() -> list[str]:
 @pytest.mark.parametrize("base", interpreters(), ids=lambda p: Path(p).name)
 def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, capsys, base):
     """Two hooks at once on a python without docker/tenacity: one venv, built offline, then reused without pip."""
-    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
     assert rc == 0, err
     bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
     py = bare_python(tmp_path, base, "bare")
@@ -298,10 +304,12 @@ def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, caps
     made = [p.name for p in venvs.iterdir() if p.is_dir()]
     assert len(made) == 1 and made[0].startswith("venv-"), made
     vpy = venvs / made[0] / "bin" / "python"
-    check = subprocess.run([str(vpy), "-c", "import docker, tenacity, requests; print(docker.__version__, tenacity.__name__)"],
+    check = subprocess.run([str(vpy), "-c",
+                            "import docker, tenacity, requests; print(docker.__version__, tenacity.__name__)"],
                            capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout.startswith("7.2.0"), check.stderr
-    again = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True, text=True)
+    again = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True,
+                           text=True)
     assert again.returncode == 0 and "installing" not in again.stderr + again.stdout
     assert "done" in again.stdout
 
@@ -309,8 +317,9 @@ def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, caps
 @pytest.mark.parametrize("base", interpreters(), ids=lambda p: Path(p).name)
 def test_launcher_without_pip_unpacks_the_hash_checked_wheels(tmp_path, capsys, base):
     """BLUEGREEN_VENV_INSTALLER=unzip (what a host without ensurepip gets): wheels checked and unpacked, no pip."""
-    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
     assert rc == 0, err
     bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
     py = bare_python(tmp_path, base, "bare")
@@ -323,16 +332,18 @@ def test_launcher_without_pip_unpacks_the_hash_checked_wheels(tmp_path, capsys, 
     old_python = subprocess.run([base, "-c", "import sys; print(sys.version_info < (3, 11))"], capture_output=True,
                                 text=True).stdout.strip()
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import docker, tenacity, requests, urllib3, idna, charset_normalizer, certifi, importlib.util;"
-                            "print(importlib.util.find_spec('tomli') is not None)"], capture_output=True, text=True)
+                            "import docker, tenacity, requests, urllib3, idna, charset_normalizer, certifi;"
+                            "import importlib.util; print(importlib.util.find_spec('tomli') is not None)"],
+                           capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == old_python          # tomli only where the marker asks for it (< 3.11)
 
 
 def test_launcher_refuses_a_tampered_wheel(tmp_path, capsys):
     """A wheel whose sha256 differs from requirements.txt is not installed: one ERROR line, no venv."""
-    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
     assert rc == 0, err
     bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
     [wheel] = (bundle / "wheels").glob("tenacity-*.whl")
@@ -341,7 +352,8 @@ def test_launcher_refuses_a_tampered_wheel(tmp_path, capsys):
     for installer in ("pip", "unzip"):
         env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs"),
                "BLUEGREEN_VENV_INSTALLER": installer, "LIFECYCLE_EVENT": "BeforeInstall"}
-        run = subprocess.run([str(bundle / "hooks" / "BeforeInstall")], env=env, cwd="/", capture_output=True, text=True)
+        run = subprocess.run([str(bundle / "hooks" / "BeforeInstall")], env=env, cwd="/", capture_output=True,
+                             text=True)
         assert run.returncode == 1, run.stdout + run.stderr
         last = run.stdout.strip().splitlines()[-1]
         assert last.startswith("ERROR BeforeInstall: building the runtime venv failed:"), run.stdout
@@ -350,8 +362,9 @@ def test_launcher_refuses_a_tampered_wheel(tmp_path, capsys):
 
 def test_launcher_without_wheels_uses_the_current_python(tmp_path, capsys):
     """A --no-wheels bundle runs on the hook's python3 as before (here: the test venv, which has docker)."""
-    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"}, "deploy": {"state_dir": str(tmp_path / "st")}})
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 0, err
     bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs")}
@@ -361,7 +374,8 @@ def test_launcher_without_wheels_uses_the_current_python(tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_bundled_hooks_deploy_on_a_python_without_docker_or_tenacity(docker_client, nginx, site, app_name, tmp_path, capsys):
+def test_bundled_hooks_deploy_on_a_python_without_docker_or_tenacity(docker_client, nginx, site, app_name, tmp_path,
+                                                                      capsys):
     """The real lifecycle (Docker + nginx) run by the bundle's hooks on a bare python3: the venv comes from wheels/."""
     from testbed.bundle import EVENTS, run_hook
     from testbed.ports import free_port
@@ -369,7 +383,7 @@ def test_bundled_hooks_deploy_on_a_python_without_docker_or_tenacity(docker_clie
 
     cfg = bed_config(app_name, nginx, site, (free_port(), free_port()), tmp_path / "state", "v1")
     src = make_src(tmp_path, cfg)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
     assert rc == 0, err
     bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
     py = bare_python(tmp_path, interpreters()[0], "bare")
@@ -402,7 +416,8 @@ def test_bundle_written_inside_the_app_folder_does_not_swallow_itself(tmp_path, 
     src = make_src(tmp_path)
     shas = []
     for _ in range(2):
-        rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(src / "rev.zip"), "--no-wheels")
+        rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(src / "rev.zip"),
+                              "--no-wheels")
         assert rc == 0, err
         shas.append(hashlib.sha256((src / "rev.zip").read_bytes()).hexdigest())
     assert shas[0] == shas[1] and "rev.zip" not in entries(src / "rev.zip")
@@ -424,11 +439,12 @@ def test_bundle_without_pypi_and_an_empty_wheel_cache_is_one_line(tmp_path, caps
                  "PIP_RETRIES": "0", "PIP_TIMEOUT": "2", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": ""}.items():
         monkeypatch.setenv(k, v)
     src = make_src(tmp_path)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
-                         "--wheel-cache", str(tmp_path / "empty-cache"))
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
+                          "--wheel-cache", str(tmp_path / "empty-cache"))
     assert rc == 1
     last = err.strip().splitlines()[-1]
-    assert last.startswith("ERROR bundle: pip download of certifi==") and f"put the wheels in {tmp_path / 'empty-cache'}" in last, err
+    assert last.startswith("ERROR bundle: pip download of certifi=="), err
+    assert f"put the wheels in {tmp_path / 'empty-cache'}" in last, err
     assert not (tmp_path / "b.zip").exists()
 
 
@@ -438,11 +454,11 @@ def test_bundle_refuses_compose_file_missing_from_bundle(tmp_path, capsys):
     src.mkdir()
     (src / "bluegreen.toml").write_text(toml_dumps({"app": "demo", "compose": {"file": "docker-compose.yml"}}))
     (src / "docker-compose.yml").write_text("services:\n  web:\n    image: bluegreen-base:busybox\n")
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 0, err
     assert "docker-compose.yml" in entries(tmp_path / "b.zip")
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "c.zip"), "--no-wheels",
-                         "--exclude", "*.yml")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "c.zip"), "--no-wheels",
+                          "--exclude", "*.yml")
     assert rc == 2
     assert err.startswith("ERROR bluegreen.toml: compose/file: docker-compose.yml is not in the bundle"), err
 

@@ -8,6 +8,7 @@ are not repeated here.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen_hooks.host import procfs
 from testbed.bundle import bed_config, deploy, hook_env, make_bundle, run_hook
 from testbed.load import Load
 from testbed.nginx import Nginx
@@ -258,10 +260,8 @@ class Squatter:
 
     def close(self) -> None:
         self.stopped = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the thread blocked in accept(); then the port is free
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):   # wakes the thread blocked in accept(); then the port is free
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         for c in self.conns:
             c.close()
@@ -438,7 +438,8 @@ def test_real_deployment_keeps_state_private_and_config_values_out_of_any_shell(
         assert {p.stat().st_uid for p in [bed.state_dir, *bed.state_dir.iterdir()]} == {0}
     # nginx commands: run as argv, each payload argument arrived as the exact text, nothing ran it
     recorded = [json.loads(ln) for ln in calls.read_text().splitlines()]
-    assert len(recorded) >= 3 and all(r == payload for r in recorded), recorded   # BeforeInstall test, switch test, reload
+    # BeforeInstall's test, the switch's test, the reload
+    assert len(recorded) >= 3 and all(r == payload for r in recorded), recorded
     assert not marker.exists()
     # the container got the env value verbatim (Docker SDK: a dict, no shell)
     (cont,) = bed.containers("green")
@@ -600,7 +601,7 @@ def test_validate_service_stopped_while_draining_then_next_deployment_still_drai
             for _ in range(3)]
     for t in slow:
         t.start()
-    wait_for(lambda: len(bed.nginx.worker_pids()) > 0, what="nginx workers")
+    wait_for(lambda: procfs.connections_to(bed.ports[0]) >= 3, what="the 3 slow requests open on blue")
     ok(deploy(b2, "d-2", events=("ApplicationStart",)))          # green live; the slow requests stay on blue
     env = hook_env("d-2")
     env["PATH"] = str(Path(sys.executable).parent) + ":" + env["PATH"]

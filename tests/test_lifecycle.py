@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from bluegreen_hooks.host import procfs
 from testbed.bundle import deploy, run_hook
 from testbed.load import Load
 from tests.helpers import get, ok, wait_for
@@ -189,7 +190,7 @@ def test_requests_in_flight_at_the_switch_complete(bed):
     threads = [threading.Thread(target=slow_request) for _ in range(5)]
     for t in threads:
         t.start()
-    wait_for(lambda: len(bed.nginx.worker_pids()) > 0, what="nginx workers")
+    wait_for(lambda: procfs.connections_to(bed.ports[0]) >= 5, what="the 5 slow requests open on blue")
     runs = ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
     for t in threads:
         t.join(30)

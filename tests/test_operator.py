@@ -20,7 +20,6 @@ from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
 from tests.helpers import Bed, get, ok, wait_for
-from tests.test_compose import compose_cmd, stack  # noqa: F401 - fixtures of the compose test bed
 
 EVENTS_TO_START = ("ApplicationStop", "BeforeInstall", "ApplicationStart")
 
@@ -266,8 +265,9 @@ def test_failed_rollback_leaves_the_live_colour_serving(bed, capsys):
 
     bed.client.images.remove(f"bluegreen-{bed.app}:d-one")
     assert bed.cli("rollback") == 1
-    assert capsys.readouterr().err.strip() == (f"ERROR image bluegreen-{bed.app}:d-one of the previous release "
-                                               f"(d-one) is gone (pruned or removed); deploy that revision again instead")
+    assert capsys.readouterr().err.strip() == (
+        f"ERROR image bluegreen-{bed.app}:d-one of the previous release (d-one) is gone (pruned or removed); "
+        "deploy that revision again instead")
 
 
 def test_rollback_under_load_switches_to_the_old_colour_still_running(bed, capsys):

@@ -70,7 +70,8 @@ def test_dry_run_on_a_fresh_host_changes_nothing(dry, tmp_path, monkeypatch, cap
     start = out["ApplicationStart"]
     assert "target colour: blue (live: none)" in start
     assert f"image: build bluegreen-{dry.app}:d-DRYRUN001 from {b / 'app'}/Dockerfile" in start
-    assert f"start container {dry.app}-blue from bluegreen-{dry.app}:d-DRYRUN001 (host network, port {dry.ports[0]}" in start
+    assert (f"start container {dry.app}-blue from bluegreen-{dry.app}:d-DRYRUN001 "
+            f"(host network, port {dry.ports[0]}") in start
     assert f"health: GET http://127.0.0.1:{dry.ports[0]}/health until HTTP 200, deadline 60s" in start
     assert "DRY RUN (nothing is changed)" in out["local"] and "ApplicationStop: skipped" in out["local"]
 
@@ -143,7 +144,8 @@ def test_plan_for_a_compose_app_shows_the_compose_commands(tmp_path):
     assert f"start project shop-green: docker-compose -p shop-green -f {f} up -d --remove-orphans" in text
     assert "BLUEGREEN_COLOUR=green" in text and "BLUEGREEN_PORT=8082" in text
     assert "  | set $service_url http://127.0.0.1:8082;" in text and "nginx reload: nginx -s reload" in text
-    assert f"then: stop shop-blue-web-1 (running): docker-compose -p shop-blue -f {f} down --remove-orphans --timeout 10" in text
+    assert (f"then: stop shop-blue-web-1 (running): docker-compose -p shop-blue -f {f} down --remove-orphans "
+            "--timeout 10") in text
 
 
 def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
@@ -156,9 +158,11 @@ def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
     assert "create an empty include /etc/nginx/conf.d/backend-url.inc (first deployment)" in "\n".join(first)
     assert "  target colour: blue (live: none)" in first
     import os
+
     from bluegreen_hooks.state import empty, process_start_time
     st = {**empty("shop"), "in_progress": {"id": "d-other", "event": "ApplicationStart", "event_done": False,
                                            "pid": os.getpid(), "pid_start": process_start_time(os.getpid()),
                                            "host": None, "started": 0, "updated": 0, "target": "blue"}}
     busy = plan.render(plan.plan_deployment(cfg, "d-1", _world(state=st)), ["BeforeInstall"])
-    assert busy[-1].startswith("  would refuse (exit 3): deployment d-other is in progress (ApplicationStart running as pid")
+    assert busy[-1].startswith(
+        "  would refuse (exit 3): deployment d-other is in progress (ApplicationStart running as pid")

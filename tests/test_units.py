@@ -77,8 +77,31 @@ def test_bad_config_is_refused_with_one_line_naming_the_key(raw, message):
     assert message in text and "\n" not in text
 
 
+@pytest.mark.parametrize("raw, key", [
+    ({**BASE, "app": "shop\n"}, "app"),
+    (with_("colours", host="127.0.0.1\n"), "colours/host"),
+    (with_("colours", host="example.com\n"), "colours/host"),
+    (with_("health", path="/health\n"), "health/path"),
+    (with_("nginx", variable="service_url\n"), "nginx/variable"),
+    (with_("container", image="shop:1\n"), "container/image"),
+    (with_("nginx", include="/etc/nginx/backend-url.inc\n"), "nginx/include"),
+    (with_("nginx", colour_header="X-Colour\n"), "nginx/colour_header"),
+    (with_("container", env={"A\n": "1"}), "container/env/A\n"),
+])
+def test_a_trailing_newline_is_refused_naming_the_key(raw, key):
+    """Patterns match the whole value: a trailing newline (which ``$`` lets through) is a bad value, exit 2."""
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    assert str(err.value).startswith(f"bluegreen.toml: {key}: ") and err.value.exit_code == 2
+
+
+def test_a_trailing_newline_in_the_state_dir_variable_is_refused():
+    with pytest.raises(ConfigError, match="BLUEGREEN_STATE_DIR: should be an absolute path"):
+        config.parse(BASE, Path("/b/bluegreen.toml"), environ={"BLUEGREEN_STATE_DIR": "/tmp/st\n"})
+
+
 def test_build_context_must_exist_next_to_the_config(tmp_path):
-    with pytest.raises(ConfigError, match=r"container/build: build context 'app' is not a folder next to bluegreen.toml"):
+    with pytest.raises(ConfigError, match=r"container/build: build context 'app' is not a folder next to bluegreen"):
         parse({"app": "shop", "container": {"build": "app"}}, tmp_path)
     (tmp_path / "app").mkdir()
     with pytest.raises(ConfigError, match=r"container/dockerfile: 'Dockerfile' not found in 'app'"):
@@ -98,7 +121,7 @@ def test_load_reports_toml_syntax_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no deploy config here"):
         config.load(tmp_path / "bluegreen.toml")
     (tmp_path / "bluegreen.toml").write_text("app = \n")
-    with pytest.raises(ConfigError, match="bluegreen.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bluegreen\.toml: not valid TOML"):
         config.load(tmp_path / "bluegreen.toml")
 
 
@@ -136,7 +159,8 @@ def test_include_colour_reads_ours_and_legacy_includes(text, colour):
 
 
 def test_first_error_picks_the_emerg_line():
-    out = "nginx: [emerg] unknown directive \"sett\" in /x.inc:2\nnginx: configuration file /etc/nginx/nginx.conf test failed\n"
+    out = ("nginx: [emerg] unknown directive \"sett\" in /x.inc:2\n"
+           "nginx: configuration file /etc/nginx/nginx.conf test failed\n")
     assert nginx.first_error(out) == 'unknown directive "sett" in /x.inc:2'
 
 
@@ -180,6 +204,26 @@ def test_poll_returns_the_first_truthy_value_and_none_after_the_deadline():
     calls = []
     assert health.poll(lambda: calls.append(1) or (len(calls) >= 3 and "yes"), 5, sleep=lambda s: None) == "yes"
     assert health.poll(lambda: False, 0.05, interval=0.01) is None
+
+
+
+def test_connections_to_counts_the_established_connections_to_a_port():
+    """procfs.connections_to: what the in-flight tests wait on (requests really open on a colour's port)."""
+    import socket
+
+    from bluegreen_hooks.host import procfs
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert procfs.connections_to(port) == 0
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            assert procfs.connections_to(port) == 3
+        finally:
+            for c in clients:
+                c.close()
 
 
 # ------------------------------------------------------------------------------------------------- state
@@ -255,7 +299,7 @@ def _python39():
     import glob
     import shutil
 
-    candidates = sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")) + [shutil.which("python3.9") or ""]
+    candidates = [*sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")), shutil.which("python3.9") or ""]
     return next((c for c in candidates if c and "/shims/" not in c), None)
 
 

@@ -4,15 +4,18 @@
   does not count as alive);
 * ``children``: the nginx workers of a master;
 * ``listening_inodes`` / ``holders``: who holds a listening TCP port (root sees every process, another
-  user only their own).
+  user only their own);
+* ``connections_to``: how many established connections go to a port (e.g. requests still open on a colour).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
 _TCP_LISTEN = "0A"   # the state column of a listening socket in /proc/net/tcp
+_TCP_ESTABLISHED = "01"
 
 
 def _stat_fields(pid: int | str, proc: Path = PROC) -> list[str] | None:
@@ -52,9 +55,8 @@ def children(parent: int, proc: Path = PROC) -> list[list[int]]:
     return sorted(out)
 
 
-def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
-    """Socket inodes listening on TCP ``port`` (any address), from /proc/net/tcp and tcp6."""
-    inodes = set()
+def _tcp_sockets(proc: Path) -> Iterator[list[str]]:
+    """The rows of /proc/net/tcp and tcp6, split: [1] local address:port, [2] remote, [3] state, [9] inode."""
     for name in ("tcp", "tcp6"):
         try:
             lines = (proc / "net" / name).read_text().splitlines()[1:]
@@ -62,9 +64,23 @@ def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
             continue
         for line in lines:
             f = line.split()
-            if len(f) > 9 and f[3] == _TCP_LISTEN and int(f[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f[9])
+            if len(f) > 9:
+                yield f
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
+    """Socket inodes listening on TCP ``port`` (any address), from /proc/net/tcp and tcp6."""
+    inodes = {f[9] for f in _tcp_sockets(proc) if f[3] == _TCP_LISTEN and _port(f[1]) == port}
     return inodes - {"0"}
+
+
+def connections_to(port: int, proc: Path = PROC) -> int:
+    """How many established TCP connections go to ``port`` (counted on the client side: remote port)."""
+    return sum(1 for f in _tcp_sockets(proc) if f[3] == _TCP_ESTABLISHED and _port(f[2]) == port)
 
 
 def holders(port: int, proc: Path = PROC) -> list[tuple[int, str]]:

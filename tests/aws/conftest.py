@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import IN_CI
+
 ROOT = Path(__file__).resolve().parents[2]
 AWS_LOCAL = ROOT.parent / "shared" / "aws-local"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # where the agent's hooks build their venvs (fixed, so every session and the running emulator agree)
 HOOK_VENV_ROOT = os.environ.get("BLUEGREEN_TEST_VENV_ROOT", "/tmp/bgh-hook-venvs")
 
@@ -72,11 +73,13 @@ def aws_local(docker_daemon):
     local_dir = Path(env.get("AWS_LOCAL_DIR") or "/tmp/aws-local")
     if not started:   # someone else's emulator: its hooks must get our variables and run the real agent
         emu = _emulator_environ(local_dir)
-        wrong = [k for k, v in passenv.items() if emu.get(k) != v or k not in emu.get("CDEMU_AGENT_PASSENV", "").split()]
-        mode = (local_dir / "codedeploy-emulator.mode").read_text().strip() if (local_dir / "codedeploy-emulator.mode").exists() else "?"
+        passed = emu.get("CDEMU_AGENT_PASSENV", "").split()
+        wrong = [k for k, v in passenv.items() if emu.get(k) != v or k not in passed]
+        mode_file = local_dir / "codedeploy-emulator.mode"
+        mode = mode_file.read_text().strip() if mode_file.exists() else "?"
         if wrong or mode != "on":
-            _unavailable(f"aws-local is already up without agent mode / CDEMU_AGENT_PASSENV for {', '.join(wrong) or '-'} "
-                         f"(mode {mode}); run {AWS_LOCAL}/down and retry")
+            _unavailable(f"aws-local is already up without agent mode / CDEMU_AGENT_PASSENV for "
+                         f"{', '.join(wrong) or '-'} (mode {mode}); run {AWS_LOCAL}/down and retry")
     sets, unsets = read_env_file(local_dir / "env")
     try:
         yield {"dir": local_dir, "env": sets, "unset": unsets, "started": started, "venv_root": Path(HOOK_VENV_ROOT)}

@@ -69,7 +69,7 @@ def test_push_20mb_bundle_goes_multipart_and_registers(tmp_path, capsys, s3, cod
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False,
                         extra_files={"data/blob.bin": os.urandom(20 * 1024 * 1024)})
     assert z.stat().st_size > 20_000_000
-    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
+    rc, _out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
     assert rc == 0, err
     assert "upload s3://" in err and "100%" in err            # progress (a bar on a terminal)
     [loc] = revisions(codedeploy, app)
@@ -81,7 +81,7 @@ def test_push_20mb_bundle_goes_multipart_and_registers(tmp_path, capsys, s3, cod
 def test_push_to_missing_bucket_is_one_line_and_registers_nothing(tmp_path, capsys, codedeploy, cd_app):
     app, _ = cd_app
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
-    rc, out, err = run(capsys, "push", str(z), "--bucket", "bgh-no-such-bucket-x1", "--application", app)
+    rc, _out, err = run(capsys, "push", str(z), "--bucket", "bgh-no-such-bucket-x1", "--application", app)
     assert rc == 1
     assert err.count("\n") == 1 and err.startswith("ERROR bucket 'bgh-no-such-bucket-x1': 404"), err
     assert "create it or fix --bucket" in err
@@ -90,9 +90,10 @@ def test_push_to_missing_bucket_is_one_line_and_registers_nothing(tmp_path, caps
 
 def test_push_for_unknown_application_uploads_nothing(tmp_path, capsys, s3, bucket):
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
-    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", "bgh-nope")
+    rc, _out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", "bgh-nope")
     assert rc == 1
-    assert err.startswith("ERROR application 'bgh-nope': ApplicationDoesNotExistException") and err.count("\n") == 1, err
+    assert err.startswith("ERROR application 'bgh-nope': ApplicationDoesNotExistException"), err
+    assert err.count("\n") == 1, err
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
@@ -100,7 +101,7 @@ def test_push_with_wrong_secret_is_access_denied(tmp_path, capsys, monkeypatch, 
     app, _ = cd_app
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
+    rc, _out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
     assert rc == 1
     assert err.startswith(f"ERROR bucket '{bucket}': 403") and "access denied" in err and err.count("\n") == 1, err
     assert revisions(codedeploy, app) == []
@@ -111,7 +112,7 @@ def test_push_network_failure_is_one_line(tmp_path, capsys, monkeypatch, bucket,
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
+    rc, _out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app)
     assert rc == 1
     assert err.startswith(f"ERROR bucket '{bucket}': network error:") and err.count("\n") == 1, err
 
@@ -120,7 +121,7 @@ def test_push_refused_by_the_server_is_one_line_and_registers_nothing(tmp_path, 
     """Ceph 16 over http refuses SSE-S3 (InvalidRequest): the upload error is one line; nothing is registered."""
     app, _ = cd_app
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
-    rc, out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app, "--sse", "AES256")
+    rc, _out, err = run(capsys, "push", str(z), "--bucket", bucket, "--application", app, "--sse", "AES256")
     assert rc == 1
     last = err.splitlines()[-1]
     assert last.startswith(f"ERROR upload to s3://{bucket}/") and "InvalidRequest" in last, err
@@ -130,7 +131,7 @@ def test_push_refused_by_the_server_is_one_line_and_registers_nothing(tmp_path, 
 def test_deploy_to_unknown_group_is_one_line(tmp_path, capsys, bucket, cd_app):
     app, _ = cd_app
     z = make_bundle_zip(tmp_path, {"app": "demo", "container": {"build": "app"}}, wheels=False)
-    rc, out, err = run(capsys, "deploy", str(z), "--bucket", bucket, "--application", app, "--group", "nope")
+    rc, _out, err = run(capsys, "deploy", str(z), "--bucket", bucket, "--application", app, "--group", "nope")
     assert rc == 1
     assert "DeploymentGroupDoesNotExistException" in err and err.count("\n") == 1, err
 

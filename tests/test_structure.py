@@ -1,0 +1,157 @@
+"""The package's shape, read from its source: no import cycle, a light no-op hook, small modules and functions."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "bluegreen_hooks"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+HEAVY = ("docker", "boto3", "botocore", "tenacity", "requests")
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name, for its __init__.py)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules ``name`` imports, at module level or inside functions.
+
+    ``from pkg import x`` counts as importing ``pkg.x`` when that is a module, else ``pkg``. Parent packages
+    are not counted: a submodule importing its sibling through the package path is not a cycle in Python.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor[:len(anchor) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([base] if base else []))
+            subs = {f"{base}.{a.name}" for a in node.names}
+            found |= (subs & known) or {base}
+    return {m for m in found if m in known and m != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path ``[a, b, ..., a]``, or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}          # absent: unvisited, 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_find_cycle_reports_the_path():
+    """The checker itself: a cycle comes back as its path, an acyclic graph as None."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_import_graph_sees_function_level_and_relative_imports(tmp_path, monkeypatch):
+    """Imports inside functions count, and ``from pkg import mod`` points at the module."""
+    pkg = tmp_path / "bluegreen_hooks"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from bluegreen_hooks import b\n")
+    (pkg / "b.py").write_text("from bluegreen_hooks.sub import c\n")
+    (pkg / "sub" / "__init__.py").write_text("from .c import x\n")
+    (pkg / "sub" / "c.py").write_text("from .. import a\nx = 1\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    graph = import_graph()
+    assert graph["bluegreen_hooks.a"] == {"bluegreen_hooks.b"}
+    assert graph["bluegreen_hooks.b"] == {"bluegreen_hooks.sub.c"}
+    assert graph["bluegreen_hooks.sub"] == {"bluegreen_hooks.sub.c"}
+    assert find_cycle(graph) == ["bluegreen_hooks.a", "bluegreen_hooks.b", "bluegreen_hooks.sub.c",
+                                 "bluegreen_hooks.a"]
+
+
+@pytest.mark.xfail(strict=False, reason="restructure in progress: compose.py <-> containers.py until runtime/")
+def test_the_package_has_no_import_cycle():
+    """No module imports itself through others, not even through an import inside a function."""
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
+
+
+def test_the_no_op_hook_imports_neither_docker_nor_boto3_nor_tenacity(tmp_path):
+    """``python -m bluegreen_hooks hook ApplicationStop`` (the report-only event) stays on the stdlib."""
+    (tmp_path / "bluegreen.toml").write_text(
+        f'app = "shop"\n[container]\nimage = "shop:1"\n[deploy]\nstate_dir = "{tmp_path / "state"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLUEGREEN_", "PYTHON"))}
+    env.update(PYTHONPATH=str(ROOT), DEPLOYMENT_ID="d-STRUCTURE", LIFECYCLE_EVENT="ApplicationStop")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "bluegreen_hooks", "hook", "ApplicationStop",
+                           "--bundle", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert "bluegreen_hooks.cli" in imported, proc.stderr[-2000:]
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+    assert not heavy, f"the no-op hook imported {heavy}"
+
+
+def _functions(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+@pytest.mark.xfail(strict=False, reason="restructure in progress")
+def test_modules_are_at_most_400_lines():
+    """Package modules stay small enough to hold one concern."""
+    big = {name: n for name, path in _modules().items()
+           if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not big, f"modules over {MAX_MODULE_LINES} lines: {big}"
+
+
+@pytest.mark.xfail(strict=False, reason="restructure in progress")
+def test_functions_are_at_most_60_lines():
+    """Package functions (methods and nested functions too) stay at most 60 lines long."""
+    long = {}
+    for name, path in _modules().items():
+        for fn in _functions(ast.parse(path.read_text(encoding="utf-8"))):
+            lines = fn.end_lineno - fn.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                long[f"{name}.{fn.name}"] = lines
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
