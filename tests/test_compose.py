@@ -24,7 +24,7 @@ from tests.helpers import get
 @pytest.fixture(scope="module")
 def compose_cmd():
     """The compose command the hooks will use; a missing one skips here, and fails under CI."""
-    from bluegreen_hooks.compose import ComposeUnavailable, detect
+    from bluegreen_hooks.runtime.compose import ComposeUnavailable, detect
 
     try:
         return detect()
