@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bluegreen_hooks.errors import HookError
-
-EVENTS = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
+from bluegreen_hooks.model import EVENTS
 
 # modules that add commands (each defines add_commands(subparsers))
 COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen_hooks.delivery.commands",
@@ -26,7 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen
 
 
 def _hook(args: argparse.Namespace) -> int:
-    from bluegreen_hooks.events import run_event
+    from bluegreen_hooks.lifecycle.runner import run_event
 
     environ = dict(os.environ)
     if args.deployment_id:

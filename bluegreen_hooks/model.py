@@ -5,7 +5,8 @@ Pure and import-light (no docker, no tenacity): hooks, the local runner and the 
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Literal, Mapping, get_args
 
 Colour = Literal["blue", "green"]
 COLOURS: tuple[Colour, ...] = get_args(Colour)
@@ -30,3 +31,221 @@ def is_deployment_id(value: object) -> bool:
 def other(colour: Colour) -> Colour:
     """The colour that is not ``colour``."""
     return "green" if colour == "blue" else "blue"
+
+
+# --------------------------------------------------------------------------------------------- the state
+# One app's state file, typed. The JSON keys are the file format (docs/operator.md); ``from_json``
+# checks every type and raises BadState naming the key, so a file that parses as JSON but has the
+# wrong shape is treated like a corrupt one (quarantined and rebuilt), never half-trusted.
+
+SCHEMA = 1
+Record = Dict[str, Any]      # one history record (a deployment or an event run): plain JSON
+
+
+class BadState(ValueError):
+    """The state file is not a state file of this app; ``str()`` names the first bad key."""
+
+
+def _get(data: Mapping[str, Any], key: str, kinds: tuple[type, ...], optional: bool = True) -> Any:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and bool not in kinds:
+        raise BadState(f"{key}: should be {' or '.join(k.__name__ for k in kinds)}, not {value!r}")
+    if not isinstance(value, kinds):
+        raise BadState(f"{key}: should be {' or '.join(k.__name__ for k in kinds)}, not {value!r:.40}")
+    return value
+
+
+def _colour(data: Mapping[str, Any], key: str) -> Colour | None:
+    value = data.get(key)
+    if value is not None and value not in COLOURS:
+        raise BadState(f"{key}: should be blue, green or null, not {value!r:.40}")
+    return value  # type: ignore[no-any-return]
+
+
+def _workers(data: Mapping[str, Any], key: str) -> list[list[int]]:
+    value = data.get(key) or []
+    ok = isinstance(value, list) and all(
+        isinstance(w, list) and len(w) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in w)
+        for w in value)
+    if not ok:
+        raise BadState(f"{key}: should be a list of [pid, start time] pairs")
+    return [list(w) for w in value]
+
+
+def _records(data: Mapping[str, Any], key: str) -> list[Record]:
+    value = data.get(key)
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise BadState(f"{key}: should be a list of records (objects)")
+    return value
+
+
+_NUM = (int, float)
+
+
+@dataclass
+class InProgress:
+    """The deployment (or rollback) holding the app: who runs which event, and how far it got."""
+
+    id: str
+    target: Colour | None
+    started: float
+    stage: str | None = None              # BeforeInstall | switched | validated (the last finished step)
+    event: str | None = None
+    event_done: bool = False              # the event finished; the next has not started
+    updated: float = 0.0
+    pid: int | None = None
+    pid_start: int | None = None
+    host: str | None = None
+    user: str | None = None
+    from_colour: Colour | None = None     # JSON "from": the colour live before this deployment
+    image: str | None = None
+    old_workers: list[list[int]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not know: kept as they are
+
+    @classmethod
+    def from_json(cls, data: Any) -> InProgress:
+        if not isinstance(data, dict):
+            raise BadState("in_progress: should be an object or null")
+        ident = data.get("id")
+        if not is_deployment_id(ident):
+            raise BadState(f"in_progress/id: should be a deployment id, not {ident!r:.40}")
+        timings = data.get("timings") or {}
+        if not isinstance(timings, dict) or not all(isinstance(v, _NUM) for v in timings.values()):
+            raise BadState("in_progress/timings: should be an object of numbers")
+        known = {f.name for f in fields(cls)} | {"from"}
+        return cls(
+            id=ident, target=_colour(data, "target"), started=float(_get(data, "started", _NUM, False)),
+            stage=_get(data, "stage", (str,)), event=_get(data, "event", (str,)),
+            event_done=bool(_get(data, "event_done", (bool,))), updated=float(_get(data, "updated", _NUM) or 0),
+            pid=_get(data, "pid", (int,)), pid_start=_get(data, "pid_start", (int,)), host=_get(data, "host", (str,)),
+            user=_get(data, "user", (str,)), from_colour=_colour(data, "from"), image=_get(data, "image", (str,)),
+            old_workers=_workers(data, "old_workers"), timings=dict(timings),
+            extra={k: v for k, v in data.items() if k not in known})
+
+    def to_json(self) -> dict[str, Any]:
+        out = {**self.extra, "id": self.id, "target": self.target, "started": self.started, "stage": self.stage,
+               "event": self.event, "event_done": self.event_done, "updated": self.updated, "pid": self.pid,
+               "pid_start": self.pid_start, "host": self.host, "user": self.user, "from": self.from_colour,
+               "image": self.image, "old_workers": self.old_workers, "timings": self.timings}
+        return out
+
+
+@dataclass
+class State:
+    """What is live, what is in progress, and what happened, for one app (see host/store.py)."""
+
+    app: str
+    live: Colour | None = None
+    live_since: float | None = None
+    live_deployment: str | None = None
+    live_image: str | None = None
+    previous: Colour | None = None
+    previous_deployment: str | None = None
+    previous_image: str | None = None
+    in_progress: InProgress | None = None
+    drain_workers: list[list[int]] = field(default_factory=list)   # nginx workers alive at the last switch
+    config: str | None = None                                      # the copy of the live bluegreen.toml
+    deployments: list[Record] = field(default_factory=list)
+    events: list[Record] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any, app: str) -> State:
+        if not isinstance(data, dict):
+            raise BadState("the file should hold one JSON object")
+        if data.get("app") != app:
+            raise BadState(f"app: should be {app!r}, not {data.get('app')!r:.40}")
+        ip = data.get("in_progress")
+        known = {f.name for f in fields(cls)} | {"schema"}
+        return cls(
+            app=app, live=_colour(data, "live"), live_since=_get(data, "live_since", _NUM),
+            live_deployment=_get(data, "live_deployment", (str,)), live_image=_get(data, "live_image", (str,)),
+            previous=_colour(data, "previous"), previous_deployment=_get(data, "previous_deployment", (str,)),
+            previous_image=_get(data, "previous_image", (str,)),
+            in_progress=None if ip is None else InProgress.from_json(ip),
+            drain_workers=_workers(data, "drain_workers"), config=_get(data, "config", (str,)),
+            deployments=_records(data, "deployments"), events=_records(data, "events"),
+            extra={k: v for k, v in data.items() if k not in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.extra, "schema": SCHEMA, "app": self.app, "live": self.live, "live_since": self.live_since,
+                "live_deployment": self.live_deployment, "live_image": self.live_image, "previous": self.previous,
+                "previous_deployment": self.previous_deployment, "previous_image": self.previous_image,
+                "in_progress": self.in_progress.to_json() if self.in_progress else None,
+                "drain_workers": self.drain_workers, "config": self.config,
+                "deployments": self.deployments, "events": self.events}
+
+    def holder(self, deployment_id: str) -> InProgress | None:
+        """The in-progress record when ``deployment_id`` holds the app, else None."""
+        ip = self.in_progress
+        return ip if ip is not None and ip.id == deployment_id else None
+
+    def completed(self, deployment_id: str) -> bool:
+        """``deployment_id`` is live and no longer in progress: every event of it is a no-op."""
+        return self.live_deployment == deployment_id and self.holder(deployment_id) is None
+
+    def set_live(self, colour: Colour, deployment_id: str | None, image: str | None, now: float) -> None:
+        """Record ``colour`` as live; the colour live before it becomes ``previous``."""
+        if self.live != colour:
+            self.previous, self.previous_deployment, self.previous_image = (
+                self.live, self.live_deployment, self.live_image)
+            self.live_since = now
+        self.live, self.live_deployment, self.live_image = colour, deployment_id, image
+
+    def clear_live(self) -> None:
+        self.live = self.live_since = self.live_deployment = self.live_image = None
+
+
+@dataclass(frozen=True)
+class Running:
+    """What runs as one colour: the deployment, image and container name from its labels."""
+
+    deployment: str | None
+    image: str | None
+    name: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Who:
+    """The process that runs an event: recorded with the claim and in the audit log."""
+
+    pid: int
+    pid_start: int | None
+    host: str
+    user: str
+
+
+def finish_event(st: State, deployment_id: str, stage: str, now: float, **extra: Any) -> None:
+    """Mark the holder's current event as done (the deployment stays in progress).
+
+    ``extra``: image, old_workers or timings of the deployment."""
+    ip = st.holder(deployment_id)
+    if ip is None:
+        return
+    for key, value in extra.items():
+        if key not in ("image", "old_workers", "timings"):
+            raise TypeError(f"finish_event: unknown field {key}")
+        setattr(ip, key, value)
+    ip.stage, ip.event_done, ip.updated = stage, True, now
+
+
+def record_deployment(st: State, ip: InProgress, outcome: str, now: float, cause: str | None = None) -> None:
+    """Close the deployment ``ip`` in the history (and clear in_progress if it is the holder)."""
+    st.deployments.append({
+        "id": ip.id, "target": ip.target, "from": ip.from_colour, "outcome": outcome, "cause": cause,
+        "started": ip.started, "ended": now, "seconds": round(now - ip.started, 3), "stage": ip.stage,
+        "image": ip.image, "timings": ip.timings})
+    if st.in_progress is not None and st.in_progress.id == ip.id:
+        st.in_progress = None
+
+
+def record_event(st: State, who: Who, deployment_id: str, event: str, outcome: str, seconds: float,
+                 target: str | None, now: float, cause: str | None = None) -> None:
+    """Append one event run to the audit log."""
+    st.events.append({"at": now, "deployment": deployment_id, "event": event, "outcome": outcome,
+                      "seconds": round(seconds, 3), "live": st.live, "target": target, "cause": cause,
+                      "host": who.host, "user": who.user, "pid": who.pid})

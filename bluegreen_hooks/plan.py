@@ -1,36 +1,33 @@
 """Dry-run plans: what each lifecycle event WOULD do, computed without changing anything.
 
-``gather()`` reads the world (the state file without taking the lock, the nginx include, the app's
-containers and the nginx pids); ``plan_deployment()`` is pure and turns that into a ``Plan``;
-``render()`` prints it for some events. Nothing here writes a file, takes a lock, runs ``nginx -t``
-or talks to Docker other than to list containers and images.
-
-The plan follows the decisions the events make (events.py): the target colour is the colour that is
-not live (blue on the first deployment), after the same reconcile() of the state with the include
-and the running containers; a deployment already in progress keeps its target; a completed one is
-a no-op.
+``gather()`` reads the world the way the events do (lifecycle/steps.gather: the include, what nginx
+answers, what runs) plus the state file without taking the lock, the app's containers and nginx's
+pids; ``plan_deployment()`` calls the same ``decide()`` as the events and keeps its Decision;
+``render()`` prints it. Nothing here writes a file, takes a lock, runs ``nginx -t`` or talks to
+Docker other than to list containers and images.
 """
 from __future__ import annotations
 
-import copy
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from bluegreen_hooks import state
-from bluegreen_hooks.config import COLOURS, Colour, Config
-
-EVENT_ORDER = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")
+from bluegreen_hooks.config import Config
+from bluegreen_hooks.decide import Decision, World, decide
+from bluegreen_hooks.errors import StateError
+from bluegreen_hooks.host import procfs
+from bluegreen_hooks.host.store import Store, me
+from bluegreen_hooks.model import COLOURS, Colour, State
 
 
 @dataclass
-class World:
+class Seen:
     """What ``gather()`` saw: read-only inputs of a plan."""
 
-    state: dict[str, Any]
-    state_problem: str | None
+    state: State
+    world: World
     include_text: str | None
-    running: dict[str, dict[str, Any] | None]
     containers: dict[str, list[str]]            # colour -> names of all its containers (running or not)
     nginx_master: int | None
     nginx_workers: list[int]
@@ -47,119 +44,116 @@ class World:
 class Plan:
     cfg: Config
     deployment_id: str
-    live: Colour | None
-    target: Colour
-    old: Colour | None
-    done: bool                                   # the deployment is already live: every event is a no-op
-    busy: str | None                             # another deployment holds the app (the run would exit 3)
+    decision: Decision
     notes: list[str] = field(default_factory=list)
-    world: World | None = None
+    world: Seen | None = None
+
+    @property
+    def live(self) -> Colour | None:
+        return self.decision.live
+
+    @property
+    def target(self) -> Colour:
+        return self.decision.target
+
+    @property
+    def old(self) -> Colour | None:
+        return self.decision.old
+
+    @property
+    def done(self) -> bool:
+        return self.decision.done
+
+    @property
+    def busy(self) -> str | None:
+        return self.decision.busy
 
     @property
     def image_tag(self) -> str:
-        from bluegreen_hooks.containers import image_tag
+        from bluegreen_hooks.runtime.docker import image_tag
         return image_tag(self.cfg, self.deployment_id)
 
     @property
     def include_text(self) -> str:
-        from bluegreen_hooks.nginx import render_include
+        from bluegreen_hooks.host.nginx import render_include
         return render_include(self.cfg, self.target, self.deployment_id)
 
     def run_kwargs(self) -> dict[str, Any]:
-        from bluegreen_hooks.containers import run_kwargs
+        from bluegreen_hooks.runtime.docker import run_kwargs
         return run_kwargs(self.cfg, self.target, self.image_tag, self.deployment_id)
 
 
 # ---------------------------------------------------------------------------------------------- reading
 
-def read_state(store: state.Store) -> tuple[dict[str, Any], str | None]:
-    """The state file as ``Store.read()`` sees it, but strictly read-only (a corrupt file is not moved)."""
-    from bluegreen_hooks.errors import StateError
+def _containers(be: Any) -> dict[str, list[str]]:
+    return {c: [f"{x.name} ({x.status})" for x in be.containers(c)] for c in COLOURS}
 
+
+def _image_exists(cfg: Config, client: Any, deployment_id: str) -> bool | None:
+    if cfg.compose is not None:
+        return None
+    import docker.errors
+
+    from bluegreen_hooks.runtime.docker import image_tag
     try:
-        data = store.read(quarantine=False)
-    except StateError as exc:
-        return state.empty(store.app), f"unreadable ({exc})"
-    return data, store.problem
+        client.images.get(image_tag(cfg, deployment_id))
+        return True
+    except docker.errors.ImageNotFound:
+        return False
 
 
-def gather(cfg: Config, deployment_id: str, client=None) -> World:
+def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
     """Read the state, the include, the containers, the image and nginx's pids. Writes nothing."""
-    from bluegreen_hooks import containers, nginx
+    from bluegreen_hooks import runtime
+    from bluegreen_hooks.host import nginx
+    from bluegreen_hooks.lifecycle.steps import gather as observe
 
-    store = state.Store(cfg.state_dir, cfg.app, cfg.history)
-    st, problem = read_state(store)
+    store = Store(cfg.state_dir, cfg.app, cfg.history)
     try:
-        include_text = nginx.read_include(cfg)
-    except Exception as exc:  # noqa: BLE001 - a plan reports what it cannot read
-        include_text, problem = None, f"{problem or ''} include unreadable: {exc}".strip()
-    running: dict[str, dict[str, Any] | None] = {c: None for c in COLOURS}
+        read = store.read(quarantine=False)
+        st, problem = read.state, read.problem
+    except StateError as exc:
+        st, problem = State(cfg.app), f"unreadable ({exc})"
     names: dict[str, list[str]] = {c: [] for c in COLOURS}
-    image_exists: bool | None = None
-    docker_problem = None
+    image_exists, docker_problem, be = None, None, None
     close = client is None
     try:
-        if client is None:
-            client = containers.connect(timeout=30)
-        if cfg.compose is not None:      # each colour is a compose project: list through its labels
-            from bluegreen_hooks.compose import ComposeBackend
-            be = ComposeBackend(cfg, client, cfg.compose.command or ("docker", "compose"))
-            running = be.running()
-            for colour in COLOURS:
-                names[colour] = [f"{c.name} ({c.status})" for c in be.containers(colour)]
-        else:
-            running = containers.running(client, cfg)
-            for cont in containers.containers(client, cfg):
-                colour = cont.labels.get(containers.LABEL_COLOUR)
-                if colour in names:
-                    names[colour].append(f"{cont.name} ({cont.status})")
-            import docker.errors
-            try:
-                client.images.get(containers.image_tag(cfg, deployment_id))
-                image_exists = True
-            except docker.errors.ImageNotFound:
-                image_exists = False
+        be = runtime.backend(cfg, client)
+        client = be.client
+        names, image_exists = _containers(be), _image_exists(cfg, client, deployment_id)
     except Exception as exc:  # noqa: BLE001 - Docker unreachable: plan without it, and say so
-        docker_problem = str(exc)
+        docker_problem, be = str(exc), None
+    try:
+        world = observe(cfg, be, problem)
+        include_text = nginx.read_include(cfg)
+    except Exception as exc:  # noqa: BLE001 - a plan reports what it cannot read
+        world = World(None, None, {c: None for c in COLOURS}, f"{problem or ''} include unreadable: {exc}".strip())
+        include_text = None
     finally:
         if close and client is not None:
             client.close()
     master = nginx.master_pid(cfg)
     workers = [pid for pid, _ in nginx.worker_pids(cfg)] if master else []
-    return World(st, problem, include_text, running, names, master, workers, image_exists, docker_problem)
+    return Seen(st, world, include_text, names, master, workers, image_exists, docker_problem)
 
 
 # ---------------------------------------------------------------------------------------------- planning
 
-def plan_deployment(cfg: Config, deployment_id: str, world: World, now: float | None = None) -> Plan:
-    """Pure: the decisions the events would take for ``deployment_id`` given ``world``."""
-    from bluegreen_hooks.nginx import include_colour
-
-    st = copy.deepcopy(world.state)
-    notes = state.reconcile(st, include_colour(cfg, world.include_text), world.running, world.state_problem)
-    ip = st.get("in_progress")
-    live = st.get("live")
-    done = st.get("live_deployment") == deployment_id and not (ip and ip.get("id") == deployment_id)
-    mine = ip if ip and ip.get("id") == deployment_id else None
-    busy = None
-    if ip and not mine:
-        import time
-        status, reason = state.holder_status(ip, time.time() if now is None else now, cfg.stale_after)
-        if status == "busy":
-            busy = f"deployment {ip.get('id')} is in progress ({reason})"
-        else:
-            notes.append(f"would take over from stale deployment {ip.get('id')}: {reason}")
-    if mine and mine.get("target"):
-        target = mine["target"]
-        notes.append(f"deployment {deployment_id} is in progress (stage {mine.get('stage')}): it keeps target {target}")
-    else:
-        target = Config.other(live) if live else "blue"
-    old = mine.get("from") if mine and "from" in mine else (live if live != target else st.get("previous"))
-    if done:
-        target = live
-    if world.docker_problem:
-        notes.append(f"Docker not reachable, containers unknown: {world.docker_problem}")
-    return Plan(cfg, deployment_id, live, target, old, done, busy, notes, world)
+def plan_deployment(cfg: Config, deployment_id: str, seen: Seen, now: float | None = None,
+                    event: str = "BeforeInstall") -> Plan:
+    """The decision the events would take for ``deployment_id`` given ``seen`` (the same ``decide()``)."""
+    d = decide(seen.state, seen.world, deployment_id, event, me(), time.time() if now is None else now,
+               cfg.stale_after, procfs.process_alive)
+    notes = list(d.notes)
+    if d.busy is None:
+        notes += [n.replace("took over", "would take over") for n in (d.takeover,) if n]
+        notes += [n for n in (d.resumed,) if n]
+    if d.repair:
+        notes.append(f"an interrupted switch: nginx serves {d.repair} but the include names "
+                     f"{seen.world.include_colour}; the include would be rewritten for {d.repair}")
+    if seen.docker_problem:
+        notes.append(f"Docker not reachable, containers unknown: {seen.docker_problem}")
+    return Plan(cfg, deployment_id, d, notes, seen)
 
 
 # ---------------------------------------------------------------------------------------------- printing
@@ -191,7 +185,7 @@ def event_lines(plan: Plan, event: str) -> list[str]:
         out.append(f"remove leftover containers of {plan.target}: {', '.join(left) if left else 'none'}")
         return out
     if event == "ApplicationStart" and cfg.compose is not None:
-        from bluegreen_hooks import compose
+        from bluegreen_hooks.runtime import compose
         cmd = _compose_cmd(cfg)
         env = ", ".join(f"{k}={v}" for k, v in sorted(compose.variables(cfg, plan.target, plan.deployment_id).items()))
         out = [f"target colour: {plan.target} (live: {plan.live or 'none'})"]
@@ -227,7 +221,7 @@ def event_lines(plan: Plan, event: str) -> list[str]:
         if plan.old and plan.old != plan.target:
             olds = w.containers.get(plan.old, []) if w else []
             if cfg.compose is not None:
-                from bluegreen_hooks import compose
+                from bluegreen_hooks.runtime import compose
                 stop = f"then: stop {', '.join(olds) or 'nothing running'}: " + _argv(
                     compose.down_argv(_compose_cmd(cfg), cfg, plan.old, cfg.compose.stop_grace_period))
             else:
@@ -246,8 +240,7 @@ def event_lines(plan: Plan, event: str) -> list[str]:
 
 def _compose_cmd(cfg: Config) -> tuple[str, ...]:
     """compose/command, else what the events detect at run time (shown as ``docker compose``)."""
-    assert cfg.compose is not None
-    return cfg.compose.command or ("docker", "compose")
+    return (cfg.compose.command if cfg.compose else None) or ("docker", "compose")
 
 
 def _switch_lines(plan: Plan) -> list[str]:

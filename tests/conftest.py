@@ -140,7 +140,7 @@ def bed(docker_client, nginx, site, app_name, tmp_path):
 @pytest.fixture(scope="module")
 def compose_cmd():
     """The compose command the hooks will use; a missing one skips here, and fails under CI."""
-    from bluegreen_hooks.compose import ComposeUnavailable, detect
+    from bluegreen_hooks.runtime.compose import ComposeUnavailable, detect
 
     try:
         return detect()

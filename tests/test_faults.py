@@ -270,7 +270,7 @@ class Squatter:
 def test_port_holder_is_found_from_proc():
     """ports.py names the process listening on a port (pid and command line) from /proc; a free port
     passes check_free; a held one is refused naming the port, the config key and the holder."""
-    from bluegreen_hooks import ports
+    from bluegreen_hooks.host import ports
     from bluegreen_hooks.errors import ContainerStartError
 
     port = free_port()
@@ -455,7 +455,7 @@ def test_nginx_commands_are_argv_never_a_shell(tmp_path):
     """nginx/test and nginx/reload are trusted config run exactly as argv: a string with spaces is one
     program name (not split by a shell), shell syntax in an argument is text; `sh -c` runs only when the
     operator writes it (the commands are trusted; no OTHER key can reach them — see the tests above)."""
-    from bluegreen_hooks import nginx
+    from bluegreen_hooks.host import nginx
     from bluegreen_hooks.errors import NginxError
 
     marker, out = tmp_path / "ran", tmp_path / "argv.json"

@@ -127,7 +127,8 @@ def test_lost_state_is_reconciled_from_nginx_and_containers(bed, damage):
     st = bed.state()
     assert (st["live"], st["previous"]) == ("blue", "green")
     if damage == "garbage":
-        assert path.with_name(path.name + ".corrupt").read_text() == "{not json"
+        kept = list(path.parent.glob(path.name + ".corrupt-*"))     # quarantined with a timestamp
+        assert [k.read_text() for k in kept] == ["{not json"]
 
 
 def test_application_start_rerun_is_idempotent(bed):

@@ -12,8 +12,11 @@ import time
 import pytest
 
 from bluegreen_hooks import config as config_mod
-from bluegreen_hooks import nginx as nginx_mod
-from bluegreen_hooks import state
+from bluegreen_hooks.host import nginx as nginx_mod
+from bluegreen_hooks.decide import holder_status
+from bluegreen_hooks.host import procfs
+from bluegreen_hooks.host.store import Store, me
+from bluegreen_hooks.model import InProgress, State, record_event
 from bluegreen_hooks.cli import main
 from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.load import Load
@@ -98,10 +101,10 @@ def test_history_rejects_a_non_positive_count(tmp_path, capsys):
 
 def test_history_is_bounded_and_read_from_the_state_file(tmp_path, capsys):
     """The audit log keeps 5 x deploy/history events; history -n shows the newest N, oldest first."""
-    store = state.Store(tmp_path, "shop", history=2)
-    data = state.empty("shop")
+    store = Store(tmp_path, "shop", history=2)
+    data = State("shop", live="blue")
     for i in range(25):
-        state.record_event(data, f"d-{i}", "BeforeInstall", "succeeded", 0.5, "blue", "green")
+        record_event(data, me(), f"d-{i}", "BeforeInstall", "succeeded", 0.5, "green", time.time())
     store.write(data)
     (tmp_path / "shop.toml").write_text('app = "shop"\n[container]\nimage = "busybox:1"\n')
     assert main(["history", "--json", "-n", "100", "--state-dir", str(tmp_path)]) == 0
@@ -278,7 +281,7 @@ def test_rollback_under_load_switches_to_the_old_colour_still_running(bed, capsy
     assert bed.running_colours() == ["blue", "green"]
     store_path = bed.state_dir / f"{bed.app}.json"
     # the abandoned deployment becomes stale 1 s after its last event finished
-    wait_for(lambda: state.holder_status(json.loads(store_path.read_text())["in_progress"], time.time(), 1)[0]
+    wait_for(lambda: _holder_verdict(store_path)
              == "stale",
              timeout=10, what="d-two to become stale")
     capsys.readouterr()
@@ -408,7 +411,7 @@ def test_status_and_rollback_of_a_compose_app(stack, capsys):
     assert stack.services("blue") == stack.services("green") == ["api", "web", "worker"]
     cli = lambda *a: main([*a, "--state-dir", str(stack.state_dir)])  # noqa: E731
     store_path = stack.state_dir / f"{stack.app}.json"
-    wait_for(lambda: state.holder_status(json.loads(store_path.read_text())["in_progress"], time.time(), 1)[0]
+    wait_for(lambda: _holder_verdict(store_path)
              == "stale", timeout=10, what="d-c2 to become stale")
     capsys.readouterr()
     assert cli("status", "--json") == 1
@@ -439,3 +442,9 @@ def test_status_and_rollback_of_a_compose_app(stack, capsys):
     wait_for(lambda: not stack.client.containers.list(all=True, filters={"ancestor": f"{stack.image}:v1"}), timeout=30,
              what="no container left on " + stack.image + ": " + ", ".join(
                  c.name for c in stack.client.containers.list(all=True, filters={"ancestor": f"{stack.image}:v1"})))
+
+
+def _holder_verdict(store_path):
+    """busy/stale of the deployment in progress, as the next deployment would judge it (stale_after 1 s)."""
+    ip = InProgress.from_json(json.loads(store_path.read_text())["in_progress"])
+    return holder_status(ip, time.time(), 1, me().host, procfs.process_alive)[0]

@@ -11,7 +11,9 @@ import pytest
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks import plan
 from bluegreen_hooks.cli import main
-from bluegreen_hooks.nginx import render_include
+from bluegreen_hooks.decide import World
+from bluegreen_hooks.host.nginx import render_include
+from bluegreen_hooks.model import InProgress, Running, State
 from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.ports import free_port
 
@@ -107,24 +109,23 @@ def test_dry_run_after_a_deployment_changes_nothing(dry, tmp_path, monkeypatch, 
 def test_plan_follows_the_events_decisions(dry):
     """Pure planning: a deployment in progress keeps its target; a completed one is a no-op."""
     cfg = config_mod.load(dry.bundle("v1") / "bluegreen.toml")
-    base = plan.World(state={**__import__("bluegreen_hooks.state", fromlist=["empty"]).empty(dry.app),
-                             "live": "green", "live_deployment": "d-old"},
-                      state_problem=None, include_text=render_include(cfg, "green", "d-old"),
-                      running={"blue": None, "green": {"deployment": "d-old", "image": "x", "name": "n"}},
-                      containers={"blue": [], "green": ["n (running)"]}, nginx_master=None, nginx_workers=[],
-                      image_exists=False)
+    base = _world(state=State(dry.app, live="green", live_deployment="d-old"), state_problem=None,
+                  include_text=render_include(cfg, "green", "d-old"),
+                  running={"blue": None, "green": Running("d-old", "x", "n")},
+                  containers={"blue": [], "green": ["n (running)"]}, nginx_master=None, nginx_workers=[])
     p = plan.plan_deployment(cfg, "d-new", base)
     assert (p.live, p.target, p.old, p.done, p.busy) == ("green", "blue", "green", False, None)
     assert plan.plan_deployment(cfg, "d-old", base).done
     assert "already live on green" in plan.render(plan.plan_deployment(cfg, "d-old", base), ["BeforeInstall"])[-1]
 
 
-def _world(**kw):
-    from bluegreen_hooks.state import empty
-    base = dict(state=empty("shop"), state_problem="missing", include_text=None, running={"blue": None, "green": None},
-                containers={"blue": [], "green": []}, nginx_master=123, nginx_workers=[124, 125], image_exists=False)
+def _world(state=None, state_problem="missing", include_text=None, running=None, **kw):
+    """A Seen as gather() would return it (the include's colour and nginx's answer agree)."""
+    include = ("green" if "colour=green" in include_text else "blue") if include_text else None
+    world = World(include, include, running or {"blue": None, "green": None}, state_problem)
+    base = dict(containers={"blue": [], "green": []}, nginx_master=123, nginx_workers=[124, 125], image_exists=False)
     base.update(kw)
-    return plan.World(**base)
+    return plan.Seen(state or State("shop"), world, include_text, **base)
 
 
 def test_plan_for_a_compose_app_shows_the_compose_commands(tmp_path):
@@ -134,9 +135,9 @@ def test_plan_for_a_compose_app_shows_the_compose_commands(tmp_path):
     cfg = parse({"app": "shop", "colours": {"blue": 8081, "green": 8082},
                  "compose": {"file": "docker-compose.yml", "command": ["docker-compose"]},
                  "nginx": {"reload": ["nginx", "-s", "reload"]}}, tmp_path / "bluegreen.toml", environ={})
-    st = {**_world().state, "live": "blue", "live_deployment": "d-1"}
+    st = State("shop", live="blue", live_deployment="d-1")
     w = _world(state=st, state_problem=None, include_text=render_include(cfg, "blue", "d-1"),
-               running={"blue": {"deployment": "d-1"}, "green": None},
+               running={"blue": Running("d-1", None, "shop-blue"), "green": None},
                containers={"blue": ["shop-blue-web-1 (running)"], "green": []})
     lines = plan.render(plan.plan_deployment(cfg, "d-2", w), ["ApplicationStart", "ValidateService"])
     text = "\n".join(lines)
@@ -158,11 +159,9 @@ def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
     assert "create an empty include /etc/nginx/conf.d/backend-url.inc (first deployment)" in "\n".join(first)
     assert "  target colour: blue (live: none)" in first
     import os
-
-    from bluegreen_hooks.state import empty, process_start_time
-    st = {**empty("shop"), "in_progress": {"id": "d-other", "event": "ApplicationStart", "event_done": False,
-                                           "pid": os.getpid(), "pid_start": process_start_time(os.getpid()),
-                                           "host": None, "started": 0, "updated": 0, "target": "blue"}}
+    from bluegreen_hooks.host.procfs import process_start_time
+    st = State("shop", in_progress=InProgress("d-other", "blue", 0, event="ApplicationStart", event_done=False,
+                                              pid=os.getpid(), pid_start=process_start_time(os.getpid())))
     busy = plan.render(plan.plan_deployment(cfg, "d-1", _world(state=st)), ["BeforeInstall"])
     assert busy[-1].startswith(
         "  would refuse (exit 3): deployment d-other is in progress (ApplicationStart running as pid")

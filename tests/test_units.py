@@ -1,15 +1,15 @@
 """Pure logic, no services: config validation, include rendering, state claims, verdicts, argv/kwargs builders."""
 from __future__ import annotations
 
-import os
-import stat
-import time
 from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks import config, containers, events, health, nginx, state
-from bluegreen_hooks.errors import ConfigError, LockedError
+from bluegreen_hooks import config
+from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host import health, nginx, wait
+from bluegreen_hooks.lifecycle import runner as events
+from bluegreen_hooks.runtime import docker as containers
 
 BASE = {"app": "shop", "container": {"image": "shop:1"}}
 
@@ -202,97 +202,8 @@ def test_container_verdict(attrs, fatal, docker_health):
 
 def test_poll_returns_the_first_truthy_value_and_none_after_the_deadline():
     calls = []
-    assert health.poll(lambda: calls.append(1) or (len(calls) >= 3 and "yes"), 5, sleep=lambda s: None) == "yes"
-    assert health.poll(lambda: False, 0.05, interval=0.01) is None
-
-
-
-def test_connections_to_counts_the_established_connections_to_a_port():
-    """procfs.connections_to: what the in-flight tests wait on (requests really open on a colour's port)."""
-    import socket
-
-    from bluegreen_hooks.host import procfs
-
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-        assert procfs.connections_to(port) == 0
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        try:
-            assert procfs.connections_to(port) == 3
-        finally:
-            for c in clients:
-                c.close()
-
-
-# ------------------------------------------------------------------------------------------------- state
-
-def test_store_writes_atomically_with_private_permissions(tmp_path):
-    store = state.Store(tmp_path / "st", "shop")
-    with store.update() as st:
-        st["live"] = "blue"
-    assert stat.S_IMODE(os.stat(tmp_path / "st").st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
-    assert store.read()["live"] == "blue" and store.problem is None
-    assert [p.name for p in (tmp_path / "st").iterdir() if p.name.endswith(".tmp")] == []
-
-
-def test_store_treats_missing_and_corrupt_files_as_empty(tmp_path):
-    store = state.Store(tmp_path, "shop")
-    assert store.read()["live"] is None and store.problem == "missing"
-    store.path.write_text('{"app": "other"}')
-    assert store.read()["live"] is None and store.problem == "corrupt"
-    assert (tmp_path / "shop.json.corrupt").exists()
-
-
-def _ip(**kw):
-    now = time.time()
-    return {"id": "d-1", "target": "green", "started": now - 30, "updated": now - 10, "event": "ApplicationStart",
-            "event_done": False, "pid": os.getpid(), "pid_start": state.process_start_time(os.getpid()),
-            "host": os.uname().nodename, **kw}
-
-
-def test_claim_refuses_while_the_holder_process_runs():
-    data = {**state.empty("shop"), "in_progress": _ip()}
-    with pytest.raises(LockedError) as err:
-        state.claim(data, "d-2", "BeforeInstall", "green", 900)
-    assert "deployment d-1 is in progress (ApplicationStart running as pid" in str(err.value)
-    assert "started 30s ago" in str(err.value)
-
-
-def test_claim_takes_over_a_holder_whose_process_died():
-    data = {**state.empty("shop"), "in_progress": _ip(pid=2 ** 22 + 1, pid_start=1)}
-    note = state.claim(data, "d-2", "BeforeInstall", "green", 900)
-    assert "took over from stale deployment d-1" in note and "died without finishing" in note
-    assert data["in_progress"]["id"] == "d-2" and data["deployments"][-1]["outcome"] == "abandoned"
-
-
-def test_claim_between_events_is_busy_until_stale_after():
-    data = {**state.empty("shop"), "in_progress": _ip(event_done=True, event="BeforeInstall")}
-    with pytest.raises(LockedError, match="between events"):
-        state.claim(data, "d-2", "BeforeInstall", "green", 900)
-    assert state.claim(data, "d-2", "BeforeInstall", "green", 5) is not None   # idle 10 s > 5 s: stale
-
-
-def test_claim_by_the_same_deployment_keeps_its_target():
-    data = {**state.empty("shop"), "in_progress": _ip(event_done=True)}
-    assert state.claim(data, "d-1", "ValidateService", None, 900) is None
-    assert data["in_progress"]["target"] == "green" and data["in_progress"]["event"] == "ValidateService"
-
-
-@pytest.mark.parametrize("recorded, include, running, live", [
-    ("blue", "green", {"blue": {}, "green": {"deployment": "d-9"}}, "green"),   # nginx is the truth
-    ("blue", "green", {"blue": {"deployment": "d-1"}, "green": None}, "blue"),   # include names a dead colour
-    (None, None, {"blue": None, "green": {"deployment": "d-2"}}, "green"),       # only one runs
-    ("green", None, {"blue": None, "green": None}, None),                        # nothing runs
-    ("blue", "blue", {"blue": {"deployment": "d-1"}, "green": None}, "blue"),    # agreement: no note
-])
-def test_reconcile(recorded, include, running, live):
-    data = {**state.empty("shop"), "live": recorded}
-    notes = state.reconcile(data, include, running)
-    assert data["live"] == live
-    assert bool(notes) == (recorded != live)
+    assert wait.poll(lambda: calls.append(1) or (len(calls) >= 3 and "yes"), 5, sleep=lambda s: None) == "yes"
+    assert wait.poll(lambda: False, 0.05, interval=0.01) is None
 
 
 def _python39():
@@ -306,7 +217,7 @@ def _python39():
 @pytest.mark.skipif(_python39() is None, reason="no Python 3.9 on this machine (hosts may run 3.9)")
 def test_package_compiles_and_its_stdlib_modules_import_on_python_3_9():
     """Hosts run Python 3.9: the package and the hook launcher compile there, and the modules a hook loads
-    before docker/tenacity (cli, config, state, nginx, events, appspec) import and parse a config."""
+    before docker/tenacity (cli, config, decide, model, host.nginx, host.store, lifecycle) import and parse a config."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
@@ -314,7 +225,10 @@ def test_package_compiles_and_its_stdlib_modules_import_on_python_3_9():
     subprocess.run([py, "-m", "compileall", "-q", str(root / "bluegreen_hooks")], check=True)
     subprocess.run([py, "-m", "py_compile", str(root / "hooks" / "launch")], check=True)
     code = ("from pathlib import Path\n"
-             "from bluegreen_hooks import cli, config, state, nginx, events\nfrom bluegreen_hooks.agent import appspec\n"
+             "from bluegreen_hooks import cli, config, decide, model\n"
+             "from bluegreen_hooks.host import nginx, store\n"
+             "from bluegreen_hooks.lifecycle import events, runner\n"
+             "from bluegreen_hooks.agent import appspec\n"
              "cfg = config.parse({'app': 'shop', 'container': {'image': 'shop:1'}}, Path('/b/bluegreen.toml'), {})\n"
              "print(nginx.render_include(cfg, 'green', 'd-1').splitlines()[2])\n")
     # tomli comes from the bundle's pinned wheels on a 3.9 host: put that wheel on the path (zipimport)

@@ -59,7 +59,7 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from bluegreen_hooks.events import Reporter
+    from bluegreen_hooks.lifecycle.runner import Reporter
     from bluegreen_hooks.operator.rollback import ROLLBACK_EVENT, rollback
     from bluegreen_hooks.operator.text import dump
 

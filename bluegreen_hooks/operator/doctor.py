@@ -15,10 +15,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from bluegreen_hooks import containers, nginx, state
+from bluegreen_hooks import runtime
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import HookError
-from bluegreen_hooks.host import procfs
+from bluegreen_hooks.host import nginx, procfs
+from bluegreen_hooks.host.store import Store
+from bluegreen_hooks.runtime.base import connect
 from bluegreen_hooks.model import COLOURS, Colour
 from bluegreen_hooks.operator.text import first_line
 
@@ -76,7 +78,7 @@ def check_python() -> tuple[str, str]:
 def connect_docker(checks: Checks) -> Any | None:
     """Run the "docker" check; the client when Docker could be connected to (close it after use)."""
     try:
-        client = containers.connect(timeout=15)
+        client = connect(timeout=15)
     except Exception as exc:  # noqa: BLE001 - reported as the check's FAIL line
         checks.add("docker", "fail", _reason(exc))
         return None
@@ -164,7 +166,7 @@ def check_state_dir(cfg: Config) -> tuple[str, str]:
 
 
 def check_state_file(cfg: Config) -> tuple[str, str]:
-    store = state.Store(cfg.state_dir, cfg.app, cfg.history)
+    store = Store(cfg.state_dir, cfg.app, cfg.history)
     path = store.path
     if not path.exists():
         return "ok", f"{path} does not exist yet (nothing deployed)"
@@ -172,10 +174,10 @@ def check_state_file(cfg: Config) -> tuple[str, str]:
         json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return "fail", f"{path} is unreadable or not JSON ({first_line(exc)}); the next deployment rebuilds it"
-    data = store.read(quarantine=False)   # leaves a bad file in place; store.problem says what is wrong
-    if store.problem is not None:
-        return "fail", f"{path} is not a valid state file for {cfg.app}; the next deployment rebuilds it"
-    return "ok", f"{path}: live {data.get('live') or 'none'}"
+    read = store.read(quarantine=False)   # leaves a bad file in place; read.problem says what is wrong
+    if read.problem is not None:
+        return "fail", f"{path} is not a valid state file for {cfg.app} ({read.problem}); the next deployment rebuilds it"
+    return "ok", f"{path}: live {read.state.live or 'none'}"
 
 
 def running_colours(cfg: Config, client: Any | None) -> dict[str, Any]:
@@ -183,7 +185,7 @@ def running_colours(cfg: Config, client: Any | None) -> dict[str, Any]:
     if client is None:
         return {}
     try:
-        return containers.backend(cfg, client).running()
+        return dict(runtime.backend(cfg, client).running())
     except Exception:  # noqa: BLE001 - the port check still reports the listeners
         return {}
 
@@ -197,10 +199,10 @@ def check_port(cfg: Config, colour: Colour, running: dict[str, Any]) -> tuple[st
     mine = running.get(colour)
     if not inodes:
         if mine:
-            return "fail", f"port {port} free, but container {mine['name']} runs as {colour}: it does not listen"
+            return "fail", f"port {port} free, but container {mine.name} runs as {colour}: it does not listen"
         return "ok", f"port {port} free"
     if mine:
-        return "ok", f"port {port} held by container {mine['name']} (deployment {mine['deployment']}; {who})"
+        return "ok", f"port {port} held by container {mine.name} (deployment {mine.deployment}; {who})"
     return "fail", (f"port {port} held by {who}, not a {cfg.app} container: starting {colour} would fail; "
                     f"stop it or change colours/{colour}")
 

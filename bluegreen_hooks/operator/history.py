@@ -12,8 +12,8 @@ def read_history(cfg: Config, n: int) -> dict[str, Any]:
     """``{app, state_file, events, deployments}``: the last ``n`` records of each, as the state stores them."""
     store = open_store(cfg)
     st, _ = read_state(store)
-    return {"app": cfg.app, "state_file": str(store.path), "events": st.get("events", [])[-n:],
-            "deployments": st.get("deployments", [])[-n:]}
+    return {"app": cfg.app, "state_file": str(store.path), "events": st.events[-n:],
+            "deployments": st.deployments[-n:]}
 
 
 def deployment_line(d: dict[str, Any]) -> str:

@@ -1,27 +1,29 @@
-"""``rollback``: make the previous release live again, under the same claim as a deployment.
+"""``rollback``: make the previous release live again, through the same steps as a deployment.
 
-Under the app's claim: if the previous colour still runs the previous deployment, switch nginx to it
-at once; else start the previous image as that colour, wait until healthy, then switch. Then wait for
-the old nginx workers to drain, and stop the colour rolled back from unless ``keep_other``.
+Under the app's claim (lifecycle/steps + decide.claim, as a deployment takes it): if the previous
+colour still runs the previous release, health-check it and switch nginx to it; else start the
+previous image as that colour, wait until healthy, then switch (``steps.bring_up``). Then drain the old
+nginx workers and stop the colour rolled back from (``steps.retire``) unless ``keep_other``. The run
+is audited like an event (``runner.audit``) under a ``rollback-…`` deployment id.
 """
 from __future__ import annotations
 
-import sys
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from bluegreen_hooks import containers, health, nginx, state
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.errors import HookError
-from bluegreen_hooks.model import Colour, is_deployment_id
-from bluegreen_hooks.operator.select import open_store
+from bluegreen_hooks.decide import World, claim, interrupted_switch, reconcile
+from bluegreen_hooks.errors import HookError, LockedError
+from bluegreen_hooks.host import procfs
+from bluegreen_hooks.lifecycle import steps
+from bluegreen_hooks.lifecycle.runner import audit
+from bluegreen_hooks.lifecycle.steps import Context
+from bluegreen_hooks.model import Colour, Running, State, finish_event, is_deployment_id
 from bluegreen_hooks.operator.text import first_line
-
-if TYPE_CHECKING:
-    from bluegreen_hooks.compose import ComposeBackend
-    from bluegreen_hooks.containers import SdkBackend
+from bluegreen_hooks.runtime.base import Backend
 
 ROLLBACK_EVENT = "Rollback"
 
@@ -42,10 +44,11 @@ class RollbackFailed(HookError):
         self.exit_code = exit_code
 
 
-def rollback_id(now: float | None = None) -> str:
-    """``rollback-<UTC timestamp>``: the deployment id a rollback is recorded under."""
-    return "rollback-" + datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).strftime(
-        "%Y%m%dT%H%M%SZ")
+def rollback_id(now: float | None = None, pid: int | None = None) -> str:
+    """``rollback-<UTC timestamp>-<pid>``: the deployment id a rollback is recorded under (unique per
+    process, so two rollbacks in the same second never share a claim)."""
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"rollback-{stamp}-{os.getpid() if pid is None else pid}"
 
 
 @dataclass
@@ -58,8 +61,8 @@ class Plan:
     prev: Colour                   # the colour rolled back to
     prev_d: str | None
     prev_image: str | None
-    up: dict[str, Any]             # "switch": the previous colour's running container ({} when restarting)
-    start_image: str | None        # "restart": the image to start the previous colour from (None when switching)
+    up: Running | None             # "switch": what the previous colour runs now
+    start_image: str | None        # "restart": the image to start the previous colour from
 
     @property
     def mode(self) -> str:
@@ -67,155 +70,115 @@ class Plan:
         return "switch" if self.start_image is None else "restart"
 
 
-def _refuse_unless_possible(cfg: Config, st: dict[str, Any], running: dict[str, Any]) -> None:
-    """NoPreviousRelease when nothing is live, no previous release is recorded, or it failed its deployment."""
-    live, prev = st.get("live"), st.get("previous")
-    prev_d, prev_image = st.get("previous_deployment"), st.get("previous_image")
+def _refuse_unless_possible(cfg: Config, st: State, running: Any) -> tuple[Colour, Colour]:
+    """(live, previous); NoPreviousRelease when nothing is live, no previous release is recorded, or it
+    failed its deployment."""
+    live, prev = st.live, st.previous
     if not live:
         raise NoPreviousRelease(f"nothing to roll back: no colour is live for {cfg.app} (see `bluegreen-hooks status`)")
-    if not prev or prev == live or not (prev_image or running.get(prev)):
+    if not prev or prev == live or not (st.previous_image or running.get(prev)):
         raise NoPreviousRelease(f"nothing to roll back to: {cfg.app} has no previous release recorded "
-                                f"(live: {live}, deployment {st.get('live_deployment')})")
-    failed = next((d for d in reversed(st.get("deployments", [])) if d.get("id") == prev_d), None)
-    if failed and failed.get("outcome") == "failed" and prev_d != st.get("live_deployment"):
-        raise NoPreviousRelease(f"the previous release {prev_d} on {prev} failed its deployment "
+                                f"(live: {live}, deployment {st.live_deployment})")
+    failed = next((d for d in reversed(st.deployments) if d.get("id") == st.previous_deployment), None)
+    if failed and failed.get("outcome") == "failed" and st.previous_deployment != st.live_deployment:
+        raise NoPreviousRelease(f"the previous release {st.previous_deployment} on {prev} failed its deployment "
                                 f"({(failed.get('cause') or 'no cause recorded')[:120]}); refusing to roll back "
-                                f"to it: {live} ({st.get('live_deployment')}) stays live")
+                                f"to it: {live} ({st.live_deployment}) stays live")
+    return live, prev
 
 
-def _plan(st: dict[str, Any], backend: SdkBackend | ComposeBackend, running: dict[str, Any]) -> Plan:
-    """Switch when the previous colour still runs its release, else restart its image (docker apps only)."""
-    prev, prev_d, prev_image = st["previous"], st.get("previous_deployment"), st.get("previous_image")
-    release = (st["live"], st.get("live_deployment"), st.get("live_image"), prev, prev_d, prev_image)
-    up = running.get(prev) or {}
-    if up and (backend.kind != "docker" or up.get("deployment") == prev_d or not prev_image):
+def _plan(cfg: Config, st: State, be: Backend, running: Any) -> Plan:
+    """Switch when the previous colour still runs its release, else restart its image (when the backend can)."""
+    live, prev = _refuse_unless_possible(cfg, st, running)
+    release = (live, st.live_deployment, st.live_image, prev, st.previous_deployment, st.previous_image)
+    up = running.get(prev)
+    if up and (be.kind != "docker" or up.deployment == st.previous_deployment or not st.previous_image):
         return Plan(*release, up=up, start_image=None)
-    if backend.kind != "docker":
-        raise NoPreviousRelease(f"{prev} ({prev_d}) no longer runs, and a {backend.kind} app is started from its "
-                                f"bundle's files: deploy revision {prev_d} again instead")
-    return Plan(*release, up={}, start_image=_require_image(backend, prev_image, prev_d))
+    why_not = be.can_restart(prev, st.previous_image, st.previous_deployment)
+    if why_not:
+        raise NoPreviousRelease(why_not)
+    return Plan(*release, up=None, start_image=st.previous_image)
 
 
-def _claim(cfg: Config, store: state.Store, backend: SdkBackend | ComposeBackend, rid: str, say: Say) -> Plan:
-    """Under the lock: reconcile, refuse or plan, and claim the app for the rollback."""
-    with store.update() as st:
-        running = backend.running()
-        for fixed in state.reconcile(st, nginx.include_colour(cfg, nginx.read_include(cfg)), running, store.problem):
-            say(f"reconciled: {fixed}")
-        _refuse_unless_possible(cfg, st, running)
-        plan = _plan(st, backend, running)
-        took_over = state.claim(st, rid, ROLLBACK_EVENT, plan.prev, cfg.stale_after)
-        if took_over:
-            say(took_over)
-        st["in_progress"].update({"from": plan.live, "image": plan.prev_image})
+def _claim(ctx: Context, be: Backend) -> Plan:
+    """Observe (no lock), then under the lock: reconcile, refuse or plan, and claim the app."""
+    world = steps.gather(ctx.cfg, be)
+    with ctx.store.locked():
+        read = ctx.store.read()
+        st, now = read.state, time.time()
+        include = world.served if interrupted_switch(world) else world.include_colour
+        for fixed in reconcile(st, include, world.running, read.problem, now):
+            ctx.say(f"reconciled: {fixed}")
+        plan = _plan(ctx.cfg, st, be, world.running)
+        busy, took_over = claim(st, ctx.deployment_id, ROLLBACK_EVENT, plan.prev, ctx.who, now, ctx.cfg.stale_after,
+                                procfs.process_alive)
+        if busy:
+            raise LockedError(f"{busy}; wait for it to finish, or stop it, then retry {ctx.deployment_id}")
+        if st.in_progress is not None:
+            st.in_progress.from_colour, st.in_progress.image = plan.live, plan.prev_image
+        ctx.store.write(st)
+    if took_over:
+        ctx.say(took_over)
     return plan
 
 
-def _bring_up(cfg: Config, backend: SdkBackend | ComposeBackend, plan: Plan, rid: str, say: Say,
-              ) -> tuple[nginx.Switch, str | None]:
-    """Start the previous colour if it does not run, then switch nginx to it; the switch and its deployment."""
-    prev, prev_d = plan.prev, plan.prev_d
-    if plan.start_image is None:
-        say(f"{prev} still runs {plan.up.get('name')} (deployment {plan.up.get('deployment') or prev_d}): "
-            f"switching nginx to it at once")
-        prev_d = plan.up.get("deployment") or prev_d
+def _bring_back(ctx: Context, be: Backend, plan: Plan) -> tuple[steps.BroughtUp, str | None]:
+    """The previous colour live again (started first if needed); the switch and its deployment id."""
+    prev_d = plan.prev_d
+    if plan.up is not None:
+        ctx.say(f"{plan.prev} still runs {plan.up.name} (deployment {plan.up.deployment or prev_d}): "
+                f"switching nginx to it at once (after a health check)")
+        prev_d = plan.up.deployment or prev_d
     else:
-        say(f"{prev} is not running: starting it from {plan.start_image}")
-        backend.start(prev, plan.start_image, prev_d or rid, plan.live, say)
-        health.wait_healthy(cfg, prev, lambda: backend.watch(prev), say)
-    include_id = prev_d if prev_d and is_deployment_id(prev_d) else rid
-    return nginx.switch(cfg, prev, include_id, say), prev_d
-
-
-def _switch_back(cfg: Config, store: state.Store, backend: SdkBackend | ComposeBackend, plan: Plan, rid: str,
-                 t0: float, say: Say) -> tuple[nginx.Switch, str | None]:
-    """``_bring_up``; on failure remove a colour it started, record the failure, and raise RollbackFailed."""
-    try:
-        return _bring_up(cfg, backend, plan, rid, say)
-    except BaseException as exc:
-        if plan.start_image is not None:
-            say(f"removing {plan.prev}: {plan.live} keeps serving")
-            try:
-                backend.remove_colour(plan.prev, plan.live, say, grace=0)
-            except Exception as cleanup:  # noqa: BLE001 - report the first failure, not the cleanup's
-                say(f"warning: could not remove {plan.prev}: {first_line(cleanup)}")
-        _record(store, rid, "failed", time.monotonic() - t0, plan.live, plan.prev, first_line(exc))
-        if isinstance(exc, HookError):
-            raise RollbackFailed(f"rollback failed: {exc}; {plan.live} keeps serving", exc.exit_code) from exc
-        raise
-
-
-def _retire(cfg: Config, store: state.Store, backend: SdkBackend | ComposeBackend, plan: Plan, sw: nginx.Switch,
-            keep_other: bool, rid: str, t0: float, say: Say) -> bool:
-    """Wait for the old nginx workers, then stop the colour rolled back from (unless ``keep_other``)."""
-    live, prev = plan.live, plan.prev
-    try:
-        drained, left = nginx.wait_drained(sw.old_workers, cfg.drain_timeout)
-        say("old nginx workers finished their requests" if drained else
-            f"drain timeout ({cfg.drain_timeout:g}s) reached with {left} old nginx worker(s) still busy")
-        if keep_other:
-            say(f"{live} keeps running (--keep-other); roll back again to switch to it at once")
-            return False
-        backend.remove_colour(live, prev, say)
-        return True
-    except BaseException as exc:
-        _record(store, rid, "failed", time.monotonic() - t0, prev, prev,
-                f"{prev} is live, but stopping {live} failed: {first_line(exc)}")
-        raise
+        ctx.say(f"{plan.prev} is not running: starting it from {plan.start_image}")
+        steps.check_target_ports(ctx.cfg, plan.prev)
+    include_id = prev_d if prev_d and is_deployment_id(prev_d) else ctx.deployment_id
+    up = steps.bring_up(ctx, be, plan.prev, plan.start_image, prev_d or ctx.deployment_id, plan.live, include_id)
+    return up, prev_d
 
 
 def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
-    """Make the previous release live again; return what was done. Raises HookError (nothing else changed).
+    """Make the previous release live again; return what was done. Raises HookError (nothing else changed)."""
+    from bluegreen_hooks import runtime
 
-    Under the app's claim: if the previous colour still runs the previous deployment, switch nginx to it
-    at once; else start the previous image as that colour, wait until healthy, then switch. Then wait
-    for the old nginx workers to drain, and stop the colour rolled back from unless ``keep_other``.
-    """
     t0 = time.monotonic()
-    rid = rollback_id()
-    store = open_store(cfg)
-    backend = containers.backend(cfg)
-    plan = _claim(cfg, store, backend, rid, say)
+    ctx = Context(cfg, rollback_id(), ROLLBACK_EVENT, say)
+    be = runtime.backend(cfg)
+    plan = _claim(ctx, be)
     live, prev = plan.live, plan.prev
     say(f"rolling {cfg.app} back from {live} ({plan.live_d}) to {prev} ({plan.prev_d}, image {plan.prev_image})")
-    sw, prev_d = _switch_back(cfg, store, backend, plan, rid, t0, say)
-    with store.update() as st:
-        state.set_live(st, prev, prev_d, plan.prev_image)
-        st["drain_workers"] = sw.old_workers   # as a deployment's switch records them (events.py)
-        state.finish_event(st, rid, "switched")
+    try:
+        up, prev_d = _bring_back(ctx, be, plan)
+    except BaseException as exc:
+        audit(ctx, "failed", time.monotonic() - t0, first_line(exc), end_deployment=True)
+        if isinstance(exc, HookError):
+            raise RollbackFailed(f"rollback failed: {exc}; {live} keeps serving", exc.exit_code) from exc
+        raise
+    with ctx.store.update() as st:
+        st.set_live(prev, prev_d, plan.prev_image, time.time())
+        st.drain_workers = up.switch.old_workers   # as a deployment's switch records them
+        finish_event(st, ctx.deployment_id, "switched", time.time())
     say(f"{prev} is live again (deployment {prev_d})")
-    stopped = _retire(cfg, store, backend, plan, sw, keep_other, rid, t0, say)
+    stopped = _retire(ctx, be, plan, up, keep_other, t0)
     seconds = time.monotonic() - t0
-    _record(store, rid, "succeeded", seconds, prev, prev)
-    say(f"rollback {rid} done in {seconds:.1f}s: {prev} live ({prev_d})"
+    audit(ctx, "succeeded", seconds, end_deployment=True)
+    say(f"rollback {ctx.deployment_id} done in {seconds:.1f}s: {prev} live ({prev_d})"
         + (f", {live} stopped" if stopped else f", {live} still running"))
-    return {"id": rid, "mode": plan.mode, "from": live, "from_deployment": plan.live_d,
+    return {"id": ctx.deployment_id, "mode": plan.mode, "from": live, "from_deployment": plan.live_d,
             "from_image": plan.live_image, "to": prev, "deployment": prev_d, "image": plan.prev_image,
             "stopped_other": stopped, "seconds": round(seconds, 3)}
 
 
-def _require_image(backend: SdkBackend | ComposeBackend, image: str | None, deployment: str | None) -> str:
-    """``image`` when Docker still has it; NoPreviousRelease when none is recorded or it is gone."""
-    import docker.errors
-
-    if not image:
-        raise NoPreviousRelease(f"the previous release ({deployment}) has no recorded image to restart")
+def _retire(ctx: Context, be: Backend, plan: Plan, up: steps.BroughtUp, keep_other: bool, t0: float) -> bool:
+    """Drain the old nginx workers, then stop the colour rolled back from (unless ``keep_other``)."""
     try:
-        backend.client.images.get(image)
-    except docker.errors.ImageNotFound:
-        raise NoPreviousRelease(f"image {image} of the previous release ({deployment}) is gone (pruned or removed); "
-                                f"deploy that revision again instead") from None
-    return image
-
-
-def _record(store: state.Store, rid: str, outcome: str, seconds: float, live: str | None, target: str | None,
-            cause: str | None = None) -> None:
-    """Audit the rollback as one event and one deployment record; release the claim."""
-    try:
-        with store.update() as st:
-            state.record_event(st, rid, ROLLBACK_EVENT, outcome, seconds, st.get("live") or live, target, cause)
-            ip = st.get("in_progress")
-            if ip and ip.get("id") == rid:
-                state.record_deployment(st, ip, outcome, cause=cause)
-    except HookError as exc:
-        print(f"warning: could not record the rollback in the state file: {exc}", file=sys.stderr)
+        if keep_other:
+            steps.drain(ctx, up.switch.old_workers, "old nginx workers finished their requests")
+            ctx.say(f"{plan.live} keeps running (--keep-other); roll back again to switch to it at once")
+            return False
+        steps.retire(ctx, be, plan.live, plan.prev, up.switch.old_workers, "old nginx workers finished their requests")
+        return True
+    except BaseException as exc:
+        audit(ctx, "failed", time.monotonic() - t0, f"{plan.prev} is live, but stopping {plan.live} failed: "
+              f"{first_line(exc)}", end_deployment=True)
+        raise

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from bluegreen_hooks import config as config_mod
-from bluegreen_hooks import state
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host.store import Store
+from bluegreen_hooks.model import State
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -80,12 +81,12 @@ def find_config(state_dir: Path | None = None, app: str | None = None, config: P
     return config_mod.load(config_copy(sd, choose_app(sd, app)), environ, check_files=False)
 
 
-def open_store(cfg: Config) -> state.Store:
+def open_store(cfg: Config) -> Store:
     """The state store of the app ``cfg`` describes."""
-    return state.Store(cfg.state_dir, cfg.app, cfg.history)
+    return Store(cfg.state_dir, cfg.app, cfg.history)
 
 
-def read_state(store: state.Store) -> tuple[dict[str, Any], str | None]:
-    """The state and its problem ("missing" | "corrupt" | None), read without changing anything."""
-    data = store.read(quarantine=False)
-    return data, store.problem
+def read_state(store: Store) -> tuple[State, str | None]:
+    """The state and its problem ("missing" | "corrupt (…)" | None), read without changing anything."""
+    read = store.read(quarantine=False)
+    return read.state, read.problem

@@ -7,18 +7,18 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import socket
+from typing import Any
 
-from bluegreen_hooks import containers, health, nginx, state
+from bluegreen_hooks import runtime
 from bluegreen_hooks.config import Config
+from bluegreen_hooks.decide import holder_status
 from bluegreen_hooks.errors import DockerUnavailable, NginxError
-from bluegreen_hooks.model import COLOURS, Colour
+from bluegreen_hooks.host import health, nginx, procfs
+from bluegreen_hooks.model import COLOURS, Colour, State
+from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, Backend, connect
 from bluegreen_hooks.operator.select import open_store, read_state
 from bluegreen_hooks.operator.text import ago, first_line, utc
-
-if TYPE_CHECKING:
-    from bluegreen_hooks.compose import ComposeBackend
-    from bluegreen_hooks.containers import SdkBackend
 
 _INCLUDE_DEPLOYMENT_RE = re.compile(r"^# bluegreen-hooks: app=\S+ colour=\S+ deployment=(\S+)", re.M)
 
@@ -81,23 +81,13 @@ def container_info(cont: Any) -> dict[str, Any]:
     st = attrs.get("State", {})
     return {"name": cont.name, "id": cont.short_id, "status": st.get("Status") or cont.status,
             "health": (st.get("Health") or {}).get("Status"), "restarts": attrs.get("RestartCount", 0) or 0,
-            "started": st.get("StartedAt"), "deployment": cont.labels.get(containers.LABEL_DEPLOYMENT),
-            "image": cont.labels.get(containers.LABEL_IMAGE) or (attrs.get("Config") or {}).get("Image")}
+            "started": st.get("StartedAt"), "deployment": cont.labels.get(LABEL_DEPLOYMENT),
+            "image": cont.labels.get(LABEL_IMAGE) or (attrs.get("Config") or {}).get("Image")}
 
 
-def colour_containers(backend: SdkBackend | ComposeBackend, colour: Colour) -> list[Any]:
-    """The containers of one colour, through the backend (compose projects have their own labels).
-
-    The SDK backend has no ``containers`` method (yet): the module function does its job.
-    """
-    if isinstance(backend, containers.SdkBackend):
-        return containers.containers(backend.client, backend.cfg, colour)
-    return backend.containers(colour)
-
-
-def colour_view(cfg: Config, backend: SdkBackend | ComposeBackend | None, colour: Colour) -> dict[str, Any]:
+def colour_view(cfg: Config, backend: Backend | None, colour: Colour) -> dict[str, Any]:
     """One colour: its port, containers, and a direct HTTP check of its health path when one runs."""
-    conts = [container_info(c) for c in colour_containers(backend, colour)] if backend is not None else []
+    conts = [container_info(c) for c in backend.containers(colour)] if backend is not None else []
     running = [c for c in conts if c["status"] == "running"]
     http = None
     if running:
@@ -114,11 +104,11 @@ def colour_view(cfg: Config, backend: SdkBackend | ComposeBackend | None, colour
 def containers_view(cfg: Config) -> ContainersView:
     """Connect to Docker and look at both colours; an unreachable Docker is a warning, not an error."""
     try:
-        client = containers.connect(timeout=30)
+        client = connect(timeout=30)
     except DockerUnavailable as exc:
         return ContainersView({c: colour_view(cfg, None, c) for c in COLOURS}, False, str(exc), [str(exc)])
     try:
-        backend = containers.backend(cfg, client)
+        backend = runtime.backend(cfg, client)
         return ContainersView({c: colour_view(cfg, backend, c) for c in COLOURS}, True)
     finally:
         client.close()
@@ -126,12 +116,12 @@ def containers_view(cfg: Config) -> ContainersView:
 
 # ----------------------------------------------------------------------------------------- disagreements
 
-def container_disagreements(st: dict[str, Any], problem: str | None, store_path: str, ngx: NginxView,
+def container_disagreements(st: State, problem: str | None, store_path: str, ngx: NginxView,
                             per_colour: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Warnings and notes that need the containers: state or include naming a colour that does not run,
     a wrong deployment label, an unhealthy live colour, a colour that runs but is not live."""
     warnings: list[str] = []
-    live = st.get("live")
+    live = st.live
     up = [c for c in COLOURS if per_colour[c]["running"]]
     if problem == "missing" and (ngx.colour or up):
         warnings.append(f"no state file {store_path}, but the nginx include points at {ngx.colour or 'nothing'} "
@@ -145,8 +135,8 @@ def container_disagreements(st: dict[str, Any], problem: str | None, store_path:
         lv = per_colour[live]
         # (compose services carry the label only when their file sets it)
         deps = {c["deployment"] for c in lv["containers"] if c["status"] == "running"} - {None}
-        if st.get("live_deployment") and deps and deps != {st.get("live_deployment")}:
-            warnings.append(f"state says {live} runs deployment {st.get('live_deployment')}, but its container "
+        if st.live_deployment and deps and deps != {st.live_deployment}:
+            warnings.append(f"state says {live} runs deployment {st.live_deployment}, but its container "
                             f"is labelled {', '.join(sorted(str(d) for d in deps))}")
         if not lv["healthy"]:
             warnings.append(f"live colour {live} is not healthy: {lv['http'] or 'no answer'}"
@@ -156,15 +146,15 @@ def container_disagreements(st: dict[str, Any], problem: str | None, store_path:
     return warnings, notes
 
 
-def disagreements(cfg: Config, st: dict[str, Any], problem: str | None, store_path: str, ngx: NginxView,
+def disagreements(cfg: Config, st: State, problem: str | None, store_path: str, ngx: NginxView,
                   conts: ContainersView) -> tuple[list[str], list[str]]:
     """Warnings and notes where the state file, the include, nginx's answer and the containers disagree."""
     warnings: list[str] = []
     notes: list[str] = []
-    live = st.get("live")
-    if problem == "corrupt":
-        warnings.append(f"state file {store_path} is corrupt (not a state file of {cfg.app}); the next deployment "
-                        f"or rollback rebuilds it from the include and the containers")
+    live = st.live
+    if problem and problem.startswith("corrupt"):
+        warnings.append(f"state file {store_path} is {problem}: not a state file of {cfg.app}; the next "
+                        f"deployment or rollback rebuilds it from the include and the containers")
     if conts.reachable:
         more, notes = container_disagreements(st, problem, store_path, ngx, conts.colours)
         warnings += more
@@ -180,16 +170,16 @@ def disagreements(cfg: Config, st: dict[str, Any], problem: str | None, store_pa
     return warnings, notes
 
 
-def in_progress_view(cfg: Config, st: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+def in_progress_view(cfg: Config, st: State) -> tuple[dict[str, Any] | None, list[str]]:
     """The deployment in progress (busy or stale) and a warning when it looks stale."""
-    ip = st.get("in_progress")
-    if not ip:
+    ip = st.in_progress
+    if ip is None:
         return None, []
-    verdict, reason = state.holder_status(ip, time.time(), cfg.stale_after)
-    view = {"id": ip.get("id"), "event": ip.get("event"), "stage": ip.get("stage"), "target": ip.get("target"),
-            "started": ip.get("started"), "status": verdict, "reason": reason}
+    verdict, reason = holder_status(ip, time.time(), cfg.stale_after, socket.gethostname(), procfs.process_alive)
+    view = {"id": ip.id, "event": ip.event, "stage": ip.stage, "target": ip.target,
+            "started": ip.started, "status": verdict, "reason": reason}
     if verdict == "stale":
-        return view, [f"deployment {ip.get('id')} looks stale ({reason}); the next deployment or rollback takes over"]
+        return view, [f"deployment {ip.id} looks stale ({reason}); the next deployment or rollback takes over"]
     return view, []
 
 
@@ -206,10 +196,10 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     warnings = ngx.warnings + conts.warnings + found + stale
     return {
         "app": cfg.app, "config": str(cfg.path), "state_file": str(store.path), "state_problem": problem,
-        "live": {"colour": st.get("live"), "since": st.get("live_since"), "deployment": st.get("live_deployment"),
-                 "image": st.get("live_image")},
-        "previous": {"colour": st.get("previous"), "deployment": st.get("previous_deployment"),
-                     "image": st.get("previous_image")},
+        "live": {"colour": st.live, "since": st.live_since, "deployment": st.live_deployment,
+                 "image": st.live_image},
+        "previous": {"colour": st.previous, "deployment": st.previous_deployment,
+                     "image": st.previous_image},
         "in_progress": in_progress,
         "nginx": {"running": ngx.pid is not None, "pid": ngx.pid, "include": str(cfg.nginx.include),
                   "include_colour": ngx.colour, "include_deployment": ngx.deployment, "public": ngx.public},

@@ -10,9 +10,8 @@ always as argv lists. The argv builders are pure (``up_argv`` …) and tested on
 Containers and their health are read through the docker SDK by the compose labels
 ``com.docker.compose.project`` / ``com.docker.compose.service``, never by parsing ``ps`` output.
 
-``ComposeBackend`` has the methods of ``containers.SdkBackend`` (prepare, start, watch, logs_tail,
-remove_colour, running, prune) plus ``check`` (BeforeInstall: the files parse, the services named in
-the config exist, a compose command is there), so the events drive it the same way.
+``ComposeBackend`` implements runtime/base.Backend; its ``check`` (BeforeInstall) makes sure the files
+parse, the services named in the config exist and a compose command is there.
 """
 from __future__ import annotations
 
@@ -25,13 +24,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from bluegreen_hooks.config import COLOURS, Colour, Config
+from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, ContainerStartError, DockerUnavailable, HealthCheckFailed
+from bluegreen_hooks.host import health
+from bluegreen_hooks.model import COLOURS, Colour, Running
+from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 LABEL_ONEOFF = "com.docker.compose.oneoff"
-LABEL_DEPLOYMENT = "bluegreen.deployment"   # read when the compose file sets it (labels: ${BLUEGREEN_DEPLOYMENT})
 V2: tuple[str, ...] = ("docker", "compose")
 V1: tuple[str, ...] = ("docker-compose",)
 CHECK_TIMEOUT = 60.0
@@ -199,11 +200,11 @@ def run_parallel(jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], 
 # ------------------------------------------------------------------------------------------------ backend
 
 class ComposeBackend:
-    """Runs each colour as a compose project; same methods as ``containers.SdkBackend``."""
+    """Runs each colour as a compose project (see runtime/base.Backend)."""
 
     kind = "compose"
 
-    def __init__(self, cfg: Config, client, command: Sequence[str] | None = None) -> None:
+    def __init__(self, cfg: Config, client: Any, command: Sequence[str] | None = None) -> None:
         if cfg.compose is None:
             raise ValueError("ComposeBackend needs a config with a [compose] table")
         self.cfg, self.client, self.cc = cfg, client, cfg.compose
@@ -231,7 +232,10 @@ class ComposeBackend:
                            timeout, error, check)
 
     # -- BeforeInstall: refuse bad input before anything changes
-    def check(self, say: Callable[[str], None]) -> dict[str, list[str]]:
+    def check(self, say: Say) -> None:
+        self.services(say)
+
+    def services(self, say: Say) -> dict[str, list[str]]:
         """The files parse with our variables and have every service the config names; return the services."""
         for colour in COLOURS:
             if not self.cc.files[colour].is_file():
@@ -265,7 +269,7 @@ class ComposeBackend:
         return out
 
     # -- the SdkBackend interface
-    def prepare(self, deployment_id: str, say: Callable[[str], None]) -> str:
+    def prepare(self, deployment_id: str, say: Say) -> str:
         """Find the compose command; building/pulling happens per colour in ``start``."""
         say(f"compose command: {' '.join(self.command)}")
         return f"compose:{deployment_id}"
@@ -279,15 +283,12 @@ class ComposeBackend:
         return sorted(conts, key=lambda c: (c.labels.get(LABEL_SERVICE, ""), c.name))
 
     def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None,
-              say: Callable[[str], None]) -> None:
+              say: Say) -> None:
         """(pull,) ``up -d --remove-orphans`` (--build), then wait for the routed services beyond the first.
 
         The events then wait for the first routed service (the colour's main port) the same way.
         """
-        from bluegreen_hooks import health
-
-        if colour == live:
-            raise AssertionError(f"refusing to replace the live colour {colour}")
+        guard_not_live(colour, live, "replace")
         project = project_name(self.cfg, colour)
         if self.cc.pull:
             t0 = time.monotonic()
@@ -313,17 +314,13 @@ class ComposeBackend:
                                         f"service(s) {', '.join(missing)}")
         waiting = [c.name for c in conts if c.status == "created"]
         if waiting:   # created but not started yet (e.g. still behind a depends_on)
-            from bluegreen_hooks.health import NotHealthyYet
-            raise NotHealthyYet(f"{', '.join(waiting)} not started yet")
+            raise health.NotHealthyYet(f"{', '.join(waiting)} not started yet")
         return [c.attrs for c in conts]
 
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
         """The last output lines of the project's containers, prefixed by service; failing ones last."""
-        from bluegreen_hooks.containers import logs_tail
-        from bluegreen_hooks.health import container_verdict
-
-        def failing(c) -> bool:
-            fatal, docker_health = container_verdict(c.attrs)
+        def failing(c: Any) -> bool:
+            fatal, docker_health = health.container_verdict(c.attrs)
             return bool(fatal) or docker_health == "unhealthy"
 
         out: list[str] = []
@@ -336,11 +333,10 @@ class ComposeBackend:
             out += [f"{svc}: {ln}" for ln in logs_tail(c, max(3, lines // max(1, len(conts))))]
         return out[-lines:]
 
-    def remove_colour(self, colour: Colour, live: Colour | None, say: Callable[[str], None],
+    def remove_colour(self, colour: Colour, live: Colour | None, say: Say,
                       grace: float | None = None) -> int:
         """``down`` the colour's project (volumes kept unless compose/remove_volumes); never the live colour."""
-        if colour == live:
-            raise AssertionError(f"refusing to remove the live colour {colour}")
+        guard_not_live(colour, live, "remove")
         import docker.errors
 
         grace = self.cc.stop_grace_period if grace is None else grace
@@ -361,16 +357,20 @@ class ComposeBackend:
                 c.remove(force=True)
         return len(conts)
 
-    def running(self) -> dict[str, dict[str, Any] | None]:
+    def running(self) -> RunningMap:
         """For each colour: its project when some container of it runs, else None."""
-        out: dict[str, dict[str, Any] | None] = {c: None for c in COLOURS}
+        out: RunningMap = {c: None for c in COLOURS}
         for colour in COLOURS:
             up = [c for c in self.containers(colour) if c.status == "running"]
             if up:
-                out[colour] = {"deployment": up[0].labels.get(LABEL_DEPLOYMENT), "image": None,
-                               "name": project_name(self.cfg, colour), "id": up[0].short_id}
+                out[colour] = Running(up[0].labels.get(LABEL_DEPLOYMENT), None, project_name(self.cfg, colour),
+                                      up[0].short_id)
         return out
 
-    def prune(self, in_use: set[str], say: Callable[[str], None]) -> int:  # noqa: ARG002 - same interface
+    def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:
+        return (f"{colour} ({deployment}) no longer runs, and a compose app is started from its bundle's files: "
+                f"deploy revision {deployment} again instead")
+
+    def prune(self, in_use: set[str], say: Say) -> int:
         """Images belong to the compose files (tags chosen there): nothing is pruned."""
         return 0

@@ -14,30 +14,31 @@ comes from a validated Config (ports are integers, the host an IP or hostname).
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from bluegreen_hooks.config import COLOURS, Colour, Config
+from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import NginxError
-from bluegreen_hooks.state import process_alive, process_start_time
+from bluegreen_hooks.host.files import write_atomic
+from bluegreen_hooks.host.procfs import children, process_alive, process_start_time
+from bluegreen_hooks.host.wait import poll
+from bluegreen_hooks.model import COLOURS, Colour, is_deployment_id
 
 MARK = "# bluegreen-hooks:"
 _MARK_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green)\b", re.M)
 _PORT_RE = re.compile(r"(?:https?://|server\s+)\[?[A-Za-z0-9.:-]*?\]?:(\d{1,5})\b")
-DEPLOYMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def render_include(cfg: Config, colour: Colour, deployment_id: str) -> str:
     """The include text that sends traffic to ``colour``."""
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}")
-    if not DEPLOYMENT_ID_RE.match(deployment_id):
+    if not is_deployment_id(deployment_id):
         raise ValueError(f"bad deployment id {deployment_id!r}")
     n = cfg.nginx
     head = f"{MARK} app={cfg.app} colour={colour} deployment={deployment_id}\n# Written by bluegreen-hooks; edits are replaced at the next switch.\n"
@@ -59,10 +60,10 @@ def include_colour(cfg: Config, text: str | None) -> Colour | None:
         return None
     m = _MARK_RE.search(text)
     if m and m.group(1) == cfg.app:
-        return m.group(2)  # type: ignore[return-value]
+        return "blue" if m.group(2) == "blue" else "green"
     ports = {int(p) for p in _PORT_RE.findall(text)}
-    colours = {cfg.colour_of_port(p) for p in ports} - {None}
-    return colours.pop() if len(colours) == 1 else None  # type: ignore[return-value]
+    colours = {c for c in (cfg.colour_of_port(p) for p in ports) if c is not None}
+    return colours.pop() if len(colours) == 1 else None
 
 
 def read_include(cfg: Config) -> str | None:
@@ -74,33 +75,12 @@ def read_include(cfg: Config) -> str | None:
         raise NginxError(f"cannot read the nginx include {cfg.nginx.include}: {exc.strerror}") from exc
 
 
-def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    """Replace ``path`` with ``text`` in one rename (temp file in the same folder, fsync first).
-
-    The file keeps its permissions (0644 when new) unless ``mode`` is given."""
-    if mode is None:
-        mode = 0o644
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def write_include(cfg: Config, text: str) -> None:
+    """Replace the include (atomically, keeping its owner and mode)."""
+    write_atomic(cfg.nginx.include, text)
 
 
-def run(argv: tuple[str, ...] | list[str], what: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(argv: Sequence[str], what: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run an nginx command (argv list, never a shell); raise NginxError with its first telling line."""
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -132,21 +112,6 @@ def worker_pids(cfg: Config) -> list[list[int]]:
     """The nginx workers now running, as [pid, start time] pairs (children of the master in the pid file)."""
     master = master_pid(cfg)
     return children(master) if master is not None else []
-
-
-def children(master: int) -> list[list[int]]:
-    """The live (not zombie) children of process ``master``, as sorted [pid, start time] pairs."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master and fields[0] not in ("Z", "X"):
-            out.append([int(entry), int(fields[19])])
-    return sorted(out)
 
 
 def check_running(cfg: Config) -> int:
@@ -190,13 +155,11 @@ def served_colour(cfg: Config, timeout: float = 2.0) -> Colour | None:
         a = probe(cfg, cfg.health.path, timeout=timeout)
     except (OSError, http.client.HTTPException):
         return None
-    return a.colour if a.colour in COLOURS else None  # type: ignore[return-value]
+    return next((c for c in COLOURS if c == a.colour), None)
 
 
 def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str | None = None) -> Answer:
     """Poll nginx until it answers ``path`` from ``colour`` with an accepted status; raise NginxError."""
-    from bluegreen_hooks.health import poll
-
     path = path or cfg.nginx.validate_path
     last: list[str] = ["no answer yet"]
 
@@ -223,7 +186,7 @@ class Switch:
     old_text: str | None
 
 
-def switch(cfg: Config, colour: Colour, deployment_id: str, say=print) -> Switch:
+def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str], None]) -> Switch:
     """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure.
 
     If the config test fails, the previous include is put back and nginx is not reloaded. If the reload
@@ -267,8 +230,6 @@ def _restore(path: Path, old_text: str | None) -> None:
 
 def wait_drained(workers: list[list[int]], timeout: float) -> tuple[bool, int]:
     """Wait until the given nginx workers (from before the switch) have exited: (drained, still alive)."""
-    from bluegreen_hooks.health import poll
-
     def gone() -> bool:
         return not any(process_alive(pid, start) for pid, start in workers)
 

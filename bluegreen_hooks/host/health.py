@@ -1,4 +1,4 @@
-"""Health checks, retried with tenacity. The only module that waits in a loop.
+"""Health checks of a colour on its own port, retried with tenacity (host/wait.py).
 
 ``wait_healthy`` asks the target colour's own port (never through nginx) until it answers an accepted
 status, the deadline passes, or the container exits or restarts (fail fast: no waiting out the
@@ -10,40 +10,21 @@ from __future__ import annotations
 
 import http.client
 import time
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
-
-from bluegreen_hooks.config import Colour, Config
+from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import HealthCheckFailed
+from bluegreen_hooks.host.wait import retrying
+from bluegreen_hooks.model import Colour
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
 PROGRESS_EVERY = 5.0
 
 
 class NotHealthyYet(Exception):
     """One attempt found the target not (yet) healthy; ``str()`` says what was seen."""
-
-
-class _NotYet(Exception):
-    pass
-
-
-def poll(fn: Callable[[], T], timeout: float, interval: float = 0.05, max_interval: float = 0.5,
-         sleep: Callable[[float], None] = time.sleep) -> T | None:
-    """Call ``fn`` until it returns something truthy (returned) or ``timeout`` passes (None is returned)."""
-    def attempt() -> T:
-        value = fn()
-        if not value:
-            raise _NotYet()
-        return value
-
-    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=interval, max=max_interval),
-                        retry=retry_if_exception_type(_NotYet), reraise=True, sleep=sleep)
-    try:
-        return retrying(attempt)
-    except _NotYet:
-        return None
 
 
 def check_http(host: str, port: int, path: str, timeout: float, statuses: tuple[int, ...]) -> str:
@@ -119,12 +100,9 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
             seen["progress"] = now
             say(f"waiting for {colour} to get healthy: {now - t0:.0f}s of {h.deadline:.0f}s, last: {seen['last']}")
 
-    retrying = Retrying(stop=stop_after_delay(h.deadline),
-                        wait=wait_exponential(multiplier=h.interval, max=h.max_interval),
-                        retry=retry_if_exception_type(NotHealthyYet), before_sleep=progress, reraise=True,
-                        sleep=sleep)
     try:
-        result = retrying(attempt)
+        result = retrying(on=NotHealthyYet, timeout=h.deadline, interval=h.interval, max_interval=h.max_interval,
+                          before_sleep=progress, sleep=sleep)(attempt)
     except NotHealthyYet as exc:
         raise HealthCheckFailed(f"{colour} not healthy after {time.monotonic() - t0:.0f}s "
                                 f"(last: {exc}; health/deadline is {h.deadline:g}s)") from None

@@ -1,4 +1,4 @@
-"""Containers through the docker SDK: build or pull, start a colour, find by label, stop, prune.
+"""The default backend: one container per colour through the docker SDK (build or pull, start, stop, prune).
 
 Containers are found by label, never by parsing ``docker ps``: ``bluegreen.app``, ``bluegreen.colour``
 and ``bluegreen.deployment``. Functions that remove containers take the live colour and refuse to
@@ -8,33 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Callable
+from typing import Any
 
-from bluegreen_hooks.config import COLOURS, Colour, Config
-from bluegreen_hooks.errors import ContainerStartError, DockerUnavailable
-
-LABEL_APP = "bluegreen.app"
-LABEL_COLOUR = "bluegreen.colour"
-LABEL_DEPLOYMENT = "bluegreen.deployment"
-LABEL_IMAGE = "bluegreen.image"
-DOCKER_TIMEOUT = 300
-
-
-def connect(timeout: int = DOCKER_TIMEOUT):
-    """A DockerClient from the environment (DOCKER_HOST …), checked with a ping."""
-    try:
-        import docker
-        import docker.errors
-    except ImportError as exc:  # pragma: no cover - the launcher installs it
-        raise DockerUnavailable(f"the docker Python package is missing ({exc}); install bluegreen-hooks' dependencies") from exc
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure here means: Docker is unreachable
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise DockerUnavailable(f"Docker daemon unreachable ({reason}); start Docker (systemctl start docker) "
-                                f"or set DOCKER_HOST, then retry") from exc
-    return client
+from bluegreen_hooks.config import Config
+from bluegreen_hooks.errors import ContainerStartError
+from bluegreen_hooks.model import COLOURS, Colour, Running
+from bluegreen_hooks.runtime.base import (LABEL_APP, LABEL_COLOUR, LABEL_DEPLOYMENT, LABEL_IMAGE, RunningMap, Say,
+                                          guard_not_live, logs_tail)
 
 
 def image_tag(cfg: Config, deployment_id: str) -> str:
@@ -64,7 +44,7 @@ def run_kwargs(cfg: Config, colour: Colour, image: str, deployment_id: str) -> d
     return kwargs
 
 
-def ensure_image(client, cfg: Config, deployment_id: str, say: Callable[[str], None] = print) -> str:
+def ensure_image(client, cfg: Config, deployment_id: str, say: Say) -> str:
     """Build (or pull) the app's image and tag it for this deployment; return the tag."""
     import docker.errors
 
@@ -82,7 +62,8 @@ def ensure_image(client, cfg: Config, deployment_id: str, say: Callable[[str], N
         except docker.errors.APIError as exc:
             raise ContainerStartError(f"docker build failed: {exc.explanation or exc}") from exc
         return tag
-    assert c.image is not None
+    if c.image is None:
+        raise ContainerStartError("container/image: no image and no build configured")
     say(f"pulling {c.image}")
     try:
         image = client.images.pull(c.image)
@@ -103,22 +84,21 @@ def containers(client, cfg: Config, colour: Colour | None = None) -> list:
     return client.containers.list(all=True, filters={"label": labels})
 
 
-def running(client, cfg: Config) -> dict[str, dict[str, Any] | None]:
-    """For each colour, ``{"deployment", "image", "name"}`` of a running container, or None."""
-    out: dict[str, dict[str, Any] | None] = {c: None for c in COLOURS}
+def running(client: Any, cfg: Config) -> RunningMap:
+    """For each colour, the deployment, image and name of its running container, or None."""
+    out: RunningMap = {c: None for c in COLOURS}
     for cont in containers(client, cfg):
         colour = cont.labels.get(LABEL_COLOUR)
         if colour in out and cont.status == "running":
-            out[colour] = {"deployment": cont.labels.get(LABEL_DEPLOYMENT), "image": cont.labels.get(LABEL_IMAGE),
-                           "name": cont.name, "id": cont.short_id}
+            out[colour] = Running(cont.labels.get(LABEL_DEPLOYMENT), cont.labels.get(LABEL_IMAGE), cont.name,
+                                  cont.short_id)
     return out
 
 
-def remove_colour(client, cfg: Config, colour: Colour, live: Colour | None, say: Callable[[str], None] = print,
+def remove_colour(client, cfg: Config, colour: Colour, live: Colour | None, say: Say,
                   grace: float | None = None) -> int:
     """Stop (with the grace period) and remove every container of ``colour``; never the live colour."""
-    if colour == live:
-        raise AssertionError(f"refusing to remove the live colour {colour}")
+    guard_not_live(colour, live, "remove")
     import docker.errors
 
     grace = cfg.container.stop_grace_period if grace is None else grace
@@ -140,7 +120,7 @@ def remove_colour(client, cfg: Config, colour: Colour, live: Colour | None, say:
 
 
 def start(client, cfg: Config, colour: Colour, image: str, deployment_id: str, live: Colour | None,
-          say: Callable[[str], None] = print):
+          say: Say):
     """Start ``colour`` from ``image``; a running container of this deployment and image is reused."""
     import docker.errors
 
@@ -163,16 +143,7 @@ def start(client, cfg: Config, colour: Colour, image: str, deployment_id: str, l
         raise ContainerStartError(f"cannot start {kwargs['name']}: {exc.explanation or exc}") from exc
 
 
-def logs_tail(cont, lines: int = 15, width: int = 200) -> list[str]:
-    """The last lines of a container's output (each cut to ``width`` characters)."""
-    try:
-        text = cont.logs(tail=lines).decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001 - logs are a courtesy; never fail because of them
-        return []
-    return [ln[:width] for ln in text.splitlines()[-lines:]]
-
-
-def prune_images(client, cfg: Config, keep: int, in_use: set[str], say: Callable[[str], None] = print) -> int:
+def prune_images(client, cfg: Config, keep: int, in_use: set[str], say: Say) -> int:
     """Remove this app's deployment images beyond the ``keep`` newest (never one in use)."""
     import docker.errors
 
@@ -193,27 +164,24 @@ def prune_images(client, cfg: Config, keep: int, in_use: set[str], say: Callable
 
 
 class SdkBackend:
-    """Runs each colour as one container through the docker SDK (the default backend).
-
-    A backend is what the events use to run a colour; the compose backend (compose.py) has the same
-    methods: prepare, start, watch, logs_tail, remove_colour, running, prune.
-    """
+    """Runs each colour as one container through the docker SDK (see runtime/base.Backend)."""
 
     kind = "docker"
 
-    def __init__(self, cfg: Config, client) -> None:
+    def __init__(self, cfg: Config, client: Any) -> None:
         self.cfg, self.client = cfg, client
 
-    def prepare(self, deployment_id: str, say: Callable[[str], None]) -> str:
+    def check(self, say: Say) -> None:
+        """Nothing to check beyond the config (validated when loaded)."""
+
+    def prepare(self, deployment_id: str, say: Say) -> str:
         """Build or pull; return the artifact to start (here: the image tag)."""
         return ensure_image(self.client, self.cfg, deployment_id, say)
 
-    def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None,
-              say: Callable[[str], None]) -> None:
+    def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None, say: Say) -> None:
         start(self.client, self.cfg, colour, artifact, deployment_id, live, say)
 
     def watch(self, colour: Colour) -> list[dict[str, Any]]:
-        """Fresh inspect data of the colour's containers (for fail-fast health checks)."""
         return [c.attrs for c in containers(self.client, self.cfg, colour)]
 
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
@@ -222,20 +190,27 @@ class SdkBackend:
             out += logs_tail(c, lines)
         return out[-lines:]
 
-    def remove_colour(self, colour: Colour, live: Colour | None, say: Callable[[str], None],
-                      grace: float | None = None) -> int:
+    def remove_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
         return remove_colour(self.client, self.cfg, colour, live, say, grace)
 
-    def running(self) -> dict[str, dict[str, Any] | None]:
+    def running(self) -> RunningMap:
         return running(self.client, self.cfg)
 
-    def prune(self, in_use: set[str], say: Callable[[str], None]) -> int:
+    def containers(self, colour: Colour) -> list[Any]:
+        return containers(self.client, self.cfg, colour)
+
+    def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:
+        """None when the image ``artifact`` still exists, else why it cannot be started again."""
+        import docker.errors
+
+        if not artifact:
+            return f"the previous release ({deployment}) has no recorded image to restart"
+        try:
+            self.client.images.get(artifact)
+        except docker.errors.ImageNotFound:
+            return (f"image {artifact} of the previous release ({deployment}) is gone (pruned or removed); "
+                    f"deploy that revision again instead")
+        return None
+
+    def prune(self, in_use: set[str], say: Say) -> int:
         return prune_images(self.client, self.cfg, self.cfg.keep_images, in_use, say)
-
-
-def backend(cfg: Config, client=None):
-    """The backend the config asks for, connected to Docker."""
-    if cfg.compose is not None:   # a [compose] table: each colour is a docker-compose project
-        from bluegreen_hooks.compose import ComposeBackend
-        return ComposeBackend(cfg, client if client is not None else connect())
-    return SdkBackend(cfg, client if client is not None else connect())

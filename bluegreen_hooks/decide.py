@@ -1,0 +1,145 @@
+"""The central decision, pure: given the state and what was observed, what is live and what to do.
+
+``decide()`` is the one place that answers, for a deployment's BeforeInstall or ApplicationStart:
+which colour is live, which is the target, which colour it replaces, whether another deployment holds
+the app (refuse), whether a stale holder is taken over, and whether an interrupted switch must be
+repaired. The real events and ``--dry-run`` both call it on the same gathered ``World``; the events
+then commit ``Decision.state`` and act, the plan only prints the Decision.
+
+Nothing here reads a file, the clock or /proc: the caller passes the time and how to tell whether a
+holder's process is alive.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+from bluegreen_hooks.model import COLOURS, Colour, InProgress, Running, State, Who, other, record_deployment
+
+Alive = Callable[[Optional[int], Optional[int]], bool]   # (pid, start time) -> that process still runs
+
+
+@dataclass(frozen=True)
+class World:
+    """What was observed before deciding: the include, what nginx answers, what runs."""
+
+    include_colour: Colour | None          # the colour the nginx include names (None: no include / unknown)
+    served: Colour | None                  # the colour nginx answers from (its colour header), None if unknown
+    running: Mapping[Colour, Running | None]
+    state_problem: str | None = None       # the state file was "missing" / "corrupt" / unreadable
+
+
+@dataclass
+class Decision:
+    live: Colour | None
+    target: Colour
+    old: Colour | None                     # the colour this deployment replaces (stopped by ValidateService)
+    done: bool = False                     # the deployment is already live: every event is a no-op
+    busy: str | None = None                # another deployment holds the app: refuse with this reason
+    takeover: str | None = None            # a stale holder was taken over (note)
+    repair: Colour | None = None           # an interrupted switch: rewrite the include for this colour
+    resumed: str | None = None             # the deployment was already in progress (note)
+    notes: list[str] = field(default_factory=list)   # what reconcile() corrected
+    state: State | None = None             # the state to commit (reconciled and claimed); None when busy/done
+
+
+def holder_status(ip: InProgress, now: float, stale_after: float, this_host: str, alive: Alive) -> tuple[str, str]:
+    """Classify an ``in_progress`` record: ("busy" | "stale", human reason).
+
+    * its event process is alive (pid and start time match) → busy;
+    * its event process died without finishing (SIGKILL, a crash, the agent's timeout) → stale at once;
+    * its last event finished and the next has not started within ``stale_after`` seconds → stale;
+    * otherwise (between two events, e.g. during Install) → busy.
+    """
+    age, idle, event = now - ip.started, now - (ip.updated or ip.started), ip.event or "?"
+    if not ip.event_done:
+        if ip.host not in (None, this_host):
+            return "busy", f"{event} running on {ip.host}"
+        if alive(ip.pid, ip.pid_start):
+            return "busy", f"{event} running as pid {ip.pid}, started {age:.0f}s ago"
+        return "stale", f"its {event} process (pid {ip.pid}) died without finishing"
+    if idle < stale_after:
+        return "busy", f"between events (last: {event} finished {idle:.0f}s ago, started {age:.0f}s ago)"
+    return "stale", f"idle for {idle:.0f}s after {event} (stale after {stale_after:.0f}s)"
+
+
+def reconcile(st: State, include_colour: Colour | None, running: Mapping[Colour, Running | None],
+              problem: str | None, now: float) -> list[str]:
+    """Make ``st.live`` agree with reality; return what was corrected, one note per line.
+
+    The include wins when its colour runs; else the recorded colour if it runs; else the only colour
+    running.
+    """
+    notes = [f"state file was {problem}; rebuilt from the nginx include and the containers"] if problem else []
+    recorded = st.live
+    up = [c for c in COLOURS if running.get(c)]
+    if include_colour and running.get(include_colour):
+        live: Colour | None = include_colour
+    elif recorded and running.get(recorded) and include_colour is None:
+        live = recorded
+    else:
+        live = up[0] if len(up) == 1 else (recorded if recorded in up else None)
+    if live != recorded:
+        why = f"nginx include points at {include_colour}" if include_colour else "the nginx include names no colour"
+        notes.append(f"state said live={recorded}, but {why} and running colours are {up or 'none'}: "
+                     f"live is now {live}")
+        info = running.get(live) if live else None
+        if live is None or info is None:
+            st.clear_live()
+        else:
+            st.set_live(live, info.deployment, info.image, now)
+    return notes
+
+
+def claim(st: State, deployment_id: str, event: str, target: Colour | None, who: Who, now: float,
+          stale_after: float, alive: Alive) -> tuple[str | None, str | None]:
+    """Make ``deployment_id`` the holder of ``st`` for ``event``: (busy reason, takeover note).
+
+    When another deployment is busy nothing changes and the reason is returned."""
+    ip, note = st.in_progress, None
+    if ip is not None and ip.id != deployment_id:
+        verdict, reason = holder_status(ip, now, stale_after, who.host, alive)
+        if verdict == "busy":
+            return f"deployment {ip.id} is in progress ({reason})", None
+        note = f"took over from stale deployment {ip.id}: {reason}"
+        record_deployment(st, ip, "abandoned", now, reason)
+        ip = None
+    if ip is None:
+        ip = InProgress(id=deployment_id, target=target, started=now)
+    ip.pid, ip.pid_start, ip.host, ip.user = who.pid, who.pid_start, who.host, who.user
+    ip.event, ip.event_done, ip.updated = event, False, now
+    if target is not None:
+        ip.target = target
+    st.in_progress = ip
+    return None, note
+
+
+def interrupted_switch(world: World) -> bool:
+    """A switch killed between writing the include and reloading nginx leaves a file naming a colour
+    nginx does not serve: then what nginx answers wins, when that colour runs here."""
+    return bool(world.include_colour and world.served and world.served != world.include_colour
+                and world.running.get(world.served))
+
+
+def decide(state: State, world: World, deployment_id: str, event: str, who: Who, now: float,
+           stale_after: float, alive: Alive) -> Decision:
+    """Pure: what BeforeInstall/ApplicationStart of ``deployment_id`` decides (see the module docstring)."""
+    st = copy.deepcopy(state)
+    if st.completed(deployment_id):
+        live = st.live or "blue"
+        return Decision(st.live, live, None, done=True)
+    repair = world.served if interrupted_switch(world) else None
+    notes = reconcile(st, repair or world.include_colour, world.running, world.state_problem, now)
+    mine = st.holder(deployment_id)
+    target: Colour = mine.target if mine and mine.target else (other(st.live) if st.live else "blue")
+    resumed = (f"deployment {deployment_id} is in progress (stage {mine.stage}): it keeps target {target}"
+               if mine and mine.target else None)
+    busy, takeover = claim(st, deployment_id, event, target, who, now, stale_after, alive)
+    if busy:
+        return Decision(st.live, target, None, busy=busy, notes=notes)
+    ip = st.in_progress
+    if ip is not None and (mine is None or mine.from_colour is None):
+        ip.from_colour = st.live if st.live != target else st.previous
+    return Decision(st.live, target, ip.from_colour if ip else None, takeover=takeover, repair=repair,
+                    resumed=resumed, notes=notes, state=st)

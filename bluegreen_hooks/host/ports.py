@@ -1,0 +1,42 @@
+"""Is a colour's port free for our container? Who holds it if not?
+
+Before the target colour starts, nothing may answer on its port: with host networking a foreign
+process there would make our container fail to bind (a crash loop) — or worse, answer the health
+check in its place, so that nginx would be switched to it. ``check_free`` refuses with one line that
+names the port, the config key, and the holder's pid and command when /proc tells us (Linux; for a
+process of another user only root can see its file descriptors).
+"""
+from __future__ import annotations
+
+import socket
+from typing import Iterable
+
+from bluegreen_hooks.errors import ContainerStartError
+from bluegreen_hooks.host.procfs import holders
+
+def answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when a TCP connect to host:port succeeds (something listens there)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def describe_holder(port: int) -> str:
+    """``pid 123 (python3 -m http.server)``, or ``another process`` when /proc does not say."""
+    found = holders(port)
+    if not found:
+        return "another process"
+    pid, cmd = found[0]
+    more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+    return f"pid {pid} ({cmd}){more}"
+
+
+def check_free(host: str, ports: Iterable[tuple[str, int]], colour: str) -> None:
+    """Raise ContainerStartError when one of ``ports`` ((config key, port) pairs) already answers."""
+    for key, port in ports:
+        if answers(host, port):
+            raise ContainerStartError(
+                f"{colour} port {host}:{port} is already in use by {describe_holder(port)}, not by a "
+                f"bluegreen-hooks container; stop it or change {key}, then retry")

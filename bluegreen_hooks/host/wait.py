@@ -1,0 +1,58 @@
+"""Waiting, the one way: tenacity policies bounded by time, with the real error surfacing.
+
+``retrying(on=..., timeout=...)`` builds the policy every wait in the package uses (stamina-style: what
+to retry is required; exponential waits from ``interval`` up to ``max_interval``; ``reraise``).
+``poll(fn, timeout)`` waits until ``fn()`` returns something truthy. ``testing(True)`` makes every wait
+skip its sleeps (attempts still run until the deadline), for unit tests of pure retry logic.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState, Retrying
+
+T = TypeVar("T")
+ExcTypes = Union[type, "tuple[type, ...]"]
+_testing = {"on": False}
+
+
+def testing(on: bool) -> None:
+    """Turn sleeping off (``True``) or back on for every policy built afterwards."""
+    _testing["on"] = on
+
+
+def _no_sleep(seconds: float) -> None:  # noqa: ARG001 - tenacity's sleep signature
+    return None
+
+
+def retrying(*, on: ExcTypes, timeout: float, interval: float = 0.05, max_interval: float = 0.5,
+             before_sleep: Optional[Callable[[RetryCallState], Any]] = None,
+             sleep: Callable[[float], None] = time.sleep) -> Retrying:
+    """A tenacity policy: retry ``on`` these exceptions until ``timeout`` seconds; reraise the last one."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+    return Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=interval, max=max_interval),
+                    retry=retry_if_exception_type(on), before_sleep=before_sleep, reraise=True,
+                    sleep=_no_sleep if _testing["on"] else sleep)
+
+
+class _NotYet(Exception):
+    pass
+
+
+def poll(fn: Callable[[], T], timeout: float, interval: float = 0.05, max_interval: float = 0.5,
+         sleep: Callable[[float], None] = time.sleep) -> T | None:
+    """Call ``fn`` until it returns something truthy (returned) or ``timeout`` passes (None is returned)."""
+    def attempt() -> T:
+        value = fn()
+        if not value:
+            raise _NotYet()
+        return value
+
+    try:
+        return retrying(on=_NotYet, timeout=timeout, interval=interval, max_interval=max_interval,
+                        sleep=sleep)(attempt)
+    except _NotYet:
+        return None

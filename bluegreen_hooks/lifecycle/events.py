@@ -1,0 +1,176 @@
+"""The CodeDeploy lifecycle events, each a short story over lifecycle/steps.py. Idempotent per deployment id.
+
+* ApplicationStop  — CodeDeploy runs it from the PREVIOUS revision: reports, never stops anything.
+* BeforeInstall    — preflight (config, Docker, nginx running and its config test), claim the app and
+                     choose the target colour (the one not serving), remove leftovers of the target.
+* ApplicationStart — build/pull, start the target colour, health-check it, switch nginx, verify, record.
+                     The old colour keeps running.
+* ValidateService  — validate through nginx; on success drain the old nginx workers, stop the old
+                     colour, prune images; on failure switch back to the old colour and fail.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from bluegreen_hooks.errors import HookError, NginxError, ValidationFailed
+from bluegreen_hooks.host import nginx
+from bluegreen_hooks.host.files import write_atomic
+from bluegreen_hooks.lifecycle import steps
+from bluegreen_hooks.lifecycle.steps import Context
+from bluegreen_hooks.model import Colour, InProgress, finish_event, record_deployment
+from bluegreen_hooks.runtime.base import Backend
+
+
+def application_stop(ctx: Context) -> None:
+    live = ctx.store.read(quarantine=False).state.live
+    ctx.say(f"nothing to stop: bluegreen-hooks never stops the live colour here (live: {live or 'none recorded'}); "
+            f"the old colour is stopped by ValidateService after the switch")
+
+
+def before_install(ctx: Context) -> None:
+    from bluegreen_hooks import runtime
+
+    cfg = ctx.cfg
+    ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
+    be = runtime.backend(cfg)
+    ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
+    be.check(ctx.say)
+    nginx.check_running(cfg)
+    if not cfg.nginx.include.exists():
+        if not cfg.nginx.include.parent.is_dir():
+            raise NginxError(f"nginx/include: folder {cfg.nginx.include.parent} does not exist")
+        nginx.write_include(cfg, "")
+        ctx.say(f"created an empty {cfg.nginx.include} (first deployment)")
+    nginx.test_config(cfg)
+    ctx.say("nginx is running and its config test passes")
+    d = steps.take(ctx, be)
+    if d.done:
+        ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
+        return
+    ctx.say(f"live colour: {d.live or 'none'}; target colour: {d.target}")
+    drain_workers = d.state.drain_workers if d.state else []
+    if drain_workers and be.running().get(d.target):
+        # the target served traffic before the last switch (e.g. an earlier ValidateService was stopped
+        # while draining): nginx workers from before that switch may still be proxying requests to it
+        steps.drain(ctx, drain_workers, f"nginx workers from before the last switch finished their requests "
+                                        f"to {d.target}")
+    removed = be.remove_colour(d.target, d.live, ctx.say, grace=0)
+    if removed:
+        ctx.say(f"removed {removed} leftover container(s) of {d.target}")
+    steps.check_target_ports(cfg, d.target)
+    ctx.finish("BeforeInstall")
+
+
+def application_start(ctx: Context) -> None:
+    from bluegreen_hooks import runtime
+
+    cfg, dep = ctx.cfg, ctx.deployment_id
+    be = runtime.backend(cfg)
+    d = steps.take(ctx, be)
+    ip = d.state.in_progress if d.state else None
+    if d.done or ip is None:
+        ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
+        return
+    if ip.stage in ("switched", "validated") and d.live == d.target:
+        nginx.verify(cfg, d.target, path=cfg.health.path)
+        ctx.say(f"deployment {dep} already switched nginx to {d.target}: nothing to do")
+        ctx.finish("switched")
+        return
+    if d.target == d.live:
+        raise HookError(f"target colour {d.target} is live; refusing to replace it (run `bluegreen-hooks status`)")
+    if not be.running().get(d.target):   # our own container of the target colour may hold it: start() replaces it
+        steps.check_target_ports(cfg, d.target)
+    t_image = time.monotonic()
+    image = be.prepare(dep, ctx.say)
+    t_start = time.monotonic()
+    try:
+        up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep)
+    except HookError as exc:
+        raise steps.with_serving(exc, d.live, bool(ctx.log_tail)) from exc
+    timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),
+               "switch_ms": round(up.switch.seconds * 1000, 1), "healthy_to_serving_ms": up.healthy_to_serving_ms}
+    _record_switch(ctx, d.target, image, up.switch, timings)
+    ctx.say(f"{d.target} is live for {dep}; {d.live or 'no colour'} keeps running until ValidateService")
+
+
+def _record_switch(ctx: Context, target: Colour, image: str, sw: nginx.Switch, timings: dict[str, float]) -> None:
+    cfg = ctx.cfg
+    live_config = ctx.store.dir / f"{cfg.app}.toml"
+    write_atomic(live_config, cfg.path.read_text(encoding="utf-8"), mode=0o600)  # for the operator commands
+    now = time.time()
+    with ctx.store.update() as st:
+        st.set_live(target, ctx.deployment_id, image, now)
+        st.drain_workers = sw.old_workers   # they may still proxy to the colour that was live
+        st.config = str(live_config)
+        finish_event(st, ctx.deployment_id, "switched", now, image=image, old_workers=sw.old_workers,
+                     timings=timings)
+
+
+def _validation_claim(ctx: Context) -> InProgress:
+    """ValidateService continues the deployment ApplicationStart switched; claim it for this event."""
+    from bluegreen_hooks.decide import claim
+    from bluegreen_hooks.host import procfs
+
+    with ctx.store.update() as st:
+        ip = st.holder(ctx.deployment_id)
+        if not (ip and ip.stage in ("switched", "validated")):
+            raise HookError(f"deployment {ctx.deployment_id} has not switched nginx (ApplicationStart did not "
+                            f"succeed): nothing to validate")
+        claim(st, ctx.deployment_id, ctx.event, None, ctx.who, time.time(), ctx.cfg.stale_after,
+              procfs.process_alive)
+        return ip
+
+
+def validate_service(ctx: Context) -> None:
+    from bluegreen_hooks import runtime
+
+    cfg, dep = ctx.cfg, ctx.deployment_id
+    be = runtime.backend(cfg)
+    if ctx.store.read().state.completed(dep):
+        ctx.say(f"deployment {dep} is already validated and live: nothing to do")
+        return
+    ip = _validation_claim(ctx)
+    target: Colour = ip.target or "blue"
+    old = ip.from_colour
+    try:
+        answer = nginx.verify(cfg, target)
+        ctx.say(f"validated through nginx: {cfg.nginx.public_url}{cfg.nginx.validate_path} -> HTTP {answer.status} "
+                f"from {target}")
+    except NginxError as exc:
+        raise _switch_back(ctx, be, target, old, str(exc)) from exc
+    ctx.finish("validated")
+    if old and old != target:
+        steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests")
+    st = ctx.store.read().state
+    be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
+    with ctx.store.update() as st:
+        mine = st.holder(dep)
+        if mine is not None:
+            record_deployment(st, mine, "succeeded", time.time())
+    ctx.say(f"deployment {dep} succeeded: {target} live")
+
+
+def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str) -> ValidationFailed:
+    """Validation failed: traffic back to ``old`` (when it still runs), drain, remove ``target``.
+
+    Returns the error the event fails with."""
+    st = ctx.store.read().state
+    if not (old and be.running().get(old)):
+        return ValidationFailed(f"validation through nginx failed ({cause}); no old colour to go back to, "
+                               f"{target} stays live")
+    ctx.say(f"validation failed: {cause}; switching back to {old}")
+    back = steps.switch(ctx, old, st.previous_deployment or ctx.deployment_id)
+    with ctx.store.update() as st2:
+        st2.set_live(old, st.previous_deployment, st.previous_image, time.time())
+        st2.drain_workers = back.old_workers
+    ctx.log_tail = be.logs_tail(target)
+    # the workers from before the switch back may still be proxying requests to the target: let them finish
+    steps.retire(ctx, be, target, old, back.old_workers, f"nginx workers finished their requests to {target}")
+    return ValidationFailed(f"validation through nginx failed ({cause}); traffic is back on {old}")
+
+
+HANDLERS: dict[str, Callable[[Context], None]] = {
+    "ApplicationStop": application_stop, "BeforeInstall": before_install,
+    "ApplicationStart": application_start, "ValidateService": validate_service,
+}

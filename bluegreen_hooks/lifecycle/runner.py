@@ -1,0 +1,151 @@
+"""Running one event: the config, the deployment id, the reporter, SIGTERM, the audit and the last line.
+
+Every event prints one line per step with the elapsed time. On failure the last line is
+``ERROR <Event>: <cause>; <next step>``, under 300 characters, right after the failed container's log
+tail (CodeDeploy shows only the last 2,048 characters of a hook's output).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Mapping, TextIO
+
+from bluegreen_hooks import config as config_mod
+from bluegreen_hooks.errors import ConfigError, HookError, LockedError
+from bluegreen_hooks.lifecycle.steps import Context
+from bluegreen_hooks.model import EVENTS, is_deployment_id, record_deployment, record_event
+
+LAST_LINE_MAX = 300
+
+
+class Terminated(HookError):
+    """The hook got SIGTERM (e.g. the CodeDeploy agent's timeout)."""
+
+
+class Reporter:
+    """Prints ``[Event +1.23s] message`` lines, flushed at once (the agent streams them to its log)."""
+
+    def __init__(self, event: str, stream: TextIO | None = None) -> None:
+        self.event, self.t0 = event, time.monotonic()
+        self.stream = stream or sys.stdout
+
+    def __call__(self, msg: str) -> None:
+        emit(self.stream, f"[{self.event} +{time.monotonic() - self.t0:.2f}s] {msg}")
+
+
+def emit(stream: TextIO, text: str) -> None:
+    """Print one line, flushed. A closed output is ignored: after its timeout the CodeDeploy agent sends
+    SIGTERM and closes its ends of our stdout/stderr at once, and the cleanup that follows must still run."""
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):   # BrokenPipeError, or the stream was closed
+        pass
+
+
+def deployment_id_from(environ: Mapping[str, str], bundle: Path) -> str:
+    """$DEPLOYMENT_ID (set by the agent), else a stable ``manual-…`` id for hand runs of this bundle."""
+    d = environ.get("DEPLOYMENT_ID")
+    if d:
+        if not is_deployment_id(d):
+            raise ConfigError(f"DEPLOYMENT_ID: should be letters, digits, '.', '_' or '-', not {d!r}")
+        return d
+    cfg_file = bundle / config_mod.CONFIG_NAME
+    digest = hashlib.sha256(str(bundle.resolve()).encode())
+    if cfg_file.exists():
+        digest.update(cfg_file.read_bytes())
+    return f"manual-{digest.hexdigest()[:10]}"
+
+
+def last_line(event: str, msg: str) -> str:
+    """The final line of a failed event: cut in the middle if needed, so the next step at its end survives."""
+    line = " ".join(f"ERROR {event}: {msg}".split())
+    if len(line) <= LAST_LINE_MAX:
+        return line
+    keep = LAST_LINE_MAX - 5
+    return line[:keep // 2] + " ... " + line[-(keep - keep // 2):]
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal handler signature
+    raise Terminated("stopped by SIGTERM (the CodeDeploy agent's timeout?)")
+
+
+def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
+              dry_run: bool = False) -> int:
+    """Run one lifecycle event for the bundle at ``bundle``; return the exit status.
+
+    ``dry_run``: print what the event would do (agent/plan.py) and change nothing.
+    """
+    environ = os.environ if environ is None else environ
+    out = out or sys.stdout
+    if event not in EVENTS:
+        emit(out, last_line(event, f"unknown lifecycle event; known: {', '.join(EVENTS)}"))
+        return 2
+    old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(event, bundle, environ, out, dry_run)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+
+
+def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_run: bool) -> int:
+    say, t0 = Reporter(event, out), time.monotonic()
+    ctx: Context | None = None
+    try:
+        cfg = config_mod.load(config_mod.find(bundle, environ), environ)
+        d = deployment_id_from(environ, bundle)
+        if dry_run:
+            from bluegreen_hooks import plan
+            for ln in plan.describe(cfg, d, [event]):
+                say(ln)
+            return 0
+        from bluegreen_hooks.lifecycle.events import HANDLERS
+        ctx = Context(cfg, d, event, say)
+        say(f"deployment {d} of {cfg.app} (CodeDeploy application {environ.get('APPLICATION_NAME', '-')}, "
+            f"group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
+        HANDLERS[event](ctx)
+        audit(ctx, "succeeded", time.monotonic() - t0)
+        say("done")
+        return 0
+    except HookError as exc:
+        return _failed(event, exc, ctx, out, time.monotonic() - t0)
+    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected error: traceback, then the one-line cause
+        emit(out, traceback.format_exc().rstrip())
+        if ctx is not None:
+            audit(ctx, "failed", time.monotonic() - t0, repr(exc), end_deployment=True)
+        emit(out, last_line(event, f"unexpected {type(exc).__name__}: {exc}; see the traceback above"))
+        return 1
+
+
+def _failed(event: str, exc: HookError, ctx: Context | None, out: TextIO, seconds: float) -> int:
+    if event == "ApplicationStop":   # never fail a deployment because of the previous revision
+        Reporter(event, out)(f"warning: {exc}; ApplicationStop has nothing to do, succeeding anyway")
+        return 0
+    if ctx is not None and not isinstance(exc, LockedError):
+        audit(ctx, "failed", seconds, str(exc), end_deployment=True)
+    if ctx is not None and ctx.log_tail:
+        emit(out, f"--- last {len(ctx.log_tail)} lines of the failed container's output ---")
+        for ln in ctx.log_tail:
+            emit(out, f"  | {ln}")
+    emit(out, last_line(event, str(exc)))
+    return exc.exit_code
+
+
+def audit(ctx: Context, outcome: str, seconds: float, cause: str | None = None, end_deployment: bool = False) -> None:
+    """Record the event run; ``end_deployment`` also closes its deployment with the same outcome (a failed
+    event ends it: CodeDeploy stops at the first failure)."""
+    try:
+        with ctx.store.update() as st:
+            mine = st.holder(ctx.deployment_id)
+            now = time.time()
+            record_event(st, ctx.who, ctx.deployment_id, ctx.event, outcome, seconds,
+                         mine.target if mine else None, now, cause)
+            if mine and end_deployment:
+                record_deployment(st, mine, outcome, now, cause=cause)
+    except HookError as exc:
+        ctx.say(f"warning: could not record the event in the state file: {exc}")

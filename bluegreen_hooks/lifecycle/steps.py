@@ -1,0 +1,152 @@
+"""The steps every path that moves traffic is made of: gather → decide → start checked → switch →
+drain → retire. The events (lifecycle/events.py) and the operator's rollback share them.
+
+* ``gather``      observe the include, what nginx answers and what runs (no lock held);
+* ``take``        lock, read the state, ``decide()``, commit the claim; repair an interrupted switch;
+* ``bring_up``    start a colour, wait until it is healthy, switch nginx to it; on failure remove it again;
+* ``switch``      point nginx at a colour (write, ``nginx -t``, reload, verify);
+* ``drain``       wait for nginx workers from before a switch to finish their requests;
+* ``retire``      drain, then stop the colour that no longer serves.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from bluegreen_hooks.config import Config
+from bluegreen_hooks.decide import Decision, World, decide
+from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
+from bluegreen_hooks.host import nginx, procfs
+from bluegreen_hooks.host.store import Store, me
+from bluegreen_hooks.model import Colour, State, Who, finish_event, is_deployment_id
+from bluegreen_hooks.runtime.base import Backend
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Context:
+    """One run of one event (or of a rollback) for one app."""
+
+    cfg: Config
+    deployment_id: str
+    event: str
+    say: Say
+    store: Store = field(init=False)
+    who: Who = field(default_factory=me)
+    log_tail: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.cfg.state_dir, self.cfg.app, self.cfg.history)
+
+    def finish(self, stage: str, **extra: object) -> None:
+        """Mark this event done in the state (the deployment stays in progress)."""
+        with self.store.update() as st:
+            finish_event(st, self.deployment_id, stage, time.time(), **extra)
+
+
+def gather(cfg: Config, be: Backend | None, state_problem: str | None = None) -> World:
+    """What ``decide()`` needs from the world: the include's colour, what nginx answers, what runs.
+
+    ``be=None`` (Docker unreachable, dry runs only) observes nothing running."""
+    include = nginx.include_colour(cfg, nginx.read_include(cfg))
+    running = be.running() if be is not None else {"blue": None, "green": None}
+    # only probe nginx when the include names a colour: then an interrupted switch is possible
+    served = nginx.served_colour(cfg) if include else None
+    return World(include, served, running, state_problem)
+
+
+def take(ctx: Context, be: Backend) -> Decision:
+    """Claim the app for this deployment: observe, then decide and commit under the lock (briefly)."""
+    world = gather(ctx.cfg, be)
+    with ctx.store.locked():
+        read = ctx.store.read()
+        world = World(world.include_colour, world.served, world.running, read.problem)
+        d = decide(read.state, world, ctx.deployment_id, ctx.event, ctx.who, time.time(), ctx.cfg.stale_after,
+                   procfs.process_alive)
+        if d.busy:
+            raise LockedError(f"{d.busy}; wait for it to finish, or stop it, "
+                              f"then retry {ctx.deployment_id}")
+        if d.state is not None:
+            ctx.store.write(d.state)
+    for note in d.notes:
+        ctx.say(f"reconciled: {note}")
+    for note in (d.takeover, d.resumed):
+        if note:
+            ctx.say(note)
+    if d.repair and d.state is not None:
+        _repair_include(ctx, d.repair, d.state, world)
+    return d
+
+
+def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> None:
+    """An interrupted switch: make the include say what nginx serves again (no reload needed)."""
+    ctx.say(f"nginx serves {served} but {ctx.cfg.nginx.include} names {world.include_colour} (an interrupted "
+            f"switch): include rewritten for {served}")
+    running = world.running.get(served)
+    dep = (running.deployment if running else None) or st.live_deployment or ""
+    nginx.write_include(ctx.cfg, nginx.render_include(ctx.cfg, served, dep if is_deployment_id(dep) else "unknown"))
+
+
+def check_target_ports(cfg: Config, target: Colour) -> None:
+    """Refuse when something that is not our container answers on the target colour's port(s): it would
+    make our container fail to bind, or answer the health check in its place (host/ports.py)."""
+    from bluegreen_hooks.host import ports
+
+    keys = [(f"colours/{target}", cfg.port(target))]
+    keys += [(f"compose/routes/{r.service}/{target}", r.ports[target]) for r in cfg.extra_routes]
+    ports.check_free(cfg.host, keys, target)
+
+
+@dataclass
+class BroughtUp:
+    """A colour made live by ``bring_up``: how long it took to get healthy, and the switch."""
+
+    healthy_seconds: float
+    healthy_to_serving_ms: float
+    switch: nginx.Switch
+
+
+def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, deployment_id: str,
+             live: Colour | None, include_id: str) -> BroughtUp:
+    """Start ``colour`` from ``artifact`` (None: it already runs), wait until it is healthy on its own
+    port, then switch nginx to it. On failure a colour this call started is removed again (``live``
+    keeps serving) and the error is re-raised as it is: the caller says what keeps serving."""
+    from bluegreen_hooks.host import health
+
+    try:
+        if artifact is not None:
+            be.start(colour, artifact, deployment_id, live, ctx.say)
+        healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say)
+        t_healthy = time.monotonic()
+        sw = switch(ctx, colour, include_id)
+        return BroughtUp(healthy, round((time.monotonic() - t_healthy) * 1000, 1), sw)
+    except BaseException as exc:
+        if isinstance(exc, HealthCheckFailed):
+            ctx.log_tail = be.logs_tail(colour)
+        if artifact is not None:
+            ctx.say(f"removing {colour}: {live or 'nothing'} keeps serving")
+            try:
+                be.remove_colour(colour, live, ctx.say, grace=0)
+            except Exception as cleanup:  # noqa: BLE001 - report the first failure, not the cleanup's
+                ctx.say(f"warning: could not remove {colour}: {cleanup}")
+        raise
+
+
+def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
+    """Point nginx at ``colour`` through the validated switch (write, test, reload, verify)."""
+    return nginx.switch(ctx.cfg, colour, include_id, ctx.say)
+
+
+def drain(ctx: Context, workers: list[list[int]], done: str) -> None:
+    """Wait (at most deploy/drain_timeout) until nginx ``workers`` from before a switch have exited."""
+    drained, left = nginx.wait_drained(workers, ctx.cfg.drain_timeout)
+    ctx.say(done if drained else
+            f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
+
+
+def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str) -> None:
+    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it."""
+    drain(ctx, workers, done)
+    be.remove_colour(colour, live, ctx.say)

@@ -1,0 +1,96 @@
+"""What every runtime backend shares: the Backend protocol, our labels, the Docker connection, log tails.
+
+A backend runs one colour of the app: ``docker`` (one container per colour through the SDK,
+runtime/docker.py) or ``compose`` (a compose project per colour, runtime/compose.py). The lifecycle
+steps drive both through this protocol only. ``docker`` is imported lazily so hooks that need no
+Docker start fast.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Protocol
+
+from bluegreen_hooks.errors import DockerUnavailable
+from bluegreen_hooks.model import Colour, Running
+
+LABEL_APP = "bluegreen.app"
+LABEL_COLOUR = "bluegreen.colour"
+LABEL_DEPLOYMENT = "bluegreen.deployment"
+LABEL_IMAGE = "bluegreen.image"
+DOCKER_TIMEOUT = 300
+
+Say = Callable[[str], None]
+RunningMap = Dict[Colour, Optional[Running]]
+
+
+class Backend(Protocol):
+    """How the lifecycle runs one colour of the app."""
+
+    kind: str
+    client: Any
+
+    def check(self, say: Say) -> None:
+        """BeforeInstall: refuse bad input (e.g. compose files) before anything changes."""
+
+    def prepare(self, deployment_id: str, say: Say) -> str:
+        """Build or pull; return the artifact ``start`` runs (an image tag, or a compose release)."""
+
+    def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None, say: Say) -> None:
+        """Start ``colour`` from ``artifact`` (never the live colour)."""
+
+    def watch(self, colour: Colour) -> list[dict[str, Any]]:
+        """Fresh inspect data of the colour's containers (for fail-fast health checks)."""
+
+    def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
+        """The last output lines of the colour's containers."""
+
+    def remove_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
+        """Stop and remove every container of ``colour`` (never ``live``); return how many."""
+
+    def running(self) -> RunningMap:
+        """For each colour, what runs as it (or None)."""
+
+    def containers(self, colour: Colour) -> list[Any]:
+        """The colour's containers, running or not (docker SDK objects)."""
+
+    def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:
+        """None when release ``deployment`` (``artifact``) can be started again as ``colour`` (rollback),
+        else why not and what to do instead (one line)."""
+
+    def prune(self, in_use: set[str], say: Say) -> int:
+        """Remove old release artifacts beyond deploy/keep_images (never one in ``in_use``)."""
+
+
+class RefusedToTouchLive(RuntimeError):
+    """A bug guard: something asked to replace or remove the live colour."""
+
+
+def guard_not_live(colour: Colour, live: Colour | None, what: str) -> None:
+    if colour == live:
+        raise RefusedToTouchLive(f"refusing to {what} the live colour {colour}")
+
+
+def connect(timeout: int = DOCKER_TIMEOUT) -> Any:
+    """A DockerClient from the environment (DOCKER_HOST …), checked with a ping."""
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - the launcher installs it
+        raise DockerUnavailable(f"the docker Python package is missing ({exc}); "
+                                f"install bluegreen-hooks' dependencies") from exc
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure here means: Docker is unreachable
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DockerUnavailable(f"Docker daemon unreachable ({reason}); start Docker (systemctl start docker) "
+                                f"or set DOCKER_HOST, then retry") from exc
+    return client
+
+
+def logs_tail(cont: Any, lines: int = 15, width: int = 200) -> list[str]:
+    """The last lines of a container's output (each cut to ``width`` characters)."""
+    try:
+        text = cont.logs(tail=lines).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - logs are a courtesy; never fail because of them
+        return []
+    return [ln[:width] for ln in text.splitlines()[-lines:]]
+
