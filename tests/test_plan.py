@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen_hooks import config as config_mod
-from bluegreen_hooks import plan
+from bluegreen_hooks.agent import plan
 from bluegreen_hooks.cli import main
 from bluegreen_hooks.decide import World
 from bluegreen_hooks.host.nginx import render_include

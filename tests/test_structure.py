@@ -108,7 +108,6 @@ def test_import_graph_sees_function_level_and_relative_imports(tmp_path, monkeyp
                                  "bluegreen_hooks.a"]
 
 
-@pytest.mark.xfail(strict=False, reason="restructure in progress: compose.py <-> containers.py until runtime/")
 def test_the_package_has_no_import_cycle():
     """No module imports itself through others, not even through an import inside a function."""
     cycle = find_cycle(import_graph())
@@ -137,7 +136,6 @@ def _functions(tree: ast.AST):
             yield node
 
 
-@pytest.mark.xfail(strict=False, reason="restructure in progress")
 def test_modules_are_at_most_400_lines():
     """Package modules stay small enough to hold one concern."""
     big = {name: n for name, path in _modules().items()
@@ -145,7 +143,6 @@ def test_modules_are_at_most_400_lines():
     assert not big, f"modules over {MAX_MODULE_LINES} lines: {big}"
 
 
-@pytest.mark.xfail(strict=False, reason="restructure in progress")
 def test_functions_are_at_most_60_lines():
     """Package functions (methods and nested functions too) stay at most 60 lines long."""
     long = {}

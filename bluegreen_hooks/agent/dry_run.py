@@ -66,7 +66,7 @@ def _our_plan(archive: Path, spec: AppSpec, events: list[str], deployment_id: st
     cfg_path = config_mod.find(archive)
     if not cfg_path.exists():
         return
-    from bluegreen_hooks import plan
+    from bluegreen_hooks.agent import plan
 
     cfg = config_mod.load(cfg_path)
     ours = [e for e in EVENTS if e in events and spec.hooks.get(e)]

@@ -100,7 +100,7 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         cfg = config_mod.load(config_mod.find(bundle, environ), environ)
         d = deployment_id_from(environ, bundle)
         if dry_run:
-            from bluegreen_hooks import plan
+            from bluegreen_hooks.agent import plan
             for ln in plan.describe(cfg, d, [event]):
                 say(ln)
             return 0

@@ -164,8 +164,6 @@ def _argv(argv: Iterable[str]) -> str:
 
 def event_lines(plan: Plan, event: str) -> list[str]:
     """What ``event`` would do, one line per step."""
-    cfg, w = plan.cfg, plan.world
-    n = cfg.nginx
     if event == "ApplicationStop":
         return [f"nothing to stop: the live colour ({plan.live or 'none'}) is never stopped here"]
     if plan.done:
@@ -173,69 +171,88 @@ def event_lines(plan: Plan, event: str) -> list[str]:
     if plan.busy and event in ("BeforeInstall", "ApplicationStart"):
         return [f"would refuse (exit 3): {plan.busy}"]
     if event == "BeforeInstall":
-        out = [f"check config {cfg.path.name}: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}",
-               "check Docker is reachable" + (f" (now: NOT reachable: {w.docker_problem})" if w and w.docker_problem else ""),
-               f"check nginx runs: master pid {w.master_pid_text() if w else '?'} (from {n.pid_file})",
-               f"nginx test: {_argv(n.test)}"]
-        if w is not None and w.include_text is None:
-            out.append(f"create an empty include {n.include} (first deployment)")
-        out.append(f"claim {cfg.state_dir / (cfg.app + '.json')} for {plan.deployment_id}: "
-                   f"live colour {plan.live or 'none'}, target colour {plan.target}")
-        left = w.containers.get(plan.target, []) if w else []
-        out.append(f"remove leftover containers of {plan.target}: {', '.join(left) if left else 'none'}")
-        return out
-    if event == "ApplicationStart" and cfg.compose is not None:
-        from bluegreen_hooks.runtime import compose
-        cmd = _compose_cmd(cfg)
-        env = ", ".join(f"{k}={v}" for k, v in sorted(compose.variables(cfg, plan.target, plan.deployment_id).items()))
-        out = [f"target colour: {plan.target} (live: {plan.live or 'none'})"]
-        if cfg.compose.pull:
-            out.append(f"pull: {_argv(compose.pull_argv(cmd, cfg, plan.target))}")
-        out += [f"start project {compose.project_name(cfg, plan.target)}: {_argv(compose.up_argv(cmd, cfg, plan.target))}",
-                f"  with {env}",
-                f"health: GET {cfg.health_url(plan.target)} until HTTP {'/'.join(map(str, cfg.health.statuses))}, "
-                f"deadline {cfg.health.deadline:g}s" + "".join(f"; and :{r.ports[plan.target]}" for r in cfg.extra_routes)]
-        return out + _switch_lines(plan)
+        return _before_install_lines(plan)
     if event == "ApplicationStart":
-        c = cfg.container
-        kw = plan.run_kwargs()
-        have = "" if not w or w.image_exists is None else (" (tag exists: rebuilt/retagged)" if w.image_exists else "")
-        if c.build is not None:
-            image = f"build {plan.image_tag} from {c.build}/{c.dockerfile}" + (
-                f" (build args {', '.join(f'{k}={v}' for k, v in sorted(c.build_args.items()))})" if c.build_args else "")
-        else:
-            image = f"pull {c.image}, tag it {plan.image_tag}"
-        where = (f"host network, port {cfg.port(plan.target)}" if c.network == "host"
-                 else f"bridge, {cfg.host}:{cfg.port(plan.target)} -> {c.port}/tcp")
-        env = ", ".join(f"{k}={v}" for k, v in sorted(kw["environment"].items())) or "none"
-        out = [f"target colour: {plan.target} (live: {plan.live or 'none'})",
-               f"image: {image}{have}",
-               f"start container {kw['name']} from {plan.image_tag} ({where}; env {env}; labels "
-               f"{', '.join(f'{k}={v}' for k, v in kw['labels'].items())})",
-               f"health: GET {cfg.health_url(plan.target)} until HTTP {'/'.join(map(str, cfg.health.statuses))}, "
-               f"deadline {cfg.health.deadline:g}s"]
-        return out + _switch_lines(plan)
+        start = _compose_start_lines(plan) if plan.cfg.compose is not None else _container_start_lines(plan)
+        return start + _switch_lines(plan)
     if event == "ValidateService":
-        out = [f"validate: GET {n.public_url}{n.validate_path} answers HTTP "
-               f"{'/'.join(map(str, cfg.health.statuses))} with {n.colour_header}: {plan.target}"]
-        if plan.old and plan.old != plan.target:
-            olds = w.containers.get(plan.old, []) if w else []
-            if cfg.compose is not None:
-                from bluegreen_hooks.runtime import compose
-                stop = f"then: stop {', '.join(olds) or 'nothing running'}: " + _argv(
-                    compose.down_argv(_compose_cmd(cfg), cfg, plan.old, cfg.compose.stop_grace_period))
-            else:
-                stop = (f"then: stop containers of {plan.old} (grace {cfg.container.stop_grace_period:g}s): "
-                        f"{', '.join(olds) if olds else cfg.container_name(plan.old)}")
-            out += [f"then: wait up to {cfg.drain_timeout:g}s for the old nginx workers "
-                    f"({', '.join(map(str, w.nginx_workers)) if w and w.nginx_workers else 'none'}) to finish",
-                    stop,
-                    f"on failure: switch nginx back to {plan.old} and remove {plan.target}"]
-        else:
-            out.append("no old colour to stop")
-        out.append(f"prune images of {cfg.image_repo} beyond the newest {cfg.keep_images}")
-        return out
+        return _validate_lines(plan)
     return [f"no bluegreen-hooks step for {event}"]
+
+
+def _before_install_lines(plan: Plan) -> list[str]:
+    cfg, w, n = plan.cfg, plan.world, plan.cfg.nginx
+    out = [f"check config {cfg.path.name}: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}",
+           "check Docker is reachable" + (f" (now: NOT reachable: {w.docker_problem})" if w and w.docker_problem else ""),
+           f"check nginx runs: master pid {w.master_pid_text() if w else '?'} (from {n.pid_file})",
+           f"nginx test: {_argv(n.test)}"]
+    if w is not None and w.include_text is None:
+        out.append(f"create an empty include {n.include} (first deployment)")
+    out.append(f"claim {cfg.state_dir / (cfg.app + '.json')} for {plan.deployment_id}: "
+               f"live colour {plan.live or 'none'}, target colour {plan.target}")
+    left = w.containers.get(plan.target, []) if w else []
+    out.append(f"remove leftover containers of {plan.target}: {', '.join(left) if left else 'none'}")
+    return out
+
+
+def _health_line(cfg: Config, colour: Colour) -> str:
+    return (f"health: GET {cfg.health_url(colour)} until HTTP {'/'.join(map(str, cfg.health.statuses))}, "
+            f"deadline {cfg.health.deadline:g}s" + "".join(f"; and :{r.ports[colour]}" for r in cfg.extra_routes))
+
+
+def _compose_start_lines(plan: Plan) -> list[str]:
+    from bluegreen_hooks.runtime import compose
+
+    cfg, target = plan.cfg, plan.target
+    cmd = _compose_cmd(cfg)
+    env = ", ".join(f"{k}={v}" for k, v in sorted(compose.variables(cfg, target, plan.deployment_id).items()))
+    out = [f"target colour: {target} (live: {plan.live or 'none'})"]
+    if cfg.compose is not None and cfg.compose.pull:
+        out.append(f"pull: {_argv(compose.pull_argv(cmd, cfg, target))}")
+    return out + [f"start project {compose.project_name(cfg, target)}: {_argv(compose.up_argv(cmd, cfg, target))}",
+                  f"  with {env}", _health_line(cfg, target)]
+
+
+def _container_start_lines(plan: Plan) -> list[str]:
+    cfg, w, c = plan.cfg, plan.world, plan.cfg.container
+    kw = plan.run_kwargs()
+    have = "" if not w or w.image_exists is None else (" (tag exists: rebuilt/retagged)" if w.image_exists else "")
+    if c.build is not None:
+        image = f"build {plan.image_tag} from {c.build}/{c.dockerfile}" + (
+            f" (build args {', '.join(f'{k}={v}' for k, v in sorted(c.build_args.items()))})" if c.build_args else "")
+    else:
+        image = f"pull {c.image}, tag it {plan.image_tag}"
+    where = (f"host network, port {cfg.port(plan.target)}" if c.network == "host"
+             else f"bridge, {cfg.host}:{cfg.port(plan.target)} -> {c.port}/tcp")
+    env = ", ".join(f"{k}={v}" for k, v in sorted(kw["environment"].items())) or "none"
+    return [f"target colour: {plan.target} (live: {plan.live or 'none'})",
+            f"image: {image}{have}",
+            f"start container {kw['name']} from {plan.image_tag} ({where}; env {env}; labels "
+            f"{', '.join(f'{k}={v}' for k, v in kw['labels'].items())})",
+            _health_line(cfg, plan.target)]
+
+
+def _validate_lines(plan: Plan) -> list[str]:
+    cfg, w, n = plan.cfg, plan.world, plan.cfg.nginx
+    out = [f"validate: GET {n.public_url}{n.validate_path} answers HTTP "
+           f"{'/'.join(map(str, cfg.health.statuses))} with {n.colour_header}: {plan.target}"]
+    if plan.old and plan.old != plan.target:
+        olds = w.containers.get(plan.old, []) if w else []
+        if cfg.compose is not None:
+            from bluegreen_hooks.runtime import compose
+            stop = f"then: stop {', '.join(olds) or 'nothing running'}: " + _argv(
+                compose.down_argv(_compose_cmd(cfg), cfg, plan.old, cfg.compose.stop_grace_period))
+        else:
+            stop = (f"then: stop containers of {plan.old} (grace {cfg.container.stop_grace_period:g}s): "
+                    f"{', '.join(olds) if olds else cfg.container_name(plan.old)}")
+        out += [f"then: wait up to {cfg.drain_timeout:g}s for the old nginx workers "
+                f"({', '.join(map(str, w.nginx_workers)) if w and w.nginx_workers else 'none'}) to finish",
+                stop,
+                f"on failure: switch nginx back to {plan.old} and remove {plan.target}"]
+    else:
+        out.append("no old colour to stop")
+    out.append(f"prune images of {cfg.image_repo} beyond the newest {cfg.keep_images}")
+    return out
 
 
 def _compose_cmd(cfg: Config) -> tuple[str, ...]:
