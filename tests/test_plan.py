@@ -165,3 +165,70 @@ def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
     busy = plan.render(plan.plan_deployment(cfg, "d-1", _world(state=st)), ["BeforeInstall"])
     assert busy[-1].startswith(
         "  would refuse (exit 3): deployment d-other is in progress (ApplicationStart running as pid")
+
+
+# ------------------------------------------------------------------- the dry run decides as the real event
+
+def _scenario(bed, name: str) -> None:
+    """Bring the bed into one reconcile branch (see test_dry_run_decides_what_before_install_then_does)."""
+    import json as _json
+    import os as _os
+
+    from testbed.bundle import deploy as _deploy
+    from tests.helpers import ok as _ok
+
+    if name == "fresh host":
+        return
+    _ok(_deploy(bed.bundle("v1"), "d-1"))                          # blue live
+    if name in ("live green", "interrupted switch"):
+        _ok(_deploy(bed.bundle("v2"), "d-2"))                      # green live, blue stopped
+    path = bed.state_dir / f"{bed.app}.json"
+    st = _json.loads(path.read_text())
+    if name == "stale holder":                                     # a deployment whose hook died (SIGKILL)
+        st["in_progress"] = {"id": "d-dead", "target": "green", "started": 1.0, "updated": 1.0, "stage": None,
+                             "event": "ApplicationStart", "event_done": False, "pid": 2 ** 22 + 1, "pid_start": 1,
+                             "host": _os.uname().nodename}
+        path.write_text(_json.dumps(st))
+    elif name == "interrupted switch":                             # include rewritten, nginx never reloaded
+        _ok(_deploy(bed.bundle("v3"), "d-3", events=("BeforeInstall", "ApplicationStart")))  # blue live, green runs
+        st = _json.loads(path.read_text())
+        st["in_progress"] = None
+        path.write_text(_json.dumps(st))
+        bed.site.include.write_text(render_include(config_mod.load(bed.bundle("v3") / "bluegreen.toml"),
+                                                   "green", "d-2"))
+    elif name == "include disagrees with containers":              # the state says green; only blue runs
+        st["live"], st["live_deployment"] = "green", "d-x"
+        path.write_text(_json.dumps(st))
+    elif name == "state missing":
+        path.unlink()
+
+
+@pytest.mark.parametrize("name", ["fresh host", "live blue", "live green", "stale holder", "interrupted switch",
+                                  "include disagrees with containers", "state missing"])
+def test_dry_run_decides_what_before_install_then_does(bed, name, monkeypatch, capsys):
+    """For every reconcile branch, ``--dry-run`` reports the live and target colours and the repairs
+    (take-over, include rewrite) that the real BeforeInstall then makes."""
+    import re
+
+    from testbed.bundle import run_hook
+
+    _scenario(bed, name)
+    bundle = bed.bundle("v9")
+    monkeypatch.setenv("DEPLOYMENT_ID", "d-next")
+    assert main(["hook", "BeforeInstall", "--bundle", str(bundle), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    real = run_hook(bundle, "BeforeInstall", "d-next")
+    assert real.returncode == 0, real.output
+    planned = re.search(r"DRY RUN \(nothing is changed\): deployment d-next of \S+; live (\w+), target (\w+)", dry)
+    done = re.search(r"live colour: (\w+); target colour: (\w+)", real.output)
+    assert planned and done, (dry, real.output)
+    assert planned.groups() == done.groups(), (dry, real.output)
+    assert ("would take over from stale deployment d-dead" in dry) == ("took over from stale deployment d-dead"
+                                                                       in real.output)
+    assert ("interrupted switch" in dry) == ("interrupted switch" in real.output)
+    expected = {"fresh host": ("none", "blue"), "live blue": ("blue", "green"), "live green": ("green", "blue"),
+                "stale holder": ("blue", "green"), "interrupted switch": ("blue", "green"),
+                "include disagrees with containers": ("blue", "green"), "state missing": ("blue", "green")}
+    assert done.groups() == expected[name]
+    if name == "interrupted switch":
+        assert "interrupted switch" in real.output
