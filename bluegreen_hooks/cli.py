@@ -13,8 +13,8 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bluegreen_hooks.errors import HookError
 from bluegreen_hooks.model import EVENTS

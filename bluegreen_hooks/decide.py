@@ -12,8 +12,9 @@ holder's process is alive.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Optional
 
 from bluegreen_hooks.model import COLOURS, Colour, InProgress, Running, State, Who, other, record_deployment
 

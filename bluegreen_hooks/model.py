@@ -5,8 +5,9 @@ Pure and import-light (no docker, no tenacity): hooks, the local runner and the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Literal, Mapping, get_args
+from typing import Any, Literal, get_args
 
 Colour = Literal["blue", "green"]
 COLOURS: tuple[Colour, ...] = get_args(Colour)
@@ -39,7 +40,7 @@ def other(colour: Colour) -> Colour:
 # wrong shape is treated like a corrupt one (quarantined and rebuilt), never half-trusted.
 
 SCHEMA = 1
-Record = Dict[str, Any]      # one history record (a deployment or an event run): plain JSON
+Record = dict[str, Any]      # one history record (a deployment or an event run): plain JSON
 
 
 class BadState(ValueError):
@@ -61,7 +62,7 @@ def _colour(data: Mapping[str, Any], key: str) -> Colour | None:
     value = data.get(key)
     if value is not None and value not in COLOURS:
         raise BadState(f"{key}: should be blue, green or null, not {value!r:.40}")
-    return value  # type: ignore[no-any-return]
+    return "blue" if value == "blue" else ("green" if value == "green" else None)
 
 
 def _workers(data: Mapping[str, Any], key: str) -> list[list[int]]:
@@ -110,7 +111,7 @@ class InProgress:
         if not isinstance(data, dict):
             raise BadState("in_progress: should be an object or null")
         ident = data.get("id")
-        if not is_deployment_id(ident):
+        if not isinstance(ident, str) or not is_deployment_id(ident):
             raise BadState(f"in_progress/id: should be a deployment id, not {ident!r:.40}")
         timings = data.get("timings") or {}
         if not isinstance(timings, dict) or not all(isinstance(v, _NUM) for v in timings.values()):

@@ -11,8 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bluegreen_hooks.host.procfs import children
-from bluegreen_hooks.host.procfs import process_start_time
+from bluegreen_hooks.host.procfs import children, process_start_time
 from testbed.ports import free_port
 
 MAIN_CONF = """\

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks.host import nginx
-from bluegreen_hooks.runtime import compose
 from bluegreen_hooks.config import parse
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host import nginx
+from bluegreen_hooks.runtime import compose
 
 
 def raw(**compose_table):

@@ -466,7 +466,7 @@ def test_bundle_refuses_compose_file_missing_from_bundle(tmp_path, capsys):
 def test_bundle_carries_the_whole_package_with_its_subpackages(tmp_path, capsys):
     """Every module of bluegreen_hooks/, nested ones too (host/procfs.py, delivery/…), is in the bundle."""
     src = make_src(tmp_path)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
     assert rc == 0, err
     e = entries(tmp_path / "b.zip")
     package = ROOT / "bluegreen_hooks"
@@ -480,12 +480,12 @@ def test_bundle_never_packs_an_earlier_bundle_found_in_the_app_folder(tmp_path, 
     note; the result is the bundle built without it. Other zips are app files like any other."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     src = make_src(tmp_path)
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "clean.zip"),
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "clean.zip"),
                          "--no-wheels")
     assert rc == 0, err
     (src / "releases").mkdir()
     shutil.copy(tmp_path / "clean.zip", src / "releases" / "shop-1.ZIP")
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "again.zip"),
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "again.zip"),
                          "--no-wheels")
     assert rc == 0, err
     assert err == f"bundle: left out {src}/releases/shop-1.ZIP: an earlier bundle (appspec.yml, bluegreen_hooks/)\n"
@@ -493,7 +493,7 @@ def test_bundle_never_packs_an_earlier_bundle_found_in_the_app_folder(tmp_path, 
 
     with zipfile.ZipFile(src / "assets.zip", "w") as zf:     # a zip of the app's own: bundled
         zf.writestr("appspec.yml", "not ours: no bluegreen_hooks/ beside it")
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "third.zip"),
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "third.zip"),
                          "--no-wheels")
     assert rc == 0, err
     e = entries(tmp_path / "third.zip")
@@ -505,7 +505,8 @@ def test_bundle_output_inside_the_app_folder_is_left_out_with_a_note(tmp_path, c
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     src = make_src(tmp_path)
     for expected in ("", f"bundle: left out {src}/rev.zip: the output of this build\n"):
-        rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(src / "rev.zip"), "--no-wheels")
+        rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(src / "rev.zip"),
+                              "--no-wheels")
         assert (rc, err) == (0, expected)
 
 
@@ -517,9 +518,10 @@ def test_bundle_refuses_one_of_two_compose_files_missing_from_bundle(tmp_path, c
     (src / "bluegreen.toml").write_text(toml_dumps({"app": "demo", "compose": {"files": files}}))
     for name in ("docker-compose.blue.yml", "docker-compose.green.yml"):
         (src / "stacks" / name).write_text("services:\n  web:\n    image: bluegreen-base:busybox\n")
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"),
+                          "--no-wheels")
     assert rc == 0, err
-    rc, out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "c.zip"), "--no-wheels",
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "c.zip"), "--no-wheels",
                          "--exclude", "*.green.yml")
     assert rc == 2
     assert err.startswith("ERROR bluegreen.toml: compose/files/green: stacks/docker-compose.green.yml is not in "
@@ -532,7 +534,7 @@ def test_bundle_interrupted_exits_130_with_one_line(tmp_path, capsys, monkeypatc
         raise KeyboardInterrupt
 
     monkeypatch.setattr(commands, "bundle", interrupted)
-    rc, out, err = build(capsys, "--config", str(tmp_path / "bluegreen.toml"))
+    rc, _out, err = build(capsys, "--config", str(tmp_path / "bluegreen.toml"))
     assert (rc, err) == (130, "ERROR interrupted\n")
 
 

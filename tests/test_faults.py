@@ -270,8 +270,8 @@ class Squatter:
 def test_port_holder_is_found_from_proc():
     """ports.py names the process listening on a port (pid and command line) from /proc; a free port
     passes check_free; a held one is refused naming the port, the config key and the holder."""
-    from bluegreen_hooks.host import ports
     from bluegreen_hooks.errors import ContainerStartError
+    from bluegreen_hooks.host import ports
 
     port = free_port()
     assert not ports.answers("127.0.0.1", port) and ports.holders(port) == []
@@ -455,8 +455,8 @@ def test_nginx_commands_are_argv_never_a_shell(tmp_path):
     """nginx/test and nginx/reload are trusted config run exactly as argv: a string with spaces is one
     program name (not split by a shell), shell syntax in an argument is text; `sh -c` runs only when the
     operator writes it (the commands are trusted; no OTHER key can reach them — see the tests above)."""
-    from bluegreen_hooks.host import nginx
     from bluegreen_hooks.errors import NginxError
+    from bluegreen_hooks.host import nginx
 
     marker, out = tmp_path / "ran", tmp_path / "argv.json"
     with pytest.raises(NginxError, match="command not found"):

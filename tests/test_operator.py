@@ -12,12 +12,12 @@ import time
 import pytest
 
 from bluegreen_hooks import config as config_mod
-from bluegreen_hooks.host import nginx as nginx_mod
+from bluegreen_hooks.cli import main
 from bluegreen_hooks.decide import holder_status
+from bluegreen_hooks.host import nginx as nginx_mod
 from bluegreen_hooks.host import procfs
 from bluegreen_hooks.host.store import Store, me
 from bluegreen_hooks.model import InProgress, State, record_event
-from bluegreen_hooks.cli import main
 from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.load import Load
 from testbed.nginx import Nginx

@@ -159,6 +159,7 @@ def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
     assert "create an empty include /etc/nginx/conf.d/backend-url.inc (first deployment)" in "\n".join(first)
     assert "  target colour: blue (live: none)" in first
     import os
+
     from bluegreen_hooks.host.procfs import process_start_time
     st = State("shop", in_progress=InProgress("d-other", "blue", 0, event="ApplicationStart", event_done=False,
                                               pid=os.getpid(), pid_start=process_start_time(os.getpid())))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import Decision, World, decide
@@ -121,12 +122,12 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
         be = runtime.backend(cfg, client)
         client = be.client
         names, image_exists = _containers(be), _image_exists(cfg, client, deployment_id)
-    except Exception as exc:  # noqa: BLE001 - Docker unreachable: plan without it, and say so
+    except Exception as exc:
         docker_problem, be = str(exc), None
     try:
         world = observe(cfg, be, problem)
         include_text = nginx.read_include(cfg)
-    except Exception as exc:  # noqa: BLE001 - a plan reports what it cannot read
+    except Exception as exc:
         world = World(None, None, {c: None for c in COLOURS}, f"{problem or ''} include unreadable: {exc}".strip())
         include_text = None
     finally:
@@ -183,7 +184,8 @@ def event_lines(plan: Plan, event: str) -> list[str]:
 def _before_install_lines(plan: Plan) -> list[str]:
     cfg, w, n = plan.cfg, plan.world, plan.cfg.nginx
     out = [f"check config {cfg.path.name}: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}",
-           "check Docker is reachable" + (f" (now: NOT reachable: {w.docker_problem})" if w and w.docker_problem else ""),
+           "check Docker is reachable"
+           + (f" (now: NOT reachable: {w.docker_problem})" if w and w.docker_problem else ""),
            f"check nginx runs: master pid {w.master_pid_text() if w else '?'} (from {n.pid_file})",
            f"nginx test: {_argv(n.test)}"]
     if w is not None and w.include_text is None:
@@ -209,8 +211,8 @@ def _compose_start_lines(plan: Plan) -> list[str]:
     out = [f"target colour: {target} (live: {plan.live or 'none'})"]
     if cfg.compose is not None and cfg.compose.pull:
         out.append(f"pull: {_argv(compose.pull_argv(cmd, cfg, target))}")
-    return out + [f"start project {compose.project_name(cfg, target)}: {_argv(compose.up_argv(cmd, cfg, target))}",
-                  f"  with {env}", _health_line(cfg, target)]
+    return [*out, f"start project {compose.project_name(cfg, target)}: {_argv(compose.up_argv(cmd, cfg, target))}",
+            f"  with {env}", _health_line(cfg, target)]
 
 
 def _container_start_lines(plan: Plan) -> list[str]:
@@ -263,9 +265,9 @@ def _compose_cmd(cfg: Config) -> tuple[str, ...]:
 def _switch_lines(plan: Plan) -> list[str]:
     cfg, n = plan.cfg, plan.cfg.nginx
     out = [f"write {n.include}:"] + [f"  | {ln}" for ln in plan.include_text.splitlines()]
-    return out + [f"nginx test: {_argv(n.test)}", f"nginx reload: {_argv(n.reload)}",
-                  f"verify: GET {n.public_url}{cfg.health.path} answers {n.colour_header}: {plan.target}",
-                  f"keep running: {plan.live or 'nothing'} (stopped by ValidateService)"]
+    return [*out, f"nginx test: {_argv(n.test)}", f"nginx reload: {_argv(n.reload)}",
+            f"verify: GET {n.public_url}{cfg.health.path} answers {n.colour_header}: {plan.target}",
+            f"keep running: {plan.live or 'nothing'} (stopped by ValidateService)"]
 
 
 def render(plan: Plan, events: Iterable[str]) -> list[str]:
@@ -279,6 +281,6 @@ def render(plan: Plan, events: Iterable[str]) -> list[str]:
     return out
 
 
-def describe(cfg: Config, deployment_id: str, events: Iterable[str], client=None) -> list[str]:
+def describe(cfg: Config, deployment_id: str, events: Iterable[str], client: Any = None) -> list[str]:
     """Gather, plan and render (the whole dry run for the given events)."""
     return render(plan_deployment(cfg, deployment_id, gather(cfg, deployment_id, client)), events)

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import selectors
@@ -172,10 +173,8 @@ def _wait(proc: subprocess.Popen[bytes], outputs: _Outputs, deadline: float, scr
                 f"the agent waits for it until the timeout ({script.timeout}s)")
     left = deadline - time.monotonic()
     if proc.poll() is None and left > 0:     # outputs closed, process still running: wait for it
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(left)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _judge(proc: subprocess.Popen[bytes], script: Script, open_pipes: list[str]) -> None:
@@ -204,10 +203,8 @@ def _judge(proc: subprocess.Popen[bytes], script: Script, open_pipes: list[str])
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _close(proc: subprocess.Popen[bytes]) -> None:

@@ -54,7 +54,8 @@ def container_verdict(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
     status = st.get("Status")
     restarts = attrs.get("RestartCount", 0) or 0
     if status in ("exited", "dead"):
-        return f"container exited with code {st.get('ExitCode')}" + (f" ({st.get('Error')})" if st.get("Error") else ""), None
+        error = f" ({st.get('Error')})" if st.get("Error") else ""
+        return f"container exited with code {st.get('ExitCode')}{error}", None
     if status == "restarting" or restarts > 0:
         return f"container is crash-looping (restarted {restarts} time(s), last exit code {st.get('ExitCode')})", None
     health = (st.get("Health") or {}).get("Status")
@@ -73,7 +74,8 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
     h = cfg.health
     host, port = cfg.host, port or cfg.port(colour)
     t0 = time.monotonic()
-    seen = {"last": "no attempt yet", "progress": t0}
+    seen: dict[str, str] = {"last": "no attempt yet"}
+    last_progress = [t0]
 
     def attempt() -> str:
         attrs_list = watch() if watch is not None else []
@@ -96,8 +98,8 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
 
     def progress(state: RetryCallState) -> None:
         now = time.monotonic()
-        if now - seen["progress"] >= PROGRESS_EVERY:
-            seen["progress"] = now
+        if now - last_progress[0] >= PROGRESS_EVERY:
+            last_progress[0] = now
             say(f"waiting for {colour} to get healthy: {now - t0:.0f}s of {h.deadline:.0f}s, last: {seen['last']}")
 
     try:

@@ -13,13 +13,15 @@ comes from a validated Config (ports are integers, the host an IP or hostname).
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
@@ -41,7 +43,8 @@ def render_include(cfg: Config, colour: Colour, deployment_id: str) -> str:
     if not is_deployment_id(deployment_id):
         raise ValueError(f"bad deployment id {deployment_id!r}")
     n = cfg.nginx
-    head = f"{MARK} app={cfg.app} colour={colour} deployment={deployment_id}\n# Written by bluegreen-hooks; edits are replaced at the next switch.\n"
+    head = (f"{MARK} app={cfg.app} colour={colour} deployment={deployment_id}\n"
+            f"# Written by bluegreen-hooks; edits are replaced at the next switch.\n")
     target = f"{cfg.host_for_url}:{cfg.port(colour)}"
     # compose stacks with several routed services: one more variable (or upstream) per extra service
     extra = [(r.variable, f"{cfg.host_for_url}:{r.ports[colour]}") for r in cfg.extra_routes]
@@ -85,7 +88,8 @@ def run(argv: Sequence[str], what: str, timeout: float = 60) -> subprocess.Compl
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError as exc:
-        raise NginxError(f"{what}: command not found: {argv[0]} (check nginx/{'test' if 'test' in what else 'reload'} in the config)") from exc
+        key = "nginx/test" if "test" in what else "nginx/reload"
+        raise NginxError(f"{what}: command not found: {argv[0]} (check {key} in the config)") from exc
     except subprocess.TimeoutExpired as exc:
         raise NginxError(f"{what}: `{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
     if proc.returncode != 0:
@@ -138,7 +142,7 @@ def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
     """One GET through nginx's public URL on a fresh connection; raises OSError/HTTPException on failure."""
     url = urlsplit(cfg.nginx.public_url)
     conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = conn_cls(url.hostname, url.port, timeout=timeout)
+    conn = conn_cls(url.hostname or "127.0.0.1", url.port, timeout=timeout)
     try:
         conn.request("GET", (url.path.rstrip("/") + path) or "/",
                      headers={"Connection": "close", "User-Agent": "bluegreen-hooks"})
@@ -172,7 +176,8 @@ def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str 
         last[0] = f"HTTP {a.status}, {cfg.nginx.colour_header}: {a.colour or '(none)'}"
         return a if a.colour == colour and a.status in cfg.health.statuses else None
 
-    answer = poll(attempt, timeout if timeout is not None else cfg.nginx.verify_timeout, interval=0.02, max_interval=0.25)
+    deadline = timeout if timeout is not None else cfg.nginx.verify_timeout
+    answer = poll(attempt, deadline, interval=0.02, max_interval=0.25)
     if answer is None:
         raise NginxError(f"nginx at {cfg.nginx.public_url}{path} does not answer from {colour} "
                          f"(last: {last[0]})")
@@ -212,10 +217,8 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
         verify(cfg, colour, path=cfg.health.path)
     except BaseException as exc:   # NginxError, or SIGTERM while reloading/verifying: put the old include back
         _restore(path, old_text)
-        try:
+        with contextlib.suppress(NginxError):
             run(cfg.nginx.reload, "nginx reload (restoring)")
-        except NginxError:
-            pass
         if isinstance(exc, NginxError):
             raise NginxError(f"{exc}; previous include restored") from exc
         raise

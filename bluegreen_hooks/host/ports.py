@@ -9,10 +9,11 @@ process of another user only root can see its file descriptors).
 from __future__ import annotations
 
 import socket
-from typing import Iterable
+from collections.abc import Iterable
 
 from bluegreen_hooks.errors import ContainerStartError
 from bluegreen_hooks.host.procfs import holders
+
 
 def answers(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when a TCP connect to host:port succeeds (something listens there)."""

@@ -25,9 +25,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from bluegreen_hooks.errors import StateError
 from bluegreen_hooks.host import procfs
@@ -42,7 +42,7 @@ def me() -> Who:
     pid = os.getpid()
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+    except Exception:
         user = str(os.getuid())
     return Who(pid, procfs.process_start_time(pid), socket.gethostname(), user)
 

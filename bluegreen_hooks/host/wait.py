@@ -8,7 +8,7 @@ skip its sleeps (attempts still run until the deadline), for unit tests of pure 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState, Retrying
@@ -23,12 +23,12 @@ def testing(on: bool) -> None:
     _testing["on"] = on
 
 
-def _no_sleep(seconds: float) -> None:  # noqa: ARG001 - tenacity's sleep signature
+def _no_sleep(seconds: float) -> None:
     return None
 
 
 def retrying(*, on: ExcTypes, timeout: float, interval: float = 0.05, max_interval: float = 0.5,
-             before_sleep: Optional[Callable[[RetryCallState], Any]] = None,
+             before_sleep: Callable[[RetryCallState], Any] | None = None,
              sleep: Callable[[float], None] = time.sleep) -> Retrying:
     """A tenacity policy: retry ``on`` these exceptions until ``timeout`` seconds; reraise the last one."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential

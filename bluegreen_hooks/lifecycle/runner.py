@@ -6,15 +6,17 @@ tail (CodeDeploy shows only the last 2,048 characters of a hook's output).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Mapping, TextIO
+from typing import TextIO
 
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.errors import ConfigError, HookError, LockedError
@@ -42,10 +44,8 @@ class Reporter:
 def emit(stream: TextIO, text: str) -> None:
     """Print one line, flushed. A closed output is ignored: after its timeout the CodeDeploy agent sends
     SIGTERM and closes its ends of our stdout/stderr at once, and the cleanup that follows must still run."""
-    try:
+    with contextlib.suppress(OSError, ValueError):   # BrokenPipeError, or the stream was closed
         print(text, file=stream, flush=True)
-    except (OSError, ValueError):   # BrokenPipeError, or the stream was closed
-        pass
 
 
 def deployment_id_from(environ: Mapping[str, str], bundle: Path) -> str:
@@ -71,7 +71,7 @@ def last_line(event: str, msg: str) -> str:
     return line[:keep // 2] + " ... " + line[-(keep - keep // 2):]
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal handler signature
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated("stopped by SIGTERM (the CodeDeploy agent's timeout?)")
 
 
@@ -114,7 +114,7 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         return 0
     except HookError as exc:
         return _failed(event, exc, ctx, out, time.monotonic() - t0)
-    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected error: traceback, then the one-line cause
+    except Exception as exc:
         emit(out, traceback.format_exc().rstrip())
         if ctx is not None:
             audit(ctx, "failed", time.monotonic() - t0, repr(exc), end_deployment=True)

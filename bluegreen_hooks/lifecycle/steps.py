@@ -20,7 +20,7 @@ from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.host.store import Store, me
 from bluegreen_hooks.model import Colour, State, Who, finish_event, is_deployment_id
-from bluegreen_hooks.runtime.base import Backend
+from bluegreen_hooks.runtime.base import Backend, RunningMap
 
 Say = Callable[[str], None]
 
@@ -51,7 +51,7 @@ def gather(cfg: Config, be: Backend | None, state_problem: str | None = None) ->
 
     ``be=None`` (Docker unreachable, dry runs only) observes nothing running."""
     include = nginx.include_colour(cfg, nginx.read_include(cfg))
-    running = be.running() if be is not None else {"blue": None, "green": None}
+    running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
     # only probe nginx when the include names a colour: then an interrupted switch is possible
     served = nginx.served_colour(cfg) if include else None
     return World(include, served, running, state_problem)
@@ -72,9 +72,9 @@ def take(ctx: Context, be: Backend) -> Decision:
             ctx.store.write(d.state)
     for note in d.notes:
         ctx.say(f"reconciled: {note}")
-    for note in (d.takeover, d.resumed):
-        if note:
-            ctx.say(note)
+    for extra in (d.takeover, d.resumed):
+        if extra is not None:
+            ctx.say(extra)
     if d.repair and d.state is not None:
         _repair_include(ctx, d.repair, d.state, world)
     return d
@@ -129,9 +129,16 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
             ctx.say(f"removing {colour}: {live or 'nothing'} keeps serving")
             try:
                 be.remove_colour(colour, live, ctx.say, grace=0)
-            except Exception as cleanup:  # noqa: BLE001 - report the first failure, not the cleanup's
+            except Exception as cleanup:
                 ctx.say(f"warning: could not remove {colour}: {cleanup}")
         raise
+
+
+def with_serving(exc: HookError, live: Colour | None, see_output: bool) -> HookError:
+    """The same error, its message ending with what keeps serving (and what to do)."""
+    serving = f"{live} keeps serving" if live else "nothing was serving"
+    step = "; see the output above, fix the app and deploy again" if see_output else ""
+    return type(exc)(f"{exc}; {serving}{step}")
 
 
 def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:

@@ -20,9 +20,9 @@ from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import HookError
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.host.store import Store
-from bluegreen_hooks.runtime.base import connect
 from bluegreen_hooks.model import COLOURS, Colour
 from bluegreen_hooks.operator.text import first_line
+from bluegreen_hooks.runtime.base import RunningMap, connect
 
 DISK_FAIL_BYTES = 1 << 30        # FAIL below 1 GiB free
 DISK_WARN_BYTES = 5 << 30        # WARN below 5 GiB free
@@ -47,7 +47,7 @@ class Checks:
     def run(self, name: str, fn: Callable[[], tuple[str, str]]) -> None:
         try:
             level, detail = fn()
-        except Exception as exc:  # noqa: BLE001 - a check that crashes is a failed check, with its reason
+        except Exception as exc:
             level, detail = "fail", _reason(exc)
         self.add(name, level, detail)
 
@@ -79,7 +79,7 @@ def connect_docker(checks: Checks) -> Any | None:
     """Run the "docker" check; the client when Docker could be connected to (close it after use)."""
     try:
         client = connect(timeout=15)
-    except Exception as exc:  # noqa: BLE001 - reported as the check's FAIL line
+    except Exception as exc:
         checks.add("docker", "fail", _reason(exc))
         return None
 
@@ -176,21 +176,22 @@ def check_state_file(cfg: Config) -> tuple[str, str]:
         return "fail", f"{path} is unreadable or not JSON ({first_line(exc)}); the next deployment rebuilds it"
     read = store.read(quarantine=False)   # leaves a bad file in place; read.problem says what is wrong
     if read.problem is not None:
-        return "fail", f"{path} is not a valid state file for {cfg.app} ({read.problem}); the next deployment rebuilds it"
+        return "fail", (f"{path} is not a valid state file for {cfg.app} ({read.problem}); "
+                        f"the next deployment rebuilds it")
     return "ok", f"{path}: live {read.state.live or 'none'}"
 
 
-def running_colours(cfg: Config, client: Any | None) -> dict[str, Any]:
+def running_colours(cfg: Config, client: Any | None) -> RunningMap:
     """The app's running container per colour, or nothing when Docker cannot say."""
     if client is None:
         return {}
     try:
-        return dict(runtime.backend(cfg, client).running())
-    except Exception:  # noqa: BLE001 - the port check still reports the listeners
+        return runtime.backend(cfg, client).running()
+    except Exception:
         return {}
 
 
-def check_port(cfg: Config, colour: Colour, running: dict[str, Any]) -> tuple[str, str]:
+def check_port(cfg: Config, colour: Colour, running: RunningMap) -> tuple[str, str]:
     """The colour's port is free, or held by this app's container of that colour (and it listens)."""
     port = cfg.port(colour)
     inodes = procfs.listening_inodes(port)
@@ -215,7 +216,7 @@ def check_disk(cfg: Config, client: Any | None) -> tuple[str, str]:
             root = client.info().get("DockerRootDir")
             if root and Path(root).exists():
                 places["Docker root"] = Path(root)
-        except Exception:  # noqa: BLE001 - Docker info is optional here
+        except Exception:
             pass
     level, parts = "ok", []
     for what, p in places.items():

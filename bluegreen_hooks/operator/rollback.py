@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.decide import World, claim, interrupted_switch, reconcile
+from bluegreen_hooks.decide import claim, interrupted_switch, reconcile
 from bluegreen_hooks.errors import HookError, LockedError
 from bluegreen_hooks.host import procfs
 from bluegreen_hooks.lifecycle import steps

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.config import Config

@@ -5,9 +5,9 @@ URL, the containers of each colour and their health path.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from dataclasses import dataclass, field
-import socket
 from typing import Any
 
 from bluegreen_hooks import runtime
@@ -16,9 +16,9 @@ from bluegreen_hooks.decide import holder_status
 from bluegreen_hooks.errors import DockerUnavailable, NginxError
 from bluegreen_hooks.host import health, nginx, procfs
 from bluegreen_hooks.model import COLOURS, Colour, State
-from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, Backend, connect
 from bluegreen_hooks.operator.select import open_store, read_state
 from bluegreen_hooks.operator.text import ago, first_line, utc
+from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, Backend, connect
 
 _INCLUDE_DEPLOYMENT_RE = re.compile(r"^# bluegreen-hooks: app=\S+ colour=\S+ deployment=(\S+)", re.M)
 
@@ -57,7 +57,7 @@ def nginx_view(cfg: Config) -> NginxView:
         try:
             a = nginx.probe(cfg, cfg.health.path, timeout=cfg.health.timeout)
             public.update(status=a.status, colour=a.colour or None)
-        except Exception as exc:  # noqa: BLE001 - any failure to answer is reported, not raised
+        except Exception as exc:
             public["error"] = first_line(exc)
     return NginxView(text, include_error, nginx.include_colour(cfg, text), m.group(1) if m else None, pid, public,
                      warnings)

@@ -7,7 +7,7 @@ Docker start fast.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from bluegreen_hooks.errors import DockerUnavailable
 from bluegreen_hooks.model import Colour, Running
@@ -19,7 +19,7 @@ LABEL_IMAGE = "bluegreen.image"
 DOCKER_TIMEOUT = 300
 
 Say = Callable[[str], None]
-RunningMap = Dict[Colour, Optional[Running]]
+RunningMap = dict[Colour, Optional[Running]]
 
 
 class Backend(Protocol):
@@ -79,7 +79,7 @@ def connect(timeout: int = DOCKER_TIMEOUT) -> Any:
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure here means: Docker is unreachable
+    except Exception as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise DockerUnavailable(f"Docker daemon unreachable ({reason}); start Docker (systemctl start docker) "
                                 f"or set DOCKER_HOST, then retry") from exc
@@ -90,7 +90,7 @@ def logs_tail(cont: Any, lines: int = 15, width: int = 200) -> list[str]:
     """The last lines of a container's output (each cut to ``width`` characters)."""
     try:
         text = cont.logs(tail=lines).decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001 - logs are a courtesy; never fail because of them
+    except Exception:
         return []
     return [ln[:width] for ln in text.splitlines()[-lines:]]
 

@@ -21,8 +21,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, ContainerStartError, DockerUnavailable, HealthCheckFailed
@@ -115,12 +116,12 @@ def pull_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
 def down_argv(cmd: Sequence[str], cfg: Config, colour: Colour, grace: float) -> list[str]:
     """``down --remove-orphans --timeout N`` (+ ``--volumes`` only with compose/remove_volumes)."""
     assert cfg.compose is not None
-    return (base_argv(cmd, cfg, colour) + ["down", "--remove-orphans", "--timeout", str(int(round(grace)))]
+    return (base_argv(cmd, cfg, colour) + ["down", "--remove-orphans", "--timeout", str(round(grace))]
             + (["--volumes"] if cfg.compose.remove_volumes else []))
 
 
 def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool = False) -> list[str]:
-    return base_argv(cmd, cfg, colour) + ["config", "--services" if services else "-q"]
+    return [*base_argv(cmd, cfg, colour), "config", "--services" if services else "-q"]
 
 
 def child_env(variables: Mapping[str, str]) -> dict[str, str]:
@@ -276,7 +277,8 @@ class ComposeBackend:
 
     def containers(self, colour: Colour, services: Sequence[str] | None = None) -> list:
         """The project's containers (not one-off `run` containers), optionally of some services only."""
-        conts = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"]})
+        label = f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"
+        conts = self.client.containers.list(all=True, filters={"label": [label]})
         conts = [c for c in conts if c.labels.get(LABEL_ONEOFF, "False") != "True"]
         if services:
             conts = [c for c in conts if c.labels.get(LABEL_SERVICE) in services]
@@ -292,12 +294,14 @@ class ComposeBackend:
         project = project_name(self.cfg, colour)
         if self.cc.pull:
             t0 = time.monotonic()
-            self._run(pull_argv(self.command, self.cfg, colour), colour, f"compose pull of {project}", UP_TIMEOUT, deployment_id)
+            self._run(pull_argv(self.command, self.cfg, colour), colour, f"compose pull of {project}", UP_TIMEOUT,
+                      deployment_id)
             say(f"pulled the images of {project} in {time.monotonic() - t0:.1f}s")
         t0 = time.monotonic()
         say(f"starting {project} from {self._rel(colour)}: {' '.join(self.command)} up -d --remove-orphans"
             + (" --build" if self.cc.build else ""))
-        self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT, deployment_id)
+        self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
+                  deployment_id)
         names = [c.labels.get(LABEL_SERVICE, c.name) for c in self.containers(colour)]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         for r in self.cfg.extra_routes:
@@ -326,7 +330,7 @@ class ComposeBackend:
         out: list[str] = []
         try:
             conts = self.containers(colour)
-        except Exception:  # noqa: BLE001 - logs are a courtesy; never fail because of them
+        except Exception:
             return []
         for c in sorted(conts, key=failing):
             svc = c.labels.get(LABEL_SERVICE, c.name)

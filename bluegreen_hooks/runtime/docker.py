@@ -13,8 +13,16 @@ from typing import Any
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ContainerStartError
 from bluegreen_hooks.model import COLOURS, Colour, Running
-from bluegreen_hooks.runtime.base import (LABEL_APP, LABEL_COLOUR, LABEL_DEPLOYMENT, LABEL_IMAGE, RunningMap, Say,
-                                          guard_not_live, logs_tail)
+from bluegreen_hooks.runtime.base import (
+    LABEL_APP,
+    LABEL_COLOUR,
+    LABEL_DEPLOYMENT,
+    LABEL_IMAGE,
+    RunningMap,
+    Say,
+    guard_not_live,
+    logs_tail,
+)
 
 
 def image_tag(cfg: Config, deployment_id: str) -> str:
@@ -44,7 +52,7 @@ def run_kwargs(cfg: Config, colour: Colour, image: str, deployment_id: str) -> d
     return kwargs
 
 
-def ensure_image(client, cfg: Config, deployment_id: str, say: Say) -> str:
+def ensure_image(client: Any, cfg: Config, deployment_id: str, say: Say) -> str:
     """Build (or pull) the app's image and tag it for this deployment; return the tag."""
     import docker.errors
 
@@ -78,7 +86,7 @@ def ensure_image(client, cfg: Config, deployment_id: str, say: Say) -> str:
     return tag
 
 
-def containers(client, cfg: Config, colour: Colour | None = None) -> list:
+def containers(client: Any, cfg: Config, colour: Colour | None = None) -> list[Any]:
     """All containers of the app (or of one colour), running or not."""
     labels = [f"{LABEL_APP}={cfg.app}"] + ([f"{LABEL_COLOUR}={colour}"] if colour else [])
     return client.containers.list(all=True, filters={"label": labels})
@@ -95,7 +103,7 @@ def running(client: Any, cfg: Config) -> RunningMap:
     return out
 
 
-def remove_colour(client, cfg: Config, colour: Colour, live: Colour | None, say: Say,
+def remove_colour(client: Any, cfg: Config, colour: Colour, live: Colour | None, say: Say,
                   grace: float | None = None) -> int:
     """Stop (with the grace period) and remove every container of ``colour``; never the live colour."""
     guard_not_live(colour, live, "remove")
@@ -106,8 +114,9 @@ def remove_colour(client, cfg: Config, colour: Colour, live: Colour | None, say:
     for cont in containers(client, cfg, colour):
         with contextlib.suppress(docker.errors.NotFound):
             if cont.status in ("running", "restarting", "paused"):
-                say(f"stopping {cont.name} ({colour}, deployment {cont.labels.get(LABEL_DEPLOYMENT)}, grace {grace:g}s)")
-                cont.stop(timeout=int(round(grace)))
+                dep = cont.labels.get(LABEL_DEPLOYMENT)
+                say(f"stopping {cont.name} ({colour}, deployment {dep}, grace {grace:g}s)")
+                cont.stop(timeout=round(grace))
             cont.remove(force=True)
             removed += 1
     # a container of another app may hold the name (e.g. created by hand): leave it, but say so
@@ -119,8 +128,8 @@ def remove_colour(client, cfg: Config, colour: Colour, live: Colour | None, say:
     return removed
 
 
-def start(client, cfg: Config, colour: Colour, image: str, deployment_id: str, live: Colour | None,
-          say: Say):
+def start(client: Any, cfg: Config, colour: Colour, image: str, deployment_id: str, live: Colour | None,
+          say: Say) -> Any:
     """Start ``colour`` from ``image``; a running container of this deployment and image is reused."""
     import docker.errors
 
@@ -143,7 +152,7 @@ def start(client, cfg: Config, colour: Colour, image: str, deployment_id: str, l
         raise ContainerStartError(f"cannot start {kwargs['name']}: {exc.explanation or exc}") from exc
 
 
-def prune_images(client, cfg: Config, keep: int, in_use: set[str], say: Say) -> int:
+def prune_images(client: Any, cfg: Config, keep: int, in_use: set[str], say: Say) -> int:
     """Remove this app's deployment images beyond the ``keep`` newest (never one in use)."""
     import docker.errors
 
