@@ -112,7 +112,7 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
     store = Store(cfg.state_dir, cfg.app, cfg.history)
     try:
         read = store.read(quarantine=False)
-        st, problem = read.state, read.problem
+        st, problem = read.state, read.describe()
     except StateError as exc:
         st, problem = State(cfg.app), f"unreadable ({exc})"
     names: dict[str, list[str]] = {c: [] for c in COLOURS}

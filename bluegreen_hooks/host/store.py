@@ -49,10 +49,15 @@ def me() -> Who:
 
 @dataclass
 class Read:
-    """A state as read: ``problem`` is None, "missing" or "corrupt (<why>)"."""
+    """A state as read: ``problem`` is None, "missing" or "corrupt" (``why`` says what is wrong)."""
 
     state: State
     problem: str | None
+    why: str | None = None
+
+    def describe(self) -> str | None:
+        """``missing``, ``corrupt (<why>)`` or None."""
+        return f"{self.problem} ({self.why})" if self.problem and self.why else self.problem
 
 
 class Store:
@@ -117,7 +122,7 @@ class Store:
             why = str(exc) if isinstance(exc, BadState) else "not JSON"
             if quarantine:
                 self._quarantine()
-            return Read(State(self.app), f"corrupt ({why})")
+            return Read(State(self.app), "corrupt", why)
 
     def _quarantine(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -62,7 +62,7 @@ def take(ctx: Context, be: Backend) -> Decision:
     world = gather(ctx.cfg, be)
     with ctx.store.locked():
         read = ctx.store.read()
-        world = World(world.include_colour, world.served, world.running, read.problem)
+        world = World(world.include_colour, world.served, world.running, read.describe())
         d = decide(read.state, world, ctx.deployment_id, ctx.event, ctx.who, time.time(), ctx.cfg.stale_after,
                    procfs.process_alive)
         if d.busy:

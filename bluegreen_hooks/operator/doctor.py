@@ -176,7 +176,7 @@ def check_state_file(cfg: Config) -> tuple[str, str]:
         return "fail", f"{path} is unreadable or not JSON ({first_line(exc)}); the next deployment rebuilds it"
     read = store.read(quarantine=False)   # leaves a bad file in place; read.problem says what is wrong
     if read.problem is not None:
-        return "fail", (f"{path} is not a valid state file for {cfg.app} ({read.problem}); "
+        return "fail", (f"{path} is not a valid state file for {cfg.app} ({read.why}); "
                         f"the next deployment rebuilds it")
     return "ok", f"{path}: live {read.state.live or 'none'}"
 

@@ -107,7 +107,7 @@ def _claim(ctx: Context, be: Backend) -> Plan:
         read = ctx.store.read()
         st, now = read.state, time.time()
         include = world.served if interrupted_switch(world) else world.include_colour
-        for fixed in reconcile(st, include, world.running, read.problem, now):
+        for fixed in reconcile(st, include, world.running, read.describe(), now):
             ctx.say(f"reconciled: {fixed}")
         plan = _plan(ctx.cfg, st, be, world.running)
         busy, took_over = claim(st, ctx.deployment_id, ROLLBACK_EVENT, plan.prev, ctx.who, now, ctx.cfg.stale_after,

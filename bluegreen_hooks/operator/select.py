@@ -87,6 +87,6 @@ def open_store(cfg: Config) -> Store:
 
 
 def read_state(store: Store) -> tuple[State, str | None]:
-    """The state and its problem ("missing" | "corrupt (…)" | None), read without changing anything."""
+    """The state and its problem ("missing" | "corrupt" | None), read without changing anything."""
     read = store.read(quarantine=False)
     return read.state, read.problem

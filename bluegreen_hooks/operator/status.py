@@ -152,9 +152,9 @@ def disagreements(cfg: Config, st: State, problem: str | None, store_path: str, 
     warnings: list[str] = []
     notes: list[str] = []
     live = st.live
-    if problem and problem.startswith("corrupt"):
-        warnings.append(f"state file {store_path} is {problem}: not a state file of {cfg.app}; the next "
-                        f"deployment or rollback rebuilds it from the include and the containers")
+    if problem == "corrupt":
+        warnings.append(f"state file {store_path} is corrupt (not a state file of {cfg.app}); the next deployment "
+                        f"or rollback rebuilds it from the include and the containers")
     if conts.reachable:
         more, notes = container_disagreements(st, problem, store_path, ngx, conts.colours)
         warnings += more
