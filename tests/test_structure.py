@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bluegreen_hooks"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-HEAVY = ("docker", "boto3", "botocore", "tenacity", "requests")
+HEAVY = ("docker", "boto3", "botocore", "tenacity", "requests", "http", "email", "ssl")   # http.client pulls email, ssl
 
 
 def _modules() -> dict[str, Path]:

@@ -14,14 +14,12 @@ comes from a validated Config (ports are integers, the host an IP or hostname).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import re
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
@@ -30,6 +28,9 @@ from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.host.procfs import children, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.model import COLOURS, Colour, is_deployment_id
+
+if TYPE_CHECKING:   # http.client and subprocess are imported where used: a no-op hook needs neither
+    import subprocess
 
 MARK = "# bluegreen-hooks:"
 _MARK_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green)\b", re.M)
@@ -85,6 +86,8 @@ def write_include(cfg: Config, text: str) -> None:
 
 def run(argv: Sequence[str], what: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run an nginx command (argv list, never a shell); raise NginxError with its first telling line."""
+    import subprocess
+
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError as exc:
@@ -139,7 +142,10 @@ class Answer:
 
 
 def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
-    """One GET through nginx's public URL on a fresh connection; raises OSError/HTTPException on failure."""
+    """One GET through nginx's public URL on a fresh connection; raises OSError on failure (an HTTP
+    protocol error too, as ConnectionError)."""
+    import http.client
+
     url = urlsplit(cfg.nginx.public_url)
     conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(url.hostname or "127.0.0.1", url.port, timeout=timeout)
@@ -149,6 +155,8 @@ def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
         resp = conn.getresponse()
         body = resp.read(4096).decode("utf-8", "replace")
         return Answer(resp.status, resp.getheader(cfg.nginx.colour_header, "") or "", body)
+    except http.client.HTTPException as exc:
+        raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         conn.close()
 
@@ -157,7 +165,7 @@ def served_colour(cfg: Config, timeout: float = 2.0) -> Colour | None:
     """The colour nginx really serves now (its colour header on one request), or None when unknown."""
     try:
         a = probe(cfg, cfg.health.path, timeout=timeout)
-    except (OSError, http.client.HTTPException):
+    except OSError:
         return None
     return next((c for c in COLOURS if c == a.colour), None)
 
@@ -170,7 +178,7 @@ def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str 
     def attempt() -> Answer | None:
         try:
             a = probe(cfg, path)
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             last[0] = f"{type(exc).__name__}: {exc}"
             return None
         last[0] = f"HTTP {a.status}, {cfg.nginx.colour_header}: {a.colour or '(none)'}"
