@@ -3,6 +3,7 @@ plan and change nothing — the app's containers and images, the include, the st
 master/worker pids are identical before and after."""
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 
@@ -218,7 +219,7 @@ def test_dry_run_decides_what_before_install_then_does(bed, name, monkeypatch, c
     monkeypatch.setenv("DEPLOYMENT_ID", "d-next")
     assert main(["hook", "BeforeInstall", "--bundle", str(bundle), "--dry-run"]) == 0
     dry = capsys.readouterr().out
-    real = run_hook(bundle, "BeforeInstall", "d-next")
+    real = run_hook(bundle, "BeforeInstall", "d-next", python=sys.executable)
     assert real.returncode == 0, real.output
     planned = re.search(r"DRY RUN \(nothing is changed\): deployment d-next of \S+; live (\w+), target (\w+)", dry)
     done = re.search(r"live colour: (\w+); target colour: (\w+)", real.output)
