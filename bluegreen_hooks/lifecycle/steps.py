@@ -50,11 +50,15 @@ def gather(cfg: Config, be: Backend | None, state_problem: str | None = None) ->
     """What ``decide()`` needs from the world: the include's colour, what nginx answers, what runs.
 
     ``be=None`` (Docker unreachable, dry runs only) observes nothing running."""
-    include = nginx.include_colour(cfg, nginx.read_include(cfg))
+    from bluegreen_hooks.host.nginx_canary import include_split
+
+    text = nginx.read_include(cfg)
+    include = nginx.include_colour(cfg, text)
+    split = include_split(cfg, text)
     running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
     # only probe nginx when the include names a colour: then an interrupted switch is possible
-    served = nginx.served_colour(cfg) if include else None
-    return World(include, served, running, state_problem)
+    served = nginx.served_colour(cfg) if include and split is None else None
+    return World(include, served, running, state_problem, split[0] if split else None)
 
 
 def take(ctx: Context, be: Backend) -> Decision:
@@ -62,7 +66,7 @@ def take(ctx: Context, be: Backend) -> Decision:
     world = gather(ctx.cfg, be)
     with ctx.store.locked():
         read = ctx.store.read()
-        world = World(world.include_colour, world.served, world.running, read.describe())
+        world = World(world.include_colour, world.served, world.running, read.describe(), world.canary_old)
         d = decide(read.state, world, ctx.deployment_id, ctx.event, ctx.who, time.time(), ctx.cfg.stale_after,
                    procfs.process_alive)
         if d.busy:
@@ -75,9 +79,22 @@ def take(ctx: Context, be: Backend) -> Decision:
     for extra in (d.takeover, d.resumed):
         if extra is not None:
             ctx.say(extra)
-    if d.repair and d.state is not None:
+    if d.repair and d.state is not None and d.canary:
+        _repair_canary(ctx, d.repair, d.state, d.canary)
+    elif d.repair and d.state is not None:
         _repair_include(ctx, d.repair, d.state, world)
     return d
+
+
+def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
+    """An interrupted canary: nginx may still split (its include was in canary form, or the promote was
+    written but not reloaded): the old colour's include goes through the whole switch (test, reload, verify)."""
+    from bluegreen_hooks.host import nginx_canary
+
+    ctx.say(note)
+    dep = st.live_deployment or ""
+    nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say)
+    nginx_canary.remove_logs(ctx.cfg)
 
 
 def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> None:
@@ -109,10 +126,11 @@ class BroughtUp:
 
 
 def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, deployment_id: str,
-             live: Colour | None, include_id: str) -> BroughtUp:
+             live: Colour | None, include_id: str, route: Callable[[], nginx.Switch] | None = None) -> BroughtUp:
     """Start ``colour`` from ``artifact`` (None: it already runs), wait until it is healthy on its own
-    port, then switch nginx to it. On failure a colour this call started is removed again (``live``
-    keeps serving) and the error is re-raised as it is: the caller says what keeps serving."""
+    port, then switch nginx to it (or ``route()`` it, e.g. a canary). On failure a colour this call
+    started is removed again (``live`` keeps serving) and the error is re-raised as it is: the caller
+    says what keeps serving."""
     from bluegreen_hooks.host import health
 
     try:
@@ -120,7 +138,7 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
             be.start(colour, artifact, deployment_id, live, ctx.say)
         healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say)
         t_healthy = time.monotonic()
-        sw = switch(ctx, colour, include_id)
+        sw = route() if route is not None else switch(ctx, colour, include_id)
         return BroughtUp(healthy, round((time.monotonic() - t_healthy) * 1000, 1), sw)
     except BaseException as exc:
         if isinstance(exc, HealthCheckFailed):
