@@ -310,7 +310,7 @@ def test_status_and_history_show_the_canary(cbed, capsys):
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert status["canary"]["share"] == 10 and status["canary"]["new"] == "green", status["canary"]
-    assert "canary: green gets 10 %" in text, text
+    assert "canary:      green gets 10 % of requests" in text, text
     ok(deploy(b, "d-two", events=("ValidateService",)))
     capsys.readouterr()
     main(["history", "--deployments", "--state-dir", str(cbed.state_dir)])
