@@ -16,7 +16,6 @@ nginx would inherit from the level above, so the user's effective ``access_log``
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,27 +191,15 @@ class Logging:
     problem: str | None = None
 
 
-def dump_argv(test: Sequence[str]) -> list[str]:
-    """``nginx -T`` with the same binary and options as nginx/test (``-t`` → ``-T``, ``-q`` dropped)."""
-    argv = [a for a in test if a != "-q"]
-    return [("-T" if a == "-t" else a) for a in argv] if "-t" in argv else [argv[0], "-T"]
-
-
 def user_access_logs(cfg: Config) -> Logging:
-    """The access_log lines that apply where our include sits, found through the effective config.
+    """The access_log lines that apply where our include sits, found through the effective config
+    (host/nginx_effective.py, a small reader of its own; issue 13 adds host/nginx_conf.py: to unify)."""
+    from bluegreen_hooks.host import nginx_effective
 
-    This is a small reader of its own (issue 13 adds host/nginx_conf.py; the lead may unify them)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(dump_argv(cfg.nginx.test), capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Logging((), f"nginx -T failed: {exc}")
-    m = re.search(r"^# configuration file (\S+):$", out, re.M)
-    if not m:
-        return Logging((), "nginx -T printed no configuration file")
-    return access_logs_for(Path(m.group(1)), cfg.nginx.include, cfg.nginx.form)
+    main = nginx_effective.main_file(cfg)
+    if isinstance(main, str):
+        return Logging((), main)
+    return access_logs_for(main, cfg.nginx.include, cfg.nginx.form)
 
 
 _DEFAULT_LOG = ("logs/access.log", "combined")   # what nginx logs to when no level names an access_log
@@ -221,10 +208,9 @@ _DEFAULT_LOG = ("logs/access.log", "combined")   # what nginx logs to when no le
 def access_logs_for(main: Path, include: Path, form: str) -> Logging:
     """The lines to restate at the level where ``include`` is included (server for ``set``, http for
     ``upstream``), from the config tree rooted at ``main`` (parsed with crossplane)."""
-    import crossplane
+    from bluegreen_hooks.host.nginx_effective import parse
 
-    payload = crossplane.parse(str(main), catch_errors=True, comments=False, check_ctx=False, check_args=False)
-    files = payload.get("config", [])
+    files = parse(main)
     target = include.resolve()
     index = next((i for i, f in enumerate(files) if Path(f["file"]).resolve() == target), None)
     if index is None:

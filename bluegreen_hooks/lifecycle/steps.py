@@ -164,14 +164,21 @@ def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
     return nginx.switch(ctx.cfg, colour, include_id, ctx.say)
 
 
-def drain(ctx: Context, workers: list[list[int]], done: str) -> None:
+def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
     """Wait (at most deploy/drain_timeout) until nginx ``workers`` from before a switch have exited."""
     drained, left = nginx.wait_drained(workers, ctx.cfg.drain_timeout)
     ctx.say(done if drained else
             f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
+    return drained
 
 
 def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str) -> None:
-    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it."""
-    drain(ctx, workers, done)
+    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it; long-lived
+    connections still open then are closed by the stop (lifecycle/long_lived.py)."""
+    from bluegreen_hooks.lifecycle import long_lived
+
+    drained = drain(ctx, workers, done)
+    open_before = 0 if drained else long_lived.still_open(ctx.cfg, colour)
     be.remove_colour(colour, live, ctx.say)
+    if not drained:
+        long_lived.report(ctx.cfg, ctx.store, ctx.say, ctx.deployment_id, colour, live, workers, open_before)

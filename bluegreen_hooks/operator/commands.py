@@ -159,7 +159,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print {ok, checks: [{name, level, detail}]} as JSON")
     _select_args(p)
     p.set_defaults(func=_doctor)
+    _add_canary(sub)
 
+
+def _add_canary(sub: Any) -> None:
     p = sub.add_parser("canary", help="end a running canary early: promote (100 %% now) or abort (back to 0 %%)",
                        description="Record a request for the running canary ([canary] in bluegreen.toml) under the "
                                    "state lock; the ApplicationStart hook running it acts within a second: promote "
