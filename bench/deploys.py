@@ -1,6 +1,6 @@
 """Benchmark: consecutive blue/green deploys of the example app under load, on the real test bed.
 
-    .venv/bin/python bench/deploys.py [--deploys 10] [--scenarios ready,slow13,inflight,canary,canary-abort] [--png bench/out/timeline.png]
+    .venv/bin/python bench/deploys.py [--deploys 10] [--scenarios ready,canary,...] [--png bench/out/timeline.png]
 
 Scenarios: ``ready`` (the app answers at once), ``slow13`` (each new version needs 13 s to start),
 ``inflight`` (5 s requests are in flight through nginx at every switch), ``canary`` (each new version gets
