@@ -251,10 +251,16 @@ def test_operator_abort_mid_step(cbed, capsys):
     assert [c.labels["bluegreen.colour"] for c in cbed.containers()] == ["blue"]
 
 
-def test_operator_promote_skips_the_remaining_steps(cbed):
-    """`bluegreen-hooks canary promote` during the first step: 100 % at once, the deployment succeeds."""
+def test_operator_promote_skips_the_remaining_steps(cbed, monkeypatch, capsys):
+    """`bluegreen-hooks canary promote` during the first step: 100 % at once, the deployment succeeds. The dry
+    run showed the steps first."""
     ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
     b = canary_bundle(cbed, "v2", canary={"step_seconds": 60, "max_wait": 60})
+    monkeypatch.setenv("DEPLOYMENT_ID", "d-two")
+    assert main(["hook", "ApplicationStart", "--bundle", str(b), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "canary: 10 % (10.2 % exactly), 50 % (50.0 % exactly) of requests to green, then 100 %" in dry, dry
+    assert "abort when green's 5xx share > 5 % and above blue's" in dry, dry
     ok(deploy(b, "d-two", events=("ApplicationStop", "BeforeInstall")))
     proc = _start_hook(b, "ApplicationStart", "d-two")
     wait_for(lambda: _canary_share(cbed) == 10, timeout=60, what="the canary's first step")
@@ -265,7 +271,7 @@ def test_operator_promote_skips_the_remaining_steps(cbed):
     assert cbed.state()["live"] == "green" and get(cbed.url + "/")[1].strip() == "v2"
 
 
-def test_sigkill_mid_canary_then_a_new_deployment_puts_traffic_back_first(cbed, form):
+def test_sigkill_mid_canary_then_a_new_deployment_puts_traffic_back_first(cbed, form, monkeypatch, capsys):
     """The hook is SIGKILLed at 10 %: the next deployment's BeforeInstall first puts all traffic back on the old
     colour (include rewritten, nginx reloaded), then deploys; 0 failed requests throughout."""
     ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
@@ -277,8 +283,14 @@ def test_sigkill_mid_canary_then_a_new_deployment_puts_traffic_back_first(cbed, 
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         assert "canary=green:10" in cbed.include()
-        runs = deploy(canary_bundle(cbed, "v3", canary={"steps": [50]}), "d-next",
-                      events=("ApplicationStop", "BeforeInstall"))
+        nxt = canary_bundle(cbed, "v3", canary={"steps": [50]})
+        monkeypatch.setenv("DEPLOYMENT_ID", "d-next")
+        capsys.readouterr()
+        assert main(["hook", "BeforeInstall", "--bundle", str(nxt), "--dry-run"]) == 0
+        dry = capsys.readouterr().out
+        assert "an interrupted canary" in dry and "would go back to blue" in dry, dry
+        assert "canary=green:10" in cbed.include()            # the dry run changed nothing
+        runs = deploy(nxt, "d-next", events=("ApplicationStop", "BeforeInstall"))
         ok(runs)
         before = runs[-1].output
         assert "an interrupted canary" in before and "back to blue" in before, before
