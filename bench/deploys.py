@@ -1,12 +1,14 @@
 """Benchmark: consecutive blue/green deploys of the example app under load, on the real test bed.
 
-    .venv/bin/python bench/deploys.py [--deploys 10] [--scenarios ready,slow13,inflight] [--png bench/out/timeline.png]
+    .venv/bin/python bench/deploys.py [--deploys 10] [--scenarios ready,canary,...] [--png bench/out/timeline.png]
 
 Scenarios: ``ready`` (the app answers at once), ``slow13`` (each new version needs 13 s to start),
-``inflight`` (5 s requests are in flight through nginx at every switch). For each deploy it measures
-the whole lifecycle (BeforeInstall → ValidateService), the switch latency (target healthy → nginx
-verified serving it, from the state's timings), failed requests (4 load threads, new connection per
-request), and the peak RSS of the hook processes (with GNU time: `apt-get install time`). It also
+``inflight`` (5 s requests are in flight through nginx at every switch), ``canary`` (each new version gets
+10 %, then 50 % of the requests for 3 s each, then is promoted), ``canary-abort`` (each new version answers
+500 on 20 % of requests: its canary is aborted at 10 %, the deployment fails, the old version stays).
+For each deploy it measures the whole lifecycle (BeforeInstall → ValidateService), the switch latency
+(target healthy → nginx verified serving it, from the state's timings), failed requests (4 load threads,
+new connection per request), and the peak RSS of the hook processes (with GNU time: `apt-get install time`). It also
 times a no-op hook (ApplicationStop) and prints one table; with matplotlib installed it writes a PNG
 timeline (requests/s by answering version, switch moments marked).
 """
@@ -32,7 +34,8 @@ from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
 
-SCENARIOS = {"ready": 0, "slow13": 13, "inflight": 0}
+SCENARIOS = {"ready": 0, "slow13": 13, "inflight": 0, "canary": 0, "canary-abort": 0}
+CANARY = {"steps": [10, 50], "step_seconds": 3, "min_requests": 20, "max_wait": 20, "max_error_rate": 0.05}
 TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None   # apt-get install time
 
 
@@ -71,7 +74,10 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
 
     def bundle(i: int) -> Path:
         env = {"HOST": "127.0.0.1", "START_DELAY": str(delay if i > 0 else 0)}
-        cfg = bed_config(app, server, site, ports, work / app / "state", f"v{i}", container={"env": env})
+        extra = {"canary": CANARY} if name.startswith("canary") else {}
+        if name == "canary-abort" and i > 0:
+            env["FAIL_PERCENT"] = "20"
+        cfg = bed_config(app, server, site, ports, work / app / "state", f"v{i}", container={"env": env}, **extra)
         return make_bundle(work / app / f"b{i}", cfg)
 
     per_event: dict[str, list[float]] = {e: [] for e in EVENTS}
@@ -88,13 +94,18 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
             peak = max(peak, rss)
             if event == "ApplicationStart" and load is not None:
                 marks.append(time.monotonic() - load._t0)
+            if event == "ApplicationStart" and "canary" in out:
+                lines = [ln for ln in out.splitlines() if "canary step" in ln and ":" in ln and " in " in ln]
+                canary_lines.extend(ln.split("] ", 1)[-1] for ln in lines + out.splitlines()[-1:])
             if code != 0:
                 print(out, file=sys.stderr)
                 ok = False
                 break
         return time.monotonic() - t0, peak, ok
 
+    canary_lines: list[str] = []
     lifecycle(0, None, [])
+    canary_lines.clear()
     slow_results: list[int] = []
     stop = threading.Event()
 
@@ -136,6 +147,8 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
         "hook_peak_rss_mib": max(peaks) / 1024, "samples": r.samples, "marks": marks,
         "event_s_median": {e: statistics.median(v) for e, v in per_event.items() if v},
         "event_rss_mib": {e: v / 1024 for e, v in rss_event.items()},
+        "canary_lines": canary_lines,
+        "expected_failures": name == "canary-abort",
     }
 
 
@@ -167,8 +180,11 @@ def plot(results: list[dict], path: Path) -> bool:
             ax.step(xs, failed, "r", where="post", label="failed")
         for m in res["marks"]:
             ax.axvline(m, color="grey", linestyle=":", linewidth=0.8)
+        what = ("ApplicationStart finished = canary aborted" if res["scenario"] == "canary-abort" else
+                "ApplicationStart finished = switch" + (" (after 10 % and 50 % steps)"
+                                                        if res["scenario"] == "canary" else ""))
         ax.set_title(f"{res['scenario']}: {res['deploys']} deploys, {res['requests']:,} requests, "
-                     f"{res['failed']} failed (dotted: ApplicationStart finished = switch)")
+                     f"{res['failed']} failed (dotted: {what})")
         ax.set_xlabel("seconds")
         ax.set_ylabel("requests/s")
         ax.legend(loc="upper right", fontsize=7, ncol=6)
@@ -181,7 +197,7 @@ def plot(results: list[dict], path: Path) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deploys", type=int, default=10)
-    ap.add_argument("--scenarios", default="ready,slow13,inflight")
+    ap.add_argument("--scenarios", default="ready,slow13,inflight,canary,canary-abort")
     ap.add_argument("--png", type=Path, default=Path("bench/out/timeline.png"))
     args = ap.parse_args()
     daemon = dockerd.ensure_daemon()
@@ -208,10 +224,14 @@ def main() -> int:
         print(f"{r['scenario']}: median seconds per event: "
               + ", ".join(f"{e} {v:.2f}" for e, v in r["event_s_median"].items())
               + "; peak RSS MiB: " + ", ".join(f"{e} {v:.0f}" for e, v in r["event_rss_mib"].items()))
+    for r in results:
+        for line in r["canary_lines"]:
+            print(f"{r['scenario']}: {line}")
     print(f"no-op hook (ApplicationStop) start-to-exit: {noop:.0f} ms median of 15")
     if plot(results, args.png):
         print(f"timeline: {args.png}")
-    return 0 if all(r["failed"] == 0 and r["hook_failures"] == 0 for r in results) else 1
+    return 0 if all(r["expected_failures"] or (r["failed"] == 0 and r["hook_failures"] == 0)
+                    for r in results) else 1
 
 
 if __name__ == "__main__":

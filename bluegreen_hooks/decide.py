@@ -29,6 +29,7 @@ class World:
     served: Colour | None                  # the colour nginx answers from (its colour header), None if unknown
     running: Mapping[Colour, Running | None]
     state_problem: str | None = None       # the state file was "missing" / "corrupt" / unreadable
+    canary_old: Colour | None = None       # the include is in canary form: the colour it keeps the rest on
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Decision:
     takeover: str | None = None            # a stale holder was taken over (note)
     repair: Colour | None = None           # an interrupted switch: rewrite the include for this colour
     resumed: str | None = None             # the deployment was already in progress (note)
+    canary: str | None = None              # an interrupted canary: ``repair`` names the old colour (reload)
     notes: list[str] = field(default_factory=list)   # what reconcile() corrected
     state: State | None = None             # the state to commit (reconciled and claimed); None when busy/done
 
@@ -123,6 +125,19 @@ def interrupted_switch(world: World) -> bool:
                 and world.running.get(world.served))
 
 
+def interrupted_canary(state: State, world: World) -> tuple[Colour, str] | None:
+    """A canary that did not finish (its hook was killed): the include still splits, or the state says a
+    canary runs while this decision is taken. Traffic goes back to the old colour (when it runs)."""
+    ip = state.in_progress
+    running = ip.canary if ip is not None and ip.canary is not None and ip.canary.phase == "running" else None
+    old = world.canary_old or (running.old if running else None)
+    if old is None or not world.running.get(old):
+        return None
+    how = (f"the nginx include still splits traffic ({world.canary_old} keeps the rest)" if world.canary_old
+           else f"the state says the canary of {ip.id if ip else '?'} was running")
+    return old, f"an interrupted canary: {how}; all traffic goes back to {old} (include rewritten, nginx reloaded)"
+
+
 def decide(state: State, world: World, deployment_id: str, event: str, who: Who, now: float,
            stale_after: float, alive: Alive) -> Decision:
     """Pure: what BeforeInstall/ApplicationStart of ``deployment_id`` decides (see the module docstring)."""
@@ -130,12 +145,16 @@ def decide(state: State, world: World, deployment_id: str, event: str, who: Who,
     if st.completed(deployment_id):
         live = st.live or "blue"
         return Decision(st.live, live, None, done=True)
-    repair = world.served if interrupted_switch(world) else None
+    canary = interrupted_canary(st, world)
+    repair = canary[0] if canary else (world.served if interrupted_switch(world) else None)
     notes = reconcile(st, repair or world.include_colour, world.running, world.state_problem, now)
     mine = st.holder(deployment_id)
     target: Colour = mine.target if mine and mine.target else (other(st.live) if st.live else "blue")
     resumed = (f"deployment {deployment_id} is in progress (stage {mine.stage}): it keeps target {target}"
                if mine and mine.target else None)
+    held = st.in_progress.canary if st.in_progress is not None else None
+    if canary is not None and held is not None and held.phase == "running":   # kept in history as interrupted
+        held.phase, held.cause, held.share = "aborted", "interrupted (its hook died)", 0
     busy, takeover = claim(st, deployment_id, event, target, who, now, stale_after, alive)
     if busy:
         return Decision(st.live, target, None, busy=busy, notes=notes)
@@ -143,4 +162,4 @@ def decide(state: State, world: World, deployment_id: str, event: str, who: Who,
     if ip is not None and (mine is None or mine.from_colour is None):
         ip.from_colour = st.live if st.live != target else st.previous
     return Decision(st.live, target, ip.from_colour if ip else None, takeover=takeover, repair=repair,
-                    resumed=resumed, notes=notes, state=st)
+                    resumed=resumed, notes=notes, state=st, canary=canary[1] if canary else None)

@@ -86,6 +86,41 @@ _NUM = (int, float)
 
 
 @dataclass
+class Canary:
+    """A canary of the deployment in progress (lifecycle/canary.py): the share the new colour gets now,
+    each finished step's figures, and an operator's request to end it early (``promote``/``abort``)."""
+
+    old: Colour
+    new: Colour
+    share: int                            # percent of requests nginx sends to ``new`` now
+    step: int = 0                         # index into the configured steps
+    phase: str = "running"                # running | promoted | aborted
+    started: float = 0.0
+    request: str | None = None            # promote | abort, set by `bluegreen-hooks canary`
+    requested_by: str | None = None
+    cause: str | None = None
+    steps: list[Record] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Canary:
+        if not isinstance(data, dict):
+            raise BadState("in_progress/canary: should be an object or null")
+        old, new = _colour(data, "old"), _colour(data, "new")
+        if old is None or new is None:
+            raise BadState("in_progress/canary: old and new should be colours")
+        return cls(old=old, new=new, share=int(_get(data, "share", (int,), False)),
+                   step=int(_get(data, "step", (int,)) or 0), phase=_get(data, "phase", (str,)) or "running",
+                   started=float(_get(data, "started", _NUM) or 0),
+                   request=_get(data, "request", (str,)), requested_by=_get(data, "requested_by", (str,)),
+                   cause=_get(data, "cause", (str,)), steps=_records(data, "steps"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"old": self.old, "new": self.new, "share": self.share, "step": self.step, "phase": self.phase,
+                "started": self.started, "request": self.request, "requested_by": self.requested_by,
+                "cause": self.cause, "steps": self.steps}
+
+
+@dataclass
 class InProgress:
     """The deployment (or rollback) holding the app: who runs which event, and how far it got."""
 
@@ -105,6 +140,7 @@ class InProgress:
     old_workers: list[list[int]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not know: kept as they are
+    canary: Canary | None = None          # a canary of this deployment (running, or how it ended)
 
     @classmethod
     def from_json(cls, data: Any) -> InProgress:
@@ -124,13 +160,16 @@ class InProgress:
             pid=_get(data, "pid", (int,)), pid_start=_get(data, "pid_start", (int,)), host=_get(data, "host", (str,)),
             user=_get(data, "user", (str,)), from_colour=_colour(data, "from"), image=_get(data, "image", (str,)),
             old_workers=_workers(data, "old_workers"), timings=dict(timings),
-            extra={k: v for k, v in data.items() if k not in known})
+            extra={k: v for k, v in data.items() if k not in known},
+            canary=None if data.get("canary") is None else Canary.from_json(data["canary"]))
 
     def to_json(self) -> dict[str, Any]:
         out = {**self.extra, "id": self.id, "target": self.target, "started": self.started, "stage": self.stage,
                "event": self.event, "event_done": self.event_done, "updated": self.updated, "pid": self.pid,
                "pid_start": self.pid_start, "host": self.host, "user": self.user, "from": self.from_colour,
                "image": self.image, "old_workers": self.old_workers, "timings": self.timings}
+        if self.canary is not None:
+            out["canary"] = self.canary.to_json()
         return out
 
 
@@ -152,6 +191,7 @@ class State:
     deployments: list[Record] = field(default_factory=list)
     events: list[Record] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    long_lived: Record | None = None     # the last drain that closed long-lived connections: {at, open, colour}
 
     @classmethod
     def from_json(cls, data: Any, app: str) -> State:
@@ -169,7 +209,8 @@ class State:
             in_progress=None if ip is None else InProgress.from_json(ip),
             drain_workers=_workers(data, "drain_workers"), config=_get(data, "config", (str,)),
             deployments=_records(data, "deployments"), events=_records(data, "events"),
-            extra={k: v for k, v in data.items() if k not in known})
+            extra={k: v for k, v in data.items() if k not in known},
+            long_lived=_get(data, "long_lived", (dict,)))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.extra, "schema": SCHEMA, "app": self.app, "live": self.live, "live_since": self.live_since,
@@ -177,7 +218,8 @@ class State:
                 "previous_deployment": self.previous_deployment, "previous_image": self.previous_image,
                 "in_progress": self.in_progress.to_json() if self.in_progress else None,
                 "drain_workers": self.drain_workers, "config": self.config,
-                "deployments": self.deployments, "events": self.events}
+                "deployments": self.deployments, "events": self.events,
+                **({"long_lived": self.long_lived} if self.long_lived is not None else {})}
 
     def holder(self, deployment_id: str) -> InProgress | None:
         """The in-progress record when ``deployment_id`` holds the app, else None."""
@@ -239,7 +281,8 @@ def record_deployment(st: State, ip: InProgress, outcome: str, now: float, cause
     st.deployments.append({
         "id": ip.id, "target": ip.target, "from": ip.from_colour, "outcome": outcome, "cause": cause,
         "started": ip.started, "ended": now, "seconds": round(now - ip.started, 3), "stage": ip.stage,
-        "image": ip.image, "timings": ip.timings})
+        "image": ip.image, "timings": ip.timings,
+        **({"canary": ip.canary.to_json()} if ip.canary is not None else {})})
     if st.in_progress is not None and st.in_progress.id == ip.id:
         st.in_progress = None
 

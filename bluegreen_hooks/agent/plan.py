@@ -149,7 +149,11 @@ def plan_deployment(cfg: Config, deployment_id: str, seen: Seen, now: float | No
     if d.busy is None:
         notes += [n.replace("took over", "would take over") for n in (d.takeover,) if n]
         notes += [n for n in (d.resumed,) if n]
-    if d.repair:
+    if d.canary:
+        notes.append(d.canary.replace("goes back", "would go back").replace("(include rewritten, nginx reloaded)",
+                                                                               "(include rewritten, nginx reloaded) "
+                                                                               "before anything else"))
+    elif d.repair:
         notes.append(f"an interrupted switch: nginx serves {d.repair} but the include names "
                      f"{seen.world.include_colour}; the include would be rewritten for {d.repair}")
     if seen.docker_problem:
@@ -194,6 +198,11 @@ def _before_install_lines(plan: Plan) -> list[str]:
                f"live colour {plan.live or 'none'}, target colour {plan.target}")
     left = w.containers.get(plan.target, []) if w else []
     out.append(f"remove leftover containers of {plan.target}: {', '.join(left) if left else 'none'}")
+    if cfg.canary is not None and plan.live is not None:
+        from bluegreen_hooks.lifecycle.canary import plan_seconds
+
+        out.append(f"check the canary fits ApplicationStart's timeout in appspec.yml (needs up to "
+                   f"{plan_seconds(cfg):.0f}s) and that nginx can log answers per colour (nginx -T)")
     return out
 
 
@@ -262,9 +271,28 @@ def _compose_cmd(cfg: Config) -> tuple[str, ...]:
     return (cfg.compose.command if cfg.compose else None) or ("docker", "compose")
 
 
+def _canary_lines(plan: Plan) -> list[str]:
+    """The canary's steps (lifecycle/canary.py), shown before the promote (the switch below)."""
+    from bluegreen_hooks.host.nginx_canary import log_path, real_share
+
+    cfg, cc, live = plan.cfg, plan.cfg.canary, plan.live
+    if cc is None or live is None:
+        return []
+    steps = ", ".join(f"{s} %" + (f" ({real_share(s):.1f} % exactly)" if cfg.nginx.form == "set" else "")
+                      for s in cc.steps)
+    return [f"canary: {steps} of requests to {plan.target}, then 100 %; each step through write, nginx test, "
+            f"reload, check (form {cfg.nginx.form})",
+            f"  each step watched {cc.step_seconds:g}s, extended up to {cc.step_limit:g}s while {plan.target} has "
+            f"fewer than {cc.min_requests} requests; answers counted from {log_path(cfg, plan.target)} and "
+            f"{log_path(cfg, live)}",
+            f"  abort when {plan.target}'s 5xx share > {cc.max_error_rate * 100:g} % and above {live}'s: back to "
+            f"0 % at once, {plan.target} removed, ApplicationStart fails",
+            "  promote (100 %):"]
+
+
 def _switch_lines(plan: Plan) -> list[str]:
     cfg, n = plan.cfg, plan.cfg.nginx
-    out = [f"write {n.include}:"] + [f"  | {ln}" for ln in plan.include_text.splitlines()]
+    out = _canary_lines(plan) + [f"write {n.include}:"] + [f"  | {ln}" for ln in plan.include_text.splitlines()]
     return [*out, f"nginx test: {_argv(n.test)}", f"nginx reload: {_argv(n.reload)}",
             f"verify: GET {n.public_url}{cfg.health.path} answers {n.colour_header}: {plan.target}",
             f"keep running: {plan.live or 'nothing'} (stopped by ValidateService)"]

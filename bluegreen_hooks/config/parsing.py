@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast, get_args
 from urllib.parse import urlsplit
 
+from bluegreen_hooks.config.canary import CANARY_KEYS, parse_canary
 from bluegreen_hooks.config.compose import parse_compose
 from bluegreen_hooks.config.model import (
     CONFIG_ENV,
@@ -55,7 +56,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.9/3.10 hosts
     import tomli as tomllib
 
-_TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose")
+_TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose", "canary")
 _CONTAINER_KEYS = ("image", "build", "dockerfile", "build_args", "build_network", "network", "port", "port_env",
                    "env", "stop_grace_period", "command")
 _NGINX_KEYS = ("include", "form", "variable", "upstream", "colour_variable", "test", "reload", "pid_file",
@@ -100,10 +101,11 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     compose = None
     if top.get("compose") is not None:
         compose = parse_compose(top, app, ports, nginx, path, check_files)
+    canary = parse_canary(top.sub("canary", CANARY_KEYS)) if top.get("canary") is not None else None
     return Config(
         path=path, app=app, ports=ports, host=host, container=container, health=health, nginx=nginx,
         drain_timeout=deploy.drain_timeout, keep_images=deploy.keep_images, state_dir=deploy.state_dir,
-        stale_after=deploy.stale_after, history=deploy.history, raw=raw, compose=compose)
+        stale_after=deploy.stale_after, history=deploy.history, raw=raw, compose=compose, canary=canary)
 
 
 def parse_colours(r: Reader) -> tuple[dict[str, int], str]:

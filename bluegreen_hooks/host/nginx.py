@@ -32,20 +32,27 @@ from bluegreen_hooks.model import COLOURS, Colour, is_deployment_id
 if TYPE_CHECKING:   # http.client and subprocess are imported where used: a no-op hook needs neither
     import subprocess
 
+    from bluegreen_hooks.host.nginx_canary import Split
+
 MARK = "# bluegreen-hooks:"
 _MARK_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green)\b", re.M)
 _PORT_RE = re.compile(r"(?:https?://|server\s+)\[?[A-Za-z0-9.:-]*?\]?:(\d{1,5})\b")
 
 
-def render_include(cfg: Config, colour: Colour, deployment_id: str) -> str:
-    """The include text that sends traffic to ``colour``."""
+def render_include(cfg: Config, colour: Colour, deployment_id: str, split: Split | None = None) -> str:
+    """The include text that sends traffic to ``colour`` (with ``split``: a canary's share to ``split.new``;
+    ``colour`` and ``deployment_id`` are then the old colour's, host/nginx_canary.py)."""
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}")
     if not is_deployment_id(deployment_id):
         raise ValueError(f"bad deployment id {deployment_id!r}")
     n = cfg.nginx
-    head = (f"{MARK} app={cfg.app} colour={colour} deployment={deployment_id}\n"
+    canary = f" canary={split.new}:{split.share} canary-deployment={split.new_deployment}" if split else ""
+    head = (f"{MARK} app={cfg.app} colour={colour} deployment={deployment_id}{canary}\n"
             f"# Written by bluegreen-hooks; edits are replaced at the next switch.\n")
+    if split is not None:
+        from bluegreen_hooks.host.nginx_canary import render_split
+        return render_split(cfg, split, head)
     target = f"{cfg.host_for_url}:{cfg.port(colour)}"
     # compose stacks with several routed services: one more variable (or upstream) per extra service
     extra = [(r.variable, f"{cfg.host_for_url}:{r.ports[colour]}") for r in cfg.extra_routes]
@@ -200,16 +207,23 @@ class Switch:
 
 
 def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str], None]) -> Switch:
-    """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure.
+    """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure."""
+    sw = apply(cfg, render_include(cfg, colour, deployment_id),
+               lambda _before: verify(cfg, colour, path=cfg.health.path))
+    say(f"nginx now sends traffic to {colour} (test + reload + verify in {sw.seconds * 1000:.0f} ms)")
+    return sw
+
+
+def apply(cfg: Config, new_text: str, check: Callable[[list[list[int]]], object]) -> Switch:
+    """Write ``new_text`` as the include, test, reload, then ``check(workers before)`` (raises NginxError).
 
     If the config test fails, the previous include is put back and nginx is not reloaded. If the reload
-    or the verification fails, the previous include is put back and nginx reloaded with it.
+    or the check fails, the previous include is put back and nginx reloaded with it.
     """
     t0 = time.monotonic()
     path = cfg.nginx.include
     check_running(cfg)
     old_text = read_include(cfg)
-    new_text = render_include(cfg, colour, deployment_id)
     old_workers = worker_pids(cfg)
     write_atomic(path, new_text)
     try:
@@ -222,7 +236,7 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
         raise
     try:
         run(cfg.nginx.reload, "nginx reload")
-        verify(cfg, colour, path=cfg.health.path)
+        check(old_workers)
     except BaseException as exc:   # NginxError, or SIGTERM while reloading/verifying: put the old include back
         _restore(path, old_text)
         with contextlib.suppress(NginxError):
@@ -230,9 +244,25 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
         if isinstance(exc, NginxError):
             raise NginxError(f"{exc}; previous include restored") from exc
         raise
-    seconds = time.monotonic() - t0
-    say(f"nginx now sends traffic to {colour} (test + reload + verify in {seconds * 1000:.0f} ms)")
-    return Switch(old_workers, seconds, old_text)
+    return Switch(old_workers, time.monotonic() - t0, old_text)
+
+
+def reloaded(cfg: Config, before: list[list[int]], timeout: float | None = None) -> None:
+    """Wait until nginx runs workers that were not there ``before`` (the reload took effect) and answers
+    through its public URL with an accepted status from either colour; raise NginxError."""
+    before_pids = {pid for pid, _ in before}
+
+    def ready() -> bool:
+        if not ({pid for pid, _ in worker_pids(cfg)} - before_pids):
+            return False
+        try:
+            a = probe(cfg, cfg.health.path)
+        except OSError:
+            return False
+        return a.status in cfg.health.statuses and a.colour in COLOURS
+
+    if not poll(ready, cfg.nginx.verify_timeout if timeout is None else timeout, interval=0.02, max_interval=0.25):
+        raise NginxError(f"nginx at {cfg.nginx.public_url} did not answer from the new configuration")
 
 
 def _restore(path: Path, old_text: str | None) -> None:

@@ -59,6 +59,11 @@ def before_install(ctx: Context) -> None:
     if removed:
         ctx.say(f"removed {removed} leftover container(s) of {d.target}")
     steps.check_target_ports(cfg, d.target)
+    if cfg.canary is not None and d.live is not None:
+        from bluegreen_hooks.lifecycle import canary
+
+        ctx.say(canary.check_plan(cfg))
+        canary.check_logging(cfg)
     ctx.finish("BeforeInstall")
 
 
@@ -84,8 +89,14 @@ def application_start(ctx: Context) -> None:
     t_image = time.monotonic()
     image = be.prepare(dep, ctx.say)
     t_start = time.monotonic()
+    route = None
+    if cfg.canary is not None and d.live is not None and be.running().get(d.live):
+        from bluegreen_hooks.lifecycle import canary
+
+        live, target = d.live, d.target
+        route = lambda: canary.run(ctx, live, target, dep)  # noqa: E731
     try:
-        up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep)
+        up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route)
     except HookError as exc:
         raise steps.with_serving(exc, d.live, bool(ctx.log_tail)) from exc
     timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),

@@ -50,11 +50,15 @@ def gather(cfg: Config, be: Backend | None, state_problem: str | None = None) ->
     """What ``decide()`` needs from the world: the include's colour, what nginx answers, what runs.
 
     ``be=None`` (Docker unreachable, dry runs only) observes nothing running."""
-    include = nginx.include_colour(cfg, nginx.read_include(cfg))
+    from bluegreen_hooks.host.nginx_canary import include_split
+
+    text = nginx.read_include(cfg)
+    include = nginx.include_colour(cfg, text)
+    split = include_split(cfg, text)
     running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
     # only probe nginx when the include names a colour: then an interrupted switch is possible
-    served = nginx.served_colour(cfg) if include else None
-    return World(include, served, running, state_problem)
+    served = nginx.served_colour(cfg) if include and split is None else None
+    return World(include, served, running, state_problem, split[0] if split else None)
 
 
 def take(ctx: Context, be: Backend) -> Decision:
@@ -62,7 +66,7 @@ def take(ctx: Context, be: Backend) -> Decision:
     world = gather(ctx.cfg, be)
     with ctx.store.locked():
         read = ctx.store.read()
-        world = World(world.include_colour, world.served, world.running, read.describe())
+        world = World(world.include_colour, world.served, world.running, read.describe(), world.canary_old)
         d = decide(read.state, world, ctx.deployment_id, ctx.event, ctx.who, time.time(), ctx.cfg.stale_after,
                    procfs.process_alive)
         if d.busy:
@@ -75,9 +79,22 @@ def take(ctx: Context, be: Backend) -> Decision:
     for extra in (d.takeover, d.resumed):
         if extra is not None:
             ctx.say(extra)
-    if d.repair and d.state is not None:
+    if d.repair and d.state is not None and d.canary:
+        _repair_canary(ctx, d.repair, d.state, d.canary)
+    elif d.repair and d.state is not None:
         _repair_include(ctx, d.repair, d.state, world)
     return d
+
+
+def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
+    """An interrupted canary: nginx may still split (its include was in canary form, or the promote was
+    written but not reloaded): the old colour's include goes through the whole switch (test, reload, verify)."""
+    from bluegreen_hooks.host import nginx_canary
+
+    ctx.say(note)
+    dep = st.live_deployment or ""
+    nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say)
+    nginx_canary.remove_logs(ctx.cfg)
 
 
 def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> None:
@@ -109,10 +126,11 @@ class BroughtUp:
 
 
 def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, deployment_id: str,
-             live: Colour | None, include_id: str) -> BroughtUp:
+             live: Colour | None, include_id: str, route: Callable[[], nginx.Switch] | None = None) -> BroughtUp:
     """Start ``colour`` from ``artifact`` (None: it already runs), wait until it is healthy on its own
-    port, then switch nginx to it. On failure a colour this call started is removed again (``live``
-    keeps serving) and the error is re-raised as it is: the caller says what keeps serving."""
+    port, then switch nginx to it (or ``route()`` it, e.g. a canary). On failure a colour this call
+    started is removed again (``live`` keeps serving) and the error is re-raised as it is: the caller
+    says what keeps serving."""
     from bluegreen_hooks.host import health
 
     try:
@@ -120,7 +138,7 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
             be.start(colour, artifact, deployment_id, live, ctx.say)
         healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say)
         t_healthy = time.monotonic()
-        sw = switch(ctx, colour, include_id)
+        sw = route() if route is not None else switch(ctx, colour, include_id)
         return BroughtUp(healthy, round((time.monotonic() - t_healthy) * 1000, 1), sw)
     except BaseException as exc:
         if isinstance(exc, HealthCheckFailed):
@@ -146,14 +164,21 @@ def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
     return nginx.switch(ctx.cfg, colour, include_id, ctx.say)
 
 
-def drain(ctx: Context, workers: list[list[int]], done: str) -> None:
+def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
     """Wait (at most deploy/drain_timeout) until nginx ``workers`` from before a switch have exited."""
     drained, left = nginx.wait_drained(workers, ctx.cfg.drain_timeout)
     ctx.say(done if drained else
             f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
+    return drained
 
 
 def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str) -> None:
-    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it."""
-    drain(ctx, workers, done)
+    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it; long-lived
+    connections still open then are closed by the stop (lifecycle/long_lived.py)."""
+    from bluegreen_hooks.lifecycle import long_lived
+
+    drained = drain(ctx, workers, done)
+    open_before = 0 if drained else long_lived.still_open(ctx.cfg, colour)
     be.remove_colour(colour, live, ctx.say)
+    if not drained:
+        long_lived.report(ctx.cfg, ctx.store, ctx.say, ctx.deployment_id, colour, live, workers, open_before)

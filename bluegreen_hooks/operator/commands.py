@@ -88,6 +88,13 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if checks.failed else 0
 
 
+def _canary(args: argparse.Namespace) -> int:
+    from bluegreen_hooks.operator.canary import request
+
+    phase = request(_find_config(args), args.action, print)
+    return 0 if phase != "running" else 1
+
+
 def _select_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("choosing the app")
     g.add_argument("--state-dir", type=Path, default=None,
@@ -152,3 +159,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print {ok, checks: [{name, level, detail}]} as JSON")
     _select_args(p)
     p.set_defaults(func=_doctor)
+    _add_canary(sub)
+
+
+def _add_canary(sub: Any) -> None:
+    p = sub.add_parser("canary", help="end a running canary early: promote (100 %% now) or abort (back to 0 %%)",
+                       description="Record a request for the running canary ([canary] in bluegreen.toml) under the "
+                                   "state lock; the ApplicationStart hook running it acts within a second: promote "
+                                   "sends 100 %% of requests to the new colour (ValidateService then goes on as "
+                                   "usual), abort sends them all back to the old colour, removes the new one and "
+                                   "fails the deployment. Waits up to 30 s for the hook to act. " + SELECT_HELP,
+                       epilog="exit codes: 0 the hook acted; 1 no canary running, or the hook did not act in time; "
+                              "2 bad input")
+    p.add_argument("action", choices=("promote", "abort"))
+    _select_args(p)
+    p.set_defaults(func=_canary)

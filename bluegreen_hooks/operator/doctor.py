@@ -181,6 +181,24 @@ def check_state_file(cfg: Config) -> tuple[str, str]:
     return "ok", f"{path}: live {read.state.live or 'none'}"
 
 
+def check_worker_shutdown(cfg: Config) -> tuple[str, str]:
+    """WARN when nginx's worker_shutdown_timeout is unset and a deployment had to close long-lived connections:
+    old nginx workers then live as long as their streams (a stream to elsewhere keeps one for ever)."""
+    from bluegreen_hooks.host import nginx_effective
+
+    value = nginx_effective.main_directive(cfg, "worker_shutdown_timeout")
+    if isinstance(value, list):
+        return "ok", f"worker_shutdown_timeout {' '.join(value)}"
+    seen = Store(cfg.state_dir, cfg.app, cfg.history).read(quarantine=False).state.long_lived
+    if isinstance(value, str):
+        return ("warn" if seen else "ok"), f"worker_shutdown_timeout unknown ({value})"
+    if seen:
+        return "warn", (f"worker_shutdown_timeout is unset and deployment {seen.get('deployment')} closed "
+                        f"{seen.get('open')} long-lived connection(s): old nginx worker generations live as long "
+                        f"as their streams; set e.g. `worker_shutdown_timeout 60s;` in nginx.conf (main context)")
+    return "ok", "worker_shutdown_timeout unset (no long-lived connections seen by a deployment)"
+
+
 def running_colours(cfg: Config, client: Any | None) -> RunningMap:
     """The app's running container per colour, or nothing when Docker cannot say."""
     if client is None:
@@ -237,6 +255,7 @@ def check_app(checks: Checks, cfg: Config, client: Any | None) -> None:
     checks.run("include writable", partial(check_include_writable, cfg))
     checks.run("state dir", partial(check_state_dir, cfg))
     checks.run("state file", partial(check_state_file, cfg))
+    checks.run("worker shutdown", partial(check_worker_shutdown, cfg))
     running = running_colours(cfg, client)
     for colour in COLOURS:
         checks.run(f"port {colour}", partial(check_port, cfg, colour, running))

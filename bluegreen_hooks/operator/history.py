@@ -20,7 +20,21 @@ def deployment_line(d: dict[str, Any]) -> str:
     """One deployment record: when it ended, id, outcome, colours, duration, image, cause."""
     return (f"{utc(d.get('ended'))}  {d.get('id') or '-':<28} {d.get('outcome') or '-':<10} "
             f"{(d.get('from') or '-') + ' -> ' + (d.get('target') or '-'):<14} {d.get('seconds') or 0:8.2f}s  "
-            f"image {d.get('image') or '-'}" + (f"  cause: {d['cause']}" if d.get("cause") else ""))
+            f"image {d.get('image') or '-'}" + (f"  cause: {d['cause']}" if d.get("cause") else "")
+            + canary_text(d.get("canary")))
+
+
+def canary_text(c: Any) -> str:
+    """A deployment's canary: how it ended and each step's figures (new colour, then old)."""
+    if not isinstance(c, dict):
+        return ""
+    steps = "; ".join(
+        f"{s.get('share')} %: {c.get('new')} {s.get('new', {}).get('requests', 0)} requests "
+        f"{s.get('new', {}).get('5xx', 0)} 5xx, {c.get('old')} {s.get('old', {}).get('requests', 0)} requests "
+        f"{s.get('old', {}).get('5xx', 0)} 5xx, {s.get('seconds', 0)}s {s.get('verdict')}"
+        for s in c.get("steps", []) if isinstance(s, dict))
+    cause = f" ({c['cause']})" if c.get("cause") else ""
+    return f"  canary {c.get('phase')}{cause}" + (f": {steps}" if steps else "")
 
 
 def event_line(e: dict[str, Any]) -> str:

@@ -201,6 +201,8 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         "previous": {"colour": st.previous, "deployment": st.previous_deployment,
                      "image": st.previous_image},
         "in_progress": in_progress,
+        "canary": ({"deployment": st.in_progress.id, **st.in_progress.canary.to_json()}
+                   if st.in_progress is not None and st.in_progress.canary is not None else None),
         "nginx": {"running": ngx.pid is not None, "pid": ngx.pid, "include": str(cfg.nginx.include),
                   "include_colour": ngx.colour, "include_deployment": ngx.deployment, "public": ngx.public},
         "docker_error": conts.docker_error,
@@ -244,6 +246,11 @@ def print_status(s: dict[str, Any]) -> None:
     ip = s["in_progress"]
     if ip:
         print(f"in progress  {ip['id']} -> {ip['target']}: {ip['status']}, {ip['reason']}")
+    c = s.get("canary")
+    if c:
+        print(f"canary:      {c['new']} gets {c['share']} % of requests ({c['phase']}, step {c['step'] + 1}, "
+              f"deployment {c['deployment']})" + (f"; {c['request']} requested by {c['requested_by']}"
+                                                  if c["request"] else ""))
     pub = n["public"]
     answer = (f"answers HTTP {pub['status']} from {pub['colour'] or '(no colour header)'}" if pub["status"]
               else f"does not answer ({pub['error']})" if pub["error"] else "not probed")

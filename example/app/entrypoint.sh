@@ -5,12 +5,18 @@
 #   START_DELAY  seconds to wait before listening (connections are refused until then)
 #   UNHEALTHY=1  /health answers 404 (a version that never gets healthy)
 #   EXIT_CODE=N  exit with N instead of serving   (a version that dies at start)
-# Paths: /  -> the version; /health -> "ok"; /cgi-bin/slow?N -> the version after N seconds.
+#   FAIL_PERCENT=N  / answers 500 on about N % of requests (a bad canary; /health stays ok)
+# Paths: /  -> the version; /health -> "ok"; /cgi-bin/slow?N -> the version after N seconds;
+#        /cgi-bin/stream -> an SSE stream of "data: <version> <n>" once a second.
 set -eu
 www=/tmp/www
 mkdir -p "$www/cgi-bin"
-printf '%s\n' "$APP_VERSION" > "$www/index.html"
 cp /app/cgi-bin/* "$www/cgi-bin/"
+if [ "${FAIL_PERCENT:-0}" = 0 ]; then
+  printf '%s\n' "$APP_VERSION" > "$www/index.html"
+else
+  echo "example app $APP_VERSION: FAIL_PERCENT=$FAIL_PERCENT, / answers 500 on about that share" >&2
+fi
 delay=${START_DELAY:-0}
 if [ "$delay" != 0 ]; then
   echo "example app $APP_VERSION: starting in ${delay}s"

@@ -1,0 +1,69 @@
+"""The [canary] table: shift a share of the requests to the new colour first, watch it, then promote or abort.
+
+```toml
+[canary]
+steps = [10, 50]          # percent of requests to the new colour, in order; then 100
+step_seconds = 30         # how long each step is watched
+min_requests = 50         # fewer requests through the new colour: the step is extended (up to max_wait), then judged
+max_error_rate = 0.01     # 5xx share on the new colour that aborts (when it is also above the old colour's)
+max_wait = 300            # the longest one step may last (seconds)
+```
+The split follows nginx/form (the include is where the split happens). See docs/canary.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bluegreen_hooks.config.reader import Reader
+
+CANARY_KEYS = ("steps", "step_seconds", "min_requests", "max_error_rate", "max_wait")
+DEFAULT_STEPS = (10, 50)
+DEFAULT_STEP_SECONDS = 30.0
+DEFAULT_MIN_REQUESTS = 50
+DEFAULT_MAX_ERROR_RATE = 0.01
+DEFAULT_MAX_WAIT = 300.0
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """The [canary] table, validated: percent steps (1..99, rising) and how each is watched and judged."""
+
+    steps: tuple[int, ...]
+    step_seconds: float
+    min_requests: int
+    max_error_rate: float
+    max_wait: float
+
+    @property
+    def step_limit(self) -> float:
+        """The longest one step can last: ``max_wait``, but never less than ``step_seconds``."""
+        return max(self.step_seconds, self.max_wait)
+
+    @property
+    def longest(self) -> float:
+        """The longest the whole canary can last (every step extended to its limit)."""
+        return len(self.steps) * self.step_limit
+
+
+def parse_canary(r: Reader) -> CanaryConfig:
+    """[canary]: the steps (whole percents 1..99, strictly rising) and the watch/judge numbers."""
+    steps = r.get("steps", list(DEFAULT_STEPS))
+    ok = isinstance(steps, list) and bool(steps) and all(
+        isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 99 for s in steps)
+    if not ok or any(b <= a for a, b in zip(steps, steps[1:])):
+        r.fail("steps", f"should be a rising list of percents from 1 to 99 such as [10, 50], not {steps!r}")
+    step_seconds = r.number("step_seconds", DEFAULT_STEP_SECONDS, 0.5, 3600)
+    max_wait = r.number("max_wait", DEFAULT_MAX_WAIT, 0.5, 3600)
+    if max_wait < step_seconds:
+        r.fail("max_wait", f"should be at least canary/step_seconds ({step_seconds:g}), not {max_wait:g}")
+    return CanaryConfig(
+        steps=tuple(steps), step_seconds=step_seconds,
+        min_requests=r.integer("min_requests", DEFAULT_MIN_REQUESTS, 0, 10_000_000),
+        max_error_rate=_rate(r), max_wait=max_wait)
+
+
+def _rate(r: Reader) -> float:
+    value = r.get("max_error_rate", DEFAULT_MAX_ERROR_RATE)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        r.fail("max_error_rate", f"should be a share from 0 to below 1 such as 0.01 (1 %), not {value!r}")
+    return float(value)

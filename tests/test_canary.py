@@ -1,0 +1,330 @@
+"""The automatic canary on real Docker + nginx under load: promote, abort, extend, operator, SIGKILL, both forms."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from bluegreen_hooks.cli import main
+from testbed.bundle import deploy, hook_env
+from testbed.load import Load
+from testbed.nginx import MAIN_CONF, Nginx
+from tests.helpers import Bed, get, ok, wait_for
+
+# an nginx whose http level logs (as Debian's default does): the canary must restate it, never replace it
+LOGGING_MAIN = MAIN_CONF.replace("access_log off;", "access_log {prefix}/access.log;")
+
+UPSTREAM_SITE = """\
+include {include};
+server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        proxy_pass http://UPSTREAM;
+        proxy_read_timeout 120s;
+        add_header X-Bluegreen-Colour $bluegreen_colour always;
+    }}
+}}
+"""
+# before the first deployment the upstream must exist for `nginx -t` (a port nothing listens on)
+UPSTREAM_PLACEHOLDER = ("upstream UPSTREAM {\n    server 127.0.0.1:9;\n}\n"
+                        "map $pid $bluegreen_colour {\n    default \"\";\n}\n")
+FAST = {"step_seconds": 2, "min_requests": 20, "max_wait": 20, "max_error_rate": 0.05}
+
+
+class LoggingNginx(Nginx):
+    def start(self) -> Nginx:
+        for d in (self.prefix, self.sites_dir, self.prefix / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
+        from testbed.ports import free_port
+
+        self.port = free_port()
+        self.conf.write_text(LOGGING_MAIN.format(prefix=self.prefix, port=self.port))
+        subprocess.run(self.argv(), check=True, capture_output=True, text=True)
+        self._wait(lambda: self.master_pid() is not None, "nginx to write its pid file")
+        return self
+
+
+@pytest.fixture(scope="module")
+def logging_nginx(tmp_path_factory, docker_client):
+    server = LoggingNginx(tmp_path_factory.mktemp("nginx-logging")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["set", "upstream"])
+def form(request):
+    return request.param
+
+
+@pytest.fixture
+def cbed(logging_nginx, docker_client, app_name, tmp_path, request):
+    """A Bed on the logging nginx in the include form of ``form`` (set when the test does not ask)."""
+    form = request.getfixturevalue("form") if "form" in request.fixturenames else "set"
+    include = tmp_path / "conf.d" / "backend-url.inc"
+    if form == "set":
+        site = logging_nginx.add_site(f"c-{uuid.uuid4().hex[:8]}", include)
+    else:
+        up = f"{app_name}_backend"
+        site = logging_nginx.add_site(f"c-{uuid.uuid4().hex[:8]}", include,
+                                      UPSTREAM_PLACEHOLDER.replace("UPSTREAM", up),
+                                      UPSTREAM_SITE.replace("UPSTREAM", up))
+    bed = Bed(app_name, docker_client, logging_nginx, site, tmp_path)
+    bed.form = form
+    yield bed
+    logging_nginx.remove_site(site)
+
+
+def canary_bundle(bed, version, canary=None, **overrides):
+    nginx = {"form": bed.form, **overrides.pop("nginx", {})}
+    return bed.bundle(version, canary={**FAST, **(canary or {})}, nginx=nginx, **overrides)
+
+
+class Shares:
+    """Polls the state file: when the canary's share changed (load-generator time), while a deployment runs."""
+
+    def __init__(self, bed, load):
+        self.bed, self.load, self.marks = bed, load, []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                ip = self.bed.state().get("in_progress") or {}
+            except (OSError, ValueError):
+                ip = {}
+            c = ip.get("canary")
+            share = c["share"] if c and c.get("phase") == "running" else None
+            if not self.marks or self.marks[-1][1] != share:
+                self.marks.append((time.monotonic() - self.load._t0, share))
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(5)
+
+    def windows(self):
+        """(share, start, end) of every step seen, in load-generator time."""
+        out = []
+        for (t, share), (t_next, _) in zip(self.marks, self.marks[1:]):
+            if share:
+                out.append((share, t, t_next))
+        return out
+
+
+def measured(samples, start, end, version):
+    """The percent of the answers in [start, end] (ok or not, by colour header) that ``version``'s colour gave."""
+    inside = [s for s in samples if start <= s.t <= end and s.header]
+    return 100 * sum(1 for s in inside if s.header == version) / max(1, len(inside)), len(inside)
+
+
+def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, form):
+    """A healthy v2 gets 10 %, then 50 %, then 100 %: 0 failed; the load generator sees each share within a few
+    points; ValidateService then drains and stops the old colour; history keeps each step's figures."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    with Load(cbed.url + "/", threads=4) as load, Shares(cbed, load) as shares:
+        runs = ok(deploy(canary_bundle(cbed, "v2"), "d-two"))
+    r = load.result
+    assert r.failed == 0, r.summary()
+    assert r.versions_in_order == ["v1", "v2"], r.summary()
+    windows = shares.windows()
+    assert [w[0] for w in windows] == [10, 50], shares.marks
+    for share, start, end in windows:
+        got, n = measured(r.samples, start + 0.3, end - 0.1, "green")
+        assert n > 200 and abs(got - share) <= 4, (share, got, n)
+    start = next(x for x in runs if x.event == "ApplicationStart").output
+    assert "canary step 1 of 2: 10 % of requests to green" in start and "canary promoted" in start, start
+    st = cbed.state()
+    assert (st["live"], st["in_progress"]) == ("green", None)
+    assert [c.labels["bluegreen.colour"] for c in cbed.containers()] == ["green"]
+    dep = st["deployments"][-1]
+    assert dep["canary"]["phase"] == "promoted" and [s["share"] for s in dep["canary"]["steps"]] == [10, 50]
+    assert all(s["new"]["5xx"] == 0 and s["new"]["requests"] >= 20 for s in dep["canary"]["steps"])
+    assert "canary" not in cbed.include()
+    # the user's own http-level access_log kept receiving requests during the canary
+    assert (cbed.nginx.prefix / "access.log").stat().st_size > 0
+    print(f"\npromote ({form}): {r.summary()}; measured shares "
+          f"{[(w[0], round(measured(r.samples, w[1] + 0.3, w[2] - 0.1, 'green')[0], 1)) for w in windows]}")
+
+
+def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
+    """v2 answers 500 on 20 % of requests: aborted at 10 %; the failures are only the canary's share of that
+    step; 0 after the abort; the old colour answered throughout; the last line gives the figures."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    bad = canary_bundle(cbed, "v2", container={"env": {"HOST": "127.0.0.1", "FAIL_PERCENT": "20"}})
+    with Load(cbed.url + "/", threads=4) as load, Shares(cbed, load) as shares:
+        runs = deploy(bad, "d-bad")
+        t_end = time.monotonic() - load._t0
+        wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 300, what="load after the abort")
+    r = load.result
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour 5xx "), last.last_line
+    assert "vs old 0.0 %" in last.last_line and "blue keeps serving" in last.last_line, last.last_line
+    failed = [s for s in r.samples if not s.ok]
+    assert {s.cause for s in failed} == {"http_500"}, r.summary()
+    assert all(s.header == "green" for s in failed)
+    windows = shares.windows()
+    assert [w[0] for w in windows] == [10], shares.marks
+    assert not [s for s in failed if s.t > windows[0][2] + 0.5], "failures after the abort"
+    step = [s for s in r.samples if windows[0][1] <= s.t <= windows[0][2]]
+    share_failed = 100 * len(failed) / max(1, len(step))
+    assert share_failed < 10 * 0.2 + 2, (len(failed), len(step))      # ~2 % = 10 % share x 20 % failing
+    assert not [s for s in r.samples if s.header == "blue" and not s.ok]    # the old colour never failed
+    assert not [s for s in r.samples if s.version == "v2" and s.t > windows[0][2] + 0.5]   # v2 gone after
+    st = cbed.state()
+    assert (st["live"], st["in_progress"]) == ("blue", None)
+    assert [c.labels["bluegreen.colour"] for c in cbed.containers()] == ["blue"]
+    dep = st["deployments"][-1]
+    assert dep["outcome"] == "failed" and dep["canary"]["phase"] == "aborted"
+    assert "canary" not in cbed.include() and "colour=blue" in cbed.include()
+    print(f"\nabort ({form}): {len(failed)} failed of {len(step)} in the 10 % step; {r.summary()}; "
+          f"last line: {last.last_line}")
+
+
+def test_canary_with_too_little_traffic_is_extended_then_judged(cbed):
+    """No load: the new colour sees fewer than min_requests, so the step is extended up to max_wait, then judged."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"steps": [50], "step_seconds": 1, "max_wait": 3, "min_requests": 10})
+    stop = threading.Event()
+
+    def trickle():                      # ~4 requests a second: 50 % of 3 s is fewer than 10
+        while not stop.is_set():
+            get(cbed.url + "/")
+            time.sleep(0.25)
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        runs = ok(deploy(b, "d-two"))
+    finally:
+        stop.set()
+        t.join(5)
+    start = next(x for x in runs if x.event == "ApplicationStart").output
+    assert "step extended, up to 3s" in start, start
+    step = cbed.state()["deployments"][-1]["canary"]["steps"][0]
+    assert step["seconds"] >= 3 and step["new"]["requests"] < 10 and step["verdict"] == "ok", step
+
+
+def _start_hook(bundle, event, dep):
+    env = hook_env(dep)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    return subprocess.Popen([str(bundle / "hooks" / event)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _canary_share(bed):
+    c = (bed.state().get("in_progress") or {}).get("canary") or {}
+    return c.get("share") if c.get("phase") == "running" else None
+
+
+def test_operator_abort_mid_step(cbed, capsys):
+    """`bluegreen-hooks canary abort` during a long step: the hook goes back to 0 % at once and fails, naming who."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"step_seconds": 60, "max_wait": 60})
+    ok(deploy(b, "d-two", events=("ApplicationStop", "BeforeInstall")))
+    with Load(cbed.url + "/", threads=2) as load:
+        proc = _start_hook(b, "ApplicationStart", "d-two")
+        wait_for(lambda: _canary_share(cbed) == 10, timeout=60, what="the canary's first step")
+        t0 = time.monotonic()
+        assert main(["canary", "abort", "--state-dir", str(cbed.state_dir)]) == 0
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    assert load.result.failed == 0, load.result.summary()
+    assert proc.returncode == 1 and "canary aborted at 10 % by" in out.splitlines()[-1], out
+    assert took < 15, took
+    assert "abort requested" in capsys.readouterr().out
+    st = cbed.state()
+    assert (st["live"], st["in_progress"]) == ("blue", None)
+    assert get(cbed.url + "/")[1].strip() == "v1"
+    assert [c.labels["bluegreen.colour"] for c in cbed.containers()] == ["blue"]
+
+
+def test_operator_promote_skips_the_remaining_steps(cbed, monkeypatch, capsys):
+    """`bluegreen-hooks canary promote` during the first step: 100 % at once, the deployment succeeds. The dry
+    run showed the steps first."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"step_seconds": 60, "max_wait": 60})
+    monkeypatch.setenv("DEPLOYMENT_ID", "d-two")
+    assert main(["hook", "ApplicationStart", "--bundle", str(b), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "canary: 10 % (10.2 % exactly), 50 % (50.0 % exactly) of requests to green, then 100 %" in dry, dry
+    assert "abort when green's 5xx share > 5 % and above blue's" in dry, dry
+    ok(deploy(b, "d-two", events=("ApplicationStop", "BeforeInstall")))
+    proc = _start_hook(b, "ApplicationStart", "d-two")
+    wait_for(lambda: _canary_share(cbed) == 10, timeout=60, what="the canary's first step")
+    assert main(["canary", "promote", "--state-dir", str(cbed.state_dir)]) == 0
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "promote requested by" in out, out
+    ok(deploy(b, "d-two", events=("ValidateService",)))
+    assert cbed.state()["live"] == "green" and get(cbed.url + "/")[1].strip() == "v2"
+
+
+def test_sigkill_mid_canary_then_a_new_deployment_puts_traffic_back_first(cbed, form, monkeypatch, capsys):
+    """The hook is SIGKILLed at 10 %: the next deployment's BeforeInstall first puts all traffic back on the old
+    colour (include rewritten, nginx reloaded), then deploys; 0 failed requests throughout."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"step_seconds": 60, "max_wait": 60})
+    with Load(cbed.url + "/", threads=2) as load:
+        ok(deploy(b, "d-killed", events=("ApplicationStop", "BeforeInstall")))
+        proc = _start_hook(b, "ApplicationStart", "d-killed")
+        wait_for(lambda: _canary_share(cbed) == 10, timeout=60, what="the canary's first step")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert "canary=green:10" in cbed.include()
+        nxt = canary_bundle(cbed, "v3", canary={"steps": [50]})
+        monkeypatch.setenv("DEPLOYMENT_ID", "d-next")
+        capsys.readouterr()
+        assert main(["hook", "BeforeInstall", "--bundle", str(nxt), "--dry-run"]) == 0
+        dry = capsys.readouterr().out
+        assert "an interrupted canary" in dry and "would go back to blue" in dry, dry
+        assert "canary=green:10" in cbed.include()            # the dry run changed nothing
+        runs = deploy(nxt, "d-next", events=("ApplicationStop", "BeforeInstall"))
+        ok(runs)
+        before = runs[-1].output
+        assert "an interrupted canary" in before and "back to blue" in before, before
+        assert "canary" not in cbed.include() and "colour=blue" in cbed.include()
+        got = {get(cbed.url + "/")[2].get("X-Bluegreen-Colour") for _ in range(60)}
+        assert got == {"blue"}, got
+        ok(deploy(canary_bundle(cbed, "v3", canary={"steps": [50]}), "d-next",
+                  events=("ApplicationStart", "ValidateService")))
+    assert load.result.failed == 0, load.result.summary()
+    st = cbed.state()
+    assert (st["live"], st["live_deployment"]) == ("green", "d-next")
+    killed = next(d for d in st["deployments"] if d["id"] == "d-killed")
+    assert killed["outcome"] == "abandoned" and killed["canary"]["phase"] == "aborted"
+
+
+def test_status_and_history_show_the_canary(cbed, capsys):
+    """status shows the running canary's share; history --deployments shows each step's figures."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"step_seconds": 60, "max_wait": 60})
+    ok(deploy(b, "d-two", events=("ApplicationStop", "BeforeInstall")))
+    with Load(cbed.url + "/", threads=2):
+        proc = _start_hook(b, "ApplicationStart", "d-two")
+        wait_for(lambda: _canary_share(cbed) == 10, timeout=60, what="the canary's first step")
+        main(["status", "--state-dir", str(cbed.state_dir), "--json"])
+        status = json.loads(capsys.readouterr().out)
+        main(["status", "--state-dir", str(cbed.state_dir)])
+        text = capsys.readouterr().out
+        assert main(["canary", "promote", "--state-dir", str(cbed.state_dir)]) == 0
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert status["canary"]["share"] == 10 and status["canary"]["new"] == "green", status["canary"]
+    assert "canary:      green gets 10 % of requests" in text, text
+    ok(deploy(b, "d-two", events=("ValidateService",)))
+    capsys.readouterr()
+    main(["history", "--deployments", "--state-dir", str(cbed.state_dir)])
+    hist = capsys.readouterr().out
+    assert "canary promoted" in hist and "10 %: green" in hist, hist
