@@ -105,6 +105,7 @@ class InProgress:
     old_workers: list[list[int]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not know: kept as they are
+    group: str | None = None              # the CodeDeploy deployment group id (DEPLOYMENT_GROUP_ID), if any
 
     @classmethod
     def from_json(cls, data: Any) -> InProgress:
@@ -124,13 +125,15 @@ class InProgress:
             pid=_get(data, "pid", (int,)), pid_start=_get(data, "pid_start", (int,)), host=_get(data, "host", (str,)),
             user=_get(data, "user", (str,)), from_colour=_colour(data, "from"), image=_get(data, "image", (str,)),
             old_workers=_workers(data, "old_workers"), timings=dict(timings),
-            extra={k: v for k, v in data.items() if k not in known})
+            extra={k: v for k, v in data.items() if k not in known}, group=_get(data, "group", (str,)))
 
     def to_json(self) -> dict[str, Any]:
         out = {**self.extra, "id": self.id, "target": self.target, "started": self.started, "stage": self.stage,
                "event": self.event, "event_done": self.event_done, "updated": self.updated, "pid": self.pid,
                "pid_start": self.pid_start, "host": self.host, "user": self.user, "from": self.from_colour,
                "image": self.image, "old_workers": self.old_workers, "timings": self.timings}
+        if self.group is not None:
+            out["group"] = self.group
         return out
 
 

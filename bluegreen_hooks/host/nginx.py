@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import NginxError
+from bluegreen_hooks.host import include_guard
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.host.procfs import children, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
@@ -79,7 +80,8 @@ def read_include(cfg: Config) -> str | None:
 
 
 def write_include(cfg: Config, text: str) -> None:
-    """Replace the include (atomically, keeping its owner and mode)."""
+    """Replace the include (atomically, keeping its owner and mode); refused when the file there is not ours."""
+    include_guard.check(cfg)
     write_atomic(cfg.nginx.include, text)
 
 
@@ -200,6 +202,7 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
     t0 = time.monotonic()
     path = cfg.nginx.include
     check_running(cfg)
+    include_guard.check(cfg)    # never replace a file that is not an include of ours
     old_text = read_include(cfg)
     new_text = render_include(cfg, colour, deployment_id)
     old_workers = worker_pids(cfg)

@@ -105,7 +105,8 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
                 say(ln)
             return 0
         from bluegreen_hooks.lifecycle.events import HANDLERS
-        ctx = Context(cfg, d, event, say)
+        ctx = Context(cfg, d, event, say, group=environ.get("DEPLOYMENT_GROUP_ID") or None)
+        ctx.store.check()    # a state dir another user could write is refused before anything runs
         say(f"deployment {d} of {cfg.app} (CodeDeploy application {environ.get('APPLICATION_NAME', '-')}, "
             f"group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
         HANDLERS[event](ctx)
@@ -114,12 +115,20 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         return 0
     except HookError as exc:
         return _failed(event, exc, ctx, out, time.monotonic() - t0)
+    except OSError as exc:   # disk full, read-only or unwritable folder: one line naming the file
+        return _failed(event, os_error(exc), ctx, out, time.monotonic() - t0)
     except Exception as exc:
         emit(out, traceback.format_exc().rstrip())
         if ctx is not None:
             audit(ctx, "failed", time.monotonic() - t0, repr(exc), end_deployment=True)
         emit(out, last_line(event, f"unexpected {type(exc).__name__}: {exc}; see the traceback above"))
         return 1
+
+
+def os_error(exc: OSError) -> HookError:
+    """An OSError as a one-line HookError naming the file (ENOSPC, EROFS, EACCES…)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return HookError(f"{where}{exc.strerror or exc}; free space or fix the folder's permissions, then retry")
 
 
 def _failed(event: str, exc: HookError, ctx: Context | None, out: TextIO, seconds: float) -> int:
@@ -147,5 +156,5 @@ def audit(ctx: Context, outcome: str, seconds: float, cause: str | None = None, 
                          mine.target if mine else None, now, cause)
             if mine and end_deployment:
                 record_deployment(st, mine, outcome, now, cause=cause)
-    except HookError as exc:
+    except (HookError, OSError) as exc:
         ctx.say(f"warning: could not record the event in the state file: {exc}")
