@@ -105,7 +105,7 @@ def reconcile(st: State, include_colour: Colour | None, running: Mapping[Colour,
     return notes
 
 
-def _same_id_running(ip: InProgress, who: Who, alive: Alive) -> bool:
+def same_id_running(ip: InProgress, who: Who, alive: Alive) -> bool:
     """Another live process (not ``who``) runs an event of the holder's deployment on this host."""
     return (not ip.event_done and (ip.pid, ip.pid_start) != (who.pid, who.pid_start)
             and ip.host in (None, who.host) and alive(ip.pid, ip.pid_start))
@@ -130,7 +130,7 @@ def claim(st: State, deployment_id: str, event: str, target: Colour | None, who:
     deployment id, nothing changes and the reason is returned. ``group`` (the CodeDeploy deployment
     group id) lets the BeforeInstall of a new deployment take over one of the same group between events."""
     ip, note = st.in_progress, None
-    if ip is not None and ip.id == deployment_id and _same_id_running(ip, who, alive):
+    if ip is not None and ip.id == deployment_id and same_id_running(ip, who, alive):
         return (f"deployment {deployment_id} is already running {ip.event or '?'} as pid {ip.pid} "
                 f"(a second process with the same deployment id)"), None
     if ip is not None and ip.id != deployment_id:

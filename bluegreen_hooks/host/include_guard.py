@@ -40,7 +40,7 @@ def not_ours(cfg: Config, text: str) -> str | None:
         return None
     if not body:
         return "it holds only comments, none of them our header"
-    return f"it is not an include bluegreen-hooks wrote (first line: {body[0][:60]!r})"
+    return f"it is not an include bluegreen-hooks wrote (first line: {body[0][:40]!r})"
 
 
 def check(cfg: Config) -> None:
@@ -66,5 +66,5 @@ def check(cfg: Config) -> None:
         except OSError as exc:
             raise ConfigError(f"nginx/include: cannot read {path}: {exc.strerror}") from exc
     if why:
-        raise ConfigError(f"nginx/include: {path} is not ours to replace: {why}; point nginx/include at a new "
-                          f"file (or an empty one, or a legacy include of `set $var http://host:port;` lines)")
+        raise ConfigError(f"nginx/include: {path} is not ours to replace: {why}; name a new or empty file "
+                          f"(see docs/nginx.md)")

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.errors import ConfigError, HookError, LockedError
+from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import EVENTS, is_deployment_id, record_deployment, record_event
 
@@ -105,8 +106,9 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
                 say(ln)
             return 0
         from bluegreen_hooks.lifecycle.events import HANDLERS
+        # a state dir another user could write is refused before anything runs (and nothing is recorded there)
+        Store(cfg.state_dir, cfg.app).check()
         ctx = Context(cfg, d, event, say, group=environ.get("DEPLOYMENT_GROUP_ID") or None)
-        ctx.store.check()    # a state dir another user could write is refused before anything runs
         say(f"deployment {d} of {cfg.app} (CodeDeploy application {environ.get('APPLICATION_NAME', '-')}, "
             f"group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
         HANDLERS[event](ctx)
@@ -148,13 +150,18 @@ def _failed(event: str, exc: HookError, ctx: Context | None, out: TextIO, second
 def audit(ctx: Context, outcome: str, seconds: float, cause: str | None = None, end_deployment: bool = False) -> None:
     """Record the event run; ``end_deployment`` also closes its deployment with the same outcome (a failed
     event ends it: CodeDeploy stops at the first failure)."""
+    from bluegreen_hooks.decide import same_id_running
+    from bluegreen_hooks.host import procfs
+
     try:
         with ctx.store.update() as st:
             mine = st.holder(ctx.deployment_id)
             now = time.time()
             record_event(st, ctx.who, ctx.deployment_id, ctx.event, outcome, seconds,
                          mine.target if mine else None, now, cause)
-            if mine and end_deployment:
+            # a failed event ends its deployment, unless another live process runs an event of it (the
+            # same deployment id started twice): this one's failure must not end that one's claim
+            if mine and end_deployment and not same_id_running(mine, ctx.who, procfs.process_alive):
                 record_deployment(st, mine, outcome, now, cause=cause)
     except (HookError, OSError) as exc:
         ctx.say(f"warning: could not record the event in the state file: {exc}")
