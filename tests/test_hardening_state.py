@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -423,3 +424,73 @@ def test_json_commands_print_exactly_one_object_on_failure(bed, tmp_path, capsys
     for cmd in ("status", "history", "doctor", "unlock"):
         code, out, _ = cli(bed, capsys, cmd, "--json")
         assert code == 0 and json.loads(out).get("ok", True) is True, (cmd, out)
+
+
+# ------------------------------------------------------------------------- the pure parts of 8 and 9 (claim)
+
+def _holder(**kw):
+    from bluegreen_hooks.host import procfs
+    from bluegreen_hooks.model import InProgress
+
+    now = time.time()
+    base = dict(id="d-1", target="green", started=now - 30, updated=now - 10, event="ApplicationStart",
+                event_done=False, host=os.uname().nodename, group="g-1")
+    base.update(kw)
+    if "pid" not in kw:   # a live process that is not this one: our parent (pytest's launcher or shell)
+        base.update(pid=os.getppid(), pid_start=procfs.process_start_time(os.getppid()))
+    return InProgress(**base)
+
+
+def _claim_as_me(st, deployment, event, group=None):
+    from bluegreen_hooks.decide import claim
+    from bluegreen_hooks.host import procfs
+    from bluegreen_hooks.host.store import me
+
+    return claim(st, deployment, event, "green", me(), time.time(), 900, procfs.process_alive, group)
+
+
+def test_claim_refuses_the_same_deployment_id_from_a_second_live_process():
+    """Same id, another live process mid-event: busy; the same id whose process died, or between events: claimed."""
+    from bluegreen_hooks.model import State
+
+    st = State("shop", in_progress=_holder(id="d-2"))
+    busy, _ = _claim_as_me(st, "d-2", "BeforeInstall")
+    assert busy and "deployment d-2 is already running ApplicationStart as pid" in busy
+    st = State("shop", in_progress=_holder(id="d-2", pid=2 ** 22 + 1, pid_start=1))
+    assert _claim_as_me(st, "d-2", "ApplicationStart") == (None, None)
+    st = State("shop", in_progress=_holder(id="d-2", event_done=True))
+    assert _claim_as_me(st, "d-2", "ApplicationStart") == (None, None) and st.in_progress.pid == os.getpid()
+
+
+def test_claim_of_a_new_deployment_of_the_same_group_takes_over_between_events_only():
+    """BeforeInstall of a new id of the same group takes over a holder between events; not another group, not a
+    later event, not an id the history knows, never a live process."""
+    from bluegreen_hooks.model import State
+
+    def between():
+        return State("shop", in_progress=_holder(event_done=True, event="BeforeInstall"))
+
+    st = between()
+    busy, note = _claim_as_me(st, "d-2", "BeforeInstall", group="g-1")
+    assert busy is None and "a new deployment of its deployment group g-1 started" in note
+    assert st.deployments[-1]["outcome"] == "abandoned" and st.in_progress.group == "g-1"
+    assert "between events" in _claim_as_me(between(), "d-2", "BeforeInstall", group="g-2")[0]
+    assert "between events" in _claim_as_me(between(), "d-2", "ApplicationStart", group="g-1")[0]
+    known = between()
+    known.deployments.append({"id": "d-2", "outcome": "abandoned", "ended": time.time() - 100})
+    assert "between events" in _claim_as_me(known, "d-2", "BeforeInstall", group="g-1")[0]
+    alive = State("shop", in_progress=_holder())
+    assert "ApplicationStart running as pid" in _claim_as_me(alive, "d-2", "BeforeInstall", group="g-1")[0]
+
+
+def test_claim_takes_over_a_holder_whose_deployment_already_ended():
+    """A holder between events whose deployment the history records as failed since it was claimed: stale."""
+    from bluegreen_hooks.model import State
+
+    st = State("shop", in_progress=_holder(event_done=True, group=None))
+    st.deployments.append({"id": "d-1", "outcome": "failed", "ended": time.time() - 5})
+    busy, note = _claim_as_me(st, "d-2", "ApplicationStart")
+    assert busy is None and "it already ended (failed)" in note
+    older = State("shop", in_progress=_holder(event_done=True, group=None))
+    older.deployments.append({"id": "d-1", "outcome": "failed", "ended": time.time() - 3600})   # a retried id
+    assert "between events" in _claim_as_me(older, "d-2", "ApplicationStart")[0]
