@@ -10,9 +10,13 @@ build their parsers: heavy imports (docker, boto3) happen inside the command fun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,14 +60,49 @@ def parser(only_hook: bool = False, prog: str = "bluegreen-hooks") -> argparse.A
     return p
 
 
+def json_error(error: str, code: int) -> None:
+    """The one JSON object a ``--json`` command prints on stdout when it fails."""
+    print(json.dumps({"ok": False, "error": error, "exit": code}, indent=2, sort_keys=True), flush=True)
+
+
+def _parse(argv: list[str], prog: str) -> argparse.Namespace | int:
+    """The parsed arguments; with ``--json``, a usage error is also one JSON object (returns its exit code)."""
+    p = parser(only_hook=argv[:1] == ["hook"], prog=prog)
+    if "--json" not in argv:
+        return p.parse_args(argv)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return p.parse_args(argv)
+    except SystemExit as exc:
+        sys.stderr.write(captured.getvalue())
+        code = exc.code if isinstance(exc.code, int) else 2
+        if code == 0:   # --help
+            raise
+        lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
+        json_error(lines[-1] if lines else "bad arguments", code)
+        return code
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "bluegreen-hooks") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser(only_hook=argv[:1] == ["hook"], prog=prog).parse_args(argv)
+    args = _parse(argv, prog)
+    if isinstance(args, int):
+        return args
+    as_json = getattr(args, "json", False) is True
     try:
         return args.func(args)
     except HookError as exc:
         print(f"ERROR {exc}", file=sys.stderr)
+        if as_json:
+            json_error(str(exc), exc.exit_code)
         return exc.exit_code
+    except Exception as exc:
+        if not as_json:
+            raise
+        traceback.print_exc()
+        json_error(f"unexpected {type(exc).__name__}: {exc}", 1)
+        return 1
 
 
 def entrypoint() -> None:

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 from bluegreen_hooks.model import COLOURS, Colour, InProgress, Running, State, Who, other, record_deployment
 
 Alive = Callable[[Optional[int], Optional[int]], bool]   # (pid, start time) -> that process still runs
+ENDED = ("failed", "abandoned", "unlocked")               # outcomes of a deployment that ended unsuccessfully
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,17 @@ class Decision:
     state: State | None = None             # the state to commit (reconciled and claimed); None when busy/done
 
 
-def holder_status(ip: InProgress, now: float, stale_after: float, this_host: str, alive: Alive) -> tuple[str, str]:
+def holder_status(ip: InProgress, now: float, stale_after: float, this_host: str, alive: Alive,
+                  ended: str | None = None, successor_group: str | None = None) -> tuple[str, str]:
     """Classify an ``in_progress`` record: ("busy" | "stale", human reason).
 
     * its event process is alive (pid and start time match) → busy;
     * its event process died without finishing (SIGKILL, a crash, the agent's timeout) → stale at once;
+    * between events, when its deployment already ended (``ended``: the outcome the history records for
+      it) → stale;
+    * between events, when a new deployment of the same CodeDeploy deployment group starts
+      (``successor_group``): CodeDeploy runs one deployment per group at a time, so this one is over
+      (e.g. it failed outside our hooks) → stale;
     * its last event finished and the next has not started within ``stale_after`` seconds → stale;
     * otherwise (between two events, e.g. during Install) → busy.
     """
@@ -62,6 +69,11 @@ def holder_status(ip: InProgress, now: float, stale_after: float, this_host: str
         if alive(ip.pid, ip.pid_start):
             return "busy", f"{event} running as pid {ip.pid}, started {age:.0f}s ago"
         return "stale", f"its {event} process (pid {ip.pid}) died without finishing"
+    if ended:
+        return "stale", f"it already ended ({ended}) after {event}"
+    if successor_group and ip.group == successor_group:
+        return "stale", (f"a new deployment of its deployment group {ip.group} started, and CodeDeploy runs one "
+                         f"deployment per group at a time: it ended after {event} (e.g. failed outside our hooks)")
     if idle < stale_after:
         return "busy", f"between events (last: {event} finished {idle:.0f}s ago, started {age:.0f}s ago)"
     return "stale", f"idle for {idle:.0f}s after {event} (stale after {stale_after:.0f}s)"
@@ -95,21 +107,45 @@ def reconcile(st: State, include_colour: Colour | None, running: Mapping[Colour,
     return notes
 
 
+def same_id_running(ip: InProgress, who: Who, alive: Alive) -> bool:
+    """Another live process (not ``who``) runs an event of the holder's deployment on this host."""
+    return (not ip.event_done and (ip.pid, ip.pid_start) != (who.pid, who.pid_start)
+            and ip.host in (None, who.host) and alive(ip.pid, ip.pid_start))
+
+
+def ended_outcome(st: State, ip: InProgress) -> str | None:
+    """The outcome the history records for the deployment ``ip`` when it ended without succeeding since it
+    was claimed (a failure recorded by a process that could not clear the claim), else None."""
+    for record in reversed(st.deployments):
+        ended = record.get("ended")
+        if (record.get("id") == ip.id and record.get("outcome") in ENDED and isinstance(ended, (int, float))
+                and ended >= ip.started):
+            return str(record["outcome"])
+    return None
+
+
 def claim(st: State, deployment_id: str, event: str, target: Colour | None, who: Who, now: float,
-          stale_after: float, alive: Alive) -> tuple[str | None, str | None]:
+          stale_after: float, alive: Alive, group: str | None = None) -> tuple[str | None, str | None]:
     """Make ``deployment_id`` the holder of ``st`` for ``event``: (busy reason, takeover note).
 
-    When another deployment is busy nothing changes and the reason is returned."""
+    When another deployment is busy, or another live process already runs an event of this same
+    deployment id, nothing changes and the reason is returned. ``group`` (the CodeDeploy deployment
+    group id) lets the BeforeInstall of a new deployment take over one of the same group between events."""
     ip, note = st.in_progress, None
+    if ip is not None and ip.id == deployment_id and same_id_running(ip, who, alive):
+        return (f"deployment {deployment_id} is already running {ip.event or '?'} as pid {ip.pid} "
+                f"(a second process with the same deployment id)"), None
     if ip is not None and ip.id != deployment_id:
-        verdict, reason = holder_status(ip, now, stale_after, who.host, alive)
+        new = event == "BeforeInstall" and not any(r.get("id") == deployment_id for r in st.deployments)
+        verdict, reason = holder_status(ip, now, stale_after, who.host, alive, ended_outcome(st, ip),
+                                        group if new else None)
         if verdict == "busy":
             return f"deployment {ip.id} is in progress ({reason})", None
         note = f"took over from stale deployment {ip.id}: {reason}"
         record_deployment(st, ip, "abandoned", now, reason)
         ip = None
     if ip is None:
-        ip = InProgress(id=deployment_id, target=target, started=now)
+        ip = InProgress(id=deployment_id, target=target, started=now, group=group)
     ip.pid, ip.pid_start, ip.host, ip.user = who.pid, who.pid_start, who.host, who.user
     ip.event, ip.event_done, ip.updated = event, False, now
     if target is not None:
@@ -139,7 +175,7 @@ def interrupted_canary(state: State, world: World) -> tuple[Colour, str] | None:
 
 
 def decide(state: State, world: World, deployment_id: str, event: str, who: Who, now: float,
-           stale_after: float, alive: Alive) -> Decision:
+           stale_after: float, alive: Alive, group: str | None = None) -> Decision:
     """Pure: what BeforeInstall/ApplicationStart of ``deployment_id`` decides (see the module docstring)."""
     st = copy.deepcopy(state)
     if st.completed(deployment_id):
@@ -155,7 +191,7 @@ def decide(state: State, world: World, deployment_id: str, event: str, who: Who,
     held = st.in_progress.canary if st.in_progress is not None else None
     if canary is not None and held is not None and held.phase == "running":   # kept in history as interrupted
         held.phase, held.cause, held.share = "aborted", "interrupted (its hook died)", 0
-    busy, takeover = claim(st, deployment_id, event, target, who, now, stale_after, alive)
+    busy, takeover = claim(st, deployment_id, event, target, who, now, stale_after, alive, group)
     if busy:
         return Decision(st.live, target, None, busy=busy, notes=notes)
     ip = st.in_progress

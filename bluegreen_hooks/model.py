@@ -141,6 +141,7 @@ class InProgress:
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not know: kept as they are
     canary: Canary | None = None          # a canary of this deployment (running, or how it ended)
+    group: str | None = None              # the CodeDeploy deployment group id (DEPLOYMENT_GROUP_ID), if any
 
     @classmethod
     def from_json(cls, data: Any) -> InProgress:
@@ -160,7 +161,7 @@ class InProgress:
             pid=_get(data, "pid", (int,)), pid_start=_get(data, "pid_start", (int,)), host=_get(data, "host", (str,)),
             user=_get(data, "user", (str,)), from_colour=_colour(data, "from"), image=_get(data, "image", (str,)),
             old_workers=_workers(data, "old_workers"), timings=dict(timings),
-            extra={k: v for k, v in data.items() if k not in known},
+            extra={k: v for k, v in data.items() if k not in known}, group=_get(data, "group", (str,)),
             canary=None if data.get("canary") is None else Canary.from_json(data["canary"]))
 
     def to_json(self) -> dict[str, Any]:
@@ -170,6 +171,8 @@ class InProgress:
                "image": self.image, "old_workers": self.old_workers, "timings": self.timings}
         if self.canary is not None:
             out["canary"] = self.canary.to_json()
+        if self.group is not None:
+            out["group"] = self.group
         return out
 
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import NginxError
+from bluegreen_hooks.host import include_guard
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.host.procfs import children, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
@@ -87,7 +88,8 @@ def read_include(cfg: Config) -> str | None:
 
 
 def write_include(cfg: Config, text: str) -> None:
-    """Replace the include (atomically, keeping its owner and mode)."""
+    """Replace the include (atomically, keeping its owner and mode); refused when the file there is not ours."""
+    include_guard.check(cfg)
     write_atomic(cfg.nginx.include, text)
 
 
@@ -223,6 +225,7 @@ def apply(cfg: Config, new_text: str, check: Callable[[list[list[int]]], object]
     t0 = time.monotonic()
     path = cfg.nginx.include
     check_running(cfg)
+    include_guard.check(cfg)    # never replace a file that is not an include of ours
     old_text = read_include(cfg)
     old_workers = worker_pids(cfg)
     write_atomic(path, new_text)

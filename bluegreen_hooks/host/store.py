@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bluegreen_hooks.errors import StateError
-from bluegreen_hooks.host import procfs
+from bluegreen_hooks.host import procfs, trust
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.model import BadState, State, Who
 
@@ -69,6 +69,14 @@ class Store:
         self.history = history
         self.path = self.dir / f"{app}.json"
         self.lock_path = self.dir / f"{app}.lock"
+        self.config_path = self.dir / f"{app}.toml"
+
+    def check(self) -> None:
+        """Refuse (StateError, one line) a state dir, state, lock or config copy another user could have
+        written (host/trust.py): checked before anything runs."""
+        trust.check_folder(self.dir)
+        for path in (self.path, self.lock_path, self.config_path):
+            trust.check_file(path)
 
     def _ensure_dir(self) -> None:
         try:
@@ -81,11 +89,15 @@ class Store:
     def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         """Hold the app's exclusive lock (waits up to ``timeout`` seconds for another update to end)."""
         self._ensure_dir()
+        trust.check_folder(self.dir)
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:   # a symlink: never followed, never created through
+                raise trust.refuse(self.lock_path, "is a symbolic link") from exc
             raise StateError(f"{self.lock_path}: cannot open the lock file: {exc.strerror}") from exc
         try:
+            trust.check_fd(fd, self.lock_path)
             end = time.monotonic() + timeout
             while True:
                 try:
@@ -106,15 +118,19 @@ class Store:
         ``<app>.json.corrupt-<UTC time>`` for inspection, unless ``quarantine=False`` (the read-only
         commands: status, dry-run plans leave it for the next deployment).
         """
+        trust.check_folder(self.dir)
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             with os.fdopen(fd, encoding="utf-8") as f:
+                trust.check_fd(f.fileno(), self.path)
                 text = f.read()
         except FileNotFoundError:
             return Read(State(self.app), "missing")
-        except (OSError, UnicodeDecodeError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in (errno.ELOOP, errno.EISDIR):
-                raise StateError(f"{self.path}: cannot read: {exc.strerror}") from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise trust.refuse(self.path, "is a symbolic link") from exc
+            raise StateError(f"{self.path}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError:
             text = ""
         try:
             return Read(State.from_json(json.loads(text), self.app), None)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from bluegreen_hooks.errors import HookError, NginxError, ValidationFailed
-from bluegreen_hooks.host import nginx
+from bluegreen_hooks.errors import HookError, LockedError, NginxError, ValidationFailed
+from bluegreen_hooks.host import include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.steps import Context
@@ -33,6 +33,7 @@ def before_install(ctx: Context) -> None:
 
     cfg = ctx.cfg
     ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
+    include_guard.check(cfg)    # before anything changes: the include must be a file we may replace
     be = runtime.backend(cfg)
     ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
     be.check(ctx.say)
@@ -101,7 +102,11 @@ def application_start(ctx: Context) -> None:
         raise steps.with_serving(exc, d.live, bool(ctx.log_tail)) from exc
     timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),
                "switch_ms": round(up.switch.seconds * 1000, 1), "healthy_to_serving_ms": up.healthy_to_serving_ms}
-    _record_switch(ctx, d.target, image, up.switch, timings)
+    try:
+        _record_switch(ctx, d.target, image, up.switch, timings)
+    except (HookError, OSError) as exc:   # disk full / read-only state dir after the switch
+        from bluegreen_hooks.lifecycle.recovery import back_to_recorded
+        raise back_to_recorded(ctx, be, d, exc) from exc
     ctx.say(f"{d.target} is live for {dep}; {d.live or 'no colour'} keeps running until ValidateService")
 
 
@@ -120,16 +125,21 @@ def _record_switch(ctx: Context, target: Colour, image: str, sw: nginx.Switch, t
 
 def _validation_claim(ctx: Context) -> InProgress:
     """ValidateService continues the deployment ApplicationStart switched; claim it for this event."""
-    from bluegreen_hooks.decide import claim
+    from bluegreen_hooks.decide import claim, same_id_running
     from bluegreen_hooks.host import procfs
 
     with ctx.store.update() as st:
         ip = st.holder(ctx.deployment_id)
+        if ip and same_id_running(ip, ctx.who, procfs.process_alive):
+            raise LockedError(steps.locked_message(f"deployment {ctx.deployment_id} is already running {ip.event} "
+                                                   f"as pid {ip.pid}", ctx.cfg.app, ctx.deployment_id))
         if not (ip and ip.stage in ("switched", "validated")):
             raise HookError(f"deployment {ctx.deployment_id} has not switched nginx (ApplicationStart did not "
                             f"succeed): nothing to validate")
-        claim(st, ctx.deployment_id, ctx.event, None, ctx.who, time.time(), ctx.cfg.stale_after,
-              procfs.process_alive)
+        busy, _ = claim(st, ctx.deployment_id, ctx.event, None, ctx.who, time.time(), ctx.cfg.stale_after,
+                        procfs.process_alive)
+        if busy:
+            raise LockedError(steps.locked_message(busy, ctx.cfg.app, ctx.deployment_id))
         return ip
 
 

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.errors import ConfigError, HookError, LockedError
+from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import EVENTS, is_deployment_id, record_deployment, record_event
 
@@ -105,7 +106,9 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
                 say(ln)
             return 0
         from bluegreen_hooks.lifecycle.events import HANDLERS
-        ctx = Context(cfg, d, event, say)
+        # a state dir another user could write is refused before anything runs (and nothing is recorded there)
+        Store(cfg.state_dir, cfg.app).check()
+        ctx = Context(cfg, d, event, say, group=environ.get("DEPLOYMENT_GROUP_ID") or None)
         say(f"deployment {d} of {cfg.app} (CodeDeploy application {environ.get('APPLICATION_NAME', '-')}, "
             f"group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
         HANDLERS[event](ctx)
@@ -114,12 +117,20 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         return 0
     except HookError as exc:
         return _failed(event, exc, ctx, out, time.monotonic() - t0)
+    except OSError as exc:   # disk full, read-only or unwritable folder: one line naming the file
+        return _failed(event, os_error(exc), ctx, out, time.monotonic() - t0)
     except Exception as exc:
         emit(out, traceback.format_exc().rstrip())
         if ctx is not None:
             audit(ctx, "failed", time.monotonic() - t0, repr(exc), end_deployment=True)
         emit(out, last_line(event, f"unexpected {type(exc).__name__}: {exc}; see the traceback above"))
         return 1
+
+
+def os_error(exc: OSError) -> HookError:
+    """An OSError as a one-line HookError naming the file (ENOSPC, EROFS, EACCES…)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return HookError(f"{where}{exc.strerror or exc}; free space or fix the folder's permissions, then retry")
 
 
 def _failed(event: str, exc: HookError, ctx: Context | None, out: TextIO, seconds: float) -> int:
@@ -139,13 +150,18 @@ def _failed(event: str, exc: HookError, ctx: Context | None, out: TextIO, second
 def audit(ctx: Context, outcome: str, seconds: float, cause: str | None = None, end_deployment: bool = False) -> None:
     """Record the event run; ``end_deployment`` also closes its deployment with the same outcome (a failed
     event ends it: CodeDeploy stops at the first failure)."""
+    from bluegreen_hooks.decide import same_id_running
+    from bluegreen_hooks.host import procfs
+
     try:
         with ctx.store.update() as st:
             mine = st.holder(ctx.deployment_id)
             now = time.time()
             record_event(st, ctx.who, ctx.deployment_id, ctx.event, outcome, seconds,
                          mine.target if mine else None, now, cause)
-            if mine and end_deployment:
+            # a failed event ends its deployment, unless another live process runs an event of it (the
+            # same deployment id started twice): this one's failure must not end that one's claim
+            if mine and end_deployment and not same_id_running(mine, ctx.who, procfs.process_alive):
                 record_deployment(st, mine, outcome, now, cause=cause)
-    except HookError as exc:
+    except (HookError, OSError) as exc:
         ctx.say(f"warning: could not record the event in the state file: {exc}")

@@ -36,6 +36,7 @@ class Context:
     store: Store = field(init=False)
     who: Who = field(default_factory=me)
     log_tail: list[str] = field(default_factory=list)
+    group: str | None = None              # the CodeDeploy deployment group id ($DEPLOYMENT_GROUP_ID)
 
     def __post_init__(self) -> None:
         self.store = Store(self.cfg.state_dir, self.cfg.app, self.cfg.history)
@@ -68,10 +69,9 @@ def take(ctx: Context, be: Backend) -> Decision:
         read = ctx.store.read()
         world = World(world.include_colour, world.served, world.running, read.describe(), world.canary_old)
         d = decide(read.state, world, ctx.deployment_id, ctx.event, ctx.who, time.time(), ctx.cfg.stale_after,
-                   procfs.process_alive)
+                   procfs.process_alive, group=ctx.group)
         if d.busy:
-            raise LockedError(f"{d.busy}; wait for it to finish, or stop it, "
-                              f"then retry {ctx.deployment_id}")
+            raise LockedError(locked_message(d.busy, ctx.cfg.app, ctx.deployment_id))
         if d.state is not None:
             ctx.store.write(d.state)
     for note in d.notes:
@@ -95,6 +95,12 @@ def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
     dep = st.live_deployment or ""
     nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say)
     nginx_canary.remove_logs(ctx.cfg)
+
+
+def locked_message(busy: str, app: str, deployment_id: str) -> str:
+    """The one line a refused deployment (or rollback) ends with: who holds the app and what to do."""
+    return (f"{busy}; wait for it to finish, or, if it is no longer running, release it with "
+            f"`bluegreen-hooks unlock --app {app}`, then retry {deployment_id}")
 
 
 def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> None:

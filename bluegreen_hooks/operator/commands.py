@@ -22,6 +22,8 @@ EXIT_HISTORY = "exit codes: 0 ok; 2 bad input (no app found, bad config or argum
 EXIT_ROLLBACK = ("exit codes: 0 rolled back; 1 refused (no previous release) or a step failed (the last line says "
                  "why; the colour that was live keeps serving); 2 bad input; 3 a deployment is in progress")
 EXIT_DOCTOR = "exit codes: 0 every check passed (WARN lines allowed); 1 at least one FAIL line; 2 bad arguments"
+EXIT_UNLOCK = ("exit codes: 0 released (or nothing held the app); 1 the state could not be used; 2 bad input; "
+               "3 refused: the holder's event process is still running (pass --force)")
 
 
 # ---------------------------------------------------------------------------------------------- the glue
@@ -95,6 +97,25 @@ def _canary(args: argparse.Namespace) -> int:
     return 0 if phase != "running" else 1
 
 
+def _unlock(args: argparse.Namespace) -> int:
+    from bluegreen_hooks.operator.select import choose_app, default_state_dir
+    from bluegreen_hooks.operator.text import dump
+    from bluegreen_hooks.operator.unlock import unlock
+
+    if args.config is not None:
+        cfg = _find_config(args)
+        state_dir, app, history = cfg.state_dir, cfg.app, cfg.history
+    else:
+        state_dir = args.state_dir if args.state_dir is not None else default_state_dir()
+        app, history = choose_app(state_dir, args.app), 100
+    result = unlock(state_dir, app, force=args.force, history=history)
+    if args.json:
+        dump(result)
+    else:
+        print(result["message"])
+    return 0
+
+
 def _select_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("choosing the app")
     g.add_argument("--state-dir", type=Path, default=None,
@@ -108,7 +129,7 @@ def _select_args(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------- the parsers
 
 def add_commands(sub: Any) -> None:
-    """Add status, history, rollback and doctor to the ``bluegreen-hooks`` subparsers."""
+    """Add status, history, rollback, doctor and unlock to the ``bluegreen-hooks`` subparsers."""
     p = sub.add_parser("status", help="what is live, since when, from which deployment, and is it healthy",
                        description="Show the live colour, since when, its deployment and image, the previous release, "
                                    "a deployment in progress, each colour's containers with their state and health "
@@ -160,6 +181,7 @@ def add_commands(sub: Any) -> None:
     _select_args(p)
     p.set_defaults(func=_doctor)
     _add_canary(sub)
+    _add_unlock(sub)
 
 
 def _add_canary(sub: Any) -> None:
@@ -174,3 +196,19 @@ def _add_canary(sub: Any) -> None:
     p.add_argument("action", choices=("promote", "abort"))
     _select_args(p)
     p.set_defaults(func=_canary)
+
+
+def _add_unlock(sub: Any) -> None:
+    p = sub.add_parser("unlock", help="release the app from a deployment that will not finish",
+                       description="End the claim of the deployment holding the app (one that failed outside the "
+                                   "hooks, or was stopped), instead of waiting deploy/stale_after. Refuses while "
+                                   "the holder's event process is still running, unless --force. Records the "
+                                   "deployment as 'unlocked' and an 'Unlock' event naming who released it. "
+                                   "Changes no container and no nginx file. " + SELECT_HELP,
+                       epilog=EXIT_UNLOCK)
+    p.add_argument("--force", action="store_true",
+                   help="release it even while the holder's event process still runs (it keeps running)")
+    p.add_argument("--json", action="store_true",
+                   help="print {ok, app, released, forced, by, message} as JSON ({ok: false, error, exit} on failure)")
+    _select_args(p)
+    p.set_defaults(func=_unlock)

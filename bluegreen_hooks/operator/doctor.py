@@ -6,7 +6,6 @@ Each check is a function returning ``(level, detail)``; a check that raises is a
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any, Callable
 from bluegreen_hooks import runtime
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import HookError
-from bluegreen_hooks.host import nginx, procfs
+from bluegreen_hooks.host import include_guard, nginx, procfs
 from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.model import COLOURS, Colour
 from bluegreen_hooks.operator.text import first_line
@@ -144,6 +143,7 @@ def check_include_writable(cfg: Config) -> tuple[str, str]:
         return "fail", f"cannot create files in {inc.parent} (the include is replaced by a rename there)"
     if inc.exists() and not os.access(inc, os.W_OK):
         return "fail", f"{inc} is not writable"
+    include_guard.check(cfg)   # a file that is not an include of ours: FAIL naming nginx/include
     return "ok", f"{inc} writable" + ("" if inc.exists() else " (does not exist yet: created at the first deployment)")
 
 
@@ -160,21 +160,16 @@ def check_state_dir(cfg: Config) -> tuple[str, str]:
     mode = st.st_mode & 0o7777
     if not os.access(d, os.W_OK | os.X_OK):
         return "fail", f"{d} (mode {mode:o}) is not writable by uid {os.getuid()}"
-    if mode & 0o002 and not mode & 0o1000:
-        return "fail", f"{d} is world-writable (mode {mode:o}): anyone could rewrite the state; chmod 700 {d}"
+    Store(d, cfg.app).check()   # another owner, group/world-writable, symlinked files: FAIL (host/trust.py)
     return "ok", f"{d} mode {mode:o}, owner uid {st.st_uid}, writable"
 
 
 def check_state_file(cfg: Config) -> tuple[str, str]:
     store = Store(cfg.state_dir, cfg.app, cfg.history)
     path = store.path
-    if not path.exists():
+    read = store.read(quarantine=False)   # refuses an untrusted file; leaves a bad one in place
+    if read.problem == "missing":
         return "ok", f"{path} does not exist yet (nothing deployed)"
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return "fail", f"{path} is unreadable or not JSON ({first_line(exc)}); the next deployment rebuilds it"
-    read = store.read(quarantine=False)   # leaves a bad file in place; read.problem says what is wrong
     if read.problem is not None:
         return "fail", (f"{path} is not a valid state file for {cfg.app} ({read.why}); "
                         f"the next deployment rebuilds it")

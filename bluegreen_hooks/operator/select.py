@@ -14,6 +14,7 @@ from pathlib import Path
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host import trust
 from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.model import State
 
@@ -51,17 +52,23 @@ def choose_app(state_dir: Path, app: str | None) -> str:
 
 
 def config_copy(state_dir: Path, app: str) -> Path:
-    """The live config of ``app``: the path its state records, else ``<state_dir>/<app>.toml``."""
+    """The live config of ``app``: the path its state records, else ``<state_dir>/<app>.toml``.
+
+    The state dir, the state file and the copy must be trusted (host/trust.py): the copy's nginx commands
+    are run by doctor, status and rollback, as root."""
+    Store(state_dir, app).check()
     path = state_dir / f"{app}.toml"
     try:
-        recorded = json.loads((state_dir / f"{app}.json").read_text(encoding="utf-8")).get("config")
+        recorded = json.loads(trust.read_text(state_dir / f"{app}.json")).get("config")
     except (OSError, ValueError, AttributeError):
         recorded = None
-    if recorded and Path(recorded).is_file():
+    if isinstance(recorded, str) and recorded and Path(recorded).is_file():
         path = Path(recorded)
     if not path.is_file():
         raise ConfigError(f"{path}: no copy of {app}'s live config (ApplicationStart writes it); "
                           f"pass --config PATH to the app's bluegreen.toml")
+    trust.check_folder(path.parent)
+    trust.check_file(path)
     return path
 
 
@@ -75,7 +82,9 @@ def find_config(state_dir: Path | None = None, app: str | None = None, config: P
     if state_dir is not None:
         environ[config_mod.STATE_DIR_ENV] = str(state_dir)
     if config is not None:
-        return config_mod.load(Path(config).resolve(), environ, check_files=False)
+        path = Path(config).resolve()
+        trust.check_file(path)     # its nginx commands run as root: refuse one another user could change
+        return config_mod.load(path, environ, check_files=False)
     sd = Path(state_dir) if state_dir is not None else default_state_dir()
     environ[config_mod.STATE_DIR_ENV] = str(sd)
     return config_mod.load(config_copy(sd, choose_app(sd, app)), environ, check_files=False)
