@@ -1,0 +1,189 @@
+"""Issue 12, part B: input that must be refused with one line (exit 2) and never followed, run or traced back.
+
+Bundles with links leaving them, damaged zips, appspec edge cases, SIGTERM to the local runner, values with
+a trailing newline and names Docker would refuse — each through the real runner or the real hooks.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bluegreen_hooks.agent.appspec import decode, parse
+from bluegreen_hooks.cli import main
+from bluegreen_hooks.delivery.bundle import read_bundle
+from bluegreen_hooks.errors import ConfigError, DeliveryError
+from tests.helpers import wait_for
+
+BASE = "version: 0.0\nos: linux\n"
+HOOK = BASE + "hooks:\n  AfterInstall:\n    - location: s/AfterInstall\n      timeout: 30\n"
+
+
+def _local(bundle: Path, root: Path, *extra: str) -> int:
+    return main(["local", str(bundle), "--root", str(root), "-a", "shop", "-g", "grp-1", *extra])
+
+
+def _folder(path: Path, appspec: str = HOOK) -> Path:
+    (path / "s").mkdir(parents=True)
+    (path / "appspec.yml").write_text(appspec)
+    return path
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "outside" / "secret"
+    victim.parent.mkdir()
+    victim.write_text("#!/bin/sh\necho ran-the-outside-file\n")
+    victim.chmod(0o600)
+    return victim
+
+
+def _last_error(out: str) -> str:
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert "Traceback" not in out, out
+    return lines[-1]
+
+
+# ------------------------------------------------------------------------ 3. links leaving the bundle
+
+def test_local_folder_bundle_hook_symlink_outside_is_refused_and_not_chmodded(tmp_path, capsys):
+    """A hook that is a symlink to a file outside the bundle: exit 2, one line; the target keeps mode 0600."""
+    victim = _victim(tmp_path)
+    b = _folder(tmp_path / "b")
+    (b / "s" / "AfterInstall").symlink_to(victim)
+    assert _local(b, tmp_path / "root") == 2
+    out = capsys.readouterr().out
+    assert "s/AfterInstall: symlink leaves the bundle" in _last_error(out)
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert "ran-the-outside-file" not in out
+
+
+def test_local_folder_bundle_directory_symlink_outside_is_refused(tmp_path, capsys):
+    """A folder of the bundle that links outside it (s -> /elsewhere) is refused the same way, also by --dry-run."""
+    victim = _victim(tmp_path)
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "appspec.yml").write_text(HOOK)
+    (victim.parent / "AfterInstall").write_text("#!/bin/sh\necho ran-the-outside-file\n")
+    (victim.parent / "AfterInstall").chmod(0o644)
+    (b / "s").symlink_to(victim.parent)
+    assert _local(b, tmp_path / "root") == 2
+    assert "s: symlink leaves the bundle" in _last_error(capsys.readouterr().out)
+    assert stat.S_IMODE((victim.parent / "AfterInstall").stat().st_mode) == 0o644
+    assert _local(b, tmp_path / "root2", "--dry-run") == 2
+    assert "symlink leaves the bundle" in capsys.readouterr().err
+
+
+def test_local_zip_bundle_symlink_entry_outside_is_refused(tmp_path, capsys):
+    """A zip whose hook entry is a symlink (as `zip -y` stores it) to a path outside: exit 2, never followed."""
+    victim = _victim(tmp_path)
+    z = tmp_path / "rev.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("appspec.yml", HOOK)
+        link = zipfile.ZipInfo("s/AfterInstall")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, str(victim))
+    assert _local(z, tmp_path / "root") == 2
+    assert "s/AfterInstall: symlink leaves the bundle" in _last_error(capsys.readouterr().out)
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+
+
+def test_local_zip_bundle_symlink_inside_is_kept(tmp_path, capsys):
+    """A link that stays inside the bundle is fine (unpacked as a link, as unzip does) and runs."""
+    z = tmp_path / "rev.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("appspec.yml", HOOK)
+        real = zipfile.ZipInfo("real/hook.sh")
+        real.external_attr = (stat.S_IFREG | 0o755) << 16
+        zf.writestr(real, "#!/bin/sh\necho inside-link-ran\n")
+        link = zipfile.ZipInfo("s/AfterInstall")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "../real/hook.sh")
+    assert _local(z, tmp_path / "root", "--events", "AfterInstall") == 0
+    assert "inside-link-ran" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------ 14. appspec edge cases, damaged zips
+
+@pytest.mark.parametrize("timeout", ["²", "1" * 5000, "0" * 5000 + "1", "٣", "1e3", "-1", "0x10", "1_000"])
+def test_appspec_odd_timeouts_are_one_line(timeout):
+    """Unicode digits, 5000-digit numbers, signs, underscores: one ConfigError naming the key, no traceback."""
+    with pytest.raises(ConfigError) as e:
+        parse(BASE + f"hooks:\n  AfterInstall:\n    - location: x\n      timeout: {timeout}\n")
+    assert str(e.value).startswith("appspec.yml: hooks/AfterInstall/0/timeout: should be a whole number of seconds")
+    assert "\n" not in str(e.value)
+
+
+def test_appspec_non_utf8_is_one_line():
+    with pytest.raises(ConfigError) as e:
+        decode(b"version: 0.0\nos: linux\n# caf\xe9\n")
+    assert str(e.value) == "appspec.yml: line 3: not UTF-8 text (byte 0xe9); save the appspec as UTF-8"
+
+
+def test_local_non_utf8_appspec_exits_2_with_one_line(tmp_path, capsys):
+    """Through the runner: the documented exit 2 for a bad appspec, the parser's line last, no traceback."""
+    b = _folder(tmp_path / "b")
+    (b / "appspec.yml").write_bytes(HOOK.encode() + b"# \xff\xfe\n")
+    assert _local(b, tmp_path / "root") == 2
+    assert "appspec.yml: line 7: not UTF-8 text (byte 0xff)" in _last_error(capsys.readouterr().out)
+
+
+def test_local_bad_appspec_timeout_exits_2(tmp_path, capsys):
+    b = _folder(tmp_path / "b", BASE + "hooks:\n  AfterInstall:\n    - location: s/x\n      timeout: ²\n")
+    assert _local(b, tmp_path / "root") == 2
+    assert "hooks/AfterInstall/0/timeout: should be a whole number" in _last_error(capsys.readouterr().out)
+
+
+def _bundle_zip_with_a_stored_wheel(path: Path) -> int:
+    """A bundle zip whose last entry is a wheel stored uncompressed; return where that wheel's data ends."""
+    wheel = io.BytesIO()
+    with zipfile.ZipFile(wheel, "w") as wz:
+        wz.writestr("docker/__init__.py", "x = 1\n" * 50)
+        wz.writestr("docker-7.1.0.dist-info/METADATA", "Name: docker\n")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("appspec.yml", HOOK)
+        zf.writestr("bluegreen.toml", 'app = "shop"\n')
+        zf.writestr(zipfile.ZipInfo("wheels/docker-7.1.0-py3-none-any.whl"), wheel.getvalue())
+        info = zf.getinfo("wheels/docker-7.1.0-py3-none-any.whl")
+    return info.header_offset + 30 + len(info.filename) + len(wheel.getvalue())
+
+
+def test_truncated_zip_is_reported_damaged_not_as_missing_appspec(tmp_path, capsys):
+    """Cut off after an embedded wheel, zipfile would read the wheel's directory: we say the zip is damaged."""
+    z = tmp_path / "rev.zip"
+    end = _bundle_zip_with_a_stored_wheel(z)
+    z.write_bytes(z.read_bytes()[:end])
+    with zipfile.ZipFile(z) as zf:            # the trap: the wheel's entries, no appspec.yml
+        assert "appspec.yml" not in zf.namelist()
+    assert _local(z, tmp_path / "root") == 2
+    last = _last_error(capsys.readouterr().out)
+    assert "the zip is damaged (its end is missing (truncated?)" in last and "no appspec.yml" not in last
+    with pytest.raises(DeliveryError, match="the zip is damaged"):
+        read_bundle(z)
+
+
+def test_zip_with_a_crc_error_is_reported_damaged(tmp_path, capsys):
+    z = tmp_path / "rev.zip"
+    _bundle_zip_with_a_stored_wheel(z)
+    data = bytearray(z.read_bytes())
+    at = data.index(b"x = 1")
+    data[at] = ord("y")
+    z.write_bytes(bytes(data))
+    assert _local(z, tmp_path / "root") == 2
+    assert "fails its CRC check" in _last_error(capsys.readouterr().out)
+    with pytest.raises(DeliveryError, match="fails its CRC check"):
+        read_bundle(z)
+
+
+def test_zip_cut_in_its_first_entry_is_damaged_not_foreign(tmp_path, capsys):
+    z = tmp_path / "rev.zip"
+    _bundle_zip_with_a_stored_wheel(z)
+    z.write_bytes(z.read_bytes()[:40])
+    assert _local(z, tmp_path / "root") == 2
+    assert "the zip is damaged" in _last_error(capsys.readouterr().out)
