@@ -187,3 +187,59 @@ def test_zip_cut_in_its_first_entry_is_damaged_not_foreign(tmp_path, capsys):
     z.write_bytes(z.read_bytes()[:40])
     assert _local(z, tmp_path / "root") == 2
     assert "the zip is damaged" in _last_error(capsys.readouterr().out)
+
+
+# ------------------------------------------------------------------------ 7. SIGTERM to `local`
+
+def _hook_processes(root: Path) -> list[int]:
+    """Processes (other than zombies) whose command line names a path under ``root``: the runner's hooks."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(root) in cmd and state != "Z" and "local" not in cmd.split():
+            found.append(int(entry))
+    return found
+
+
+def test_sigterm_to_local_stops_the_running_hook_and_nothing_switches_later(bed, tmp_path):
+    """A real deployment through `local`, a real SIGTERM while ApplicationStart waits for the new colour:
+    the runner forwards it to the hook's group and waits; the hook cleans up; traffic stays on blue; no
+    ValidateService; no hook process survives the runner; exit 143 with one ERROR line."""
+    import threading
+
+    from testbed.bundle import deploy
+    from tests.helpers import ok
+
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    slow = bed.bundle("v2", container={"env": {"HOST": "127.0.0.1", "START_DELAY": "8"}})
+    root = tmp_path / "local-root"
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "bluegreen_hooks", "local", str(slow), "--root", str(root),
+                             "-a", bed.app, "--deployment-id", "d-slow"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=str(Path(__file__).resolve().parent.parent))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("starting" in ln and "[ApplicationStart" in ln for ln in lines), timeout=120,
+                 what="ApplicationStart to start the green container")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert code == 128 + signal.SIGTERM, out
+    last = _last_error(out)
+    assert last.startswith("ERROR local deployment d-slow failed at ApplicationStart") and "SIGTERM" in last, out
+    assert "==> ValidateService" not in out
+    assert _hook_processes(root) == [], out
+    assert bed.state()["live"] == "blue" and "colour=blue" in bed.include()
+    wait_for(lambda: bed.running_colours() == ["blue"], timeout=30, what="the hook's cleanup to remove green")
