@@ -243,3 +243,83 @@ def test_sigterm_to_local_stops_the_running_hook_and_nothing_switches_later(bed,
     assert _hook_processes(root) == [], out
     assert bed.state()["live"] == "blue" and "colour=blue" in bed.include()
     wait_for(lambda: bed.running_colours() == ["blue"], timeout=30, what="the hook's cleanup to remove green")
+
+
+# ------------------------------------------------------------------------ 12, 13. values the hooks must refuse
+
+def _bad_values():
+    """(table overrides, key): trailing newlines (``$`` matched before them) and names Docker/compose refuse."""
+    return [
+        ({"nginx": {"variable": "service_url\n"}}, "nginx/variable"),
+        ({"nginx": {"colour_variable": "bluegreen_colour\n"}}, "nginx/colour_variable"),
+        ({"nginx": {"upstream": "shop_backend\n"}}, "nginx/upstream"),
+        ({"nginx": {"include": "/tmp/x.inc\n"}}, "nginx/include"),
+        ({"nginx": {"validate_path": "/\n"}}, "nginx/validate_path"),
+        ({"nginx": {"colour_header": "X-Colour\n"}}, "nginx/colour_header"),
+        ({"colours": {"host": "localhost\n"}}, "colours/host"),
+        ({"health": {"path": "/health\n"}}, "health/path"),
+        ({"container": {"image": "busybox:1\n", "build": None}}, "container/image"),
+        ({"container": {"env": {"PORT\n": "1"}}}, "container/env/PORT\n"),
+        ({"container": {"port_env": "PORT\n"}}, "container/port_env"),
+        ({"container": {"dockerfile": "Dockerfile\n"}}, "container/dockerfile"),
+        ({"container": {"build_network": "host\n"}}, "container/build_network"),
+        ({"deploy": {"state_dir": "/tmp/state\n"}}, "deploy/state_dir"),
+        ({"app": "shop\n"}, "app"),
+        # valid for our old pattern, not for Docker: bluegreen-a..b is no image name, x- no repository
+        ({"app": "a..b"}, "app"),
+        ({"app": "x-"}, "app"),
+        ({"app": "x."}, "app"),
+        ({"app": "x_"}, "app"),
+        ({"app": "a.-b"}, "app"),
+        ({"app": "a___b"}, "app"),
+        ({"app": "a" * 64}, "app"),
+        ({"container": {"image": "a..b:1", "build": None}}, "container/image"),
+        ({"container": {"image": "busybox:", "build": None}}, "container/image"),
+        ({"container": {"image": "Busybox:1", "build": None}}, "container/image"),
+        ({"container": {"image": "busybox-:1", "build": None}}, "container/image"),
+        ({"container": {"image": "busybox@sha256:abc", "build": None}}, "container/image"),
+        ({"container": {"image": "busybox:" + "1" * 129, "build": None}}, "container/image"),
+    ]
+
+
+def _docker_objects(client, apps):
+    """Containers and images Docker has for any of ``apps`` (labels, names, repositories)."""
+    found = []
+    for c in client.containers.list(all=True):
+        if c.labels.get("bluegreen.app") in apps or any(c.name.startswith(f"{a}-") for a in apps):
+            found.append(c.name)
+    for img in client.images.list():
+        found += [t for t in img.tags if any(t.startswith(f"bluegreen-{a}:") for a in apps)]
+    return found
+
+
+def test_values_with_a_newline_or_invalid_for_docker_are_refused_by_before_install(bed):
+    """Through the real BeforeInstall hook: exit 2, one line naming the key; the live app's state, include and
+    containers unchanged; no Docker object created for the refused names."""
+    from testbed.bundle import bed_config, deploy, make_bundle, run_hook
+    from tests.helpers import ok
+
+    ok(deploy(bed.bundle("v1"), "d-good"))
+    state_bytes = (bed.state_dir / f"{bed.app}.json").read_bytes()
+    include = bed.include()
+    containers = sorted((c.id, c.status) for c in bed.containers())
+    apps = {o["app"] for o, _ in _bad_values() if "app" in o}
+    wrong = []
+    for i, (overrides, key) in enumerate(_bad_values()):
+        cfg = bed_config(bed.app, bed.nginx, bed.site, bed.ports, bed.state_dir, "v2")
+        for table, values in overrides.items():
+            cfg[table] = {k: v for k, v in {**cfg[table], **values}.items() if v is not None} \
+                if isinstance(values, dict) else values
+        b = make_bundle(bed.tmp / f"bad-{i}", cfg)
+        run = run_hook(b, "BeforeInstall", f"d-bad-{i}", python=sys.executable)
+        lines = [ln for ln in run.output.splitlines() if ln.strip()]
+        prefix = f"ERROR BeforeInstall: bluegreen.toml: {key}: "
+        if key.endswith("\n"):          # a key with a newline is shown as its repr
+            prefix = "ERROR BeforeInstall: bluegreen.toml: container/env/PORT\\n: "
+        if run.returncode != 2 or len(lines) != 1 or not lines[0].startswith(prefix) or "Traceback" in run.output:
+            wrong.append(f"{key!r} {overrides}: exit {run.returncode}\n{run.output}")
+    assert not wrong, "\n".join(wrong)
+    assert (bed.state_dir / f"{bed.app}.json").read_bytes() == state_bytes
+    assert bed.include() == include
+    assert sorted((c.id, c.status) for c in bed.containers()) == containers
+    assert _docker_objects(bed.client, apps) == []
