@@ -323,3 +323,80 @@ def test_values_with_a_newline_or_invalid_for_docker_are_refused_by_before_insta
     assert bed.include() == include
     assert sorted((c.id, c.status) for c in bed.containers()) == containers
     assert _docker_objects(bed.client, apps) == []
+
+
+# ------------------------------------------------------------------------ 16. smaller messages
+
+def test_port_held_by_another_apps_container_names_that_app(bed, run_container, example_images):
+    """Another app's bluegreen container (host network) listens on our green port: BeforeInstall says which
+    app, colour and container holds it, not "not a bluegreen-hooks container"."""
+    from testbed.bundle import deploy, run_hook
+    from tests.helpers import get, ok
+
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    other = run_container(example_images("v1"), name=f"{bed.app}x-blue",
+                          environment={"PORT": str(bed.ports[1]), "HOST": "127.0.0.1"},
+                          labels={"bluegreen.app": f"{bed.app}x", "bluegreen.colour": "blue",
+                                  "bluegreen.deployment": "d-other"})
+    wait_for(lambda: get(f"http://127.0.0.1:{bed.ports[1]}/health")[0] == 200, timeout=30,
+             what="the other app's container to listen")
+    run = run_hook(bed.bundle("v2"), "BeforeInstall", "d-two", python=sys.executable)
+    assert run.returncode == 1, run.output
+    assert run.last_line.startswith(f"ERROR BeforeInstall: green port 127.0.0.1:{bed.ports[1]} is already in use by "
+                                    f"the bluegreen-hooks container {other.name} (app {bed.app}x, colour blue, "
+                                    f"deployment d-other); each app needs its own ports: change colours/green"), \
+        run.output
+    assert "not a bluegreen-hooks container" not in run.output and len(run.last_line) < 300
+
+
+def _image_ids_built_from(client, marker: str) -> list[str]:
+    """Images whose history has a step with ``marker`` (the failed build's own layers)."""
+    found = []
+    for img in client.images.list(all=True):
+        try:
+            if any(marker in (h.get("CreatedBy") or "") for h in img.history()):
+                found.append(img.short_id)
+        except Exception:       # removed meanwhile (other tests share the daemon)
+            continue
+    return found
+
+
+def test_failed_build_says_what_serves_and_leaves_no_dangling_images(bed, example_images):
+    """A Dockerfile whose third step fails: ApplicationStart exits 1; the last line says the cause, that blue
+    keeps serving and to fix the Dockerfile; the images of the two steps that succeeded are removed."""
+    import uuid
+
+    from testbed.bundle import deploy
+    from tests.helpers import ok
+
+    example_images("v1")          # the base image exists
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    marker = f"bgh-{uuid.uuid4().hex}"
+    b = bed.bundle("v2")
+    (b / "app" / "Dockerfile").write_text(f"FROM bluegreen-base:busybox\nRUN echo {marker} > /a\n"
+                                          f"RUN echo two > /b\nRUN echo failing-step; exit 3\n")
+    runs = deploy(b, "d-broken", events=("BeforeInstall", "ApplicationStart"))
+    start = runs[-1]
+    assert (start.event, start.returncode) == ("ApplicationStart", 1), start.output
+    last = start.last_line
+    assert last.startswith("ERROR ApplicationStart: docker build of app/Dockerfile failed: "), last
+    assert last.endswith("; blue keeps serving; fix the Dockerfile and deploy again"), last
+    assert "removed 2 intermediate image(s) of the failed build" in start.output
+    assert _image_ids_built_from(bed.client, marker) == []
+    assert bed.state()["live"] == "blue" and "colour=blue" in bed.include()
+
+
+def test_relative_state_dir_is_resolved_and_a_bad_one_is_named(bed, monkeypatch, capsys):
+    """--state-dir state (relative) works from its parent folder; a bad --state-dir is refused naming
+    --state-dir, not $BLUEGREEN_STATE_DIR."""
+    from testbed.bundle import deploy
+    from tests.helpers import ok
+
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    monkeypatch.chdir(bed.state_dir.parent)
+    monkeypatch.delenv("BLUEGREEN_STATE_DIR", raising=False)
+    assert main(["history", "--state-dir", bed.state_dir.name]) == 0, capsys.readouterr()
+    assert "d-one" in capsys.readouterr().out
+    assert main(["history", "--state-dir", "a;b"]) == 2
+    assert capsys.readouterr().err.strip() == ("ERROR --state-dir: should be a path of letters, digits, '.', '_', "
+                                               "'-', '@', '+' and '/', not 'a;b'")

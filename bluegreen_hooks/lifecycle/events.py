@@ -82,7 +82,10 @@ def application_start(ctx: Context) -> None:
     if not be.running().get(d.target):   # our own container of the target colour may hold it: start() replaces it
         steps.check_target_ports(cfg, d.target)
     t_image = time.monotonic()
-    image = be.prepare(dep, ctx.say)
+    try:
+        image = be.prepare(dep, ctx.say)
+    except HookError as exc:        # the build or pull failed: say what keeps serving and what to do
+        raise steps.with_serving(exc, d.live, False, getattr(exc, "next_step", "")) from exc
     t_start = time.monotonic()
     try:
         up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep)
