@@ -36,7 +36,6 @@ from bluegreen_hooks.config.model import (
     Network,
     NginxConfig,
 )
-from bluegreen_hooks.config.names import APP, APP_WHAT, IMAGE_WHAT, is_image
 from bluegreen_hooks.config.reader import (
     HEADER,
     IDENT,
@@ -48,6 +47,7 @@ from bluegreen_hooks.config.reader import (
 )
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.model import COLOURS
+from bluegreen_hooks.names import APP, APP_WHAT, IMAGE_WHAT, is_image
 
 if sys.version_info >= (3, 11):
     import tomllib
