@@ -10,6 +10,7 @@ build their parsers: heavy imports (docker, boto3) happen inside the command fun
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -58,12 +59,30 @@ def parser(only_hook: bool = False, prog: str = "bluegreen-hooks") -> argparse.A
 
 def main(argv: Sequence[str] | None = None, prog: str = "bluegreen-hooks") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    bad = next((a for a in argv if "\0" in a), None)
+    if bad is not None:      # only possible through main([...]): a command line cannot hold a NUL byte
+        print(f"ERROR argument {bad!r}: contains a NUL byte", file=sys.stderr)
+        return 2
     args = parser(only_hook=argv[:1] == ["hook"], prog=prog).parse_args(argv)
     try:
         return args.func(args)
     except HookError as exc:
-        print(f"ERROR {exc}", file=sys.stderr)
+        print(f"ERROR {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:     # anything else is unexpected: its traceback helps
+            raise
+        print(f"ERROR {one_line(str(exc.filename))[:200]}: file name too long (a path given on the command line?)",
+              file=sys.stderr)
+        return 2
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break or control character escaped (``\\n``): an error is one line, even when
+    it quotes a value given on the command line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def entrypoint() -> None:

@@ -239,7 +239,7 @@ def _parse_files(raw: Any, file: str) -> tuple[tuple[str, str], ...]:
 
 def _path(item: dict[str, Any], key: str, where: str, file: str) -> str:
     val = item.get(key)
-    if not isinstance(val, str) or not val or "\0" in val:
+    if not isinstance(val, str) or not val or not val.isprintable():     # no newline, tab, NUL, …
         _fail(file, f"{where}/{key}", f"should be a path, not {val!r}")
     return val
 
@@ -270,6 +270,8 @@ def _parse_script(raw: Any, where: str, file: str) -> Script:
     loc = raw.get("location")
     if not isinstance(loc, str) or not loc.strip():
         _fail(file, f"{where}/location", "is required (a script path in the bundle)")
+    if not loc.isprintable():
+        _fail(file, f"{where}/location", f"should be a path without control characters, not {loc!r}")
     bad = bad_relpath(loc.strip())
     if bad:
         _fail(file, f"{where}/location", f"{bad}: {loc!r}")
