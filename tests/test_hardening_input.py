@@ -94,6 +94,17 @@ def test_local_zip_bundle_symlink_entry_outside_is_refused(tmp_path, capsys):
     assert stat.S_IMODE(victim.stat().st_mode) == 0o600
 
 
+def test_local_zip_entry_leaving_the_bundle_is_refused(tmp_path, capsys):
+    """Zip slip: an entry named ../../x is refused before anything is extracted."""
+    z = tmp_path / "rev.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("appspec.yml", HOOK)
+        zf.writestr("../../escaped", "x")
+    assert _local(z, tmp_path / "root") == 2
+    assert "entry '../../escaped' would be extracted outside the bundle" in _last_error(capsys.readouterr().out)
+    assert not list(tmp_path.rglob("escaped"))
+
+
 def test_local_zip_bundle_symlink_inside_is_kept(tmp_path, capsys):
     """A link that stays inside the bundle is fine (unpacked as a link, as unzip does) and runs."""
     z = tmp_path / "rev.zip"
