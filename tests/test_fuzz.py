@@ -42,7 +42,7 @@ else:  # pragma: no cover
 
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
 settings.register_profile("ci", derandomize=True, max_examples=150, print_blob=True, **_COMMON)
-settings.register_profile("long", max_examples=5000, **_COMMON)
+settings.register_profile("long", max_examples=int(os.environ.get("FUZZ_LONG_EXAMPLES", "5000")), **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CFG = Path("/nonexistent/bundle/bluegreen.toml")

@@ -131,6 +131,8 @@ def run_script(script: Script, archive: Path, env: dict[str, str], log: ScriptLo
         raise EventFailed(f"Script at specified location: {script.location} failed with error {type(exc).__name__} "
                           f"with message {exc}", SCRIPT_FAILED, script.location) from exc
     stop.proc = proc
+    if stop.signum is not None:        # the signal came while the script was being started
+        _kill_group(proc, signal.SIGTERM)
     outputs = _Outputs(proc, log)
     try:
         _wait(proc, outputs, deadline, script, say, stop)
