@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import io
 import json
@@ -86,6 +87,10 @@ def _parse(argv: list[str], prog: str) -> argparse.Namespace | int:
 
 def main(argv: Sequence[str] | None = None, prog: str = "bluegreen-hooks") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    bad = next((a for a in argv if "\0" in a), None)
+    if bad is not None:      # only possible through main([...]): a command line cannot hold a NUL byte
+        print(f"ERROR argument {one_line(bad)!r}: contains a NUL byte", file=sys.stderr)
+        return 2
     args = _parse(argv, prog)
     if isinstance(args, int):
         return args
@@ -93,16 +98,37 @@ def main(argv: Sequence[str] | None = None, prog: str = "bluegreen-hooks") -> in
     try:
         return args.func(args)
     except HookError as exc:
-        print(f"ERROR {exc}", file=sys.stderr)
+        print(f"ERROR {one_line(str(exc))}", file=sys.stderr)
         if as_json:
-            json_error(str(exc), exc.exit_code)
+            json_error(one_line(str(exc)), exc.exit_code)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:     # anything else is unexpected: its traceback helps
+            return _unexpected(exc, as_json)
+        msg = f"{one_line(str(exc.filename))[:200]}: file name too long (a path given on the command line?)"
+        print(f"ERROR {msg}", file=sys.stderr)
+        if as_json:
+            json_error(msg, 2)
+        return 2
     except Exception as exc:
-        if not as_json:
-            raise
-        traceback.print_exc()
-        json_error(f"unexpected {type(exc).__name__}: {exc}", 1)
-        return 1
+        return _unexpected(exc, as_json)
+
+
+def _unexpected(exc: Exception, as_json: bool) -> int:
+    """A bug: its traceback (re-raised without --json; with --json, printed, plus the one JSON object)."""
+    if not as_json:
+        raise exc
+    traceback.print_exc()
+    json_error(f"unexpected {type(exc).__name__}: {exc}", 1)
+    return 1
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break or control character escaped (``\\n``): an error is one line, even when
+    it quotes a value given on the command line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def entrypoint() -> None:

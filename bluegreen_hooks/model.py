@@ -176,6 +176,22 @@ class InProgress:
         return out
 
 
+def _check_names(data: Mapping[str, Any]) -> None:
+    """The state's ids and images reach the include header, labels and Docker: whole ids and image references
+    only (names.py), never a string with a newline or a ``;``."""
+    from bluegreen_hooks.names import is_image
+
+    raw_ip = data.get("in_progress")
+    ip: Mapping[str, Any] = raw_ip if isinstance(raw_ip, dict) else {}
+    for where, key, check in (("", "live_deployment", is_deployment_id), ("", "previous_deployment", is_deployment_id),
+                              ("", "live_image", is_image), ("", "previous_image", is_image),
+                              ("in_progress/", "image", is_image)):
+        value = (ip if where else data).get(key)
+        if value is not None and not (isinstance(value, str) and check(value)):
+            raise BadState(f"{where}{key}: should be {'an image' if check is is_image else 'a deployment id'}, "
+                           f"not {value!r:.40}")
+
+
 @dataclass
 class State:
     """What is live, what is in progress, and what happened, for one app (see host/store.py)."""
@@ -202,6 +218,7 @@ class State:
             raise BadState("the file should hold one JSON object")
         if data.get("app") != app:
             raise BadState(f"app: should be {app!r}, not {data.get('app')!r:.40}")
+        _check_names(data)
         ip = data.get("in_progress")
         known = {f.name for f in fields(cls)} | {"schema"}
         return cls(

@@ -216,11 +216,11 @@ def test_runner_accepts_a_zip_bundle(tmp_path):
 
 
 def test_runner_bad_appspec_is_one_line(tmp_path, capsys):
-    """A bad appspec fails the deployment at Install with the parser's one line; hooks never run."""
+    """A bad appspec fails the deployment with the parser's one line and exit 2 (bad input); hooks never run."""
     trace = tmp_path / "trace"
     b = _recording_bundle(tmp_path / "b", "r1", trace)
     (b / "appspec.yml").write_text(BASE + "hooks:\n  AfterInstal:\n    - location: s/AfterInstall\n")
-    assert _local(b, tmp_path / "root") == 1
+    assert _local(b, tmp_path / "root") == 2
     out = capsys.readouterr().out
     assert "appspec.yml: hooks/AfterInstal: unknown lifecycle event (did you mean 'AfterInstall'?)" in out
     assert not trace.exists()

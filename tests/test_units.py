@@ -86,7 +86,7 @@ def test_bad_config_is_refused_with_one_line_naming_the_key(raw, message):
     (with_("container", image="shop:1\n"), "container/image"),
     (with_("nginx", include="/etc/nginx/backend-url.inc\n"), "nginx/include"),
     (with_("nginx", colour_header="X-Colour\n"), "nginx/colour_header"),
-    (with_("container", env={"A\n": "1"}), "container/env/A\n"),
+    (with_("container", env={"A\n": "1"}), "container/env/A\\n"),   # the key is escaped: one line
 ])
 def test_a_trailing_newline_is_refused_naming_the_key(raw, key):
     """Patterns match the whole value: a trailing newline (which ``$`` lets through) is a bad value, exit 2."""

@@ -29,6 +29,13 @@ FILE_EXISTS = ("DISALLOW", "OVERWRITE", "RETAIN")
 DEFAULT_TIMEOUT = 3600        # the agent's default for a script without ``timeout``
 MAX_EVENT_SECONDS = 3600      # CodeDeploy: per script and per event
 
+# every pattern is matched with fullmatch: ``$`` would also match before a trailing newline
+_KEY_LINE = re.compile(r"([A-Za-z0-9_.-]+|'[^']*'|\"[^\"]*\")[ \t]*:(?:[ \t]+(.*))?")
+_DRIVE = re.compile(r"[A-Za-z]:")
+_VERSION = re.compile(r"0+(\.0+)?")
+_SECONDS = re.compile(r"0{0,8}[1-9][0-9]{0,8}")      # ASCII digits only ('²'.isdigit() is True), > 0, bounded
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
+
 
 @dataclass(frozen=True)
 class Script:
@@ -95,9 +102,12 @@ def _scalar(text: str, file: str, no: int) -> Any:
         if text[0] == "'":
             return _Quoted(text[1:-1].replace("''", "'"))
         try:
-            return _Quoted(json.loads(text))
+            value = json.loads(text)
         except ValueError:
             raise ConfigError(f"{file}: line {no}: bad double-quoted string {text!r}") from None
+        if not isinstance(value, str) or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise ConfigError(f"{file}: line {no}: bad double-quoted string {text!r}")
+        return _Quoted(value)
     if text in ("[]", "{}"):
         return [] if text == "[]" else {}
     if text[0] in "[{|>&*!%@`":
@@ -107,7 +117,7 @@ def _scalar(text: str, file: str, no: int) -> Any:
 
 
 def _split_key(content: str, file: str, no: int) -> tuple[str, str]:
-    m = re.match(r"^([A-Za-z0-9_.-]+|'[^']*'|\"[^\"]*\")\s*:(?:\s+(.*))?$", content)
+    m = _KEY_LINE.fullmatch(content)
     if not m:
         raise ConfigError(f"{file}: line {no}: expected 'key: value' or '- item', not {content[:60]!r}")
     key = m.group(1).strip("'\"")
@@ -167,7 +177,7 @@ def norm(rel: str) -> str:
 
 def bad_relpath(rel: str) -> str | None:
     """Why ``rel`` is not a path inside the bundle root, or None."""
-    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+    if rel.startswith("/") or _DRIVE.match(rel):
         return "should be relative to the bundle root, not an absolute path"
     if ".." in rel.replace("\\", "/").split("/"):
         return "should not contain '..'"
@@ -176,6 +186,16 @@ def bad_relpath(rel: str) -> str | None:
 
 def _fail(file: str, key: str, msg: str) -> NoReturn:
     raise ConfigError(f"{file}: {key}: {msg}")
+
+
+def decode(data: bytes, file: str = "appspec.yml") -> str:
+    """The appspec's bytes as text: UTF-8 (a BOM allowed), else ConfigError naming the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{file}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                          f"save the appspec as UTF-8") from None
 
 
 def parse(text: str, file: str = "appspec.yml") -> AppSpec:
@@ -187,7 +207,7 @@ def parse(text: str, file: str = "appspec.yml") -> AppSpec:
         if key not in APPSPEC_KEYS:
             _fail(file, key, f"unknown key{near(key, APPSPEC_KEYS)}")
     version = raw.get("version")
-    if isinstance(version, _Quoted) or not isinstance(version, str) or not re.match(r"^0+(\.0+)?$", version):
+    if isinstance(version, _Quoted) or not isinstance(version, str) or not _VERSION.fullmatch(version):
         _fail(file, "version", f"should be 0.0, not {version!r}")
     if raw.get("os") != "linux":
         _fail(file, "os", f"should be linux, not {raw.get('os')!r}")
@@ -219,7 +239,7 @@ def _parse_files(raw: Any, file: str) -> tuple[tuple[str, str], ...]:
 
 def _path(item: dict[str, Any], key: str, where: str, file: str) -> str:
     val = item.get(key)
-    if not isinstance(val, str) or not val or "\0" in val:
+    if not isinstance(val, str) or not val or not val.isprintable():     # no newline, tab, NUL, …
         _fail(file, f"{where}/{key}", f"should be a path, not {val!r}")
     return val
 
@@ -250,16 +270,18 @@ def _parse_script(raw: Any, where: str, file: str) -> Script:
     loc = raw.get("location")
     if not isinstance(loc, str) or not loc.strip():
         _fail(file, f"{where}/location", "is required (a script path in the bundle)")
+    if not loc.isprintable():
+        _fail(file, f"{where}/location", f"should be a path without control characters, not {loc!r}")
     bad = bad_relpath(loc.strip())
     if bad:
         _fail(file, f"{where}/location", f"{bad}: {loc!r}")
     timeout = raw.get("timeout")
     if timeout is None:
         timeout = str(DEFAULT_TIMEOUT)
-    if not isinstance(timeout, str) or isinstance(timeout, _Quoted) or not timeout.isdigit() or int(timeout) <= 0:
+    if not isinstance(timeout, str) or isinstance(timeout, _Quoted) or not _SECONDS.fullmatch(timeout):
         _fail(file, f"{where}/timeout", f"should be a whole number of seconds > 0, not {timeout!r}")
     runas = raw.get("runas")
-    if runas is not None and (not isinstance(runas, str) or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", runas.strip())):
+    if runas is not None and (not isinstance(runas, str) or not _USER.fullmatch(runas.strip())):
         _fail(file, f"{where}/runas", f"should be a user name, not {runas!r}")
     sudo = None if "sudo" not in raw else "" if raw["sudo"] is None else str(raw["sudo"])
     return Script(loc.strip(), int(timeout), runas.strip() if runas else None, sudo)

@@ -12,7 +12,7 @@ from typing import Callable, TextIO
 
 from bluegreen_hooks.agent.appspec import AppSpec
 from bluegreen_hooks.agent.local import FROM_PREVIOUS, Options, Runner, load_appspec
-from bluegreen_hooks.agent.unpack import unpack
+from bluegreen_hooks.agent.unpack import check_links, unpack
 from bluegreen_hooks.model import EVENTS
 
 
@@ -25,7 +25,9 @@ def dry_run(opts: Options, out: TextIO | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bgh-dry-") as tmp:
         archive = opts.bundle if opts.bundle.is_dir() else Path(tmp) / "bundle"
-        if not opts.bundle.is_dir():
+        if opts.bundle.is_dir():
+            check_links(opts.bundle, opts.bundle)
+        else:
             unpack(opts.bundle, archive)
         spec = load_appspec(archive)
         runner = Runner(opts, stream)

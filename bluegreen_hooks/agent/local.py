@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from bluegreen_hooks.agent.appspec import AppSpec, parse
-from bluegreen_hooks.agent.scripts import UNKNOWN_ERROR, EventFailed, ScriptLog, run_script
+from bluegreen_hooks.agent.appspec import AppSpec, decode, parse
+from bluegreen_hooks.agent.scripts import UNKNOWN_ERROR, EventFailed, ScriptLog, Stop, run_script
 from bluegreen_hooks.agent.unpack import copy_files, remove_installed, unpack
 from bluegreen_hooks.errors import ConfigError, HookError
 from bluegreen_hooks.host.files import write_atomic
@@ -76,7 +76,7 @@ def load_appspec(archive: Path) -> AppSpec:
     for name in APPSPEC_NAMES:
         p = archive / name
         if p.is_file():
-            return parse_appspec(p.read_text(encoding="utf-8"), name)
+            return parse_appspec(decode(p.read_bytes(), name), name)
     raise ConfigError(f"{archive}: no appspec.yml at the bundle root")
 
 
@@ -120,6 +120,8 @@ class Runner:
         self.install_root = opts.install_root or (opts.root / "install-root" / opts.group_id)
         self.results: list[EventResult] = []
         self.failure: EventFailed | None = None
+        self.bad_input = False        # the failure is the bundle's fault (appspec, zip, links): exit 2
+        self.stop = Stop()            # SIGTERM/SIGINT: forwarded to the running hook, then no more events
 
     def say(self, msg: str) -> None:
         print(msg, file=self.out, flush=True)
@@ -190,7 +192,7 @@ class Runner:
         for script in scripts:
             self.say(f"  {script.location} (timeout {script.timeout}s{', as ' + script.runas if script.runas else ''})"
                      + (f", {note}" if note else ""))
-            run_script(script, archive, self.env(event), log, self.say)
+            run_script(script, archive, self.env(event), log, self.say, self.stop)
         return note
 
     # -- the deployment
@@ -201,9 +203,14 @@ class Runner:
                  f"(application {self.o.application_name}, group {self.o.group_name} / {self.o.group_id}; "
                  f"folder {self.dir})")
         t_all = time.monotonic()
-        for event in self.events():
-            if not self._run_event(event, log):
-                break
+        with self.stop.installed():
+            for event in self.events():
+                if not self._run_event(event, log):
+                    break
+                if self.stop.signum is not None:
+                    self.failure = EventFailed(f"stopped by {self.stop.name} after {event}; the later events "
+                                               f"were not run", UNKNOWN_ERROR)
+                    break
         self._cleanup_old_archives()
         self.say("")
         for r in self.results:
@@ -214,7 +221,9 @@ class Runner:
             self.say(f"local deployment {self.o.deployment_id} succeeded in {total:.1f}s")
             return 0
         self._report_failure(self.failure, log, total)
-        return 1
+        if self.stop.signum is not None:
+            return 128 + self.stop.signum
+        return 2 if self.bad_input else 1
 
     def _run_event(self, event: str, log: ScriptLog) -> bool:
         """Run one event and record its result; False when it failed (``self.failure`` says why)."""
@@ -230,6 +239,8 @@ class Runner:
                 note = self.hook(event, log)
         except EventFailed as exc:
             self.failure = exc
+        except ConfigError as exc:
+            self.failure, self.bad_input = EventFailed(str(exc), UNKNOWN_ERROR), True
         except HookError as exc:
             self.failure = EventFailed(str(exc), UNKNOWN_ERROR)
         except OSError as exc:
@@ -253,7 +264,8 @@ class Runner:
             self.say(f"--- the last {len(''.join(log.tail))} characters of the output (what CodeDeploy shows) ---")
             for entry in log.tail:
                 self.say(entry.rstrip("\n"))
-        self.say(f"ERROR local deployment {self.o.deployment_id} failed at {self.results[-1].event} after "
+        where = self.results[-1].event if self.results else "the start"
+        self.say(f"ERROR local deployment {self.o.deployment_id} failed at {where} after "
                  f"{total:.1f}s: {failure} (log: {log.path})")
 
     def _cleanup_old_archives(self) -> None:

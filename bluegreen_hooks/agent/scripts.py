@@ -19,8 +19,9 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from bluegreen_hooks.agent.appspec import Script
 from bluegreen_hooks.errors import HookError
@@ -69,6 +70,41 @@ class ScriptLog:
             self.echo(show)
 
 
+class Stop:
+    """A signal (SIGTERM, SIGINT) asking the runner to stop: forwarded to the running hook's process group.
+
+    The hook runs in its own session, so a signal to the runner (or Ctrl-C) would not reach it: without
+    this, the runner died and the hook carried on, orphaned (it switched traffic with no ValidateService
+    after it). ``install()`` puts the handler in place; ``run_script`` registers the hook it runs, waits
+    for it to exit (SIGKILL after ``KILL_GRACE``) and the runner then stops before the next event.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.at = 0.0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+        if self.proc is not None and self.proc.poll() is None:
+            _kill_group(self.proc, signal.SIGTERM)     # what the agent sends; our hooks clean up on it
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Stop]:
+        """Handle SIGTERM and SIGINT with this object while the block runs (main thread only)."""
+        old = {sig: signal.signal(sig, self) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
 def _command(path: Path, runas: str | None) -> list[str]:
     if runas and runas != pwd.getpwuid(os.getuid()).pw_name:
         return ["su", runas, "-c", str(path)]
@@ -76,26 +112,37 @@ def _command(path: Path, runas: str | None) -> list[str]:
 
 
 def run_script(script: Script, archive: Path, env: dict[str, str], log: ScriptLog,
-               say: Callable[[str], None]) -> None:
-    """Run one hook script as the agent does; raise EventFailed with the agent's error code."""
+               say: Callable[[str], None], stop: Stop | None = None) -> None:
+    """Run one hook script as the agent does; raise EventFailed with the agent's error code.
+
+    With ``stop`` (installed as the signal handler), a SIGTERM/SIGINT to us is forwarded to the script's
+    process group, and the script is waited for (``KILL_GRACE``, then SIGKILL) before this returns.
+    """
     path = _executable(script, archive, say)
     log.add(f"Script - {script.location}\n")
     deadline = time.monotonic() + script.timeout
+    stop = stop or Stop()
+    if stop.signum is not None:
+        raise EventFailed(f"not started: stopped by {stop.name}", UNKNOWN_ERROR, script.location)
     try:
         proc = subprocess.Popen(_command(path, script.runas), env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
         raise EventFailed(f"Script at specified location: {script.location} failed with error {type(exc).__name__} "
                           f"with message {exc}", SCRIPT_FAILED, script.location) from exc
+    stop.proc = proc
+    if stop.signum is not None:        # the signal came while the script was being started
+        _kill_group(proc, signal.SIGTERM)
     outputs = _Outputs(proc, log)
     try:
-        _wait(proc, outputs, deadline, script, say)
-    except BaseException:              # Ctrl-C: the hook is in its own session, so stop its group here
+        _wait(proc, outputs, deadline, script, say, stop)
+    except BaseException:              # an unexpected error here: never leave the hook running
         _kill_group(proc, signal.SIGTERM)
         raise
     finally:
         open_pipes = outputs.close()
-    _judge(proc, script, open_pipes)
+        stop.proc = None
+    _judge(proc, script, open_pipes, stop)
 
 
 def _executable(script: Script, archive: Path, say: Callable[[str], None]) -> Path:
@@ -103,6 +150,10 @@ def _executable(script: Script, archive: Path, say: Callable[[str], None]) -> Pa
     path = archive / script.location
     if not path.exists():
         raise EventFailed(f"Script does not exist at specified location: {path}", SCRIPT_MISSING, script.location)
+    real, root = os.path.realpath(path), os.path.realpath(archive)
+    if not real.startswith(root + os.sep):       # unpack refuses such links; never chmod or run outside
+        raise EventFailed(f"Script at specified location: {script.location} leads outside the bundle "
+                          f"(-> {real})", SCRIPT_MISSING, script.location)
     if not os.access(path, os.X_OK):
         say(f"warning: {script.location} is not executable; making it executable")
         try:
@@ -156,11 +207,12 @@ class _Outputs:
 
 
 def _wait(proc: subprocess.Popen[bytes], outputs: _Outputs, deadline: float, script: Script,
-          say: Callable[[str], None]) -> None:
-    """Log the script's output until it closes, then wait for the script to exit: both by ``deadline``."""
+          say: Callable[[str], None], stop: Stop) -> None:
+    """Log the script's output until it closes, then wait for the script to exit: both by ``deadline``
+    (or ``KILL_GRACE`` after a stop signal, whichever comes first)."""
     warned, exited_at = False, None
     while outputs.open():
-        left = deadline - time.monotonic()
+        left = _left(deadline, stop)
         if left <= 0:
             break
         outputs.read(min(left, 0.5))
@@ -171,14 +223,22 @@ def _wait(proc: subprocess.Popen[bytes], outputs: _Outputs, deadline: float, scr
             warned = True
             say(f"warning: {script.location} exited but a background process keeps its stdout/stderr open; "
                 f"the agent waits for it until the timeout ({script.timeout}s)")
-    left = deadline - time.monotonic()
-    if proc.poll() is None and left > 0:     # outputs closed, process still running: wait for it
+    while proc.poll() is None and _left(deadline, stop) > 0:   # outputs closed, process still running
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(left)
+            proc.wait(min(_left(deadline, stop), 0.5))
 
 
-def _judge(proc: subprocess.Popen[bytes], script: Script, open_pipes: list[str]) -> None:
+def _left(deadline: float, stop: Stop) -> float:
+    """Seconds left to wait for the script: to its deadline, or to the end of the grace after a stop."""
+    if stop.signum is not None:
+        deadline = min(deadline, stop.at + KILL_GRACE)
+    return deadline - time.monotonic()
+
+
+def _judge(proc: subprocess.Popen[bytes], script: Script, open_pipes: list[str], stop: Stop) -> None:
     """After the deadline or the script's end: stop what is left and raise the agent's error, if any."""
+    if stop.signum is not None:
+        _stopped(proc, script, stop)
     if proc.poll() is None:
         _kill_group(proc, signal.SIGTERM)
         _close(proc)                       # the agent closes its ends of the pipes right after the kill
@@ -211,3 +271,14 @@ def _close(proc: subprocess.Popen[bytes]) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+def _stopped(proc: subprocess.Popen[bytes], script: Script, stop: Stop) -> NoReturn:
+    """We were told to stop while the script ran: it had SIGTERM and ``KILL_GRACE``; kill what is left."""
+    alive = proc.poll() is None
+    _kill_group(proc, signal.SIGKILL)        # the group: background children must not outlive the stop
+    _close(proc)
+    proc.wait()
+    how = f"killed after {KILL_GRACE:g}s" if alive else f"exit code {proc.returncode}"
+    raise EventFailed(f"Script at specified location: {script.location} was stopped: {stop.name} forwarded to "
+                      f"its process group ({how})", UNKNOWN_ERROR, script.location)

@@ -4,30 +4,71 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
 from bluegreen_hooks.agent.scripts import UNKNOWN_ERROR, EventFailed
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host.zips import damage, looks_like_zip
 
 
 def unpack(bundle: Path, dest: Path) -> None:
-    """Copy a bundle folder, or extract a zip (keeping the modes stored in it), into ``dest``."""
+    """Copy a bundle folder, or extract a zip (keeping the modes stored in it), into ``dest``.
+
+    A damaged zip, an entry or a symlink that leads outside the bundle are refused (ConfigError): the hooks
+    run as root, and ``local`` makes a hook executable, so a link to /etc/shadow must never be followed.
+    """
     if bundle.is_dir():
         shutil.copytree(bundle, dest, symlinks=True)
+        check_links(dest, bundle)
         return
-    if not zipfile.is_zipfile(bundle):
+    if not looks_like_zip(bundle) and not zipfile.is_zipfile(bundle):
         raise ConfigError(f"{bundle}: not a folder or a zip file")
+    why = damage(bundle)
+    if why is not None:
+        raise ConfigError(f"{bundle}: the zip is damaged ({why}); download or build the bundle again")
     dest.mkdir(parents=True)
     with zipfile.ZipFile(bundle) as zf:
+        links = [i for i in zf.infolist() if stat.S_ISLNK(i.external_attr >> 16)]
         for info in zf.infolist():
-            target = (dest / info.filename).resolve()
-            if not str(target).startswith(str(dest.resolve()) + os.sep) and target != dest.resolve():
-                raise ConfigError(f"{bundle}: entry {info.filename!r} would be extracted outside the bundle")
+            target = _inside(dest, info.filename, bundle)
+            if info in links:
+                continue
             zf.extract(info, dest)
             mode = (info.external_attr >> 16) & 0o7777
             if mode and not info.is_dir():
                 os.chmod(target, mode)
+        for info in links:          # last, so that no entry is ever written through a link
+            link = dest / info.filename.rstrip("/")
+            to = zf.read(info).decode("utf-8", "replace")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(to, link)
+    check_links(dest, bundle)
+
+
+def _inside(dest: Path, name: str, bundle: Path) -> Path:
+    """``dest/name`` resolved; ConfigError when it leaves ``dest`` (zip slip)."""
+    root = os.path.realpath(dest)
+    target = os.path.realpath(os.path.join(dest, name))
+    if target != root and not target.startswith(root + os.sep):
+        raise ConfigError(f"{bundle}: entry {name!r} would be extracted outside the bundle")
+    return Path(target)
+
+
+def check_links(root: Path, bundle: Path) -> None:
+    """Refuse a symlink anywhere under ``root`` whose target (resolved) is outside ``root``."""
+    real_root = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                continue
+            target = os.path.realpath(p)
+            if target != real_root and not target.startswith(real_root + os.sep):
+                rel = os.path.relpath(p, root)
+                raise ConfigError(f"{bundle}: {rel}: symlink leaves the bundle (-> {os.readlink(p)}); "
+                                  f"replace it with the file it points to")
 
 
 def copy_files(src: Path, dest: Path, behaviour: str, created: list[str]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from bluegreen_hooks.config.model import DEFAULT_STOP_GRACE, ComposeConfig, ComposeRoute, NginxConfig
 from bluegreen_hooks.config.reader import IDENT, Reader
+from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.model import COLOURS
 
 COMPOSE_KEYS = ("file", "files", "project", "build", "pull", "services", "routed", "routes", "remove_volumes", "env",
@@ -69,6 +70,9 @@ def _project(r: Reader, app: str) -> str:
     if "{colour}" not in project or names["blue"] == names["green"]:
         r.fail("project", f"should contain {{colour}} so that each colour is its own project, not {project!r}")
     for name in names.values():
+        if not _PROJECT.fullmatch(name) and "project" not in r.table:    # the default {app}-{colour}
+            raise ConfigError(f"{r.file}: app: gives the compose project {name!r}; with [compose] the app is "
+                              f"lowercase letters, digits, '-' and '_' (or set compose/project)")
         if not _PROJECT.fullmatch(name):
             r.fail("project", f"gives {name!r}; a compose project name is lowercase letters, digits, '-' and '_'")
     return project

@@ -40,8 +40,6 @@ from bluegreen_hooks.config.model import (
 from bluegreen_hooks.config.reader import (
     HEADER,
     IDENT,
-    IMAGE,
-    NAME,
     REL_NAME,
     SAFE_PATH,
     URL_PATH,
@@ -50,6 +48,7 @@ from bluegreen_hooks.config.reader import (
 )
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.model import COLOURS
+from bluegreen_hooks.names import APP, APP_WHAT, IMAGE_WHAT, is_image
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,7 +88,7 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     """
     environ = os.environ if environ is None else environ
     top = Reader(path.name, raw, "", _TABLES)
-    app = top.string("app", pattern=NAME, what="a name of lowercase letters, digits, '.', '_' or '-'")
+    app = top.string("app", pattern=APP, what=APP_WHAT)
     if app is None:
         top.fail("app", "is required (a name such as \"shop\")")
     ports, host = parse_colours(top.sub("colours", ("blue", "green", "host")))
@@ -133,7 +132,9 @@ def _build_context(r: Reader, build: str, path: Path, check_files: bool) -> Path
 def parse_container(top: Reader, path: Path, check_files: bool) -> ContainerConfig:
     """[container]: exactly one of image/build (none with [compose]), the network and the container's port."""
     r = top.sub("container", _CONTAINER_KEYS)
-    image = r.string("image", pattern=IMAGE, what="an image reference such as \"nginx:1.25\"")
+    image = r.string("image")
+    if image is not None and not is_image(image):
+        r.fail("image", f"should be {IMAGE_WHAT}, not {image!r}")
     build = r.string("build")
     has_compose = top.get("compose") is not None
     if has_compose and top.get("container") is not None:

@@ -45,7 +45,10 @@ class Reader:
                 self.fail(key, f"unknown key{extra}")
 
     def fail(self, key: str, msg: str) -> NoReturn:
-        raise ConfigError(f"{self.file}: {self.prefix}{key}: {msg}")
+        path = f"{self.prefix}{key}"
+        if not path.isprintable():       # a key from the file with a newline or control character: escape it
+            path = repr(path)[1:-1]
+        raise ConfigError(f"{self.file}: {path}: {msg}")
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key, default)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bluegreen_hooks.agent.appspec import bad_relpath, check_bundle, norm
+from bluegreen_hooks.agent.appspec import decode as decode_appspec
 from bluegreen_hooks.agent.appspec import parse as parse_appspec
 from bluegreen_hooks.config import Config, load
 from bluegreen_hooks.delivery.selection import EVERY_FILE, Rules, walk
@@ -31,6 +32,7 @@ from bluegreen_hooks.delivery.wheels import (
 )
 from bluegreen_hooks.errors import ConfigError, DeliveryError
 from bluegreen_hooks.host.files import write_atomic
+from bluegreen_hooks.host.zips import damage, looks_like_zip
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent    # bluegreen_hooks/, bundled with all its subpackages
 PROJECT_ROOT = PACKAGE_DIR.parent                       # where appspec.yml and hooks/ live in a checkout
@@ -216,7 +218,7 @@ def collect(src: Sources, cfg: Config, rules: Rules = EVERY_FILE, wheels: Sequen
     _add_app_files(entries, src, rules, output, out or sys.stderr)
     _add_wheels(entries, wheels)
     _check_config_paths(cfg, src, entries)
-    text = src.appspec.read_text(encoding="utf-8")
+    text = decode_appspec(src.appspec.read_bytes(), src.appspec.name)
     check_bundle(parse_appspec(text, src.appspec.name), {k: e.mode for k, e in entries.by_name.items()},
                  src.appspec.name)
     for name in entries.by_name:
@@ -277,6 +279,9 @@ def read_bundle(path: Path) -> tuple[str, str]:
     if not path.is_file():
         raise DeliveryError(f"{path}: bundle not found (build it with: build.py bundle)")
     try:
+        why = damage(path) if looks_like_zip(path) else None
+        if why is not None:
+            raise DeliveryError(f"{path}: the zip is damaged ({why}); build the bundle again")
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
             if "appspec.yml" not in names or "bluegreen.toml" not in names:

@@ -80,11 +80,16 @@ def include_colour(cfg: Config, text: str | None) -> Colour | None:
 
 def read_include(cfg: Config) -> str | None:
     try:
-        return cfg.nginx.include.read_text(encoding="utf-8")
+        data = cfg.nginx.include.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise NginxError(f"cannot read the nginx include {cfg.nginx.include}: {exc.strerror}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NginxError(f"the nginx include {cfg.nginx.include} is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                         f"offset {exc.start}): not an include bluegreen-hooks writes; check nginx/include") from None
 
 
 def write_include(cfg: Config, text: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
+from typing import Callable
 
 from bluegreen_hooks.errors import ContainerStartError
 from bluegreen_hooks.host.procfs import holders
@@ -34,10 +35,19 @@ def describe_holder(port: int) -> str:
     return f"pid {pid} ({cmd}){more}"
 
 
-def check_free(host: str, ports: Iterable[tuple[str, int]], colour: str) -> None:
-    """Raise ContainerStartError when one of ``ports`` ((config key, port) pairs) already answers."""
+def check_free(host: str, ports: Iterable[tuple[str, int]], colour: str,
+               owner: Callable[[int], str | None] | None = None) -> None:
+    """Raise ContainerStartError when one of ``ports`` ((config key, port) pairs) already answers.
+
+    ``owner(pid)`` names a holder that is a bluegreen-hooks container (of another app): runtime/owner.py.
+    """
     for key, port in ports:
-        if answers(host, port):
-            raise ContainerStartError(
-                f"{colour} port {host}:{port} is already in use by {describe_holder(port)}, not by a "
-                f"bluegreen-hooks container; stop it or change {key}, then retry")
+        if not answers(host, port):
+            continue
+        theirs = next((d for d in (owner(pid) for pid, _ in holders(port)) if d), None) if owner else None
+        if theirs:
+            raise ContainerStartError(f"{colour} port {host}:{port} is already in use by {theirs}; each app needs "
+                                      f"its own ports: change {key} (or stop that container), then retry")
+        raise ContainerStartError(
+            f"{colour} port {host}:{port} is already in use by {describe_holder(port)}, not by a "
+            f"bluegreen-hooks container; stop it or change {key}, then retry")

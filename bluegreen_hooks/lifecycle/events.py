@@ -88,7 +88,10 @@ def application_start(ctx: Context) -> None:
     if not be.running().get(d.target):   # our own container of the target colour may hold it: start() replaces it
         steps.check_target_ports(cfg, d.target)
     t_image = time.monotonic()
-    image = be.prepare(dep, ctx.say)
+    try:
+        image = be.prepare(dep, ctx.say)
+    except HookError as exc:        # the build or pull failed: say what keeps serving and what to do
+        raise steps.with_serving(exc, d.live, False, getattr(exc, "next_step", "")) from exc
     t_start = time.monotonic()
     route = None
     if cfg.canary is not None and d.live is not None and be.running().get(d.live):

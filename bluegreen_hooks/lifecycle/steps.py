@@ -119,7 +119,9 @@ def check_target_ports(cfg: Config, target: Colour) -> None:
 
     keys = [(f"colours/{target}", cfg.port(target))]
     keys += [(f"compose/routes/{r.service}/{target}", r.ports[target]) for r in cfg.extra_routes]
-    ports.check_free(cfg.host, keys, target)
+    from bluegreen_hooks.runtime import owner
+
+    ports.check_free(cfg.host, keys, target, owner=owner.describe)
 
 
 @dataclass
@@ -158,10 +160,11 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
         raise
 
 
-def with_serving(exc: HookError, live: Colour | None, see_output: bool) -> HookError:
+def with_serving(exc: HookError, live: Colour | None, see_output: bool, next_step: str = "") -> HookError:
     """The same error, its message ending with what keeps serving (and what to do)."""
     serving = f"{live} keeps serving" if live else "nothing was serving"
-    step = "; see the output above, fix the app and deploy again" if see_output else ""
+    step = "; see the output above, fix the app and deploy again" if see_output else \
+        (f"; {next_step}" if next_step else "")
     return type(exc)(f"{exc}; {serving}{step}")
 
 

@@ -80,6 +80,7 @@ def find_config(state_dir: Path | None = None, app: str | None = None, config: P
     """
     environ = dict(os.environ)
     if state_dir is not None:
+        state_dir = state_dir_arg(state_dir)
         environ[config_mod.STATE_DIR_ENV] = str(state_dir)
     if config is not None:
         path = Path(config).resolve()
@@ -88,6 +89,17 @@ def find_config(state_dir: Path | None = None, app: str | None = None, config: P
     sd = Path(state_dir) if state_dir is not None else default_state_dir()
     environ[config_mod.STATE_DIR_ENV] = str(sd)
     return config_mod.load(config_copy(sd, choose_app(sd, app)), environ, check_files=False)
+
+
+def state_dir_arg(state_dir: Path) -> Path:
+    """``--state-dir`` made absolute (relative to the current directory); ConfigError naming --state-dir."""
+    from bluegreen_hooks.config.reader import SAFE_PATH
+
+    absolute = os.path.abspath(state_dir)
+    if not SAFE_PATH.fullmatch(absolute):
+        raise ConfigError(f"--state-dir: should be a path of letters, digits, '.', '_', '-', '@', '+' and '/', "
+                          f"not {str(state_dir)!r}")
+    return Path(absolute)
 
 
 def open_store(cfg: Config) -> Store:

@@ -52,6 +52,14 @@ def run_kwargs(cfg: Config, colour: Colour, image: str, deployment_id: str) -> d
     return kwargs
 
 
+class ImageError(ContainerStartError):
+    """The image could not be built or pulled; ``next_step`` says what the operator should do."""
+
+    def __init__(self, msg: str, next_step: str = "") -> None:
+        super().__init__(msg)
+        self.next_step = next_step
+
+
 def ensure_image(client: Any, cfg: Config, deployment_id: str, say: Say) -> str:
     """Build (or pull) the app's image and tag it for this deployment; return the tag."""
     import docker.errors
@@ -60,15 +68,7 @@ def ensure_image(client: Any, cfg: Config, deployment_id: str, say: Say) -> str:
     c = cfg.container
     if c.build is not None:
         say(f"building {tag} from {c.build.name}/{c.dockerfile}")
-        try:
-            client.images.build(path=str(c.build), dockerfile=c.dockerfile, tag=tag, buildargs=dict(c.build_args),
-                                rm=True, forcerm=True, network_mode=c.build_network, labels={LABEL_APP: cfg.app})
-        except docker.errors.BuildError as exc:
-            last = next((str(x.get("stream") or x.get("error") or "").strip() for x in reversed(list(exc.build_log))
-                         if (x.get("stream") or x.get("error") or "").strip()), str(exc))
-            raise ContainerStartError(f"docker build of {c.build.name}/{c.dockerfile} failed: {last[:200]}") from exc
-        except docker.errors.APIError as exc:
-            raise ContainerStartError(f"docker build failed: {exc.explanation or exc}") from exc
+        _build(client, cfg, tag, say)
         return tag
     if c.image is None:
         raise ContainerStartError("container/image: no image and no build configured")
@@ -80,10 +80,62 @@ def ensure_image(client: Any, cfg: Config, deployment_id: str, say: Say) -> str:
             image = client.images.get(c.image)
             say(f"pull failed ({exc.explanation or exc}); using the local copy of {c.image}")
         except docker.errors.ImageNotFound:
-            raise ContainerStartError(f"cannot pull container/image {c.image}: {exc.explanation or exc}") from exc
+            raise ImageError(f"cannot pull container/image {c.image}: {exc.explanation or exc}",
+                             "check container/image and the registry, then deploy again") from exc
     repo, _, t = tag.partition(":")
     image.tag(repo, t)
     return tag
+
+
+def _build(client: Any, cfg: Config, tag: str, say: Say) -> None:
+    """``docker build``; on failure remove the images its steps created (they would dangle) and raise ImageError."""
+    import docker.errors
+
+    c = cfg.container
+    assert c.build is not None
+    try:
+        client.images.build(path=str(c.build), dockerfile=c.dockerfile, tag=tag, buildargs=dict(c.build_args),
+                            rm=True, forcerm=True, network_mode=c.build_network, labels={LABEL_APP: cfg.app})
+    except docker.errors.BuildError as exc:
+        log = list(exc.build_log)
+        last = next((str(x.get("stream") or x.get("error") or "").strip() for x in reversed(log)
+                     if (x.get("stream") or x.get("error") or "").strip()), str(exc))
+        removed = remove_build_leftovers(client, log)
+        if removed:
+            say(f"removed {removed} intermediate image(s) of the failed build")
+        raise ImageError(f"docker build of {c.build.name}/{c.dockerfile} failed: {last[:200]}",
+                         "fix the Dockerfile and deploy again") from exc
+    except docker.errors.APIError as exc:
+        raise ImageError(f"docker build failed: {exc.explanation or exc}",
+                         "check the build context and Docker, then deploy again") from exc
+
+
+def remove_build_leftovers(client: Any, log: list[dict[str, Any]]) -> int:
+    """Remove the untagged images a failed build created (the ``---> id`` after each ``Running in``, not the
+    cached ones: those may be parents of other images). Docker then prunes their untagged parents too."""
+    import docker.errors
+
+    created, fresh = [], False
+    for entry in log:
+        line = str(entry.get("stream") or "").strip()
+        if line.startswith("---> Running in "):
+            fresh = True
+        elif line.startswith("---> ") and fresh:
+            created.append(line[5:].strip())
+            fresh = False
+    for image_id in reversed(created):           # removing the last one also prunes its untagged parents
+        with contextlib.suppress(docker.errors.APIError):
+            if not client.images.get(image_id).tags:
+                client.images.remove(image_id)
+    removed = 0
+    for image_id in created:
+        try:
+            client.images.get(image_id)
+        except docker.errors.ImageNotFound:
+            removed += 1
+        except docker.errors.APIError:
+            continue
+    return removed
 
 
 def containers(client: Any, cfg: Config, colour: Colour | None = None) -> list[Any]:
