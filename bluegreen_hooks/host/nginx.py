@@ -7,27 +7,31 @@ drop-in for the classic ``backend-url.inc``::
     set $service_url http://127.0.0.1:8082;
     set $bluegreen_colour green;
 
-and the server block (docs/nginx.md) returns ``$bluegreen_colour`` as the ``X-Bluegreen-Colour``
-header, which is how ``verify()`` proves that nginx really serves the new colour. Every value in it
-comes from a validated Config (ports are integers, the host an IP or hostname).
+and when the server block (docs/nginx.md) returns ``$bluegreen_colour`` as the ``X-Bluegreen-Colour``
+header, ``verify()`` proves by it that nginx really serves the new colour ("verified by header"). A
+server block without the header (the classic deploy.sh nginx.conf) is verified by the reload itself:
+the master replaced its workers with a new generation, and public_url answers an accepted status
+("verified by worker generation + HTTP 200"). Which one applies comes from ``nginx -T``
+(host/nginx_conf.py). Every value in the include comes from a validated Config (ports are integers,
+the host an IP or hostname).
 """
 from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import re
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import NginxError
 from bluegreen_hooks.host.files import write_atomic
-from bluegreen_hooks.host.procfs import children, process_alive, process_start_time
+from bluegreen_hooks.host.procfs import children, command, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.model import COLOURS, Colour, is_deployment_id
 
@@ -79,8 +83,19 @@ def read_include(cfg: Config) -> str | None:
 
 
 def write_include(cfg: Config, text: str) -> None:
-    """Replace the include (atomically, keeping its owner and mode)."""
-    write_atomic(cfg.nginx.include, text)
+    """Replace the include (atomically, keeping its owner and mode).
+
+    A deploy user who owns the include but may not create files in its folder (``setup-host`` leaves
+    /etc/nginx/conf.d alone) rewrites it in place: nginx reads it only at our test and reload."""
+    path = cfg.nginx.include
+    if os.access(path.parent, os.W_OK | os.X_OK) or not os.access(path, os.W_OK):
+        write_atomic(path, text)
+        return
+    with open(path, "r+b") as f:
+        f.write(text.encode("utf-8"))
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def run(argv: Sequence[str], what: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -184,11 +199,66 @@ def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str 
     return answer
 
 
+def rolled(master: int, old_workers: list[list[int]]) -> str | None:
+    """None when nginx runs a new worker generation and every old worker is gone or shutting down;
+    else what is still missing."""
+    fresh = [p for p, t in children(master) if [p, t] not in old_workers
+             and "worker process" in command(p) and "shutting down" not in command(p)]
+    if not fresh:
+        return "no new nginx worker generation yet"
+    busy = [p for p, t in old_workers if process_alive(p, t) and "shutting down" not in command(p)]
+    return f"old nginx worker(s) {busy} still accept requests" if busy else None
+
+
+def verify_generation(cfg: Config, colour: Colour, old_workers: list[list[int]], path: str,
+                      timeout: float | None = None) -> Answer:
+    """Prove a reload took without the colour header: a new worker generation of the same master, and
+    ``public_url`` answering ``path`` with an accepted status (a colour header, if sent, must name ``colour``)."""
+    master = check_running(cfg)
+    last: list[str] = ["no answer yet"]
+
+    def attempt() -> Answer | None:
+        missing = rolled(master, old_workers)
+        if missing:
+            last[0] = missing
+            return None
+        try:
+            a = probe(cfg, path)
+        except (OSError, http.client.HTTPException) as exc:
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return None
+        last[0] = f"HTTP {a.status}" + (f", {cfg.nginx.colour_header}: {a.colour}" if a.colour else "")
+        ok = a.status in cfg.health.statuses and a.colour in ("", colour)
+        return a if ok else None
+
+    answer = poll(attempt, timeout if timeout is not None else cfg.nginx.verify_timeout, interval=0.02,
+                  max_interval=0.25)
+    if answer is None:
+        raise NginxError(f"nginx at {cfg.nginx.public_url}{path} did not prove the switch to {colour} "
+                         f"(worker generation + HTTP; last: {last[0]})")
+    return answer
+
+
+def verify_serving(cfg: Config, colour: Colour, mode: str, path: str | None = None) -> tuple[Answer, str]:
+    """After a switch (no reload now): nginx answers ``path`` from ``colour``; returns the answer and the proof.
+
+    Without the header, the include must name ``colour`` (the reload that proved it ran at the switch)."""
+    path = path or cfg.nginx.validate_path
+    if mode == "header":
+        return verify(cfg, colour, path=path), "verified by header"
+    named = include_colour(cfg, read_include(cfg))
+    if named != colour:
+        raise NginxError(f"the nginx include {cfg.nginx.include} names {named or 'no colour'}, not {colour}")
+    answer = verify_generation(cfg, colour, [], path)
+    return answer, f"verified by HTTP {answer.status} (include names {colour}; nginx sends no colour header)"
+
+
 @dataclass
 class Switch:
     old_workers: list[list[int]]
     seconds: float
     old_text: str | None
+    proof: str = "verified by header"
 
 
 def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str], None]) -> Switch:
@@ -198,37 +268,49 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
     or the verification fails, the previous include is put back and nginx reloaded with it.
     """
     t0 = time.monotonic()
-    path = cfg.nginx.include
     check_running(cfg)
     old_text = read_include(cfg)
     new_text = render_include(cfg, colour, deployment_id)
     old_workers = worker_pids(cfg)
-    write_atomic(path, new_text)
+    mode = verify_mode(cfg)
+    write_include(cfg, new_text)
     try:
         test_config(cfg)
     except NginxError as exc:
-        _restore(path, old_text)
+        _restore(cfg, old_text)
         raise NginxError(f"{exc}; previous include restored, nginx not reloaded") from exc
     except BaseException:   # e.g. SIGTERM (the agent's timeout) during the test: never leave the new include
-        _restore(path, old_text)
+        _restore(cfg, old_text)
         raise
     try:
         run(cfg.nginx.reload, "nginx reload")
-        verify(cfg, colour, path=cfg.health.path)
+        if mode == "header":
+            verify(cfg, colour, path=cfg.health.path)
+            proof = "verified by header"
+        else:
+            a = verify_generation(cfg, colour, old_workers, cfg.health.path)
+            proof = f"verified by worker generation + HTTP {a.status}"
     except BaseException as exc:   # NginxError, or SIGTERM while reloading/verifying: put the old include back
-        _restore(path, old_text)
+        _restore(cfg, old_text)
         with contextlib.suppress(NginxError):
             run(cfg.nginx.reload, "nginx reload (restoring)")
         if isinstance(exc, NginxError):
             raise NginxError(f"{exc}; previous include restored") from exc
         raise
     seconds = time.monotonic() - t0
-    say(f"nginx now sends traffic to {colour} (test + reload + verify in {seconds * 1000:.0f} ms)")
-    return Switch(old_workers, seconds, old_text)
+    say(f"nginx now sends traffic to {colour} (test + reload + verify in {seconds * 1000:.0f} ms; {proof})")
+    return Switch(old_workers, seconds, old_text, proof)
 
 
-def _restore(path: Path, old_text: str | None) -> None:
-    write_atomic(path, old_text if old_text is not None else "")
+def verify_mode(cfg: Config) -> str:
+    """"header" or "generation": how a switch is proven for this nginx config (host/nginx_conf.py)."""
+    from bluegreen_hooks.host import nginx_conf
+
+    return nginx_conf.verify_mode(cfg)
+
+
+def _restore(cfg: Config, old_text: str | None) -> None:
+    write_include(cfg, old_text if old_text is not None else "")
 
 
 def wait_drained(workers: list[list[int]], timeout: float) -> tuple[bool, int]:
