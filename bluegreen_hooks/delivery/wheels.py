@@ -17,6 +17,7 @@ from bluegreen_hooks.errors import DeliveryError
 RUNTIME_WHEELS: tuple[tuple[str, str, str], ...] = (
     ("certifi", "2026.10.19.post1", ""),
     ("charset-normalizer", "3.5.3", ""),
+    ("crossplane", "0.5.8", ""),
     ("docker", "7.2.0", ""),
     ("idna", "3.20", ""),
     ("requests", "2.32.5", ""),
