@@ -128,7 +128,8 @@ def test_bundle_carries_pinned_wheels_with_hashes(tmp_path, capsys):
         req = zf.read("wheels/requirements.txt").decode()
     assert all(n.endswith("-none-any.whl") for n in wheels)
     dists = {n.split("/")[1].split("-")[0] for n in wheels}
-    assert {"docker", "tenacity", "requests", "urllib3", "idna", "charset_normalizer", "certifi", "tomli"} == dists
+    assert {"docker", "tenacity", "requests", "urllib3", "idna", "charset_normalizer", "certifi", "tomli",
+            "crossplane"} == dists
     for _n, data in wheels.items():
         assert f"--hash=sha256:{hashlib.sha256(data).hexdigest()}" in req
     assert 'tomli==2.5.0 ; python_version < "3.11"' in req

@@ -46,7 +46,7 @@ BASE = "version: 0.0\nos: linux\n"
     ("version: 1.0\nos: linux\n", "appspec.yml: version: should be 0.0, not '1.0'"),
     ("version: '0.0'\nos: linux\n", "appspec.yml: version: should be 0.0, not '0.0'"),
     ("version: 0.0\nos: windows\n", "appspec.yml: os: should be linux, not 'windows'"),
-    (BASE + "permissions:\n  - object: /opt\n    acls:\n      - u:x:rw\n",
+    (BASE + "permissions:\n  - object: /opt\n    acls:\n      - 'u:x:rw'\n",
      "appspec.yml: permissions/0/acls: unknown key (acls and context are not supported by the local runner)"),
     (BASE + "permissions:\n  - object: /opt\n    mode: 888\n",
      "appspec.yml: permissions/0/mode: should be 1 to 4 octal digits such as 644, not '888'"),

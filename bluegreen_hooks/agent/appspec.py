@@ -106,8 +106,11 @@ def _scalar(text: str, file: str, no: int) -> Any:
     return None if text in ("~", "null", "Null", "NULL") else text
 
 
+_KEY_RE = re.compile(r"^([A-Za-z0-9_.-]+|'[^']*'|\"[^\"]*\")\s*:(?:\s+(.*))?$")
+
+
 def _split_key(content: str, file: str, no: int) -> tuple[str, str]:
-    m = re.match(r"^([A-Za-z0-9_.-]+|'[^']*'|\"[^\"]*\")\s*:(?:\s+(.*))?$", content)
+    m = _KEY_RE.match(content)
     if not m:
         raise ConfigError(f"{file}: line {no}: expected 'key: value' or '- item', not {content[:60]!r}")
     key = m.group(1).strip("'\"")
@@ -125,7 +128,10 @@ def parse_yaml_subset(text: str, file: str = "appspec.yml") -> Any:
             items = []
             while i < len(lines) and lines[i][0] == indent and lines[i][1] == "-":
                 i += 1
-                if i < len(lines) and lines[i][0] > indent:
+                if i < len(lines) and lines[i][0] > indent and lines[i][1] != "-" and \
+                        not _KEY_RE.match(lines[i][1]):   # a scalar item: `- file`
+                    value, i = _scalar(lines[i][1], file, lines[i][2]), i + 1
+                elif i < len(lines) and lines[i][0] > indent:
                     value, i = block(i, lines[i][0])
                 else:
                     value = None

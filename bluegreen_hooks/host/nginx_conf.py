@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,11 +81,20 @@ def dump_argv(cfg: Config) -> tuple[str, ...]:
     return cfg.nginx.dump
 
 
-def dump(cfg: Config) -> str:
+def dump(cfg: Config, timeout: float = 60) -> str:
     """The effective configuration: the output of nginx/dump (`nginx -T`, run as nginx/test is)."""
-    from bluegreen_hooks.host import nginx
-
-    return nginx.run(dump_argv(cfg), "nginx config dump (nginx -T)").stdout
+    argv = list(dump_argv(cfg))
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        raise NginxError(f"nginx config dump: command not found: {argv[0]} (check nginx/dump)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise NginxError(f"nginx config dump: `{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "[emerg]" in ln or "sudo:" in ln), lines[0] if lines else "")
+        raise NginxError(f"nginx config dump `{' '.join(argv)}` failed: {why[:220] or f'exit {proc.returncode}'}")
+    return proc.stdout
 
 
 def split_dump(text: str) -> dict[str, str]:
