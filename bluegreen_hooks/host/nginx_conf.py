@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
@@ -317,18 +317,27 @@ def mode_text(found: Analysis, cfg: Config) -> str:
            f"{cfg.nginx.colour_header} header)"
 
 
-def check(cfg: Config) -> Analysis:
-    """Dump, parse and analyse nginx's configuration; NginxError naming the lines to add when it cannot work."""
+def inspect(cfg: Config) -> Analysis:
+    """Dump, parse and analyse nginx's configuration (NginxError when it cannot be dumped or parsed)."""
     try:
-        found = analyse(cfg, dump(cfg))
+        return analyse(cfg, dump(cfg))
     except NginxError:
         raise
     except Exception as exc:   # crossplane's errors: the dump is not what nginx -T prints
         raise NginxError(f"nginx config: cannot parse the output of `{' '.join(dump_argv(cfg))}`: "
                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def check(cfg: Config, say: Callable[[str], None] | None = None) -> Analysis:
+    """``inspect``; NginxError ending with the lines to add when the config cannot work (each problem and
+    its fix also go to ``say``, one line each, so none is cut from a long message)."""
+    found = inspect(cfg)
     if not found.ok:
-        raise NginxError(f"nginx config refused, nothing changed: {'; '.join(found.problems)}. "
-                         f"Add: {' | '.join(found.fixes)}")
+        for problem, fix in zip(found.problems, found.fixes):
+            if say is not None:
+                say(f"nginx config: {problem}; add {fix}")
+        raise NginxError(f"nginx config refused, nothing changed: {'; '.join(found.problems)}; "
+                         f"add {' | '.join(found.fixes)}")
     return found
 
 

@@ -94,7 +94,7 @@ def check_nginx_config(ctx: Context) -> None:
     not include our include or does not proxy through its variable, naming the lines to add."""
     from bluegreen_hooks.host import nginx_conf
 
-    found = nginx_conf.check(ctx.cfg)
+    found = nginx_conf.check(ctx.cfg, ctx.say)
     ctx.say(f"nginx config: {found.describe()}; switches will be {nginx_conf.mode_text(found, ctx.cfg)}")
 
 

@@ -32,7 +32,7 @@ def check_nginx_routing(cfg: Config) -> tuple[str, str]:
 
 def check_verification(cfg: Config) -> tuple[str, str]:
     """Which proof switches will use; without the colour header, the lines that add it."""
-    found = nginx_conf.analyse(cfg, nginx_conf.dump(cfg))
+    found = nginx_conf.inspect(cfg)
     text = f"switches will be {nginx_conf.mode_text(found, cfg)}"
     if found.mode == "header" or found.server is None:
         return "ok", text
