@@ -37,7 +37,7 @@ def check_verification(cfg: Config) -> tuple[str, str]:
     if found.mode == "header" or found.server is None:
         return "ok", text
     return "ok", (f"{text}; for a proof by colour add to the server block at {found.server.where}: "
-                  + " ".join(nginx_conf.header_lines(cfg)))
+                  + " | ".join(nginx_conf.header_lines(cfg)))
 
 
 def check_venv_root(cfg: Config) -> tuple[str, str]:
