@@ -10,7 +10,6 @@ files unchanged.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -137,12 +136,16 @@ def host(docker_client, compose_cmd):
                                   template=SITE.replace("{conf_d}", str(h.conf_d)))
         yield h
     finally:
-        with contextlib.suppress(Exception):
-            h.nginx.stop()
-        remove_projects(docker_client, h.app, h.image)
-        Path(f"/etc/sudoers.d/bluegreen-hooks-{h.user}").unlink(missing_ok=True)
-        subprocess.run(["userdel", h.user], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        errors = []
+        for step in (h.nginx.stop, lambda: remove_projects(docker_client, h.app, h.image),
+                     lambda: Path(f"/etc/sudoers.d/bluegreen-hooks-{h.user}").unlink(missing_ok=True),
+                     lambda: subprocess.run(["userdel", h.user], capture_output=True, check=True),
+                     lambda: shutil.rmtree(base)):
+            try:
+                step()
+            except Exception as exc:   # every cleanup step runs; the first problem is reported
+                errors.append(exc)
+        assert not errors, f"cleanup: {errors}"
 
 
 def deploy_sh(h: Host) -> None:
@@ -214,6 +217,13 @@ def test_a_deploy_sh_host_adopted_as_it_is_through_the_real_agent(host):
     app_dir = h.base / "srv" / "app"   # below the object only, as the agent does
     assert app_dir.stat().st_mode & 0o777 == 0o750 and app_dir.owner() == h.user
 
+    full = h.bluegreen("status", "--state-dir", str(h.base / "state"))   # each compose service on its own line
+    lines = [ln for ln in full.stdout.splitlines() if ln.startswith("green ")]
+    web = next(ln for ln in lines if "_web_" in ln or "-web-" in ln)
+    api = next(ln for ln in lines if "_api_" in ln or "-api-" in ln)
+    assert f":{h.ports['web'][1]} (live)" in web and "HTTP 200" in web, full.stdout
+    assert "(not routed)" in api and "HTTP" not in api, full.stdout
+    assert len(lines) == 3 and all(f"(deployment {st['live_deployment']}," in ln for ln in lines), full.stdout
     (h.base / "state" / f"{h.app}.toml").unlink()                       # status from the state file alone
     status = h.bluegreen("status", "--state-dir", str(h.base / "state"))
     assert "live         green" in status.stdout and "from the state file only" in status.stdout, status.stdout
