@@ -46,3 +46,9 @@ class ValidationFailed(HookError):
 
 class DeliveryError(HookError):
     """Building, pushing or deploying a revision failed (build.py); the message names the AWS error code."""
+
+
+class SetupError(HookError):
+    """``setup-host`` cannot do what it was asked (not root, unknown user, a command sudoers cannot hold)."""
+
+    exit_code = 2

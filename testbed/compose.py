@@ -135,4 +135,5 @@ def remove_projects(client, app: str, image_repo: str | None = None) -> None:
     if image_repo:
         for img in client.images.list(name=image_repo):
             for tag in img.tags:
-                client.images.remove(tag)
+                if tag.rsplit(":", 1)[0] == image_repo:   # an identical build of another test shares the image
+                    client.images.remove(tag)

@@ -81,8 +81,12 @@ def test_failed_nginx_config_test_restores_the_include_and_does_not_reload(bed):
     before_text = bed.include()
     workers = bed.nginx.worker_pids()
     bad = bed.bundle("v2", nginx={"form": "upstream"})
+    refused = deploy(bad, "d-refused", events=("BeforeInstall",))[-1]   # nginx -T shows it cannot work
+    assert refused.returncode == 1 and "nginx config refused, nothing changed" in refused.last_line, refused.output
+    # the switch's own nginx -t guard: BeforeInstall from a bundle that passes it, then the bad bundle's start
+    ok(deploy(bed.bundle("v2"), "d-badconf", events=("BeforeInstall",)))
     with Load(bed.url + "/", threads=2) as load:
-        runs = deploy(bad, "d-badconf")
+        runs = deploy(bad, "d-badconf", events=("ApplicationStart",))
     assert load.result.failed == 0 and load.result.versions_seen == {"v1"}, load.result.summary()
     last = runs[-1]
     assert last.event == "ApplicationStart" and last.returncode == 1

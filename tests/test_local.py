@@ -46,8 +46,10 @@ BASE = "version: 0.0\nos: linux\n"
     ("version: 1.0\nos: linux\n", "appspec.yml: version: should be 0.0, not '1.0'"),
     ("version: '0.0'\nos: linux\n", "appspec.yml: version: should be 0.0, not '0.0'"),
     ("version: 0.0\nos: windows\n", "appspec.yml: os: should be linux, not 'windows'"),
-    (BASE + "permissions:\n  - object: /opt\n", "appspec.yml: permissions: not supported by the local runner "
-                                              "(known: version, os, files, hooks, file_exists_behavior)"),
+    (BASE + "permissions:\n  - object: /opt\n    acls:\n      - 'u:x:rw'\n",
+     "appspec.yml: permissions/0/acls: unknown key (acls and context are not supported by the local runner)"),
+    (BASE + "permissions:\n  - object: /opt\n    mode: 888\n",
+     "appspec.yml: permissions/0/mode: should be 1 to 4 octal digits such as 644, not '888'"),
     (BASE + "hooks:\n  ApplicationStrat:\n    - location: x\n",
      "appspec.yml: hooks/ApplicationStrat: unknown lifecycle event (did you mean 'ApplicationStart'?)"),
     (BASE + "hooks:\n  ApplicationStart:\n    - location: x\n      timeout: 0\n",

@@ -116,6 +116,8 @@ def _scalar(text: str, file: str, no: int) -> Any:
     return None if text in ("~", "null", "Null", "NULL") else text
 
 
+
+
 def _split_key(content: str, file: str, no: int) -> tuple[str, str]:
     m = _KEY_LINE.fullmatch(content)
     if not m:
@@ -135,7 +137,10 @@ def parse_yaml_subset(text: str, file: str = "appspec.yml") -> Any:
             items = []
             while i < len(lines) and lines[i][0] == indent and lines[i][1] == "-":
                 i += 1
-                if i < len(lines) and lines[i][0] > indent:
+                if i < len(lines) and lines[i][0] > indent and lines[i][1] != "-" and \
+                        not _KEY_LINE.fullmatch(lines[i][1]):   # a scalar item: `- file`
+                    value, i = _scalar(lines[i][1], file, lines[i][2]), i + 1
+                elif i < len(lines) and lines[i][0] > indent:
                     value, i = block(i, lines[i][0])
                 else:
                     value = None

@@ -14,13 +14,14 @@ What the agent does (aws-codedeploy-agent 1.8.1, ``HookExecutor``/``CommandExecu
   current directory; ``runas`` through ``su``; made executable if it is not; its ``timeout`` (default
   3600 s) for the script to exit and close its outputs;
 * stop at the first failure; ``Install`` copies the appspec's ``files:`` into a staging root (not /),
-  first deleting what the group's previous Install created (unpack.py);
+  first deleting what the group's previous Install created (unpack.py), then applies ``permissions:``
+  to what it copied, as the agent does (permissions.py; paths mapped into the staging root);
 * everything under ``--root`` (default /var/lib/bluegreen-hooks/local) in the agent's layout:
   ``deployment-root/<group-id>/<deployment-id>/{deployment-archive,logs/scripts.log}``,
   ``deployment-root/deployment-instructions/<group-id>_last_successful_install`` …; 5 revisions kept.
 
 The appspec is read by appspec.py (the same parser ``bundle`` checks it with); of the keys CodeDeploy
-EC2 revisions use, ``permissions`` and a script's ``sudo`` are refused here with one line.
+EC2 revisions use, a script's ``sudo`` and a permission's ``acls``/``context`` are refused here with one line.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from bluegreen_hooks.agent import permissions
 from bluegreen_hooks.agent.appspec import AppSpec, decode, parse
 from bluegreen_hooks.agent.scripts import UNKNOWN_ERROR, EventFailed, ScriptLog, Stop, run_script
 from bluegreen_hooks.agent.unpack import copy_files, remove_installed, unpack
@@ -55,15 +57,14 @@ REQUIRED = ("DownloadBundle", "Install")
 FROM_PREVIOUS = ("BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop")
 APPSPEC_NAMES = ("appspec.yml", "appspec.yaml")
 
-LOCAL_KEYS = ("version", "os", "files", "hooks", "file_exists_behavior")
+LOCAL_KEYS = ("version", "os", "files", "permissions", "hooks", "file_exists_behavior")
 LOCAL_HOOK_KEYS = ("location", "timeout", "runas")
 
 
 def parse_appspec(text: str, file: str = "appspec.yml") -> AppSpec:
-    """appspec.parse, then refuse what the local runner does not do (permissions, sudo). Pure."""
+    """appspec.parse, then refuse what the local runner does not do (sudo, acls, context). Pure."""
     spec = parse(text, file)
-    if spec.permissions is not None:
-        raise ConfigError(f"{file}: permissions: not supported by the local runner (known: {', '.join(LOCAL_KEYS)})")
+    permissions.parse(spec.permissions, file)
     for event, scripts in spec.hooks.items():
         for n, s in enumerate(scripts):
             if s.sudo is not None:
@@ -167,12 +168,33 @@ class Runner:
         try:
             for src, dst in spec.files:
                 copy_files(self.archive / src.lstrip("/"), self.install_root / dst.lstrip("/"), behaviour, created)
+            changed = self._permissions(spec, created)
         finally:
             self._write_instr("-cleanup", "".join(f"{c}\n" for c in created))
         self._write_instr("-install.json", json.dumps({"install_root": str(self.install_root), "files": created}))
         self._write_instr("_last_successful_install", str(self.dir))
         if created:
             self.say(f"  installed {len(created)} path(s) under {self.install_root}")
+        if changed:
+            self.say(f"  permissions: set on {changed} path(s)")
+
+    def _permissions(self, spec: AppSpec, created: list[str]) -> int:
+        """The appspec's permissions on what this Install created (appspec paths: / is the staging root)."""
+        perms = permissions.parse(spec.permissions)
+        if not perms:
+            return 0
+        root = self.install_root
+
+        def appspec_path(real: str) -> str:
+            return "/" + str(Path(real).relative_to(root))
+
+        def real(path: str) -> str:
+            return str(root / path.lstrip("/"))
+
+        files = [appspec_path(c) for c in created if not Path(c).is_dir() or Path(c).is_symlink()]
+        dirs = [appspec_path(c) for c in created if Path(c).is_dir() and not Path(c).is_symlink()]
+        pairs = permissions.targets(perms, files, dirs, lambda p: Path(real(p)).is_dir())
+        return permissions.apply(pairs, real)
 
     def hook(self, event: str, log: ScriptLog) -> str:
         """Run the event's scripts; return a note ("" when scripts ran)."""

@@ -80,6 +80,7 @@ class NginxConfig:
     validate_path: str
     colour_header: str
     verify_timeout: float
+    dump: tuple[str, ...] = ("nginx", "-T")   # prints the effective configuration (host/nginx_conf.py)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ _TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose"
 _CONTAINER_KEYS = ("image", "build", "dockerfile", "build_args", "build_network", "network", "port", "port_env",
                    "env", "stop_grace_period", "command")
 _NGINX_KEYS = ("include", "form", "variable", "upstream", "colour_variable", "test", "reload", "pid_file",
-               "public_url", "validate_path", "colour_header", "verify_timeout")
+               "public_url", "validate_path", "colour_header", "verify_timeout", "dump")
 _VARIABLE = "an nginx variable name without '$'"
 
 
@@ -79,8 +79,23 @@ def default_reload() -> tuple[str, ...]:
     return ("systemctl", "reload", "nginx") if systemd else ("nginx", "-s", "reload")
 
 
+def sudo_prefix(as_root: bool | None = None) -> tuple[str, ...]:
+    """``sudo -n`` for a deploy user that is not root (setup-host allows exactly these commands)."""
+    root = os.geteuid() == 0 if as_root is None else as_root
+    return () if root else ("sudo", "-n")
+
+
+def nginx_commands(r: Reader, as_root: bool | None = None) -> tuple[tuple[str, ...], ...]:
+    """nginx/test, nginx/reload and nginx/dump: ``nginx -T`` is nginx/test with ``-t`` made ``-T``."""
+    sudo = sudo_prefix(as_root)
+    test = r.argv("test", (*sudo, "nginx", "-t"))
+    reload = r.argv("reload", (*sudo, *default_reload()))
+    derived = tuple("-T" if a == "-t" else a for a in test) if "-t" in test else (*sudo, "nginx", "-T")
+    return test, reload, r.argv("dump", derived)
+
+
 def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None = None,
-          check_files: bool = True) -> Config:
+          check_files: bool = True, as_root: bool | None = None) -> Config:
     """Validate ``raw`` (the parsed TOML) into a Config; raise ConfigError naming the first bad key.
 
     ``check_files=False`` skips the checks that the build context exists (for the copy of the live
@@ -94,7 +109,7 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     ports, host = parse_colours(top.sub("colours", ("blue", "green", "host")))
     container = parse_container(top, path, check_files)
     health = parse_health(top.sub("health", ("path", "statuses", "timeout", "deadline", "interval", "max_interval")))
-    nginx = parse_nginx(top.sub("nginx", _NGINX_KEYS), app, health)
+    nginx = parse_nginx(top.sub("nginx", _NGINX_KEYS), app, health, as_root)
     deploy = parse_deploy(top.sub("deploy", ("drain_timeout", "keep_images", "state_dir", "stale_after", "history")),
                           environ)
     compose = None
@@ -195,7 +210,7 @@ def _public_url(r: Reader) -> str:
     return public_url.rstrip("/")
 
 
-def parse_nginx(r: Reader, app: str, health: HealthConfig) -> NginxConfig:
+def parse_nginx(r: Reader, app: str, health: HealthConfig, as_root: bool | None = None) -> NginxConfig:
     """[nginx]: the include and its form, the commands that test and reload nginx, where to verify."""
     include = r.string("include", "/etc/nginx/conf.d/backend-url.inc", SAFE_PATH,
                        "an absolute path of letters, digits, '.', '_', '-', '/'")
@@ -203,13 +218,14 @@ def parse_nginx(r: Reader, app: str, health: HealthConfig) -> NginxConfig:
     if form not in get_args(Form):
         r.fail("form", f"should be \"set\" or \"upstream\", not {form!r}")
     public_url = _public_url(r)
+    test, reload, dump = nginx_commands(r, as_root)
     return NginxConfig(
         include=Path(include), form=cast(Form, form),
         variable=r.string("variable", "service_url", IDENT, _VARIABLE),
         upstream=r.string("upstream", f"{app.replace('-', '_').replace('.', '_')}_backend", IDENT,
                           "an upstream name of letters, digits and _"),
         colour_variable=r.string("colour_variable", "bluegreen_colour", IDENT, _VARIABLE),
-        test=r.argv("test", ("nginx", "-t")), reload=r.argv("reload", default_reload()),
+        test=test, reload=reload, dump=dump,
         pid_file=Path(r.string("pid_file", "/run/nginx.pid", SAFE_PATH, "an absolute path")),
         public_url=public_url,
         validate_path=r.string("validate_path", health.path, URL_PATH, "an HTTP path starting with /"),
@@ -237,7 +253,8 @@ def find(bundle: Path | None = None, environ: Mapping[str, str] | None = None) -
     return (Path(bundle or ".") / CONFIG_NAME).resolve()
 
 
-def load(path: Path | str, environ: Mapping[str, str] | None = None, check_files: bool = True) -> Config:
+def load(path: Path | str, environ: Mapping[str, str] | None = None, check_files: bool = True,
+         as_root: bool | None = None) -> Config:
     """Read and validate the TOML file at ``path``."""
     path = Path(path)
     try:
@@ -248,4 +265,4 @@ def load(path: Path | str, environ: Mapping[str, str] | None = None, check_files
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: not valid TOML: {exc}") from exc
-    return parse(raw, path, environ, check_files)
+    return parse(raw, path, environ, check_files, as_root)

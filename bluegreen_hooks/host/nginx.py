@@ -7,18 +7,22 @@ drop-in for the classic ``backend-url.inc``::
     set $service_url http://127.0.0.1:8082;
     set $bluegreen_colour green;
 
-and the server block (docs/nginx.md) returns ``$bluegreen_colour`` as the ``X-Bluegreen-Colour``
-header, which is how ``verify()`` proves that nginx really serves the new colour. Every value in it
-comes from a validated Config (ports are integers, the host an IP or hostname).
+and when the server block (docs/nginx.md) returns ``$bluegreen_colour`` as the ``X-Bluegreen-Colour``
+header, ``verify()`` proves by it that nginx really serves the new colour ("verified by header"). A
+server block without the header (the classic deploy.sh nginx.conf) is verified by the reload itself:
+the master replaced its workers with a new generation, and public_url answers an accepted status
+("verified by worker generation + HTTP 200"). Which one applies comes from ``nginx -T``
+(host/nginx_conf.py). Every value in the include comes from a validated Config (ports are integers,
+the host an IP or hostname).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
@@ -26,7 +30,7 @@ from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import NginxError
 from bluegreen_hooks.host import include_guard
 from bluegreen_hooks.host.files import write_atomic
-from bluegreen_hooks.host.procfs import children, process_alive, process_start_time
+from bluegreen_hooks.host.procfs import children, command, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.model import COLOURS, Colour, is_deployment_id
 
@@ -93,9 +97,20 @@ def read_include(cfg: Config) -> str | None:
 
 
 def write_include(cfg: Config, text: str) -> None:
-    """Replace the include (atomically, keeping its owner and mode); refused when the file there is not ours."""
+    """Replace the include (atomically, keeping its owner and mode); refused when the file there is not ours.
+
+    A deploy user who owns the include but may not create files in its folder (``setup-host`` leaves
+    /etc/nginx/conf.d alone) rewrites it in place: nginx reads it only at our test and reload."""
     include_guard.check(cfg)
-    write_atomic(cfg.nginx.include, text)
+    path = cfg.nginx.include
+    if os.access(path.parent, os.W_OK | os.X_OK) or not os.access(path, os.W_OK):
+        write_atomic(path, text)
+        return
+    with open(path, "r+b") as f:
+        f.write(text.encode("utf-8"))
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def run(argv: Sequence[str], what: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -206,18 +221,84 @@ def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str 
     return answer
 
 
+def rolled(master: int, old_workers: list[list[int]]) -> str | None:
+    """None when nginx runs a new worker generation and every old worker is gone or shutting down;
+    else what is still missing."""
+    fresh = [p for p, t in children(master) if [p, t] not in old_workers
+             and "worker process" in command(p) and "shutting down" not in command(p)]
+    if not fresh:
+        return "no new nginx worker generation yet"
+    busy = [p for p, t in old_workers if process_alive(p, t) and "shutting down" not in command(p)]
+    return f"old nginx worker(s) {busy} still accept requests" if busy else None
+
+
+def verify_generation(cfg: Config, colour: Colour, old_workers: list[list[int]], path: str,
+                      timeout: float | None = None) -> Answer:
+    """Prove a reload took without the colour header: a new worker generation of the same master, and
+    ``public_url`` answering ``path`` with an accepted status (a colour header, if sent, must name ``colour``)."""
+    master = check_running(cfg)
+    last: list[str] = ["no answer yet"]
+
+    def attempt() -> Answer | None:
+        missing = rolled(master, old_workers)
+        if missing:
+            last[0] = missing
+            return None
+        try:
+            a = probe(cfg, path)
+        except OSError as exc:
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return None
+        last[0] = f"HTTP {a.status}" + (f", {cfg.nginx.colour_header}: {a.colour}" if a.colour else "")
+        ok = a.status in cfg.health.statuses and a.colour in ("", colour)
+        return a if ok else None
+
+    answer = poll(attempt, timeout if timeout is not None else cfg.nginx.verify_timeout, interval=0.02,
+                  max_interval=0.25)
+    if answer is None:
+        raise NginxError(f"nginx at {cfg.nginx.public_url}{path} did not prove the switch to {colour} "
+                         f"(worker generation + HTTP; last: {last[0]})")
+    return answer
+
+
+def verify_serving(cfg: Config, colour: Colour, mode: str, path: str | None = None) -> tuple[Answer, str]:
+    """After a switch (no reload now): nginx answers ``path`` from ``colour``; returns the answer and the proof.
+
+    Without the header, the include must name ``colour`` (the reload that proved it ran at the switch)."""
+    path = path or cfg.nginx.validate_path
+    if mode == "header":
+        return verify(cfg, colour, path=path), "verified by header"
+    named = include_colour(cfg, read_include(cfg))
+    if named != colour:
+        raise NginxError(f"the nginx include {cfg.nginx.include} names {named or 'no colour'}, not {colour}")
+    answer = verify_generation(cfg, colour, [], path)
+    return answer, f"verified by HTTP {answer.status} (include names {colour}; nginx sends no colour header)"
+
+
 @dataclass
 class Switch:
     old_workers: list[list[int]]
     seconds: float
     old_text: str | None
+    proof: str = "verified by header"
 
 
 def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str], None]) -> Switch:
-    """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure."""
-    sw = apply(cfg, render_include(cfg, colour, deployment_id),
-               lambda _before: verify(cfg, colour, path=cfg.health.path))
-    say(f"nginx now sends traffic to {colour} (test + reload + verify in {sw.seconds * 1000:.0f} ms)")
+    """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure.
+
+    The switch is proven by the colour header when the server block sends it, else by a new nginx
+    worker generation plus an accepted answer (``verify_mode``, from the effective config)."""
+    mode = verify_mode(cfg)
+
+    def check(before: list[list[int]]) -> str:
+        if mode == "header":
+            verify(cfg, colour, path=cfg.health.path)
+            return "verified by header"
+        a = verify_generation(cfg, colour, before, cfg.health.path)
+        return f"verified by worker generation + HTTP {a.status}"
+
+    sw = apply(cfg, render_include(cfg, colour, deployment_id), check)
+    say(f"nginx now sends traffic to {colour} (test + reload + verify in {sw.seconds * 1000:.0f} ms; {sw.proof})")
     return sw
 
 
@@ -228,37 +309,39 @@ def apply(cfg: Config, new_text: str, check: Callable[[list[list[int]]], object]
     or the check fails, the previous include is put back and nginx reloaded with it.
     """
     t0 = time.monotonic()
-    path = cfg.nginx.include
     check_running(cfg)
     include_guard.check(cfg)    # never replace a file that is not an include of ours
     old_text = read_include(cfg)
     old_workers = worker_pids(cfg)
-    write_atomic(path, new_text)
+    write_include(cfg, new_text)
     try:
         test_config(cfg)
     except NginxError as exc:
-        _restore(path, old_text)
+        _restore(cfg, old_text)
         raise NginxError(f"{exc}; previous include restored, nginx not reloaded") from exc
     except BaseException:   # e.g. SIGTERM (the agent's timeout) during the test: never leave the new include
-        _restore(path, old_text)
+        _restore(cfg, old_text)
         raise
     try:
         run(cfg.nginx.reload, "nginx reload")
-        check(old_workers)
+        result = check(old_workers)
     except BaseException as exc:   # NginxError, or SIGTERM while reloading/verifying: put the old include back
-        _restore(path, old_text)
+        _restore(cfg, old_text)
         with contextlib.suppress(NginxError):
             run(cfg.nginx.reload, "nginx reload (restoring)")
         if isinstance(exc, NginxError):
             raise NginxError(f"{exc}; previous include restored") from exc
         raise
-    return Switch(old_workers, time.monotonic() - t0, old_text)
+    proof = result if isinstance(result, str) else "verified"
+    return Switch(old_workers, time.monotonic() - t0, old_text, proof)
 
 
 def reloaded(cfg: Config, before: list[list[int]], timeout: float | None = None) -> None:
     """Wait until nginx runs workers that were not there ``before`` (the reload took effect) and answers
-    through its public URL with an accepted status from either colour; raise NginxError."""
+    through its public URL with an accepted status (from either colour, when nginx sends the colour
+    header); raise NginxError."""
     before_pids = {pid for pid, _ in before}
+    header = verify_mode(cfg) == "header"
 
     def ready() -> bool:
         if not ({pid for pid, _ in worker_pids(cfg)} - before_pids):
@@ -267,14 +350,21 @@ def reloaded(cfg: Config, before: list[list[int]], timeout: float | None = None)
             a = probe(cfg, cfg.health.path)
         except OSError:
             return False
-        return a.status in cfg.health.statuses and a.colour in COLOURS
+        return a.status in cfg.health.statuses and (a.colour in COLOURS or not header)
 
     if not poll(ready, cfg.nginx.verify_timeout if timeout is None else timeout, interval=0.02, max_interval=0.25):
         raise NginxError(f"nginx at {cfg.nginx.public_url} did not answer from the new configuration")
 
 
-def _restore(path: Path, old_text: str | None) -> None:
-    write_atomic(path, old_text if old_text is not None else "")
+def verify_mode(cfg: Config) -> str:
+    """"header" or "generation": how a switch is proven for this nginx config (host/nginx_conf.py)."""
+    from bluegreen_hooks.host import nginx_conf
+
+    return nginx_conf.verify_mode(cfg)
+
+
+def _restore(cfg: Config, old_text: str | None) -> None:
+    write_include(cfg, old_text if old_text is not None else "")
 
 
 def wait_drained(workers: list[list[int]], timeout: float) -> tuple[bool, int]:

@@ -193,7 +193,7 @@ class Logging:
 
 def user_access_logs(cfg: Config) -> Logging:
     """The access_log lines that apply where our include sits, found through the effective config
-    (host/nginx_effective.py, a small reader of its own; issue 13 adds host/nginx_conf.py: to unify)."""
+    (host/nginx_effective.py)."""
     from bluegreen_hooks.host import nginx_effective
 
     main = nginx_effective.main_file(cfg)

@@ -1,33 +1,26 @@
-"""The effective nginx configuration, read the way nginx reads it: ``nginx -T`` (with the options of
-nginx/test) names the main file, crossplane parses the tree from there (includes followed).
-
-A small reader of its own for the canary's access logs and doctor's ``worker_shutdown_timeout`` check;
-issue 13 adds host/nginx_conf.py for the same purpose (the lead may unify them).
+"""The effective nginx configuration as files: ``nginx -T`` (nginx/dump, run by host/nginx_conf.dump)
+names the main file, crossplane parses the tree from there with its includes followed — what the canary
+needs to restate the user's access_log lines, and doctor to read ``worker_shutdown_timeout``.
+(host/nginx_conf.py analyses the same dump as one tree, for the routing checks.)
 """
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bluegreen_hooks.config import Config
-
-
-def dump_argv(test: Sequence[str]) -> list[str]:
-    """``nginx -T`` with the same binary and options as nginx/test (``-t`` → ``-T``, ``-q`` dropped)."""
-    argv = [a for a in test if a != "-q"]
-    return [("-T" if a == "-t" else a) for a in argv] if "-t" in argv else [argv[0], "-T"]
+from bluegreen_hooks.errors import NginxError
 
 
 def main_file(cfg: Config) -> Path | str:
     """The main configuration file nginx reads (from ``nginx -T``), or a string saying why it is unknown."""
+    from bluegreen_hooks.host import nginx_conf
+
     try:
-        out = subprocess.run(dump_argv(cfg.nginx.test), capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"nginx -T failed: {exc}"
+        out = nginx_conf.dump(cfg)
+    except NginxError as exc:
+        return str(exc)
     m = re.search(r"^# configuration file (\S+):$", out, re.M)
     return Path(m.group(1)) if m else "nginx -T printed no configuration file"
 

@@ -45,6 +45,7 @@ def before_install(ctx: Context) -> None:
         ctx.say(f"created an empty {cfg.nginx.include} (first deployment)")
     nginx.test_config(cfg)
     ctx.say("nginx is running and its config test passes")
+    steps.check_nginx_config(ctx)
     d = steps.take(ctx, be)
     if d.done:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
@@ -79,7 +80,7 @@ def application_start(ctx: Context) -> None:
         ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
         return
     if ip.stage in ("switched", "validated") and d.live == d.target:
-        nginx.verify(cfg, d.target, path=cfg.health.path)
+        nginx.verify_serving(cfg, d.target, nginx.verify_mode(cfg), path=cfg.health.path)
         ctx.say(f"deployment {dep} already switched nginx to {d.target}: nothing to do")
         ctx.finish("switched")
         return
@@ -158,9 +159,9 @@ def validate_service(ctx: Context) -> None:
     target: Colour = ip.target or "blue"
     old = ip.from_colour
     try:
-        answer = nginx.verify(cfg, target)
+        answer, proof = nginx.verify_serving(cfg, target, nginx.verify_mode(cfg))
         ctx.say(f"validated through nginx: {cfg.nginx.public_url}{cfg.nginx.validate_path} -> HTTP {answer.status} "
-                f"from {target}")
+                f"from {target} ({proof})")
     except NginxError as exc:
         raise _switch_back(ctx, be, target, old, str(exc)) from exc
     ctx.finish("validated")

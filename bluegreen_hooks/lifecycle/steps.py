@@ -112,6 +112,15 @@ def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> No
     nginx.write_include(ctx.cfg, nginx.render_include(ctx.cfg, served, dep if is_deployment_id(dep) else "unknown"))
 
 
+def check_nginx_config(ctx: Context) -> None:
+    """Read nginx's effective config (`nginx -T`) before anything changes: refuse a server block that does
+    not include our include or does not proxy through its variable, naming the lines to add."""
+    from bluegreen_hooks.host import nginx_conf
+
+    found = nginx_conf.check(ctx.cfg, ctx.say)
+    ctx.say(f"nginx config: {found.describe()}; switches will be {nginx_conf.mode_text(found, ctx.cfg)}")
+
+
 def check_target_ports(cfg: Config, target: Colour) -> None:
     """Refuse when something that is not our container answers on the target colour's port(s): it would
     make our container fail to bind, or answer the health check in its place (host/ports.py)."""

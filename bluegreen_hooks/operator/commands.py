@@ -35,14 +35,22 @@ def _find_config(args: argparse.Namespace) -> Config:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from bluegreen_hooks.operator import state_view
     from bluegreen_hooks.operator.status import gather_status, print_status
     from bluegreen_hooks.operator.text import dump
 
-    s = gather_status(_find_config(args))
+    try:
+        s = gather_status(_find_config(args))
+        show = print_status
+    except ConfigError as exc:   # no config: what the state file alone says
+        if args.config is not None:
+            raise
+        s = state_view.gather(state_view.state_store(args.state_dir, args.app, exc), str(exc))
+        show = state_view.print_state
     if args.json:
         dump(s)
     else:
-        print_status(s)
+        show(s)
     return 0 if s["ok"] else 1
 
 
@@ -52,7 +60,15 @@ def _history(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"-n: should be a positive number of records, not {args.n}")
-    h = read_history(_find_config(args), args.n)
+    try:
+        h = read_history(_find_config(args), args.n)
+    except ConfigError as exc:   # no config: the history is all in the state file
+        from bluegreen_hooks.operator.history import read_store
+        from bluegreen_hooks.operator.state_view import state_store
+
+        if args.config is not None:
+            raise
+        h = read_store(state_store(args.state_dir, args.app, exc), args.n)
     if args.json:
         dump(h)
     else:

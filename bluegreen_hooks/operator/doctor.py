@@ -20,6 +20,7 @@ from bluegreen_hooks.errors import HookError
 from bluegreen_hooks.host import include_guard, nginx, procfs
 from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.model import COLOURS, Colour
+from bluegreen_hooks.operator import doctor_host
 from bluegreen_hooks.operator.text import first_line
 from bluegreen_hooks.runtime.base import RunningMap, connect
 
@@ -79,7 +80,9 @@ def connect_docker(checks: Checks) -> Any | None:
     try:
         client = connect(timeout=15)
     except Exception as exc:
-        checks.add("docker", "fail", _reason(exc))
+        hint = "" if os.geteuid() == 0 else (f"; is {doctor_host.user_name()} in the Docker socket's group? "
+                                             f"(bluegreen-hooks setup-host --user {doctor_host.user_name()})")
+        checks.add("docker", "fail", _reason(exc) + hint)
         return None
 
     def version() -> tuple[str, str]:
@@ -116,7 +119,9 @@ def check_nginx_on_path() -> tuple[str, str]:
 # ------------------------------------------------------------------------------------- the app's config
 
 def check_nginx_binary(cfg: Config) -> tuple[str, str]:
-    exe = cfg.nginx.test[0]
+    from bluegreen_hooks.operator.setup_host import without_sudo
+
+    exe = (without_sudo(cfg.nginx.test) or cfg.nginx.test)[0]
     found = shutil.which(exe)
     if not found:
         return "fail", f"{exe} not found (nginx/test is {' '.join(cfg.nginx.test)}); install nginx"
@@ -139,10 +144,12 @@ def check_include_writable(cfg: Config) -> tuple[str, str]:
     inc = cfg.nginx.include
     if not inc.parent.is_dir():
         return "fail", f"folder {inc.parent} of nginx/include does not exist"
-    if not os.access(inc.parent, os.W_OK | os.X_OK):
-        return "fail", f"cannot create files in {inc.parent} (the include is replaced by a rename there)"
     if inc.exists() and not os.access(inc, os.W_OK):
-        return "fail", f"{inc} is not writable"
+        return "fail", f"{inc} is not writable by uid {os.getuid()} (setup-host makes the deploy user its owner)"
+    if not os.access(inc.parent, os.W_OK | os.X_OK):
+        if inc.exists():
+            return "ok", f"{inc} writable (rewritten in place: {inc.parent} is not writable)"
+        return "fail", f"{inc} does not exist and {inc.parent} is not writable (setup-host creates it)"
     include_guard.check(cfg)   # a file that is not an include of ours: FAIL naming nginx/include
     return "ok", f"{inc} writable" + ("" if inc.exists() else " (does not exist yet: created at the first deployment)")
 
@@ -248,6 +255,10 @@ def check_app(checks: Checks, cfg: Config, client: Any | None) -> None:
     checks.run("nginx config", partial(check_nginx_config, cfg))
     checks.run("nginx running", partial(check_nginx_running, cfg))
     checks.run("include writable", partial(check_include_writable, cfg))
+    checks.run("nginx routing", partial(doctor_host.check_nginx_routing, cfg))
+    checks.run("verification", partial(doctor_host.check_verification, cfg))
+    checks.run("venv root", partial(doctor_host.check_venv_root, cfg))
+    checks.run("sudo", partial(doctor_host.check_sudo, cfg))
     checks.run("state dir", partial(check_state_dir, cfg))
     checks.run("state file", partial(check_state_file, cfg))
     checks.run("worker shutdown", partial(check_worker_shutdown, cfg))

@@ -4,15 +4,20 @@ from __future__ import annotations
 from typing import Any
 
 from bluegreen_hooks.config import Config
+from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.operator.select import open_store, read_state
 from bluegreen_hooks.operator.text import utc
 
 
 def read_history(cfg: Config, n: int) -> dict[str, Any]:
     """``{app, state_file, events, deployments}``: the last ``n`` records of each, as the state stores them."""
-    store = open_store(cfg)
+    return read_store(open_store(cfg), n)
+
+
+def read_store(store: Store, n: int) -> dict[str, Any]:
+    """``read_history`` from a store (no config needed)."""
     st, _ = read_state(store)
-    return {"app": cfg.app, "state_file": str(store.path), "events": st.events[-n:],
+    return {"app": store.app, "state_file": str(store.path), "events": st.events[-n:],
             "deployments": st.deployments[-n:]}
 
 

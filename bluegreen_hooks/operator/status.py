@@ -82,23 +82,48 @@ def container_info(cont: Any) -> dict[str, Any]:
     return {"name": cont.name, "id": cont.short_id, "status": st.get("Status") or cont.status,
             "health": (st.get("Health") or {}).get("Status"), "restarts": attrs.get("RestartCount", 0) or 0,
             "started": st.get("StartedAt"), "deployment": cont.labels.get(LABEL_DEPLOYMENT),
-            "image": cont.labels.get(LABEL_IMAGE) or (attrs.get("Config") or {}).get("Image")}
+            "image": cont.labels.get(LABEL_IMAGE) or (attrs.get("Config") or {}).get("Image"),
+            "service": cont.labels.get("com.docker.compose.service")}
+
+
+def _service_ports(cfg: Config, colour: Colour) -> dict[str, int]:
+    """The routed services of a compose app and their ports for ``colour`` (empty for a single container)."""
+    return {r.service: r.ports[colour] for r in cfg.compose.routed} if cfg.compose else {}
+
+
+def _http(cfg: Config, port: int) -> str:
+    try:
+        return health.check_http(cfg.host, port, cfg.health.path, cfg.health.timeout, cfg.health.statuses)
+    except health.NotHealthyYet as exc:
+        return f"unhealthy: {exc}"
 
 
 def colour_view(cfg: Config, backend: Backend | None, colour: Colour) -> dict[str, Any]:
-    """One colour: its port, containers, and a direct HTTP check of its health path when one runs."""
+    """One colour: its port, containers, and a direct HTTP check of its health path when one runs.
+
+    Compose services get their own port and HTTP check when routed (``port``/``http`` None otherwise)."""
     conts = [container_info(c) for c in backend.containers(colour)] if backend is not None else []
     running = [c for c in conts if c["status"] == "running"]
+    routed = _service_ports(cfg, colour)
+    for c in conts:
+        c["port"] = routed.get(c["service"]) if cfg.compose else cfg.port(colour)
+        c["http"] = _http(cfg, c["port"]) if c["status"] == "running" and c["port"] else None
     http = None
     if running:
-        try:
-            http = health.check_http(cfg.host, cfg.port(colour), cfg.health.path, cfg.health.timeout,
-                                     cfg.health.statuses)
-        except health.NotHealthyYet as exc:
-            http = f"unhealthy: {exc}"
+        http = _http(cfg, cfg.port(colour))
     return {"port": cfg.port(colour), "containers": conts, "running": bool(running), "http": http,
             "healthy": bool(running) and http is not None and http.startswith("HTTP")
             and all(c["health"] in (None, "healthy") for c in running)}
+
+
+def fill_deployments(st: State, colours: dict[str, Any]) -> None:
+    """Containers without a deployment label (compose services) belong to the colour's deployment."""
+    ip = st.in_progress
+    for colour, view in colours.items():
+        dep = (st.live_deployment if colour == st.live else ip.id if ip and ip.target == colour
+               else st.previous_deployment if colour == st.previous else None)
+        for c in view["containers"]:
+            c["deployment"] = c["deployment"] or dep
 
 
 def containers_view(cfg: Config) -> ContainersView:
@@ -191,6 +216,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     st, problem = read_state(store)
     ngx = nginx_view(cfg)
     conts = containers_view(cfg)
+    fill_deployments(st, conts.colours)
     found, notes = disagreements(cfg, st, problem, str(store.path), ngx, conts)
     in_progress, stale = in_progress_view(cfg, st)
     warnings = ngx.warnings + conts.warnings + found + stale
@@ -224,10 +250,11 @@ def _colour_lines(s: dict[str, Any]) -> list[str]:
         if not c["containers"]:
             lines.append(f"{colour:<12} :{c['port']}{mark}  no container")
         for cont in c["containers"]:
-            lines.append(f"{colour:<12} :{c['port']}{mark}  {cont['name']} {cont['status']}"
+            port = f":{cont['port']}" if cont.get("port") else "(not routed)"
+            lines.append(f"{colour:<12} {port}{mark}  {cont['name']} {cont['status']}"
                          + (f", Docker health {cont['health']}" if cont["health"] else "")
-                         + (f", {c['http']}" if cont["status"] == "running" and c["http"] else "")
-                         + f"  (deployment {cont['deployment']}, image {cont['image']}"
+                         + (f", {cont['http']}" if cont.get("http") else "")
+                         + f"  (deployment {cont['deployment'] or 'unknown'}, image {cont['image']}"
                          + (f", {cont['restarts']} restarts" if cont["restarts"] else "") + ")")
     return lines
 
