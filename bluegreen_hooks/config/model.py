@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bluegreen_hooks import model
+from bluegreen_hooks.config.operability import MaintenanceConfig, MetricsConfig, NotifyConfig
 from bluegreen_hooks.model import COLOURS, Colour
 
 Form = Literal["set", "upstream"]
@@ -133,6 +134,9 @@ class Config:
     history: int
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     compose: ComposeConfig | None = None
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    notify: NotifyConfig | None = None
 
     @property
     def extra_routes(self) -> tuple[ComposeRoute, ...]:

@@ -18,8 +18,8 @@ import http.client
 import re
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -136,19 +136,21 @@ class Answer:
     status: int
     colour: str
     body: str
+    headers: dict[str, str] = field(default_factory=dict)   # names in lower case
 
 
-def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
+def probe(cfg: Config, path: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> Answer:
     """One GET through nginx's public URL on a fresh connection; raises OSError/HTTPException on failure."""
     url = urlsplit(cfg.nginx.public_url)
     conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(url.hostname or "127.0.0.1", url.port, timeout=timeout)
     try:
         conn.request("GET", (url.path.rstrip("/") + path) or "/",
-                     headers={"Connection": "close", "User-Agent": "bluegreen-hooks"})
+                     headers={"Connection": "close", "User-Agent": "bluegreen-hooks", **(headers or {})})
         resp = conn.getresponse()
         body = resp.read(4096).decode("utf-8", "replace")
-        return Answer(resp.status, resp.getheader(cfg.nginx.colour_header, "") or "", body)
+        return Answer(resp.status, resp.getheader(cfg.nginx.colour_header, "") or "", body,
+                      {k.lower(): v for k, v in resp.getheaders()})
     finally:
         conn.close()
 
@@ -192,16 +194,24 @@ class Switch:
 
 
 def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str], None]) -> Switch:
-    """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure.
+    """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure."""
+    sw = switch_to(cfg, render_include(cfg, colour, deployment_id),
+                   lambda: verify(cfg, colour, path=cfg.health.path))
+    say(f"nginx now sends traffic to {colour} (test + reload + verify in {sw.seconds * 1000:.0f} ms)")
+    return sw
+
+
+def switch_to(cfg: Config, new_text: str, check: Callable[[], object]) -> Switch:
+    """Make ``new_text`` the include: write it, test, reload, then ``check()`` (raises NginxError when nginx
+    does not answer as the new text says). Undo everything on failure.
 
     If the config test fails, the previous include is put back and nginx is not reloaded. If the reload
-    or the verification fails, the previous include is put back and nginx reloaded with it.
+    or the check fails, the previous include is put back and nginx reloaded with it.
     """
     t0 = time.monotonic()
     path = cfg.nginx.include
     check_running(cfg)
     old_text = read_include(cfg)
-    new_text = render_include(cfg, colour, deployment_id)
     old_workers = worker_pids(cfg)
     write_atomic(path, new_text)
     try:
@@ -214,7 +224,7 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
         raise
     try:
         run(cfg.nginx.reload, "nginx reload")
-        verify(cfg, colour, path=cfg.health.path)
+        check()
     except BaseException as exc:   # NginxError, or SIGTERM while reloading/verifying: put the old include back
         _restore(path, old_text)
         with contextlib.suppress(NginxError):
@@ -222,9 +232,7 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
         if isinstance(exc, NginxError):
             raise NginxError(f"{exc}; previous include restored") from exc
         raise
-    seconds = time.monotonic() - t0
-    say(f"nginx now sends traffic to {colour} (test + reload + verify in {seconds * 1000:.0f} ms)")
-    return Switch(old_workers, seconds, old_text)
+    return Switch(old_workers, time.monotonic() - t0, old_text)
 
 
 def _restore(path: Path, old_text: str | None) -> None:
