@@ -185,9 +185,25 @@ def wait_old_workers_stop_accepting(cfg: Config, old_workers: list[list[int]], t
     ``off``), so both wait for this (normally a few ms). False when the wait timed out."""
     url = urlsplit(cfg.nginx.public_url)
     port = url.port or (443 if url.scheme == "https" else 80)
-    old = {pid for pid, _ in old_workers}
+    old = [(pid, start) for pid, start in old_workers]
 
     def closed() -> bool:
-        return not old & {pid for pid, _ in procfs.holders(port)}
+        targets = {f"socket:[{i}]" for i in procfs.listening_inodes(port)}
+        return not any(procfs.process_alive(pid, start) and _holds(pid, targets) for pid, start in old)
 
     return not old or bool(poll(closed, timeout, interval=0.01, max_interval=0.05))
+
+
+def _holds(pid: int, targets: set[str]) -> bool:
+    """``pid`` has one of the sockets ``targets`` (``socket:[inode]``) open (False when it cannot be read)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
+                return True
+        except OSError:
+            continue
+    return False

@@ -143,17 +143,26 @@ def publish_sns(arn: str, subject: str, message: str, timeout: float) -> None:
 def _deliver(n: NotifyConfig, kind: str, target: str, attempt: Callable[[float], object], say: Say,
              sleep: Callable[[float], None]) -> bool:
     """Call ``attempt(timeout)`` until it succeeds, fails for good, or notify/deadline is used up."""
-    t0, tries = time.monotonic(), [0]
+    t0, tries, last = time.monotonic(), [0], ["no attempt"]
+
+    def left() -> float:
+        return n.deadline - (time.monotonic() - t0)
 
     def once() -> None:
-        left = n.deadline - (time.monotonic() - t0)
-        if left < 0.05:
-            raise _Permanent(f"notify/deadline ({n.deadline:g}s) used up")
+        if left() < 0.05:
+            raise _Permanent(f"{last[0]}; notify/deadline ({n.deadline:g}s) used up")
         tries[0] += 1
-        attempt(min(n.timeout, left))
+        try:
+            attempt(min(n.timeout, left()))
+        except _Transient as exc:
+            last[0] = str(exc)
+            raise
+
+    def bounded_sleep(seconds: float) -> None:   # never wait past the deadline
+        sleep(max(0.0, min(seconds, left())))
 
     try:
-        for a in retrying(on=_Transient, timeout=n.deadline, interval=0.2, max_interval=1.0, sleep=sleep):
+        for a in retrying(on=_Transient, timeout=n.deadline, interval=0.2, max_interval=1.0, sleep=bounded_sleep):
             with a:
                 once()
         return True

@@ -47,7 +47,8 @@ def fields(st: State, deployment_id: str, event: str, outcome: str, seconds: flo
         "live": st.live, "target": (ended or {}).get("target"), "from": (ended or {}).get("from"),
         "seconds": (ended or {}).get("seconds", round(seconds, 3)), "event_seconds": round(seconds, 3),
         "timings": (ended or {}).get("timings") or {}, "cause": cause,
-        "last_line": last or (cause if cause else f"{event}: {deployment_id} {outcome}"),
+        "last_line": last or cause or (f"maintenance page: {m.message}" if m and event == "Maintenance"
+                                       else f"{event} {outcome}"),
         "maintenance": m.to_json() if m else None,
         "user": (st.events[-1].get("user") if st.events else None)}
 
