@@ -26,7 +26,8 @@ from bluegreen_hooks.model import EVENTS
 
 # modules that add commands (each defines add_commands(subparsers))
 COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen_hooks.delivery.commands",
-                                   "bluegreen_hooks.operator.commands", "bluegreen_hooks.operator.setup_host")
+                                   "bluegreen_hooks.operator.commands", "bluegreen_hooks.operator.setup_host",
+                                   "bluegreen_hooks.operator.ops_commands")
 
 
 def _hook(args: argparse.Namespace) -> int:

@@ -193,6 +193,41 @@ def _check_names(data: Mapping[str, Any]) -> None:
 
 
 @dataclass
+class Maintenance:
+    """Maintenance mode is on (operator/maintenance.py): since when, by whom, what the page says."""
+
+    since: float
+    id: str                               # the maintenance-… id it is recorded under in the audit log
+    user: str | None = None
+    host: str | None = None
+    message: str | None = None
+    retry_after: int = 120
+    colour: Colour | None = None          # the colour live when it was turned on
+
+    @classmethod
+    def from_json(cls, data: Any) -> Maintenance:
+        if not isinstance(data, dict):
+            raise BadState("maintenance: should be an object or null")
+        ident = data.get("id")
+        if not is_deployment_id(ident):
+            raise BadState(f"maintenance/id: should be an id, not {ident!r:.40}")
+        return cls(since=float(_get(data, "since", _NUM, False)), id=str(ident), user=_get(data, "user", (str,)),
+                   host=_get(data, "host", (str,)), message=_get(data, "message", (str,)),
+                   retry_after=int(_get(data, "retry_after", (int,)) or 120), colour=_colour(data, "colour"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"since": self.since, "id": self.id, "user": self.user, "host": self.host, "message": self.message,
+                "retry_after": self.retry_after, "colour": self.colour}
+
+
+def _counters(data: Mapping[str, Any]) -> dict[str, int]:
+    value = data.get("counters") or {}
+    if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+        raise BadState("counters: should be an object of integers")
+    return dict(value)
+
+
+@dataclass
 class State:
     """What is live, what is in progress, and what happened, for one app (see host/store.py)."""
 
@@ -211,6 +246,8 @@ class State:
     events: list[Record] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     long_lived: Record | None = None     # the last drain that closed long-lived connections: {at, open, colour}
+    maintenance: Maintenance | None = None                         # maintenance mode is on
+    counters: dict[str, int] = field(default_factory=dict)         # totals that outlive the bounded history
 
     @classmethod
     def from_json(cls, data: Any, app: str) -> State:
@@ -230,7 +267,9 @@ class State:
             drain_workers=_workers(data, "drain_workers"), config=_get(data, "config", (str,)),
             deployments=_records(data, "deployments"), events=_records(data, "events"),
             extra={k: v for k, v in data.items() if k not in known},
-            long_lived=_get(data, "long_lived", (dict,)))
+            long_lived=_get(data, "long_lived", (dict,)),
+            maintenance=None if data.get("maintenance") is None else Maintenance.from_json(data["maintenance"]),
+            counters=_counters(data))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.extra, "schema": SCHEMA, "app": self.app, "live": self.live, "live_since": self.live_since,
@@ -239,7 +278,8 @@ class State:
                 "in_progress": self.in_progress.to_json() if self.in_progress else None,
                 "drain_workers": self.drain_workers, "config": self.config,
                 "deployments": self.deployments, "events": self.events,
-                **({"long_lived": self.long_lived} if self.long_lived is not None else {})}
+                **({"long_lived": self.long_lived} if self.long_lived is not None else {}),
+                "maintenance": self.maintenance.to_json() if self.maintenance else None, "counters": self.counters}
 
     def holder(self, deployment_id: str) -> InProgress | None:
         """The in-progress record when ``deployment_id`` holds the app, else None."""
@@ -303,6 +343,7 @@ def record_deployment(st: State, ip: InProgress, outcome: str, now: float, cause
         "started": ip.started, "ended": now, "seconds": round(now - ip.started, 3), "stage": ip.stage,
         "image": ip.image, "timings": ip.timings,
         **({"canary": ip.canary.to_json()} if ip.canary is not None else {})})
+    count(st, f"{'rollbacks' if ip.id.startswith('rollback-') else 'deployments'}_{outcome}")
     if st.in_progress is not None and st.in_progress.id == ip.id:
         st.in_progress = None
 
@@ -313,3 +354,8 @@ def record_event(st: State, who: Who, deployment_id: str, event: str, outcome: s
     st.events.append({"at": now, "deployment": deployment_id, "event": event, "outcome": outcome,
                       "seconds": round(seconds, 3), "live": st.live, "target": target, "cause": cause,
                       "host": who.host, "user": who.user, "pid": who.pid})
+
+
+def count(st: State, name: str, n: int = 1) -> None:
+    """Add ``n`` to the total ``name`` (e.g. deployments_failed, notify_failed): metrics read them."""
+    st.counters[name] = st.counters.get(name, 0) + n

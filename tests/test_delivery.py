@@ -129,7 +129,7 @@ def test_bundle_carries_pinned_wheels_with_hashes(tmp_path, capsys):
     assert all(n.endswith("-none-any.whl") for n in wheels)
     dists = {n.split("/")[1].split("-")[0] for n in wheels}
     assert {"docker", "tenacity", "requests", "urllib3", "idna", "charset_normalizer", "certifi", "tomli",
-            "crossplane"} == dists
+            "crossplane", "prometheus_client"} == dists
     for _n, data in wheels.items():
         assert f"--hash=sha256:{hashlib.sha256(data).hexdigest()}" in req
     assert 'tomli==2.5.0 ; python_version < "3.11"' in req
@@ -334,6 +334,7 @@ def test_launcher_without_pip_unpacks_the_hash_checked_wheels(tmp_path, capsys, 
                                 text=True).stdout.strip()
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import docker, tenacity, requests, urllib3, idna, charset_normalizer, certifi, crossplane;"
+                            "import prometheus_client;"
                             "import importlib.util; print(importlib.util.find_spec('tomli') is not None)"],
                            capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from bluegreen_hooks import model
 from bluegreen_hooks.config.canary import CanaryConfig
+from bluegreen_hooks.config.operability import MaintenanceConfig, MetricsConfig, NotifyConfig
 from bluegreen_hooks.model import COLOURS, Colour
 
 Form = Literal["set", "upstream"]
@@ -136,6 +137,9 @@ class Config:
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     compose: ComposeConfig | None = None
     canary: CanaryConfig | None = None     # [canary]: shift a share first (docs/canary.md)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    notify: NotifyConfig | None = None
 
     @property
     def extra_routes(self) -> tuple[ComposeRoute, ...]:

@@ -37,6 +37,7 @@ from bluegreen_hooks.config.model import (
     Network,
     NginxConfig,
 )
+from bluegreen_hooks.config.operability import DEPLOY_KEYS, parse_maintenance, parse_metrics, parse_notify
 from bluegreen_hooks.config.reader import (
     HEADER,
     IDENT,
@@ -55,7 +56,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.9/3.10 hosts
     import tomli as tomllib
 
-_TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose", "canary")
+_TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose", "canary", "maintenance",
+           "notify")
 _CONTAINER_KEYS = ("image", "build", "dockerfile", "build_args", "build_network", "network", "port", "port_env",
                    "env", "stop_grace_period", "command")
 _NGINX_KEYS = ("include", "form", "variable", "upstream", "colour_variable", "test", "reload", "pid_file",
@@ -110,8 +112,9 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     container = parse_container(top, path, check_files)
     health = parse_health(top.sub("health", ("path", "statuses", "timeout", "deadline", "interval", "max_interval")))
     nginx = parse_nginx(top.sub("nginx", _NGINX_KEYS), app, health, as_root)
-    deploy = parse_deploy(top.sub("deploy", ("drain_timeout", "keep_images", "state_dir", "stale_after", "history")),
-                          environ)
+    deploy_table = top.sub("deploy", ("drain_timeout", "keep_images", "state_dir", "stale_after", "history",
+                                      *DEPLOY_KEYS))
+    deploy = parse_deploy(deploy_table, environ)
     compose = None
     if top.get("compose") is not None:
         compose = parse_compose(top, app, ports, nginx, path, check_files)
@@ -119,7 +122,9 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     return Config(
         path=path, app=app, ports=ports, host=host, container=container, health=health, nginx=nginx,
         drain_timeout=deploy.drain_timeout, keep_images=deploy.keep_images, state_dir=deploy.state_dir,
-        stale_after=deploy.stale_after, history=deploy.history, raw=raw, compose=compose, canary=canary)
+        stale_after=deploy.stale_after, history=deploy.history, raw=raw, compose=compose, canary=canary,
+        maintenance=parse_maintenance(top, deploy_table), metrics=parse_metrics(deploy_table),
+        notify=parse_notify(top))
 
 
 def parse_colours(r: Reader) -> tuple[dict[str, int], str]:

@@ -20,6 +20,7 @@ RUNTIME_WHEELS: tuple[tuple[str, str, str], ...] = (
     ("crossplane", "0.5.8", ""),
     ("docker", "7.2.0", ""),
     ("idna", "3.20", ""),
+    ("prometheus-client", "0.26.0", ""),
     ("requests", "2.32.5", ""),
     ("tenacity", "9.1.2", ""),
     ("tomli", "2.5.0", 'python_version < "3.11"'),

@@ -21,8 +21,8 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
@@ -168,9 +168,10 @@ class Answer:
     status: int
     colour: str
     body: str
+    headers: dict[str, str] = field(default_factory=dict)   # names in lower case
 
 
-def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
+def probe(cfg: Config, path: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> Answer:
     """One GET through nginx's public URL on a fresh connection; raises OSError on failure (an HTTP
     protocol error too, as ConnectionError)."""
     import http.client
@@ -180,10 +181,11 @@ def probe(cfg: Config, path: str, timeout: float = 5.0) -> Answer:
     conn = conn_cls(url.hostname or "127.0.0.1", url.port, timeout=timeout)
     try:
         conn.request("GET", (url.path.rstrip("/") + path) or "/",
-                     headers={"Connection": "close", "User-Agent": "bluegreen-hooks"})
+                     headers={"Connection": "close", "User-Agent": "bluegreen-hooks", **(headers or {})})
         resp = conn.getresponse()
         body = resp.read(4096).decode("utf-8", "replace")
-        return Answer(resp.status, resp.getheader(cfg.nginx.colour_header, "") or "", body)
+        return Answer(resp.status, resp.getheader(cfg.nginx.colour_header, "") or "", body,
+                      {k.lower(): v for k, v in resp.getheaders()})
     except http.client.HTTPException as exc:
         raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
     finally:
@@ -300,6 +302,12 @@ def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str],
     sw = apply(cfg, render_include(cfg, colour, deployment_id), check)
     say(f"nginx now sends traffic to {colour} (test + reload + verify in {sw.seconds * 1000:.0f} ms; {sw.proof})")
     return sw
+
+
+def switch_to(cfg: Config, new_text: str, check: Callable[[], object]) -> Switch:
+    """Make ``new_text`` the include (e.g. the maintenance page): ``apply`` with a ``check()`` that raises
+    NginxError when nginx does not answer as the new text says."""
+    return apply(cfg, new_text, lambda _before: check())
 
 
 def apply(cfg: Config, new_text: str, check: Callable[[list[list[int]]], object]) -> Switch:

@@ -16,7 +16,7 @@ from typing import Callable
 from bluegreen_hooks.errors import HookError, LockedError, NginxError, ValidationFailed
 from bluegreen_hooks.host import include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
-from bluegreen_hooks.lifecycle import steps
+from bluegreen_hooks.lifecycle import maintenance, steps
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Colour, InProgress, finish_event, record_deployment
 from bluegreen_hooks.runtime.base import Backend
@@ -46,6 +46,7 @@ def before_install(ctx: Context) -> None:
     nginx.test_config(cfg)
     ctx.say("nginx is running and its config test passes")
     steps.check_nginx_config(ctx)
+    maintenance.guard(cfg, ctx.store, ctx.say)
     d = steps.take(ctx, be)
     if d.done:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
@@ -74,13 +75,14 @@ def application_start(ctx: Context) -> None:
 
     cfg, dep = ctx.cfg, ctx.deployment_id
     be = runtime.backend(cfg)
+    maintenance.guard(cfg, ctx.store, ctx.say)
     d = steps.take(ctx, be)
     ip = d.state.in_progress if d.state else None
     if d.done or ip is None:
         ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
         return
     if ip.stage in ("switched", "validated") and d.live == d.target:
-        nginx.verify_serving(cfg, d.target, nginx.verify_mode(cfg), path=cfg.health.path)
+        ctx.say(maintenance.validate(cfg, ctx.store, d.target, path=cfg.health.path))
         ctx.say(f"deployment {dep} already switched nginx to {d.target}: nothing to do")
         ctx.finish("switched")
         return
@@ -159,9 +161,7 @@ def validate_service(ctx: Context) -> None:
     target: Colour = ip.target or "blue"
     old = ip.from_colour
     try:
-        answer, proof = nginx.verify_serving(cfg, target, nginx.verify_mode(cfg))
-        ctx.say(f"validated through nginx: {cfg.nginx.public_url}{cfg.nginx.validate_path} -> HTTP {answer.status} "
-                f"from {target} ({proof})")
+        ctx.say(maintenance.validate(cfg, ctx.store, target))
     except NginxError as exc:
         raise _switch_back(ctx, be, target, old, str(exc)) from exc
     ctx.finish("validated")

@@ -165,3 +165,7 @@ def audit(ctx: Context, outcome: str, seconds: float, cause: str | None = None, 
                 record_deployment(st, mine, outcome, now, cause=cause)
     except (HookError, OSError) as exc:
         ctx.say(f"warning: could not record the event in the state file: {exc}")
+    from bluegreen_hooks.observe.report import after_event  # metrics, EMF, notifications: never raises
+
+    after_event(ctx.cfg, ctx.store, ctx.deployment_id, ctx.event, outcome, seconds, cause, ctx.say,
+                last_line(ctx.event, cause) if cause else None)

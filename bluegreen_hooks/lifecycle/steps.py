@@ -107,9 +107,12 @@ def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> No
     """An interrupted switch: make the include say what nginx serves again (no reload needed)."""
     ctx.say(f"nginx serves {served} but {ctx.cfg.nginx.include} names {world.include_colour} (an interrupted "
             f"switch): include rewritten for {served}")
+    from bluegreen_hooks.lifecycle import maintenance
+
     running = world.running.get(served)
     dep = (running.deployment if running else None) or st.live_deployment or ""
-    nginx.write_include(ctx.cfg, nginx.render_include(ctx.cfg, served, dep if is_deployment_id(dep) else "unknown"))
+    text, _ = maintenance.include_for(ctx.cfg, st.maintenance, served, dep if is_deployment_id(dep) else "unknown")
+    nginx.write_include(ctx.cfg, text)
 
 
 def check_nginx_config(ctx: Context) -> None:
@@ -178,13 +181,22 @@ def with_serving(exc: HookError, live: Colour | None, see_output: bool, next_ste
 
 
 def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
-    """Point nginx at ``colour`` through the validated switch (write, test, reload, verify)."""
-    return nginx.switch(ctx.cfg, colour, include_id, ctx.say)
+    """Point nginx at ``colour`` through the validated switch (write, test, reload, verify); during
+    maintenance behind the maintenance page (lifecycle/maintenance.py)."""
+    from bluegreen_hooks.lifecycle import maintenance
+
+    return maintenance.switch(ctx.cfg, ctx.store, colour, include_id, ctx.say)
 
 
 def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
-    """Wait (at most deploy/drain_timeout) until nginx ``workers`` from before a switch have exited."""
+    """Wait (at most deploy/drain_timeout) until nginx ``workers`` from before a switch have exited; the
+    seconds it took are kept in the deployment's timings ("drain", for the metrics). True when drained."""
+    t0 = time.monotonic()
     drained, left = nginx.wait_drained(workers, ctx.cfg.drain_timeout)
+    with ctx.store.update() as st:
+        ip = st.holder(ctx.deployment_id)
+        if ip is not None:
+            ip.timings["drain"] = round(time.monotonic() - t0, 3)
     ctx.say(done if drained else
             f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
     return drained

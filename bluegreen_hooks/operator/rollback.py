@@ -157,7 +157,8 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
     with ctx.store.update() as st:
         st.set_live(prev, prev_d, plan.prev_image, time.time())
         st.drain_workers = up.switch.old_workers   # as a deployment's switch records them
-        finish_event(st, ctx.deployment_id, "switched", time.time())
+        finish_event(st, ctx.deployment_id, "switched", time.time(), timings={
+            "healthy": round(up.healthy_seconds, 3), "switch_ms": round(up.switch.seconds * 1000, 1)})
     say(f"{prev} is live again (deployment {prev_d})")
     stopped = _retire(ctx, be, plan, up, keep_other, t0)
     seconds = time.monotonic() - t0

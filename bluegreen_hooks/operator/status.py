@@ -219,7 +219,10 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     fill_deployments(st, conts.colours)
     found, notes = disagreements(cfg, st, problem, str(store.path), ngx, conts)
     in_progress, stale = in_progress_view(cfg, st)
-    warnings = ngx.warnings + conts.warnings + found + stale
+    from bluegreen_hooks.operator.maintenance import status_view
+
+    maintenance, maintenance_warnings = status_view(cfg, st, ngx.text)
+    warnings = ngx.warnings + conts.warnings + found + stale + maintenance_warnings
     return {
         "app": cfg.app, "config": str(cfg.path), "state_file": str(store.path), "state_problem": problem,
         "live": {"colour": st.live, "since": st.live_since, "deployment": st.live_deployment,
@@ -229,6 +232,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         "in_progress": in_progress,
         "canary": ({"deployment": st.in_progress.id, **st.in_progress.canary.to_json()}
                    if st.in_progress is not None and st.in_progress.canary is not None else None),
+        "maintenance": maintenance,
         "nginx": {"running": ngx.pid is not None, "pid": ngx.pid, "include": str(cfg.nginx.include),
                   "include_colour": ngx.colour, "include_deployment": ngx.deployment, "public": ngx.public},
         "docker_error": conts.docker_error,
@@ -270,6 +274,10 @@ def print_status(s: dict[str, Any]) -> None:
         print("live         none (nothing deployed yet)" if s["state_problem"] == "missing" else "live         none")
     if prev["colour"]:
         print(f"previous     {prev['colour']}, deployment {prev['deployment']}, image {prev['image']}")
+    m = s.get("maintenance")
+    if m:
+        print(f"maintenance  ON since {utc(m['since'])} ({ago(m['since'])}) by {m['user']}@{m['host']}: 503 with "
+              f"Retry-After {m['retry_after']}s, \"{m['message']}\"")
     ip = s["in_progress"]
     if ip:
         print(f"in progress  {ip['id']} -> {ip['target']}: {ip['status']}, {ip['reason']}")

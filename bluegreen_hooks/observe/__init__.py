@@ -1,0 +1,12 @@
+"""What an operator's tools see of each deployment: metrics (Prometheus textfile collector), CloudWatch
+Embedded Metric Format lines, and notifications (webhook, Slack, SNS).
+
+* ``metrics``: the figures, computed from the app's State, as prometheus_client text or JSON;
+* ``emf``: one CloudWatch EMF JSON line per event (to a file or stdout);
+* ``notify``: one message when a deployment ends (``send(cfg, kind, fields, say)``), bounded and retried;
+* ``report``: ``after_event``, called by lifecycle/runner.audit after every event, rollback and
+  maintenance change; it never raises;
+* ``commands``: ``bluegreen-hooks metrics`` and ``bluegreen-hooks maintenance`` (argparse glue).
+
+This package's ``__init__`` imports nothing: prometheus_client, tenacity and boto3 are imported lazily.
+"""
