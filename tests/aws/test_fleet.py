@@ -95,7 +95,8 @@ class World:
                          "--poll", "0.3", "--timeout", "600", *extra])
         seconds = time.monotonic() - t0
         out, err = capsys.readouterr()
-        sys.stdout.write(out + err)            # shown with -s, and on failure
+        with capsys.disabled():                # the live report, shown with -s
+            sys.stdout.write(out)
         return rc, out, err, seconds
 
     def deployment_ids(self, out: str) -> list[str]:
@@ -152,7 +153,7 @@ def test_one_at_a_time_three_deployments_on_three_hosts(world, capsys):
     assert r.versions_in_order == ["v1", "v2", "v3"], r.summary()
     assert {s.header for s in r.samples} == {"host1", "host2", "host3"}
     assert world.fleet.versions() == {"host1": "v3", "host2": "v3", "host3": "v3", "host4": "HTTP 500"}
-    print(f"\nFIGURE fleet3 OneAtATime with traffic control: deployments {', '.join(f'{t:.1f}s' for t in times)}; "
+    figure(capsys, f"fleet3 OneAtATime with traffic control: deployments {', '.join(f'{t:.1f}s' for t in times)}; "
           f"{r.summary()}")
 
 
@@ -170,7 +171,8 @@ def test_validate_fails_on_the_first_host_and_codedeploy_rolls_back_everywhere(w
     assert info["errorInformation"]["code"] == "HEALTH_CONSTRAINTS"
     assert "  i-host1: Failed in ValidateService" in out and "  i-host3: Skipped" in out, out
     assert "instances: i-host1 Failed (ValidateService), i-host2 Skipped, i-host3 Skipped" in out, out
-    assert f"{failed}: Failed - Pending 0, InProgress 0, Succeeded 0, Failed 1, Skipped 2" in out, out
+    assert f"{failed}: Failed (CodeDeployDefault.OneAtATime) - Pending 0, InProgress 0, Succeeded 0, Failed 1, " \
+           f"Skipped 2" in out, out
     assert f"automatic rollback: CodeDeploy redeploys the last successful revision as {rb}" in out, out
     assert f"rollback {rb} Succeeded: every instance is back on the last good revision" in out, out
     last = err.splitlines()[-1]
@@ -187,7 +189,7 @@ def test_validate_fails_on_the_first_host_and_codedeploy_rolls_back_everywhere(w
     assert {h: world.fleet.versions()[h] for h in ("host1", "host2", "host3")} == dict.fromkeys(
         ("host1", "host2", "host3"), "v3")
     assert all(_state(h)["live_deployment"] == rb for h in world.fleet.hosts[:3])
-    print(f"\nFIGURE failed on host1 + automatic rollback on 3 hosts: {t:.1f}s until the rollback ended; "
+    figure(capsys, f"failed on host1 + automatic rollback on 3 hosts: {t:.1f}s until the rollback ended; "
           f"{r.summary()}")
 
 
@@ -206,7 +208,7 @@ def test_half_at_a_time_on_four_hosts(world, capsys):
     assert world.fleet.balancer.serving() == ["i-host1", "i-host2", "i-host3", "i-host4"]
     assert "Succeeded 4, Failed 0, Skipped 0" in out
     assert set(rollout.requests_while_out(world.lb_dir(), world.sockets(), did).values()) == {0}
-    print(f"\nFIGURE fleet4 HalfAtATime with traffic control: {t:.1f}s; batches {rollout.batches(sp)}; {r.summary()}")
+    figure(capsys, f"fleet4 HalfAtATime with traffic control: {t:.1f}s; batches {rollout.batches(sp)}; {r.summary()}")
 
 
 def test_with_and_without_the_balancers_traffic_control(world, capsys):
@@ -224,7 +226,7 @@ def test_with_and_without_the_balancers_traffic_control(world, capsys):
         changes = rollout.lb_changes(world.lb_dir(), did)
         assert len(changes) == (8 if group == "fleet4" else 0), changes
     spent = sum(e - s for s, e, _a, _i in rollout.lb_changes(world.lb_dir(), did))
-    print(f"\nFIGURE HalfAtATime on 4 hosts: without traffic control {times['plain4']:.1f}s "
+    figure(capsys, f"HalfAtATime on 4 hosts: without traffic control {times['plain4']:.1f}s "
           f"({results['plain4'].summary()}); with it {times['fleet4']:.1f}s ({results['fleet4'].summary()}); "
           f"difference {times['fleet4'] - times['plain4']:+.1f}s, {spent:.1f}s of it in deregister/register")
 
@@ -239,6 +241,12 @@ def test_status_says_which_instance_it_is(world):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "instance     host2, instance i-host2 (CodeDeploy group fleet4, last event" in proc.stdout, proc.stdout
     assert "OK: state, nginx include and containers agree" in proc.stdout, proc.stdout
+
+
+def figure(capsys, text: str) -> None:
+    """A measured figure (docs/fleet.md): printed past pytest's capture."""
+    with capsys.disabled():
+        print(f"\nFIGURE {text}", flush=True)
 
 
 def _state(host) -> dict:
