@@ -65,7 +65,7 @@ def spans(cd: Any, deployment_id: str) -> list[Span]:
 
 
 def batches(found: list[Span]) -> list[list[str]]:
-    """Instances grouped into batches: a span starting before every span of the current batch ended joins it."""
+    """Instances grouped into batches (each sorted): a span starting before the current batch ended joins it."""
     out: list[list[str]] = []
     end = None
     for s in sorted(found, key=lambda s: s.start):
@@ -75,7 +75,7 @@ def batches(found: list[Span]) -> list[list[str]]:
         else:
             out.append([s.instance])
             end = s.end
-    return out
+    return [sorted(b) for b in out]
 
 
 def lb_changes(lb_dir: Path, deployment_id: str | None = None) -> list[tuple[float, float, str, str]]:
