@@ -77,6 +77,9 @@ def run(args: argparse.Namespace, fleet: Fleet, aws: AwsLocal, work: Path) -> tu
     k = 0
     for config in args.configs:
         for n in args.hosts:
+            if config == "HalfAtATime" and n == 1:     # M = ceil(1/2) = 1 >= N: HEALTH_CONSTRAINTS_INVALID
+                rows.append({"hosts": n, "config": config, "invalid": True})
+                continue
             k += 1
             version = f"v{k}"
             with Load(fleet.balancer.url, threads=3, header="X-Fleet-Host") as load:
@@ -96,7 +99,9 @@ def run(args: argparse.Namespace, fleet: Fleet, aws: AwsLocal, work: Path) -> tu
 def table(rows: list[dict], traffic: bool) -> str:
     head = ("| hosts | config | batches | `build.py deploy` (s) | CodeDeploy span (s) | requests | failed |\n"
             "|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['hosts']} | {r['config']} | {r['batches']} | {r['seconds']:.1f} | {r['api_seconds']:.0f} | "
+    body = "".join(f"| {r['hosts']} | {r['config']} | – | HEALTH_CONSTRAINTS_INVALID (M = 1 ≥ N) | | | |\n"
+                   if r.get("invalid") else
+                   f"| {r['hosts']} | {r['config']} | {r['batches']} | {r['seconds']:.1f} | {r['api_seconds']:.0f} | "
                    f"{r['requests']} | {r['failed']} |\n" for r in rows)
     return f"traffic control (BlockTraffic/AllowTraffic): {'yes' if traffic else 'no'}\n\n" + head + body
 
@@ -121,9 +126,10 @@ def plot(samples: list, rows: list[dict], hosts: int, path: Path) -> bool:
                 ax.hist(ts, bins=bins, color=colours[v], label=v, histtype="stepfilled", alpha=0.8)
         ax.set_ylabel(f"{host}\nreq/0.5s")
         for r in rows:
-            ax.axvline(r["start"], color="grey", lw=0.5)
+            if "start" in r:
+                ax.axvline(r["start"], color="grey", lw=0.5)
     axes_list = axes if hosts > 1 else [axes]
-    for r in rows:
+    for r in (r for r in rows if "start" in r):
         axes_list[0].text(r["start"], axes_list[0].get_ylim()[1], f"{r['config'][:4]} N={r['hosts']}", fontsize=6,
                           va="bottom")
     axes_list[-1].set_xlabel("seconds (each grey line: a deployment starts; colour: the version that answered)")
@@ -167,7 +173,7 @@ def main() -> int:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.png:
         print(f"picture: {args.png}" if plot(samples, rows, fleet.n, args.png) else "matplotlib is not installed")
-    return 1 if left or any(r["failed"] for r in rows) else 0
+    return 1 if left or any(r.get("failed") for r in rows) else 0
 
 
 if __name__ == "__main__":
