@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, fleet: Fleet, aws: AwsLocal, work: Path) -> tu
 def table(rows: list[dict], traffic: bool) -> str:
     head = ("| hosts | config | batches | `build.py deploy` (s) | CodeDeploy span (s) | requests | failed |\n"
             "|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['hosts']} | {r['config']} | – | HEALTH_CONSTRAINTS_INVALID (M = 1 ≥ N) | | | |\n"
+    body = "".join(f"| {r['hosts']} | {r['config']} | - | HEALTH_CONSTRAINTS_INVALID (M = 1 >= N) | | | |\n"
                    if r.get("invalid") else
                    f"| {r['hosts']} | {r['config']} | {r['batches']} | {r['seconds']:.1f} | {r['api_seconds']:.0f} | "
                    f"{r['requests']} | {r['failed']} |\n" for r in rows)
