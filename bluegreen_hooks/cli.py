@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bluegreen_hooks.errors import HookError
-from bluegreen_hooks.model import EVENTS
+from bluegreen_hooks.model import AGENT_EVENTS
 
 # modules that add commands (each defines add_commands(subparsers))
 COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen_hooks.delivery.commands",
@@ -50,7 +50,7 @@ def parser(only_hook: bool = False, prog: str = "bluegreen-hooks") -> argparse.A
     h = sub.add_parser("hook", help="run one CodeDeploy lifecycle event (what hooks/<Event> runs)",
                        description="Run one lifecycle event against the bundle's bluegreen.toml. Uses the agent's "
                                    "environment (DEPLOYMENT_ID, …); without it, a stable manual-… deployment id.")
-    h.add_argument("event", choices=EVENTS)
+    h.add_argument("event", choices=AGENT_EVENTS)
     h.add_argument("--bundle", type=Path, default=None, help="the bundle root (default: the current directory)")
     h.add_argument("--deployment-id", help="deployment id for a hand run (default: $DEPLOYMENT_ID)")
     h.add_argument("--dry-run", action="store_true",

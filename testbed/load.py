@@ -31,7 +31,7 @@ class Sample:
     ok: bool
     cause: str        # "ok" or the failure cause
     version: str      # body of an ok answer ("" otherwise)
-    header: str       # X-Bluegreen-Colour of the answer, if any
+    header: str       # X-Bluegreen-Colour of the answer, if any (or the header Load(header=...) names)
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Load:
     """Send requests to ``url`` from ``threads`` threads while the ``with`` block runs."""
 
     def __init__(self, url: str, threads: int = 4, keepalive: bool = False, timeout: float = 10.0,
-                 min_requests: int = 1) -> None:
+                 min_requests: int = 1, header: str = "X-Bluegreen-Colour") -> None:
         parts = urlsplit(url)
         if parts.hostname not in ("127.0.0.1", "localhost", "::1") and not (parts.hostname or "").startswith("127."):
             raise ValueError(f"the load generator only targets loopback, not {parts.hostname}")
@@ -102,6 +102,7 @@ class Load:
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.threads, self.keepalive, self.timeout = threads, keepalive, timeout
         self.min_requests = min_requests
+        self.header = header
         self.result = LoadResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -174,7 +175,7 @@ class Load:
             return Sample(t, False, "timeout", "", ""), False
         except (OSError, http.client.HTTPException) as exc:
             return Sample(t, False, f"error:{type(exc).__name__}", "", ""), False
-        header = resp.getheader("X-Bluegreen-Colour", "") or ""
+        header = resp.getheader(self.header, "") or ""
         reusable = not resp.will_close
         if 200 <= resp.status < 300:
             return Sample(t, True, "ok", body.splitlines()[0] if body else "", header), reusable

@@ -32,7 +32,8 @@ server {{
     }}
 }}
 """
-# before the first deployment the upstream must exist for `nginx -t` (a port nothing listens on)
+# before the first deployment the upstream must exist for `nginx -t` (a port nothing listens on); the test
+# writes it with our header, as an include bluegreen-hooks may replace (host/include_guard.py)
 UPSTREAM_PLACEHOLDER = ("upstream UPSTREAM {\n    server 127.0.0.1:9;\n}\n"
                         "map $pid $bluegreen_colour {\n    default \"\";\n}\n")
 FAST = {"step_seconds": 2, "min_requests": 20, "max_wait": 20, "max_error_rate": 0.05}
@@ -73,7 +74,8 @@ def cbed(logging_nginx, docker_client, app_name, tmp_path, request):
     else:
         up = f"{app_name}_backend"
         site = logging_nginx.add_site(f"c-{uuid.uuid4().hex[:8]}", include,
-                                      UPSTREAM_PLACEHOLDER.replace("UPSTREAM", up),
+                                      f"# bluegreen-hooks: app={app_name} colour=blue deployment=placeholder\n"
+                                      + UPSTREAM_PLACEHOLDER.replace("UPSTREAM", up),
                                       UPSTREAM_SITE.replace("UPSTREAM", up))
     bed = Bed(app_name, docker_client, logging_nginx, site, tmp_path)
     bed.form = form

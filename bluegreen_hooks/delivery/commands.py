@@ -17,6 +17,8 @@ from bluegreen_hooks.delivery.deploy import (
     DeployOptions,
     check_group,
     create_deployment,
+    failure_cause,
+    follow_rollback,
     report_failure,
     wait,
 )
@@ -117,7 +119,9 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if result.status == "Succeeded":
         print(f"deployment {did} Succeeded", flush=True)
         return 0
-    raise DeliveryError(report_failure(result))
+    report_failure(result)
+    follow_rollback(cd, result, poll=args.poll, timeout=args.timeout)
+    raise DeliveryError(failure_cause(result))
 
 
 def _add_aws_options(p: argparse.ArgumentParser) -> None:
@@ -183,9 +187,11 @@ def _add_deploy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     d.add_argument("--file-exists-behavior", choices=FILE_EXISTS,
                    help="DISALLOW (CodeDeploy's default), OVERWRITE, RETAIN")
     d.add_argument("--ignore-application-stop-failures", action="store_true")
-    d.add_argument("--auto-rollback", action="append", choices=("DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM",
-                                                                 "DEPLOYMENT_STOP_ON_REQUEST"),
-                   help="enable auto-rollback on this event; repeatable")
+    d.add_argument("--auto-rollback", action="append", nargs="?", const="DEPLOYMENT_FAILURE",
+                   choices=("DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM", "DEPLOYMENT_STOP_ON_REQUEST"),
+                   help="roll back automatically on this event (default DEPLOYMENT_FAILURE): CodeDeploy redeploys "
+                        "the group's last successful revision, and deploy follows that deployment to its end; "
+                        "repeatable")
     d.add_argument("--no-wait", action="store_true", help="print the deployment id and exit")
     d.add_argument("--poll", type=float, default=2.0, help="seconds between status checks (default 2)")
     d.add_argument("--timeout", type=float, default=3600,

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
+from bluegreen_hooks.delivery.fleet_report import Follower, Target, rollback_id, rolls_back, summary, targets
 from bluegreen_hooks.delivery.s3 import Revision, aws_error, aws_errors, client, session
 from bluegreen_hooks.errors import DeliveryError
 
 DONE = ("Succeeded", "Failed", "Stopped")
-
-Events = list[dict[str, Any]]
-
 
 @dataclass
 class DeployResult:
@@ -21,6 +18,8 @@ class DeployResult:
     status: str
     info: dict[str, Any] = field(default_factory=dict)
     failed_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    rollback: DeployResult | None = None
 
 
 @dataclass(frozen=True)
@@ -71,72 +70,58 @@ def create_deployment(application: str, group: str, rev: Revision, opts: DeployO
         raise aws_error(f"create deployment of {application!r} to group {group!r}", exc) from exc
 
 
-def _targets(cd: Any, deployment_id: str) -> list[tuple[str, Events]]:
-    """[(instance id, lifecycle events)] via the targets API, else the (older) instances API."""
-    from botocore.exceptions import ClientError
-
-    try:
-        ids = cd.list_deployment_targets(deploymentId=deployment_id).get("targetIds", [])
-        if not ids:
-            return []
-        got = cd.batch_get_deployment_targets(deploymentId=deployment_id, targetIds=ids[:25])
-        found = []
-        for t in got.get("deploymentTargets", []):
-            inst = t.get("instanceTarget") or {}
-            found.append((inst.get("targetId") or inst.get("targetArn", "?"), inst.get("lifecycleEvents") or []))
-        return found
-    except ClientError:
-        ids = cd.list_deployment_instances(deploymentId=deployment_id).get("instancesList", [])
-        if not ids:
-            return []
-        got = cd.batch_get_deployment_instances(deploymentId=deployment_id, instanceIds=ids[:25])
-        return [(i.get("instanceId", "?"), i.get("lifecycleEvents") or []) for i in got.get("instancesSummary", [])]
-
-
-def _duration(ev: Mapping[str, Any]) -> str:
-    a, b = ev.get("startTime"), ev.get("endTime")
-    try:
-        return f" ({(b - a).total_seconds():.0f}s)" if a and b else ""
-    except TypeError:
-        return ""
-
-
-def _print_events(targets: Sequence[tuple[str, Events]], seen: dict[tuple[str, str], str], out: TextIO) -> None:
-    """Each lifecycle event whose status changed since the last poll, once."""
-    for target, events in targets:
-        for ev in events:
-            k = (target, ev.get("lifecycleEventName", "?"))
-            if seen.get(k) != ev.get("status"):
-                seen[k] = ev.get("status", "?")
-                print(f"  {target} {k[1]}: {seen[k]}{_duration(ev)}", file=out, flush=True)
-
-
 def wait(cd: Any, deployment_id: str, out: TextIO | None = None, poll: float = 2.0, timeout: float = 3600,
          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> DeployResult:
-    """Follow a deployment until it ends, printing each status and lifecycle event change once."""
+    """Follow a deployment until it ends, printing the overview, each instance and each lifecycle event as
+    they change (fleet_report.Follower)."""
     out = out or sys.stdout
     deadline = clock() + timeout
-    status = None
-    seen: dict[tuple[str, str], str] = {}
+    follower = Follower(deployment_id, out)
     while True:
         try:
             info = cd.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
-            targets = _targets(cd, deployment_id)
+            found = targets(cd, deployment_id)
         except aws_errors() as exc:
             raise aws_error(f"deployment {deployment_id}", exc) from exc
-        if info.get("status") != status:
-            status = info.get("status")
-            ov = info.get("deploymentOverview") or {}
-            counts = ", ".join(f"{k} {v}" for k, v in ov.items() if v)
-            print(f"{deployment_id}: {status}" + (f" ({counts})" if counts else ""), file=out, flush=True)
-        _print_events(targets, seen, out)
+        follower.update(info, found)
+        status = info.get("status")
         if status in DONE:
-            failed = [(t, ev) for t, evs in targets for ev in evs if ev.get("status") == "Failed"]
-            return DeployResult(deployment_id, str(status), info, failed)
+            failed = [(t.id, ev) for t in found for ev in t.events if ev.get("status") == "Failed"]
+            return DeployResult(deployment_id, str(status), info, failed, found)
         if clock() >= deadline:
             raise DeliveryError(f"deployment {deployment_id} still {status} after {timeout:.0f}s; follow it with "
                                 f"'aws deploy get-deployment --deployment-id {deployment_id}'")
         sleep(poll)
+
+
+def follow_rollback(cd: Any, result: DeployResult, out: TextIO | None = None, poll: float = 2.0,
+                    timeout: float = 3600, sleep: Callable[[float], None] = time.sleep) -> DeployResult | None:
+    """When CodeDeploy rolls the failed deployment back automatically, follow the rollback to its end."""
+    out = out or sys.stdout
+    info = result.info
+    for _ in range(10):          # set when the deployment fails; give the service a few polls anyway
+        if rollback_id(info) or not rolls_back(info):
+            break
+        sleep(poll)
+        try:
+            info = cd.get_deployment(deploymentId=result.deployment_id)["deploymentInfo"]
+        except aws_errors() as exc:
+            raise aws_error(f"deployment {result.deployment_id}", exc) from exc
+    rid = rollback_id(info)
+    if not rid:
+        msg = (info.get("rollbackInfo") or {}).get("rollbackMessage")
+        if msg:
+            print(f"no automatic rollback: {msg}", file=out, flush=True)
+        return None
+    print(f"automatic rollback: CodeDeploy redeploys the last successful revision as {rid}", file=out, flush=True)
+    rb = wait(cd, rid, out, poll, timeout, sleep)
+    rev = (rb.info.get("revision") or {}).get("s3Location") or {}
+    where = f" (s3://{rev.get('bucket')}/{rev.get('key')})" if rev else ""
+    print(f"rollback {rid} {rb.status}: " + ("every instance is back on the last good revision" + where
+                                             if rb.status == "Succeeded" else summary(rb.targets)),
+          file=out, flush=True)
+    result.rollback = rb
+    return rb
 
 
 def _print_diagnostics(result: DeployResult, out: TextIO) -> None:
@@ -154,13 +139,23 @@ def _print_diagnostics(result: DeployResult, out: TextIO) -> None:
 
 
 def report_failure(result: DeployResult, out: TextIO | None = None) -> str:
-    """Print the failed events' diagnostics (error code, script, message, log tail); return the one-line cause."""
+    """Print the failed events' diagnostics (error code, script, message, log tail) and each instance's
+    outcome; return the one-line cause."""
     out = out or sys.stdout
     _print_diagnostics(result, out)
+    if len(result.targets) > 1:
+        print(f"instances: {summary(result.targets)}", file=out)
+    out.flush()
+    return failure_cause(result)
+
+
+def failure_cause(result: DeployResult) -> str:
+    """``deployment d-X Failed in ValidateService: <our hook's cause>`` (+ the automatic rollback, if any)."""
     err = result.info.get("errorInformation") or {}
     first = result.failed_events[0][1] if result.failed_events else {}
     event = first.get("lifecycleEventName") if first else None
-    cause = f"deployment {result.deployment_id} {result.status}" + (f" in {event}" if event else "")
+    where = f" on {result.failed_events[0][0]}" if event and len(result.targets) > 1 else ""
+    cause = f"deployment {result.deployment_id} {result.status}" + (f" in {event}{where}" if event else "")
     # our hooks end a failure with "ERROR <Event>: <cause>": that is the line to repeat
     lines = [ln.split("]", 1)[-1] if ln.startswith(("[stdout]", "[stderr]")) else ln
              for ln in ((first.get("diagnostics") or {}).get("logTail") or "").splitlines()]
@@ -169,5 +164,6 @@ def report_failure(result: DeployResult, out: TextIO | None = None) -> str:
         cause += ": " + ours[-1][len(f"ERROR {event}: "):]
     elif err:
         cause += f" ({err.get('code', '?')}: {' '.join(str(err.get('message', '')).split())})"
-    out.flush()
+    if result.rollback is not None:
+        cause += f"; rolled back automatically by {result.rollback.deployment_id} ({result.rollback.status})"
     return cause

@@ -20,7 +20,8 @@ from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError
 
 MAX_INCLUDE_BYTES = 64 * 1024
-_HEADER_RE = re.compile(r"# bluegreen-hooks: app=(\S+) colour=(?:blue|green)(?: deployment=\S+)?")
+# our header, with the attributes a canary step or the maintenance page add (canary=…, maintenance=…)
+_HEADER_RE = re.compile(r"# bluegreen-hooks: app=(\S+) colour=(?:blue|green)(?: deployment=\S+)?(?: [a-z-]+=\S+)*")
 _LEGACY_RE = re.compile(r"set \$[A-Za-z_][A-Za-z0-9_]* https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5};")
 
 

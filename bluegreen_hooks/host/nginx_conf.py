@@ -13,6 +13,8 @@ upstream), and an ``add_header`` of the colour header. crossplane is imported on
 from __future__ import annotations
 
 import fnmatch
+import glob
+import os
 import re
 import subprocess
 import tempfile
@@ -130,6 +132,17 @@ def _matches(pattern: str, path: str) -> bool:
     """nginx's include glob: ``*`` does not cross ``/``."""
     pp, fp = PurePosixPath(pattern).parts, PurePosixPath(path).parts
     return len(pp) == len(fp) and all(fnmatch.fnmatchcase(f, p) for p, f in zip(pp, fp))
+
+
+def _includes(pattern: str, path: str) -> bool:
+    """An ``include pattern`` reads ``path``: by name, or (another name for the same file, e.g. through a
+    bind mount) by file identity."""
+    if _matches(pattern, path):
+        return True
+    try:
+        return any(os.path.samefile(f, path) for f in glob.glob(pattern)) if os.path.isabs(pattern) else False
+    except OSError:
+        return False
 
 
 def expand(parsed: Mapping[str, list[dict[str, Any]]], file: str, conf_dir: str,
@@ -263,7 +276,7 @@ def _find_include(cfg: Config, tree: Sequence[Directive], server: Directive) -> 
     else:   # http level, outside every server block
         scope = [d for h in _flat(tree) if h.name == "http" for d in walk(h.block or ())
                  if d.name == "include" and not any(d in walk(s.block or ()) for s in servers(tree))]
-    return next((d for d in walk(scope) if d.name == "include" and d.args and _matches(d.args[0], path)), None)
+    return next((d for d in walk(scope) if d.name == "include" and d.args and _includes(d.args[0], path)), None)
 
 
 def _header(cfg: Config, tree: Sequence[Directive], server: Directive) -> Directive | None:

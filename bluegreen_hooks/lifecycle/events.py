@@ -18,6 +18,7 @@ from bluegreen_hooks.host import include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.lifecycle import maintenance, steps
 from bluegreen_hooks.lifecycle.steps import Context
+from bluegreen_hooks.lifecycle.traffic import TRAFFIC_HANDLERS
 from bluegreen_hooks.model import Colour, InProgress, finish_event, record_deployment
 from bluegreen_hooks.runtime.base import Backend
 
@@ -198,4 +199,5 @@ def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, 
 HANDLERS: dict[str, Callable[[Context], None]] = {
     "ApplicationStop": application_stop, "BeforeInstall": before_install,
     "ApplicationStart": application_start, "ValidateService": validate_service,
+    **TRAFFIC_HANDLERS,   # the load balancer's events: nothing to do here (lifecycle/traffic.py)
 }

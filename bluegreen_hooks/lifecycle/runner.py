@@ -22,7 +22,7 @@ from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.errors import ConfigError, HookError, LockedError
 from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.lifecycle.steps import Context
-from bluegreen_hooks.model import EVENTS, is_deployment_id, record_deployment, record_event
+from bluegreen_hooks.model import AGENT_EVENTS, is_deployment_id, record_deployment, record_event
 
 LAST_LINE_MAX = 300
 
@@ -84,8 +84,8 @@ def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None
     """
     environ = os.environ if environ is None else environ
     out = out or sys.stdout
-    if event not in EVENTS:
-        emit(out, last_line(event, f"unknown lifecycle event; known: {', '.join(EVENTS)}"))
+    if event not in AGENT_EVENTS:
+        emit(out, last_line(event, f"unknown lifecycle event; known: {', '.join(AGENT_EVENTS)}"))
         return 2
     old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -105,9 +105,11 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
             for ln in plan.describe(cfg, d, [event]):
                 say(ln)
             return 0
+        from bluegreen_hooks.host import instance
         from bluegreen_hooks.lifecycle.events import HANDLERS
         # a state dir another user could write is refused before anything runs (and nothing is recorded there)
         Store(cfg.state_dir, cfg.app).check()
+        instance.record(cfg.state_dir, environ, d, event)   # which instance this is (status says it)
         ctx = Context(cfg, d, event, say, group=environ.get("DEPLOYMENT_GROUP_ID") or None)
         say(f"deployment {d} of {cfg.app} (CodeDeploy application {environ.get('APPLICATION_NAME', '-')}, "
             f"group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")

@@ -14,7 +14,7 @@ from bluegreen_hooks import runtime
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import holder_status
 from bluegreen_hooks.errors import DockerUnavailable, NginxError
-from bluegreen_hooks.host import health, nginx, procfs
+from bluegreen_hooks.host import health, instance, nginx, procfs
 from bluegreen_hooks.model import COLOURS, Colour, State
 from bluegreen_hooks.operator.select import open_store, read_state
 from bluegreen_hooks.operator.text import ago, first_line, utc
@@ -225,6 +225,8 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     warnings = ngx.warnings + conts.warnings + found + stale + maintenance_warnings
     return {
         "app": cfg.app, "config": str(cfg.path), "state_file": str(store.path), "state_problem": problem,
+        "instance": {"text": instance.describe(cfg.state_dir), "hostname": socket.gethostname(),
+                     "recorded": instance.read(cfg.state_dir)},
         "live": {"colour": st.live, "since": st.live_since, "deployment": st.live_deployment,
                  "image": st.live_image},
         "previous": {"colour": st.previous, "deployment": st.previous_deployment,
@@ -267,6 +269,7 @@ def print_status(s: dict[str, Any]) -> None:
     """Print what ``gather_status`` found, one line per fact, warnings last."""
     live, prev, n = s["live"], s["previous"], s["nginx"]
     print(f"app          {s['app']}  (state {s['state_file']}, config {s['config']})")
+    print(f"instance     {s['instance']['text']}")
     if live["colour"]:
         print(f"live         {live['colour']} since {utc(live['since'])} ({ago(live['since'])}), "
               f"deployment {live['deployment']}, image {live['image']}")
