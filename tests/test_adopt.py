@@ -217,7 +217,12 @@ def test_a_deploy_sh_host_adopted_as_it_is_through_the_real_agent(host):
     app_dir = h.base / "srv" / "app"   # below the object only, as the agent does
     assert app_dir.stat().st_mode & 0o777 == 0o750 and app_dir.owner() == h.user
 
-    full = h.bluegreen("status", "--state-dir", str(h.base / "state"))   # each compose service on its own line
+    # the operator commands run as the deploy user who owns the state dir (root refuses a state dir another user
+    # owns: host/trust.py)
+    def as_deployer(*args: str) -> subprocess.CompletedProcess:
+        return h.as_user(f"{tool}/bin/python", "-m", "bluegreen_hooks", *args)
+
+    full = as_deployer("status", "--state-dir", str(h.base / "state"))   # each compose service on its own line
     lines = [ln for ln in full.stdout.splitlines() if ln.startswith("green ")]
     web = next(ln for ln in lines if "_web_" in ln or "-web-" in ln)
     api = next(ln for ln in lines if "_api_" in ln or "-api-" in ln)
@@ -225,7 +230,7 @@ def test_a_deploy_sh_host_adopted_as_it_is_through_the_real_agent(host):
     assert "(not routed)" in api and "HTTP" not in api, full.stdout
     assert len(lines) == 3 and all(f"(deployment {st['live_deployment']}," in ln for ln in lines), full.stdout
     (h.base / "state" / f"{h.app}.toml").unlink()                       # status from the state file alone
-    status = h.bluegreen("status", "--state-dir", str(h.base / "state"))
+    status = as_deployer("status", "--state-dir", str(h.base / "state"))
     assert "live         green" in status.stdout and "from the state file only" in status.stdout, status.stdout
-    history = h.bluegreen("history", "--state-dir", str(h.base / "state"), "--deployments")
+    history = as_deployer("history", "--state-dir", str(h.base / "state"), "--deployments")
     assert history.returncode == 0 and history.stdout.count("succeeded") == 3, history.stdout + history.stderr
