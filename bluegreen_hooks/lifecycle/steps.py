@@ -88,13 +88,17 @@ def take(ctx: Context, be: Backend) -> Decision:
 
 def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
     """An interrupted canary: nginx may still split (its include was in canary form, or the promote was
-    written but not reloaded): the old colour's include goes through the whole switch (test, reload, verify)."""
+    written but not reloaded): the old colour's include goes through the whole switch (test, reload, verify),
+    then the canary's nginx workers finish their requests to the new colour before anything removes it."""
     from bluegreen_hooks.host import nginx_canary
 
     ctx.say(note)
     dep = st.live_deployment or ""
-    nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say)
+    sw = nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say)
     nginx_canary.remove_logs(ctx.cfg)
+    drained, left = nginx.wait_drained(sw.old_workers, ctx.cfg.drain_timeout)
+    ctx.say("the canary's nginx workers finished their requests" if drained else
+            f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} canary nginx worker(s) still busy")
 
 
 def locked_message(busy: str, app: str, deployment_id: str) -> str:
