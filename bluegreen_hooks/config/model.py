@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bluegreen_hooks import model
+from bluegreen_hooks.config.tasks import Task
 from bluegreen_hooks.model import COLOURS, Colour
 
 Form = Literal["set", "upstream"]
@@ -133,6 +134,7 @@ class Config:
     history: int
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     compose: ComposeConfig | None = None
+    tasks: tuple[Task, ...] = ()       # [[tasks]] (config/tasks.py), in the order written
 
     @property
     def extra_routes(self) -> tuple[ComposeRoute, ...]:

@@ -47,6 +47,7 @@ from bluegreen_hooks.config.reader import (
     Reader,
     is_host,
 )
+from bluegreen_hooks.config.tasks import parse_tasks
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.model import COLOURS
 
@@ -55,7 +56,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.9/3.10 hosts
     import tomli as tomllib
 
-_TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose")
+_TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose", "tasks")
 _CONTAINER_KEYS = ("image", "build", "dockerfile", "build_args", "build_network", "network", "port", "port_env",
                    "env", "stop_grace_period", "command")
 _NGINX_KEYS = ("include", "form", "variable", "upstream", "colour_variable", "test", "reload", "pid_file",
@@ -103,7 +104,8 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     return Config(
         path=path, app=app, ports=ports, host=host, container=container, health=health, nginx=nginx,
         drain_timeout=deploy.drain_timeout, keep_images=deploy.keep_images, state_dir=deploy.state_dir,
-        stale_after=deploy.stale_after, history=deploy.history, raw=raw, compose=compose)
+        stale_after=deploy.stale_after, history=deploy.history, raw=raw, compose=compose,
+        tasks=parse_tasks(path.name, top.get("tasks"), compose is not None))
 
 
 def parse_colours(r: Reader) -> tuple[dict[str, int], str]:

@@ -99,6 +99,16 @@ def check_target_ports(cfg: Config, target: Colour) -> None:
     ports.check_free(cfg.host, keys, target)
 
 
+def check_ports_owned(cfg: Config, be: Backend, colour: Colour) -> None:
+    """Refuse to send traffic to ``colour`` when a process that is not one of its containers holds one of
+    its ports (a squatter answering in its place): every path that switches nginx checks this first."""
+    from bluegreen_hooks.host import ports
+
+    keys = [(f"colours/{colour}", cfg.port(colour))]
+    keys += [(f"compose/routes/{r.service}/{colour}", r.ports[colour]) for r in cfg.extra_routes]
+    ports.check_held_by(cfg.host, keys, [c.attrs for c in be.containers(colour)], colour)
+
+
 @dataclass
 class BroughtUp:
     """A colour made live by ``bring_up``: how long it took to get healthy, and the switch."""
@@ -109,26 +119,40 @@ class BroughtUp:
 
 
 def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, deployment_id: str,
-             live: Colour | None, include_id: str) -> BroughtUp:
-    """Start ``colour`` from ``artifact`` (None: it already runs), wait until it is healthy on its own
-    port, then switch nginx to it. On failure a colour this call started is removed again (``live``
-    keeps serving) and the error is re-raised as it is: the caller says what keeps serving."""
+             live: Colour | None, include_id: str, restore: bool = False,
+             before_switch: Callable[[], None] | None = None,
+             on_failure: Callable[[BaseException], None] | None = None) -> BroughtUp:
+    """Start ``colour`` from ``artifact`` (None: it already runs; ``restore``: bring back its recorded
+    release), wait until it is healthy on its own port, check its ports are held by its containers, run
+    ``before_switch`` (release tasks), then switch nginx to it. On failure ``on_failure`` runs, a colour
+    this call started is removed again (``live`` keeps serving) and the error is re-raised as it is: the
+    caller says what keeps serving."""
     from bluegreen_hooks.host import health
 
     try:
-        if artifact is not None:
+        if restore:
+            be.restore(colour, deployment_id, live, ctx.say)
+        elif artifact is not None:
             be.start(colour, artifact, deployment_id, live, ctx.say)
         healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say)
+        check_ports_owned(ctx.cfg, be, colour)
+        if before_switch is not None:
+            before_switch()
         t_healthy = time.monotonic()
         sw = switch(ctx, colour, include_id)
         return BroughtUp(healthy, round((time.monotonic() - t_healthy) * 1000, 1), sw)
     except BaseException as exc:
         if isinstance(exc, HealthCheckFailed):
             ctx.log_tail = be.logs_tail(colour)
-        if artifact is not None:
-            ctx.say(f"removing {colour}: {live or 'nothing'} keeps serving")
+        if on_failure is not None:
+            on_failure(exc)
+        if artifact is not None or restore:
+            ctx.say(f"{'stopping' if restore else 'removing'} {colour}: {live or 'nothing'} keeps serving")
             try:
-                be.remove_colour(colour, live, ctx.say, grace=0)
+                if restore:   # the recorded release stays as it was: stopped, restorable
+                    be.stop_colour(colour, live, ctx.say, grace=0)
+                else:
+                    be.remove_colour(colour, live, ctx.say, grace=0)
             except Exception as cleanup:
                 ctx.say(f"warning: could not remove {colour}: {cleanup}")
         raise
@@ -153,7 +177,12 @@ def drain(ctx: Context, workers: list[list[int]], done: str) -> None:
             f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
 
 
-def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str) -> None:
-    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it."""
+def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str,
+           keep: bool = False) -> None:
+    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it (``keep``: stop
+    it only, so that its release can be started again at once by a rollback)."""
     drain(ctx, workers, done)
-    be.remove_colour(colour, live, ctx.say)
+    if keep:
+        be.stop_colour(colour, live, ctx.say)
+    else:
+        be.remove_colour(colour, live, ctx.say)
