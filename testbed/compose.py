@@ -6,8 +6,11 @@ worker with a Docker HEALTHCHECK), all on the host network, and an nginx site wi
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
+
+import docker.errors
 
 from testbed.nginx import Site
 
@@ -132,7 +135,8 @@ def remove_projects(client, app: str, image_repo: str | None = None) -> None:
             c.remove(force=True)
         for v in client.volumes.list(filters={"label": label}):
             v.remove(force=True)
-    if image_repo:
-        for img in client.images.list(name=image_repo):
-            for tag in img.tags:
-                client.images.remove(tag)
+    ours = [img for img in client.images.list() if any(t.startswith(f"bluegreen-{app}-") for t in img.tags)]
+    for img in ours + (client.images.list(name=image_repo) if image_repo else []):
+        for tag in img.tags:   # the builds and the per-release tags bluegreen-<app>-<service>:<deployment>
+            with contextlib.suppress(docker.errors.NotFound):
+                client.images.remove(tag, force=True)

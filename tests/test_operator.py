@@ -259,13 +259,15 @@ def test_failed_rollback_leaves_the_live_colour_serving(bed, capsys):
     assert load.result.failed == 0 and load.result.versions_seen == {"v2"}, load.result.summary()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ERROR rollback failed: blue") and err[0].endswith("green keeps serving")
-    assert bed.containers("blue") == []
+    assert [c.status for c in bed.containers("blue")] == ["exited"]   # the stopped release is kept
     st = bed.state()
     assert (st["live"], st["live_deployment"], st["in_progress"]) == ("green", "d-two", None)
     assert include_agrees_with_state(bed)
     assert (st["events"][-1]["event"], st["events"][-1]["outcome"]) == ("Rollback", "failed")
     assert st["deployments"][-1]["outcome"] == "failed" and st["deployments"][-1]["id"].startswith("rollback-")
 
+    for c in bed.containers("blue"):
+        c.remove(force=True)
     bed.client.images.remove(f"bluegreen-{bed.app}:d-one")
     assert bed.cli("rollback") == 1
     assert capsys.readouterr().err.strip() == (
@@ -401,8 +403,8 @@ def test_doctor_fails_when_nginx_is_stopped_or_a_port_is_taken(docker_client, ap
 @pytest.mark.skipif(not shutil.which("docker-compose") and not shutil.which("docker"), reason="no compose command")
 def test_status_and_rollback_of_a_compose_app(stack, capsys):
     """A compose app (3 services per colour) abandoned between ApplicationStart and ValidateService: status warns
-    about the stale deployment; rollback switches back to the blue project under load (0 failed) and removes the
-    green one; a second rollback is refused, since a compose project is started from its bundle's files."""
+    about the stale deployment; rollback switches back to the blue project under load (0 failed) and stops the
+    green one; a second rollback starts green's recorded release again (forward to d-c2)."""
     ok(deploy(stack.per_colour_bundle("v1"), "d-c1"))
     b2 = stack.per_colour_bundle("v2")
     toml = b2 / "bluegreen.toml"
@@ -429,12 +431,13 @@ def test_status_and_rollback_of_a_compose_app(stack, capsys):
     st = stack.state()
     assert (st["live"], st["live_deployment"], st["previous"]) == ("blue", "d-c1", "green")
     assert "colour=blue deployment=d-c1" in stack.include()
-    assert stack.project("green") == [] and stack.services("blue") == ["api", "web", "worker"]
+    assert stack.services("green") == [] and stack.services("blue") == ["api", "web", "worker"]
     assert cli("status") == 0
     capsys.readouterr()
-    assert cli("rollback") == 1
-    assert capsys.readouterr().err.strip() == ("ERROR green (d-c2) no longer runs, and a compose app is started from "
-                                               "its bundle's files: deploy revision d-c2 again instead")
+    with Load(stack.url + "/", threads=3) as load:
+        assert cli("rollback") == 0
+    assert load.result.failed == 0 and load.result.versions_in_order == ["v1", "v2"], load.result.summary()
+    assert stack.state()["live_deployment"] == "d-c2" and stack.services("green") == ["api", "web", "worker"]
     # leave no container on the stack's image for the fixture's image removal (and name any that lingers)
     for colour in ("blue", "green"):
         for c in stack.project(colour):
