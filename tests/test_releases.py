@@ -94,7 +94,8 @@ def test_compose_keep_images_prunes_old_releases_but_never_the_live_or_previous(
     tags = _app_images(stack.client, stack.app)
     assert {t.split(":")[1] for t in tags} == {"d-k4", "d-k5"}, tags
     assert sorted(os.listdir(stack.state_dir / f"{stack.app}.releases")) == ["d-k4", "d-k5"]
-    built = sorted(t for img in stack.client.images.list(name=stack.image) for t in img.tags)
+    built = sorted(t for img in stack.client.images.list(name=stack.image) for t in img.tags
+                   if t.startswith(f"{stack.image}:"))
     assert built == [f"{stack.image}:v4", f"{stack.image}:v5"], built
     with Load(stack.url + "/", threads=3) as load:
         code, out = _cli(stack.state_dir, capsys, "rollback")

@@ -179,20 +179,17 @@ def prune(client: Any, state_dir: Path, app: str, keep: int, needed: set[str], s
     import docker.errors
 
     kept, dropped = releases.kept(state_dir, app, keep, needed)
-    keep_ids = set().union(*(r.image_ids() for r in kept)) if kept else set()
+    kept_names = {n for r in kept for n in (r.meta.get("built_names") or [])}
     removed = 0
     for rel in dropped:
         for tag in sorted(rel.image_tags()):
             with contextlib.suppress(docker.errors.APIError):
                 client.images.remove(tag, noprune=False)
                 removed += 1
-        for image_id in rel.image_ids() - keep_ids:
-            with contextlib.suppress(docker.errors.APIError):
-                img = client.images.get(image_id)
-                if set(img.tags) <= set(rel.meta.get("built_names") or []):   # only compose's name for a build
-                    for tag in img.tags:
-                        client.images.remove(tag, noprune=False)
-                    removed += 1
+        for name in sorted(set(rel.meta.get("built_names") or []) - kept_names):   # what compose built for it
+            with contextlib.suppress(docker.errors.APIError):   # e.g. a container still uses it: kept
+                client.images.remove(name, noprune=False)
+                removed += 1
         releases.remove(state_dir, app, rel.deployment)
     if removed or dropped:
         say(f"pruned {len(dropped)} old release(s) of {app} ({removed} image tag(s)); keeping "

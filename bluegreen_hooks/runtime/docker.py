@@ -97,7 +97,7 @@ def running(client: Any, cfg: Config) -> RunningMap:
     out: RunningMap = {c: None for c in COLOURS}
     for cont in containers(client, cfg):
         colour = cont.labels.get(LABEL_COLOUR)
-        if colour in out and cont.status == "running":
+        if colour in out and cont.status in ("running", "paused"):   # paused: ours, frozen (fails its health check)
             out[colour] = Running(cont.labels.get(LABEL_DEPLOYMENT), cont.labels.get(LABEL_IMAGE), cont.name,
                                   cont.short_id)
     return out
