@@ -87,8 +87,9 @@ def main() -> int:
         return dest
 
     try:
+        secs = [hooks(bundle(1), "d-1")]   # the first deployment before the load (nothing serves before it)
         with Load(site.url + "/", threads=3) as web, Load(site.url + "/api/", threads=2) as api:
-            secs = [hooks(bundle(i), f"d-{i}") for i in range(1, args.deploys + 1)]
+            secs += [hooks(bundle(i), f"d-{i}") for i in range(2, args.deploys + 1)]
             n, size, state_kb = disk(client, app, repo, state_dir)
             back = rollback(state_dir)
             forward = rollback(state_dir)
