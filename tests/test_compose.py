@@ -110,7 +110,7 @@ BAD_INPUTS = [
     ("absent-service", lambda b: _replace_in(b / "bluegreen.toml", 'routed = ["web", "api"]',
                                              'routed = ["web", "api"]\nservices = ["web", "apx"]'), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/services: service 'apx' is not in docker-compose.yml "
-     "(its services: web, api, worker)"),
+     "(its services: api, web, worker)"),
     ("unset-variable",
      lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "
