@@ -6,8 +6,11 @@ worker with a Docker HEALTHCHECK), all on the host network, and an nginx site wi
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
+
+import docker.errors
 
 from testbed.nginx import Site
 
@@ -136,4 +139,11 @@ def remove_projects(client, app: str, image_repo: str | None = None) -> None:
         for img in client.images.list(name=image_repo):
             for tag in img.tags:
                 if tag.rsplit(":", 1)[0] == image_repo:   # an identical build of another test shares the image
-                    client.images.remove(tag)
+                    with contextlib.suppress(docker.errors.APIError):
+                        client.images.remove(tag)
+    # the per-release tags bluegreen-<app>-<service>:<deployment> belong to this test's app alone
+    for img in client.images.list():
+        for tag in img.tags:
+            if tag.startswith(f"bluegreen-{app}-"):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.images.remove(tag, force=True)

@@ -36,7 +36,7 @@ def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_reque
     with Load(stack.url + "/", threads=3) as web_load, Load(stack.url + "/api/", threads=2) as api_load:
         ok(deploy(stack.per_colour_bundle("v2"), "d-c2"))
         assert stack.state()["live"] == "green"
-        assert stack.services("green") == ["api", "web", "worker"] and stack.project("blue") == []
+        assert stack.services("green") == ["api", "web", "worker"] and stack.services("blue") == []
         ok(deploy(stack.per_colour_bundle("v3"), "d-c3"))
     for load, versions in ((web_load, ["v1", "v2", "v3"]), (api_load, ["api-v1", "api-v2", "api-v3"])):
         r = load.result
@@ -45,7 +45,7 @@ def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_reque
     st = stack.state()
     assert (st["live"], st["previous"], st["live_deployment"]) == ("blue", "green", "d-c3")
     assert [d["outcome"] for d in st["deployments"]] == ["succeeded"] * 3
-    assert stack.services("blue") == ["api", "web", "worker"] and stack.project("green") == []
+    assert stack.services("blue") == ["api", "web", "worker"] and stack.services("green") == []
     assert {c.labels["bluegreen.deployment"] for c in stack.project("blue")
             if c.labels["com.docker.compose.service"] == "web"} == {"d-c3"}
     # down kept the volume of the green stack (compose/remove_volumes is false) and no network was created
@@ -82,7 +82,7 @@ def test_one_file_with_variables_switches_and_refuses_an_unhealthy_stack(stack, 
     assert get(stack.url + "/")[1].strip() == "v1-blue" and get(stack.url + "/api/")[1].strip() == "api-v1-blue"
     with Load(stack.url + "/", threads=3) as web_load, Load(stack.url + "/api/", threads=2) as api_load:
         ok(deploy(stack.one_file_bundle("v2"), "d-o2"))
-        assert stack.services("green") == ["api", "web", "worker"] and stack.project("blue") == []
+        assert stack.services("green") == ["api", "web", "worker"] and stack.services("blue") == []
         run = failed_at(deploy(stack.one_file_bundle("v3", ready="/tmp/never", health={"deadline": 6}), "d-o3"),
                         "ApplicationStart")
     assert run.last_line.startswith("ERROR ApplicationStart: blue not healthy after"), run.output
@@ -91,7 +91,7 @@ def test_one_file_with_variables_switches_and_refuses_an_unhealthy_stack(stack, 
         r = load.result
         assert r.failed == 0, r.summary()
         assert r.versions_in_order == versions, r.summary()
-    assert stack.project("blue") == [] and stack.services("green") == ["api", "web", "worker"]
+    assert stack.services("blue") == [] and stack.services("green") == ["api", "web", "worker"]
     st = stack.state()
     assert (st["live"], st["live_deployment"]) == ("green", "d-o2")
     assert [d["outcome"] for d in st["deployments"]] == ["succeeded", "succeeded", "failed"]
@@ -110,7 +110,7 @@ BAD_INPUTS = [
     ("absent-service", lambda b: _replace_in(b / "bluegreen.toml", 'routed = ["web", "api"]',
                                              'routed = ["web", "api"]\nservices = ["web", "apx"]'), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/services: service 'apx' is not in docker-compose.yml "
-     "(its services: web, api, worker)"),
+     "(its services: api, web, worker)"),
     ("unset-variable",
      lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "
@@ -177,5 +177,5 @@ def test_migrating_from_deploy_sh_takes_over_the_running_stack(stack):
     assert "live colour: blue; target colour: green" in runs[1].output, runs[1].output
     r = load.result
     assert r.failed == 0 and r.versions_in_order == ["v1", "v2"], r.summary()
-    assert stack.project("blue") == [] and stack.services("green") == ["api", "web", "worker"]
+    assert stack.services("blue") == [] and stack.services("green") == ["api", "web", "worker"]
     assert stack.state()["live"] == "green" and get(stack.url + "/api/")[1].strip() == "api-v2"

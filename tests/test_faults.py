@@ -46,14 +46,17 @@ def bed(docker_client, nginx, site, app_name, tmp_path):
 
 
 def assert_consistent(bed, live, deployment):
-    """State, nginx include and containers agree: ``live`` serves ``deployment``, nothing else runs."""
+    """State, nginx include and containers agree: ``live`` serves ``deployment``, nothing else runs (the
+    previous release may be kept stopped, for a rollback)."""
     st = bed.state()
     assert (st["live"], st["live_deployment"], st["in_progress"]) == (live, deployment, None), st
     assert f"colour={live} deployment={deployment}" in bed.include()
     assert f":{bed.ports[0 if live == 'blue' else 1]};" in bed.include()
     conts = bed.containers()
-    assert [(c.labels["bluegreen.colour"], c.labels["bluegreen.deployment"], c.status) for c in conts] == \
-        [(live, deployment, "running")], [c.name for c in conts]
+    running = [c for c in conts if c.status != "exited"]
+    assert [(c.labels["bluegreen.colour"], c.labels["bluegreen.deployment"], c.status) for c in running] == \
+        [(live, deployment, "running")], [(c.name, c.status) for c in conts]
+    assert all(c.labels["bluegreen.colour"] != live for c in conts if c.status == "exited"), [c.name for c in conts]
     assert get(bed.url + "/")[2].get("X-Bluegreen-Colour") == live
 
 
@@ -433,7 +436,10 @@ def test_real_deployment_keeps_state_private_and_config_values_out_of_any_shell(
     assert bed.state_dir.stat().st_mode & 0o777 == 0o700
     files = sorted(p.name for p in bed.state_dir.iterdir())
     assert {f"{bed.app}.json", f"{bed.app}.lock", f"{bed.app}.toml"} <= set(files), files
-    assert {p.name: oct(p.stat().st_mode & 0o777) for p in bed.state_dir.iterdir()} == {f: "0o600" for f in files}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in bed.state_dir.iterdir()} == \
+        {f: "0o700" if (bed.state_dir / f).is_dir() else "0o600" for f in files}   # release records: folders
+    records = [r for r in bed.state_dir.glob("*.releases/**/*")]
+    assert records and {oct(r.stat().st_mode & 0o777) for r in records} <= {"0o700", "0o600"}, records
     if os.geteuid() == 0:
         assert {p.stat().st_uid for p in [bed.state_dir, *bed.state_dir.iterdir()]} == {0}
     # nginx commands: run as argv, each payload argument arrived as the exact text, nothing ran it

@@ -203,18 +203,15 @@ def test_include_we_understand_is_accepted(bed, case):
     assert get(bed.url)[1].strip() == "v1"
 
 
-@pytest.mark.xfail(strict=False, reason="since the merge with issue 13 the switch in this fault set-up is proven by "
-                   "worker generation (no colour header found in the effective config), so the injected verify "
-                   "failure no longer fails; the test must inject a failure that mode catches (issue 12 stays open)")
 def test_failed_verify_restores_the_include_with_its_owner_and_mode(bed):
-    """The switch's verify fails (nginx never sends the colour header the config expects): the include gets back
-    its text, its owner and group and its mode, and nginx still serves from it."""
+    """The switch's verify fails (the reload command does nothing, so no new nginx worker generation ever
+    serves the include): the include gets back its text, its owner and group and its mode."""
     inc = bed.site.include
     legacy = "# the deploy.sh include\nset $service_url http://127.0.0.1:1;\n"
     inc.write_text(legacy)
     os.chown(inc, 4242, 4343)
     os.chmod(inc, 0o640)
-    runs = deploy(bed.bundle("v1", nginx={"colour_header": "X-Never-Sent", "verify_timeout": 1}), "d-1")
+    runs = deploy(bed.bundle("v1", nginx={"reload": ["true"], "verify_timeout": 1}), "d-1")
     assert runs[-1].event == "ApplicationStart" and runs[-1].returncode == 1, runs[-1].output
     assert "previous include restored" in runs[-1].last_line
     st = os.stat(inc)
@@ -240,9 +237,6 @@ def fill(folder: Path) -> None:
             f.write(b"\0" * (64 << 10))
 
 
-@pytest.mark.xfail(strict=False, reason="after the merges (canary, maintenance, adoption) the new colour is left "
-                   "running when the state dir fills after the switch; to fix in lifecycle/recovery.py (issue 12 "
-                   "stays open)")
 @pytest.mark.parametrize("how", ["full", "read-only"])
 def test_state_dir_full_after_the_switch_goes_back_and_ends_with_one_line(bed, small_state_dir, how):
     """The state dir fills up (or turns read-only) while ApplicationStart brings green up: after the switch the

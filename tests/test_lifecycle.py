@@ -20,14 +20,14 @@ def test_three_deploys_alternate_colours_with_zero_failed_requests(bed):
     with Load(bed.url + "/", threads=4) as load:
         ok(deploy(bed.bundle("v2"), "d-second"))
         assert bed.state()["live"] == "green"
-        assert [c.labels["bluegreen.colour"] for c in bed.containers()] == ["green"]
+        assert bed.running_colours() == ["green"]
         ok(deploy(bed.bundle("v3"), "d-third"))
     r = load.result
     assert r.failed == 0, r.summary()
     assert r.versions_in_order == ["v1", "v2", "v3"], r.summary()
     st = bed.state()
     assert (st["live"], st["previous"]) == ("blue", "green")
-    assert [c.labels["bluegreen.colour"] for c in bed.containers()] == ["blue"]
+    assert bed.running_colours() == ["blue"]
     assert [d["outcome"] for d in st["deployments"]] == ["succeeded"] * 3
     assert "colour=blue" in bed.include()
 
@@ -150,7 +150,7 @@ def test_application_start_rerun_is_idempotent(bed):
     assert all("nothing to do" in r.output for r in again if r.event != "ApplicationStop")
     st = bed.state()
     assert (st["live"], st["live_deployment"]) == ("green", "d-2")
-    assert [c.labels["bluegreen.colour"] for c in bed.containers()] == ["green"]
+    assert bed.running_colours() == ["green"]
 
 
 def test_second_deployment_is_refused_while_one_is_in_progress(bed, tmp_path):

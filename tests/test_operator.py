@@ -148,6 +148,9 @@ def test_status_after_one_and_two_deploys(bed, capsys):
     assert blue["running"] and blue["healthy"] and blue["http"] == "HTTP 200"
     assert [c["deployment"] for c in blue["containers"]] == ["d-one"]
     assert s["colours"]["green"]["containers"] == []
+    image_id = bed.client.images.get(f"bluegreen-{bed.app}:d-one").id
+    assert s["releases"]["d-one"]["colour"] == "blue"
+    assert s["releases"]["d-one"]["images"]["app"] == {"tag": f"bluegreen-{bed.app}:d-one", "id": image_id}
 
     ok(deploy(bed.bundle("v2"), "d-two"))
     assert bed.cli("status") == 0
@@ -155,7 +158,8 @@ def test_status_after_one_and_two_deploys(bed, capsys):
     assert "live         green since " in out and "deployment d-two, image bluegreen-" in out
     assert "previous     blue, deployment d-one" in out
     assert f"green        :{bed.ports[1]} (live)  {bed.app}-green running, HTTP 200  (deployment d-two" in out
-    assert f"blue         :{bed.ports[0]}  no container" in out
+    assert f"blue         :{bed.ports[0]}  {bed.app}-blue exited" in out   # kept stopped, for a rollback
+    assert "release      d-two (live): green" in out and "release      d-one (previous): blue" in out
     assert "WARNING" not in out and "OK: state, nginx include and containers agree; green is healthy" in out
 
 
@@ -199,12 +203,15 @@ def test_history_lists_one_record_per_event_run(bed, capsys):
     assert set(e) >= {"at", "deployment", "event", "outcome", "seconds", "live", "target", "host", "user", "cause"}
     assert (e["live"], e["target"]) == ("green", "green") and e["seconds"] > 0
     assert [(d["id"], d["outcome"]) for d in h["deployments"]] == [("d-one", "succeeded"), ("d-two", "succeeded")]
+    two_id = bed.client.images.get(f"bluegreen-{bed.app}:d-two").id
+    assert h["deployments"][-1]["images"]["app"]["id"] == two_id   # from the release record
     assert bed.cli("history", "-n", "2") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and "d-two" in lines[1] and "ValidateService" in lines[1] and "succeeded" in lines[1]
     assert bed.cli("history", "--deployments") == 0
     out = capsys.readouterr().out
     assert "d-one" in out and "blue -> green" in out
+    assert f"(app={two_id.split(':')[1][:12]})" in out
 
 
 # --------------------------------------------------------------------------------------------- rollback
@@ -259,13 +266,15 @@ def test_failed_rollback_leaves_the_live_colour_serving(bed, capsys):
     assert load.result.failed == 0 and load.result.versions_seen == {"v2"}, load.result.summary()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ERROR rollback failed: blue") and err[0].endswith("green keeps serving")
-    assert bed.containers("blue") == []
+    assert [c.status for c in bed.containers("blue")] == ["exited"]   # the stopped release is kept
     st = bed.state()
     assert (st["live"], st["live_deployment"], st["in_progress"]) == ("green", "d-two", None)
     assert include_agrees_with_state(bed)
     assert (st["events"][-1]["event"], st["events"][-1]["outcome"]) == ("Rollback", "failed")
     assert st["deployments"][-1]["outcome"] == "failed" and st["deployments"][-1]["id"].startswith("rollback-")
 
+    for c in bed.containers("blue"):
+        c.remove(force=True)
     bed.client.images.remove(f"bluegreen-{bed.app}:d-one")
     assert bed.cli("rollback") == 1
     assert capsys.readouterr().err.strip() == (
@@ -401,8 +410,8 @@ def test_doctor_fails_when_nginx_is_stopped_or_a_port_is_taken(docker_client, ap
 @pytest.mark.skipif(not shutil.which("docker-compose") and not shutil.which("docker"), reason="no compose command")
 def test_status_and_rollback_of_a_compose_app(stack, capsys):
     """A compose app (3 services per colour) abandoned between ApplicationStart and ValidateService: status warns
-    about the stale deployment; rollback switches back to the blue project under load (0 failed) and removes the
-    green one; a second rollback is refused, since a compose project is started from its bundle's files."""
+    about the stale deployment; rollback switches back to the blue project under load (0 failed) and stops the
+    green one; a second rollback starts green's recorded release again (forward to d-c2)."""
     ok(deploy(stack.per_colour_bundle("v1"), "d-c1"))
     b2 = stack.per_colour_bundle("v2")
     toml = b2 / "bluegreen.toml"
@@ -429,12 +438,13 @@ def test_status_and_rollback_of_a_compose_app(stack, capsys):
     st = stack.state()
     assert (st["live"], st["live_deployment"], st["previous"]) == ("blue", "d-c1", "green")
     assert "colour=blue deployment=d-c1" in stack.include()
-    assert stack.project("green") == [] and stack.services("blue") == ["api", "web", "worker"]
+    assert stack.services("green") == [] and stack.services("blue") == ["api", "web", "worker"]
     assert cli("status") == 0
     capsys.readouterr()
-    assert cli("rollback") == 1
-    assert capsys.readouterr().err.strip() == ("ERROR green (d-c2) no longer runs, and a compose app is started from "
-                                               "its bundle's files: deploy revision d-c2 again instead")
+    with Load(stack.url + "/", threads=3) as load:
+        assert cli("rollback") == 0
+    assert load.result.failed == 0 and load.result.versions_in_order == ["v1", "v2"], load.result.summary()
+    assert stack.state()["live_deployment"] == "d-c2" and stack.services("green") == ["api", "web", "worker"]
     # leave no container on the stack's image for the fixture's image removal (and name any that lingers)
     for colour in ("blue", "green"):
         for c in stack.project(colour):

@@ -35,7 +35,8 @@ def dry(docker_client, nginx, site, app_name, tmp_path):
             conts = docker_client.containers.list(all=True, filters={"label": f"bluegreen.app={app_name}"})
             imgs = docker_client.images.list(name=f"bluegreen-{app_name}")
             files = {}
-            for p in [site.include, *(sorted(state_dir.iterdir()) if state_dir.exists() else [])]:
+            kept = sorted(f for f in state_dir.iterdir() if f.is_file()) if state_dir.exists() else []
+            for p in [site.include, *kept]:
                 files[str(p)] = (p.read_bytes(), p.stat().st_mtime_ns)
             return {
                 "containers": sorted((c.id, c.name, c.status, c.attrs["State"]["StartedAt"], c.attrs["RestartCount"],
@@ -100,7 +101,7 @@ def test_dry_run_after_a_deployment_changes_nothing(dry, tmp_path, monkeypatch, 
     assert f"master pid {dry.nginx.master_pid()}" in out["BeforeInstall"]
     validate = out["ValidateService"]
     assert f"validate: GET {dry.site.url}/health answers HTTP 200 with X-Bluegreen-Colour: green" in validate
-    assert f"stop containers of blue (grace 5s): {dry.app}-blue (running)" in validate
+    assert f"stop (keep, for a rollback) containers of blue (grace 5s): {dry.app}-blue (running)" in validate
     assert "nothing to stop" in out["ApplicationStop"]
     local = out["local"]
     assert "ApplicationStop: skipped" in local   # this runner root never deployed
@@ -146,8 +147,8 @@ def test_plan_for_a_compose_app_shows_the_compose_commands(tmp_path):
     assert f"start project shop-green: docker-compose -p shop-green -f {f} up -d --remove-orphans" in text
     assert "BLUEGREEN_COLOUR=green" in text and "BLUEGREEN_PORT=8082" in text
     assert "  | set $service_url http://127.0.0.1:8082;" in text and "nginx reload: nginx -s reload" in text
-    assert (f"then: stop shop-blue-web-1 (running): docker-compose -p shop-blue -f {f} down --remove-orphans "
-            "--timeout 10") in text
+    assert ("then: stop (keep, for a rollback) the containers of shop-blue: shop-blue-web-1 (running) "
+            "(grace 10s)") in text
 
 
 def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):

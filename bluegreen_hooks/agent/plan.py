@@ -179,10 +179,15 @@ def event_lines(plan: Plan, event: str) -> list[str]:
         return _before_install_lines(plan)
     if event == "ApplicationStart":
         start = _compose_start_lines(plan) if plan.cfg.compose is not None else _container_start_lines(plan)
-        return start + _switch_lines(plan)
+        return start + _task_lines(plan, "before_switch") + _switch_lines(plan) + _task_lines(plan, "after_switch")
     if event == "ValidateService":
-        return _validate_lines(plan)
+        return _task_lines(plan, "after_validate") + _validate_lines(plan)
     return [f"no bluegreen-hooks step for {event}"]
+
+
+def _task_lines(plan: Plan, when: str) -> list[str]:
+    """The release tasks of stage ``when`` (config/tasks.py), each run inside the target colour."""
+    return [f"{t.describe()} in {plan.target}" for t in plan.cfg.tasks if t.when == when]
 
 
 def _before_install_lines(plan: Plan) -> list[str]:
@@ -251,10 +256,11 @@ def _validate_lines(plan: Plan) -> list[str]:
         olds = w.containers.get(plan.old, []) if w else []
         if cfg.compose is not None:
             from bluegreen_hooks.runtime import compose
-            stop = f"then: stop {', '.join(olds) or 'nothing running'}: " + _argv(
-                compose.down_argv(_compose_cmd(cfg), cfg, plan.old, cfg.compose.stop_grace_period))
+            stop = (f"then: stop (keep, for a rollback) the containers of {compose.project_name(cfg, plan.old)}: "
+                    f"{', '.join(olds) or 'nothing running'} (grace {cfg.compose.stop_grace_period:g}s)")
         else:
-            stop = (f"then: stop containers of {plan.old} (grace {cfg.container.stop_grace_period:g}s): "
+            stop = (f"then: stop (keep, for a rollback) containers of {plan.old} "
+                    f"(grace {cfg.container.stop_grace_period:g}s): "
                     f"{', '.join(olds) if olds else cfg.container_name(plan.old)}")
         out += [f"then: wait up to {cfg.drain_timeout:g}s for the old nginx workers "
                 f"({', '.join(map(str, w.nginx_workers)) if w and w.nginx_workers else 'none'}) to finish",

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from bluegreen_hooks import model
 from bluegreen_hooks.config.canary import CanaryConfig
 from bluegreen_hooks.config.operability import MaintenanceConfig, MetricsConfig, NotifyConfig
+from bluegreen_hooks.config.tasks import Task
 from bluegreen_hooks.model import COLOURS, Colour
 
 Form = Literal["set", "upstream"]
@@ -140,6 +141,7 @@ class Config:
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     notify: NotifyConfig | None = None
+    tasks: tuple[Task, ...] = ()       # [[tasks]] (config/tasks.py), in the order written
 
     @property
     def extra_routes(self) -> tuple[ComposeRoute, ...]:

@@ -47,6 +47,7 @@ from bluegreen_hooks.config.reader import (
     Reader,
     is_host,
 )
+from bluegreen_hooks.config.tasks import parse_tasks
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.model import COLOURS
 from bluegreen_hooks.names import APP, APP_WHAT, IMAGE_WHAT, is_image
@@ -57,7 +58,7 @@ else:  # pragma: no cover - Python 3.9/3.10 hosts
     import tomli as tomllib
 
 _TABLES = ("app", "colours", "container", "health", "nginx", "deploy", "compose", "canary", "maintenance",
-           "notify")
+           "notify", "tasks")
 _CONTAINER_KEYS = ("image", "build", "dockerfile", "build_args", "build_network", "network", "port", "port_env",
                    "env", "stop_grace_period", "command")
 _NGINX_KEYS = ("include", "form", "variable", "upstream", "colour_variable", "test", "reload", "pid_file",
@@ -124,7 +125,8 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
         drain_timeout=deploy.drain_timeout, keep_images=deploy.keep_images, state_dir=deploy.state_dir,
         stale_after=deploy.stale_after, history=deploy.history, raw=raw, compose=compose, canary=canary,
         maintenance=parse_maintenance(top, deploy_table), metrics=parse_metrics(deploy_table),
-        notify=parse_notify(top))
+        notify=parse_notify(top),
+        tasks=parse_tasks(path.name, top.get("tasks"), compose is not None))
 
 
 def parse_colours(r: Reader) -> tuple[dict[str, int], str]:

@@ -56,6 +56,8 @@ def container_verdict(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
     if status in ("exited", "dead"):
         error = f" ({st.get('Error')})" if st.get("Error") else ""
         return f"container exited with code {st.get('ExitCode')}{error}", None
+    if status == "paused":
+        return "container is paused (frozen: it cannot answer)", None
     if status == "restarting" or restarts > 0:
         return f"container is crash-looping (restarted {restarts} time(s), last exit code {st.get('ExitCode')})", None
     health = (st.get("Health") or {}).get("Status")

@@ -51,3 +51,36 @@ def check_free(host: str, ports: Iterable[tuple[str, int]], colour: str,
         raise ContainerStartError(
             f"{colour} port {host}:{port} is already in use by {describe_holder(port)}, not by a "
             f"bluegreen-hooks container; stop it or change {key}, then retry")
+
+
+def _published(attrs: dict, port: int) -> bool:
+    """The container publishes host ``port`` (bridge networking: docker-proxy listens for it)."""
+    bound = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    return any(str(b.get("HostPort")) == str(port) for bs in bound.values() if bs for b in bs)
+
+
+def foreign_holder(port: int, containers: list[dict]) -> str | None:
+    """None when every process listening on ``port`` belongs to one of ``containers`` (inspect data): it runs
+    in the container's cgroup or below its main process, or is the docker-proxy of a port it publishes.
+    Else ``pid N (command)`` of the first other holder. No listener visible (e.g. not root): None."""
+    from bluegreen_hooks.host import procfs
+
+    ids = [str(a["Id"]) for a in containers if a.get("Id")]
+    mains = {int((a.get("State") or {}).get("Pid") or 0) for a in containers} - {0}
+    for pid, cmd in holders(port):
+        if any(i in procfs.cgroup(pid) for i in ids) or mains & set(procfs.ancestors(pid)):
+            continue
+        if "docker-proxy" in cmd and any(_published(a, port) for a in containers):
+            continue
+        return f"pid {pid} ({cmd})"
+    return None
+
+
+def check_held_by(host: str, ports: Iterable[tuple[str, int]], containers: list[dict], colour: str) -> None:
+    """Before traffic goes to ``colour``: refuse when another process holds one of its ports."""
+    for key, port in ports:
+        other = foreign_holder(port, containers)
+        if other:
+            raise ContainerStartError(
+                f"{colour} port {host}:{port} ({key}) is held by {other}, not by {colour}'s container(s); "
+                f"refusing to send traffic to it")

@@ -121,3 +121,22 @@ def command(pid: int, proc: Path = PROC, width: int = 60) -> str:
             text = "?"
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def cgroup(pid: int, proc: Path = PROC) -> str:
+    """The text of /proc/<pid>/cgroup ("" when unreadable): a container's processes name its id there."""
+    try:
+        return (proc / str(pid) / "cgroup").read_text()
+    except OSError:
+        return ""
+
+
+def ancestors(pid: int, proc: Path = PROC, limit: int = 64) -> list[int]:
+    """``pid`` and its parents up to init (at most ``limit``)."""
+    out = [pid]
+    while len(out) < limit:
+        fields = _stat_fields(out[-1], proc)
+        if fields is None or int(fields[1]) <= 1:
+            break
+        out.append(int(fields[1]))
+    return out

@@ -18,6 +18,7 @@ from bluegreen_hooks.host import include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.lifecycle import maintenance, steps
 from bluegreen_hooks.lifecycle.steps import Context
+from bluegreen_hooks.lifecycle.tasks import TaskRunner
 from bluegreen_hooks.lifecycle.traffic import TRAFFIC_HANDLERS
 from bluegreen_hooks.model import Colour, InProgress, finish_event, record_deployment
 from bluegreen_hooks.runtime.base import Backend
@@ -37,7 +38,7 @@ def before_install(ctx: Context) -> None:
     include_guard.check(cfg)    # before anything changes: the include must be a file we may replace
     be = runtime.backend(cfg)
     ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
-    be.check(ctx.say)
+    be.check(ctx.say, ctx.deployment_id)
     nginx.check_running(cfg)
     if not cfg.nginx.include.exists():
         if not cfg.nginx.include.parent.is_dir():
@@ -97,6 +98,7 @@ def application_start(ctx: Context) -> None:
     except HookError as exc:        # the build or pull failed: say what keeps serving and what to do
         raise steps.with_serving(exc, d.live, False, getattr(exc, "next_step", "")) from exc
     t_start = time.monotonic()
+    tasks = TaskRunner(ctx, be, d.target, d.live, dep)
     route = None
     if cfg.canary is not None and d.live is not None and be.running().get(d.live):
         from bluegreen_hooks.lifecycle import canary
@@ -104,17 +106,35 @@ def application_start(ctx: Context) -> None:
         live, target = d.live, d.target
         route = lambda: canary.run(ctx, live, target, dep)  # noqa: E731
     try:
-        up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route)
+        up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route=route,
+                            before_switch=tasks.before_switch, on_failure=tasks.on_failure)
     except HookError as exc:
         raise steps.with_serving(exc, d.live, bool(ctx.log_tail)) from exc
     timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),
                "switch_ms": round(up.switch.seconds * 1000, 1), "healthy_to_serving_ms": up.healthy_to_serving_ms}
+    _record_release(ctx, be, d.target)
     try:
         _record_switch(ctx, d.target, image, up.switch, timings)
     except (HookError, OSError) as exc:   # disk full / read-only state dir after the switch
         from bluegreen_hooks.lifecycle.recovery import back_to_recorded
         raise back_to_recorded(ctx, be, d, exc) from exc
+    try:
+        tasks.run("after_switch")
+    except HookError as exc:
+        raise _switch_back(ctx, be, d.target, d.live, str(exc), "a release task failed") from exc
+    if tasks.timings:
+        timings.update(tasks.timings)
+        with ctx.store.update() as st:
+            finish_event(st, dep, "switched", time.time(), timings=timings)
     ctx.say(f"{d.target} is live for {dep}; {d.live or 'no colour'} keeps running until ValidateService")
+
+
+def _record_release(ctx: Context, be: Backend, target: Colour) -> None:
+    """Keep what the new release runs (settings, per-release images) for a later rollback (host/releases.py)."""
+    try:
+        be.record(target, ctx.deployment_id, ctx.say)
+    except Exception as exc:   # the release serves; only a later rollback to it would lack its record
+        ctx.say(f"warning: could not record release {ctx.deployment_id} for rollbacks: {exc}")
 
 
 def _record_switch(ctx: Context, target: Colour, image: str, sw: nginx.Switch, timings: dict[str, float]) -> None:
@@ -165,9 +185,14 @@ def validate_service(ctx: Context) -> None:
         ctx.say(maintenance.validate(cfg, ctx.store, target))
     except NginxError as exc:
         raise _switch_back(ctx, be, target, old, str(exc)) from exc
-    ctx.finish("validated")
+    tasks = TaskRunner(ctx, be, target, old, dep)
+    try:
+        tasks.run("after_validate")
+    except HookError as exc:
+        raise _switch_back(ctx, be, target, old, str(exc), "a release task failed") from exc
+    ctx.finish("validated", timings={**ip.timings, **tasks.timings})
     if old and old != target:
-        steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests")
+        steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests", keep=True)
     st = ctx.store.read().state
     be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
     with ctx.store.update() as st:
@@ -177,15 +202,16 @@ def validate_service(ctx: Context) -> None:
     ctx.say(f"deployment {dep} succeeded: {target} live")
 
 
-def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str) -> ValidationFailed:
+def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str,
+                 what: str = "validation through nginx failed") -> ValidationFailed:
     """Validation failed: traffic back to ``old`` (when it still runs), drain, remove ``target``.
 
     Returns the error the event fails with."""
     st = ctx.store.read().state
     if not (old and be.running().get(old)):
-        return ValidationFailed(f"validation through nginx failed ({cause}); no old colour to go back to, "
-                               f"{target} stays live")
-    ctx.say(f"validation failed: {cause}; switching back to {old}")
+        return ValidationFailed(f"{what} ({cause}); no old colour to go back to, {target} stays live")
+    ctx.say(f"{what}: {cause}; switching back to {old}")
+    steps.check_ports_owned(ctx.cfg, be, old)
     back = steps.switch(ctx, old, st.previous_deployment or ctx.deployment_id)
     with ctx.store.update() as st2:
         st2.set_live(old, st.previous_deployment, st.previous_image, time.time())
@@ -193,7 +219,7 @@ def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, 
     ctx.log_tail = be.logs_tail(target)
     # the workers from before the switch back may still be proxying requests to the target: let them finish
     steps.retire(ctx, be, target, old, back.old_workers, f"nginx workers finished their requests to {target}")
-    return ValidationFailed(f"validation through nginx failed ({cause}); traffic is back on {old}")
+    return ValidationFailed(f"{what} ({cause}); traffic is back on {old}")
 
 
 HANDLERS: dict[str, Callable[[Context], None]] = {

@@ -140,6 +140,16 @@ def check_target_ports(cfg: Config, target: Colour) -> None:
     ports.check_free(cfg.host, keys, target, owner=owner.describe)
 
 
+def check_ports_owned(cfg: Config, be: Backend, colour: Colour) -> None:
+    """Refuse to send traffic to ``colour`` when a process that is not one of its containers holds one of
+    its ports (a squatter answering in its place): every path that switches nginx checks this first."""
+    from bluegreen_hooks.host import ports
+
+    keys = [(f"colours/{colour}", cfg.port(colour))]
+    keys += [(f"compose/routes/{r.service}/{colour}", r.ports[colour]) for r in cfg.extra_routes]
+    ports.check_held_by(cfg.host, keys, [c.attrs for c in be.containers(colour)], colour)
+
+
 @dataclass
 class BroughtUp:
     """A colour made live by ``bring_up``: how long it took to get healthy, and the switch."""
@@ -150,27 +160,40 @@ class BroughtUp:
 
 
 def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, deployment_id: str,
-             live: Colour | None, include_id: str, route: Callable[[], nginx.Switch] | None = None) -> BroughtUp:
-    """Start ``colour`` from ``artifact`` (None: it already runs), wait until it is healthy on its own
-    port, then switch nginx to it (or ``route()`` it, e.g. a canary). On failure a colour this call
-    started is removed again (``live`` keeps serving) and the error is re-raised as it is: the caller
-    says what keeps serving."""
+             live: Colour | None, include_id: str, route: Callable[[], nginx.Switch] | None = None,
+             restore: bool = False, before_switch: Callable[[], None] | None = None,
+             on_failure: Callable[[BaseException], None] | None = None) -> BroughtUp:
+    """Start ``colour`` from ``artifact`` (None: it already runs; ``restore``: bring back its recorded
+    release), wait until it is healthy on its own port, check its ports are held by its containers, run
+    ``before_switch`` (release tasks), then switch nginx to it (or ``route()`` it, e.g. a canary). On
+    failure ``on_failure`` runs, a colour this call started is removed again (``live`` keeps serving) and
+    the error is re-raised as it is: the caller says what keeps serving."""
     from bluegreen_hooks.host import health
 
     try:
-        if artifact is not None:
+        if restore:
+            be.restore(colour, deployment_id, live, ctx.say)
+        elif artifact is not None:
             be.start(colour, artifact, deployment_id, live, ctx.say)
         healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say)
+        check_ports_owned(ctx.cfg, be, colour)
+        if before_switch is not None:
+            before_switch()
         t_healthy = time.monotonic()
         sw = route() if route is not None else switch(ctx, colour, include_id)
         return BroughtUp(healthy, round((time.monotonic() - t_healthy) * 1000, 1), sw)
     except BaseException as exc:
         if isinstance(exc, HealthCheckFailed):
             ctx.log_tail = be.logs_tail(colour)
-        if artifact is not None:
-            ctx.say(f"removing {colour}: {live or 'nothing'} keeps serving")
+        if on_failure is not None:
+            on_failure(exc)
+        if artifact is not None or restore:
+            ctx.say(f"{'stopping' if restore else 'removing'} {colour}: {live or 'nothing'} keeps serving")
             try:
-                be.remove_colour(colour, live, ctx.say, grace=0)
+                if restore:   # the recorded release stays as it was: stopped, restorable
+                    be.stop_colour(colour, live, ctx.say, grace=0)
+                else:
+                    be.remove_colour(colour, live, ctx.say, grace=0)
             except Exception as cleanup:
                 ctx.say(f"warning: could not remove {colour}: {cleanup}")
         raise
@@ -197,22 +220,30 @@ def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
     seconds it took are kept in the deployment's timings ("drain", for the metrics). True when drained."""
     t0 = time.monotonic()
     drained, left = nginx.wait_drained(workers, ctx.cfg.drain_timeout)
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
-        if ip is not None:
-            ip.timings["drain"] = round(time.monotonic() - t0, 3)
+    try:
+        with ctx.store.update() as st:
+            ip = st.holder(ctx.deployment_id)
+            if ip is not None:
+                ip.timings["drain"] = round(time.monotonic() - t0, 3)
+    except (HookError, OSError) as exc:   # only a figure for the metrics: never a reason to stop here
+        ctx.say(f"warning: could not record the drain time: {exc}")
     ctx.say(done if drained else
             f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} nginx worker(s) still busy")
     return drained
 
 
-def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str) -> None:
-    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it; long-lived
-    connections still open then are closed by the stop (lifecycle/long_lived.py)."""
+def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str,
+           keep: bool = False) -> None:
+    """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it (``keep``: stop
+    it only, so that its release can be started again at once by a rollback); long-lived connections still
+    open then are closed by the stop (lifecycle/long_lived.py)."""
     from bluegreen_hooks.lifecycle import long_lived
 
     drained = drain(ctx, workers, done)
     open_before = 0 if drained else long_lived.still_open(ctx.cfg, colour)
-    be.remove_colour(colour, live, ctx.say)
+    if keep:
+        be.stop_colour(colour, live, ctx.say)
+    else:
+        be.remove_colour(colour, live, ctx.say)
     if not drained:
         long_lived.report(ctx.cfg, ctx.store, ctx.say, ctx.deployment_id, colour, live, workers, open_before)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from bluegreen_hooks.config import Config
+from bluegreen_hooks.host.releases import images_text
 from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.operator.select import open_store, read_state
 from bluegreen_hooks.operator.text import utc
@@ -16,16 +17,22 @@ def read_history(cfg: Config, n: int) -> dict[str, Any]:
 
 def read_store(store: Store, n: int) -> dict[str, Any]:
     """``read_history`` from a store (no config needed)."""
+    from bluegreen_hooks.host import releases
+
     st, _ = read_state(store)
+    recorded = releases.summary(store.dir, store.app)
+    deployments = [{**d, "images": recorded[d["id"]]["images"]} if isinstance(d, dict) and d.get("id") in recorded
+                   else d for d in st.deployments[-n:]]
     return {"app": store.app, "state_file": str(store.path), "events": st.events[-n:],
-            "deployments": st.deployments[-n:]}
+            "deployments": deployments}
 
 
 def deployment_line(d: dict[str, Any]) -> str:
     """One deployment record: when it ended, id, outcome, colours, duration, image, cause."""
     return (f"{utc(d.get('ended'))}  {d.get('id') or '-':<28} {d.get('outcome') or '-':<10} "
             f"{(d.get('from') or '-') + ' -> ' + (d.get('target') or '-'):<14} {d.get('seconds') or 0:8.2f}s  "
-            f"image {d.get('image') or '-'}" + (f"  cause: {d['cause']}" if d.get("cause") else "")
+            f"image {d.get('image') or '-'}" + (f" ({images_text(d['images'])})" if d.get("images") else "")
+            + (f"  cause: {d['cause']}" if d.get("cause") else "")
             + canary_text(d.get("canary")))
 
 

@@ -133,8 +133,32 @@ def _bring_back(ctx: Context, be: Backend, plan: Plan) -> tuple[steps.BroughtUp,
         ctx.say(f"{plan.prev} is not running: starting it from {plan.start_image}")
         steps.check_target_ports(ctx.cfg, plan.prev)
     include_id = prev_d if prev_d and is_deployment_id(prev_d) else ctx.deployment_id
-    up = steps.bring_up(ctx, be, plan.prev, plan.start_image, prev_d or ctx.deployment_id, plan.live, include_id)
+    up = steps.bring_up(ctx, be, plan.prev, None, prev_d or ctx.deployment_id, plan.live, include_id,
+                        restore=plan.up is None)
     return up, prev_d
+
+
+def _release_config(cfg: Config, deployment: str | None, say: Say) -> Config:
+    """The config release ``deployment`` was deployed with (its ports, health, container or compose
+    settings), with today's nginx, state and retention settings; ``cfg`` when none is recorded."""
+    import dataclasses
+
+    from bluegreen_hooks import config
+    from bluegreen_hooks.host import releases
+
+    release = releases.load(cfg.state_dir, cfg.app, deployment)
+    if release is None or not release.file("bluegreen.toml").is_file():
+        return cfg
+    try:
+        old = config.load(release.file("bluegreen.toml"), check_files=False)
+    except HookError as exc:
+        say(f"warning: the recorded config of {deployment} does not load ({exc}); using the current one")
+        return cfg
+    if old.app != cfg.app:
+        return cfg
+    return dataclasses.replace(old, nginx=cfg.nginx, state_dir=cfg.state_dir, drain_timeout=cfg.drain_timeout,
+                               keep_images=cfg.keep_images, stale_after=cfg.stale_after, history=cfg.history,
+                               tasks=())
 
 
 def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
@@ -146,6 +170,9 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
     be = runtime.backend(cfg)
     plan = _claim(ctx, be)
     live, prev = plan.live, plan.prev
+    ctx.cfg = _release_config(cfg, plan.prev_d, say)
+    if ctx.cfg is not cfg:
+        be = runtime.backend(ctx.cfg, be.client)
     say(f"rolling {cfg.app} back from {live} ({plan.live_d}) to {prev} ({plan.prev_d}, image {plan.prev_image})")
     try:
         up, prev_d = _bring_back(ctx, be, plan)
@@ -177,7 +204,8 @@ def _retire(ctx: Context, be: Backend, plan: Plan, up: steps.BroughtUp, keep_oth
             steps.drain(ctx, up.switch.old_workers, "old nginx workers finished their requests")
             ctx.say(f"{plan.live} keeps running (--keep-other); roll back again to switch to it at once")
             return False
-        steps.retire(ctx, be, plan.live, plan.prev, up.switch.old_workers, "old nginx workers finished their requests")
+        steps.retire(ctx, be, plan.live, plan.prev, up.switch.old_workers, "old nginx workers finished their requests",
+                     keep=True)
         return True
     except BaseException as exc:
         audit(ctx, "failed", time.monotonic() - t0, f"{plan.prev} is live, but stopping {plan.live} failed: "

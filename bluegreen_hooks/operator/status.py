@@ -14,7 +14,8 @@ from bluegreen_hooks import runtime
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import holder_status
 from bluegreen_hooks.errors import DockerUnavailable, NginxError
-from bluegreen_hooks.host import health, instance, nginx, procfs
+from bluegreen_hooks.host import health, instance, nginx, procfs, releases
+from bluegreen_hooks.host.releases import images_text
 from bluegreen_hooks.model import COLOURS, Colour, State
 from bluegreen_hooks.operator.select import open_store, read_state
 from bluegreen_hooks.operator.text import ago, first_line, utc
@@ -232,6 +233,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         "previous": {"colour": st.previous, "deployment": st.previous_deployment,
                      "image": st.previous_image},
         "in_progress": in_progress,
+        "releases": releases.summary(cfg.state_dir, cfg.app),
         "canary": ({"deployment": st.in_progress.id, **st.in_progress.canary.to_json()}
                    if st.in_progress is not None and st.in_progress.canary is not None else None),
         "maintenance": maintenance,
@@ -297,6 +299,10 @@ def print_status(s: dict[str, Any]) -> None:
           f"-> {n['include_colour'] or 'no colour'}"
           + (f" (deployment {n['include_deployment']})" if n["include_deployment"] else ""))
     print(f"             {pub['url']} {answer}")
+    for dep, rel in (s.get("releases") or {}).items():
+        mark = " (live)" if dep == live["deployment"] else " (previous)" if dep == prev["deployment"] else ""
+        print(f"release      {dep}{mark}: {rel['colour']}, recorded {utc(rel['created'])}, images "
+              f"{images_text(rel['images'])}")
     for line in _colour_lines(s):
         print(line)
     for note in s["notes"]:

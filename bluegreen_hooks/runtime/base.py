@@ -28,7 +28,7 @@ class Backend(Protocol):
     kind: str
     client: Any
 
-    def check(self, say: Say) -> None:
+    def check(self, say: Say, deployment_id: str | None = None) -> None:
         """BeforeInstall: refuse bad input (e.g. compose files) before anything changes."""
 
     def prepare(self, deployment_id: str, say: Say) -> str:
@@ -55,6 +55,16 @@ class Backend(Protocol):
     def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:
         """None when release ``deployment`` (``artifact``) can be started again as ``colour`` (rollback),
         else why not and what to do instead (one line)."""
+
+    def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
+        """Stop (keep) every container of ``colour`` so its release can start again at once; return how many."""
+
+    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+        """Save release ``deployment_id`` (its settings and per-release images, host/releases.py); return
+        its images ({name: {tag, id}})."""
+
+    def restore(self, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
+        """Bring the recorded release back as ``colour`` with its own settings (never the current config)."""
 
     def prune(self, in_use: set[str], say: Say) -> int:
         """Remove old release artifacts beyond deploy/keep_images (never one in ``in_use``)."""

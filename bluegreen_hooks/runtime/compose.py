@@ -16,20 +16,20 @@ parse, the services named in the config exist and a compose command is there.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.errors import ConfigError, ContainerStartError, DockerUnavailable, HealthCheckFailed
+from bluegreen_hooks.errors import ConfigError, ContainerStartError, HealthCheckFailed
 from bluegreen_hooks.host import health
 from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
+from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, _tail, run_compose, run_parallel
+from bluegreen_hooks.runtime.compose_exec import child_env as child_env  # the tests use it from here
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
@@ -39,12 +39,6 @@ V1: tuple[str, ...] = ("docker-compose",)
 CHECK_TIMEOUT = 60.0
 UP_TIMEOUT = 1800.0
 DOWN_TIMEOUT = 300.0
-_INTERPOLATING = re.compile(r" interpolating \{.*\} in ")
-_NOISE = ("DEPRECATED: The legacy builder", "Install the buildx component", "https://docs.docker.com/go/buildx")
-
-
-class ComposeUnavailable(DockerUnavailable):
-    """Neither ``docker compose`` nor ``docker-compose`` can be run on this host."""
 
 
 # ------------------------------------------------------------------------------------ the compose command
@@ -120,82 +114,10 @@ def down_argv(cmd: Sequence[str], cfg: Config, colour: Colour, grace: float) -> 
             + (["--volumes"] if cfg.compose.remove_volumes else []))
 
 
-def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool = False) -> list[str]:
-    return [*base_argv(cmd, cfg, colour), "config", "--services" if services else "-q"]
-
-
-def child_env(variables: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a compose command: ours plus ``variables``, without the bundle on PYTHONPATH.
-
-    hooks/launch puts the bundle first on PYTHONPATH; docker-compose v1 is a Python program, and a
-    package in the bundle (say ``docker/__init__.py`` or ``yaml/``) must not shadow its own modules.
-    """
-    env = {**os.environ, **variables}
-    if env.get("PYTHONPATH"):
-        keep = [p for p in env["PYTHONPATH"].split(os.pathsep)
-                if p and not os.path.isdir(os.path.join(p, "bluegreen_hooks"))]
-        if keep:
-            env["PYTHONPATH"] = os.pathsep.join(keep)
-        else:
-            del env["PYTHONPATH"]
-    return env
-
-
-def _tail(output: str, lines: int = 2, width: int = 220) -> str:
-    """The last telling lines of compose's output, joined; v1's dump of a service's settings is cut out."""
-    useful = [_INTERPOLATING.sub(" in ", ln.strip()) for ln in output.splitlines()
-              if ln.strip() and not any(n in ln for n in _NOISE)]
-    return " / ".join(useful[-lines:])[:width]
-
-
-def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: str, timeout: float,
-                error: type = ContainerStartError, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one compose command (argv list, no shell); raise ``error`` with its last telling lines.
-
-    With ``check=False`` a non-zero exit is returned, not raised.
-    """
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
-                              env=child_env(env), stdin=subprocess.DEVNULL)
-    except FileNotFoundError as exc:
-        raise ComposeUnavailable(f"compose: command not found: {argv[0]} (install docker-compose, or set "
-                                 f"compose/command)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise error(f"{what}: `{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
-    if check and proc.returncode != 0:
-        raise error(f"{what} failed: {_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
-    return proc
-
-
-def run_parallel(jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], timeout: float
-                 ) -> list[subprocess.CompletedProcess]:
-    """Run (argv, variables, cwd) jobs at the same time; return their results in order (never raises on exit)."""
-    procs: list[subprocess.Popen] = []
-    try:
-        for argv, env, cwd in jobs:
-            procs.append(subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          cwd=str(cwd), env=child_env(env), stdin=subprocess.DEVNULL))
-    except FileNotFoundError as exc:
-        for p in procs:
-            p.kill()
-            p.wait()
-        raise ComposeUnavailable(f"compose: command not found: {jobs[0][0][0]} (install docker-compose, or set "
-                                 f"compose/command)") from exc
-    out = []
-    deadline = time.monotonic() + timeout
-    try:
-        for (argv, _, _), p in zip(jobs, procs):
-            try:
-                stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired as exc:
-                raise ContainerStartError(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
-            out.append(subprocess.CompletedProcess(list(argv), p.returncode, stdout, stderr))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return out
+def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool = False,
+                render: bool = False) -> list[str]:
+    """``config -q`` / ``config --services`` / ``config`` (``render``: the whole file, variables applied)."""
+    return [*base_argv(cmd, cfg, colour), "config"] + ([] if render else ["--services" if services else "-q"])
 
 
 # ------------------------------------------------------------------------------------------------ backend
@@ -233,30 +155,49 @@ class ComposeBackend:
                            timeout, error, check)
 
     # -- BeforeInstall: refuse bad input before anything changes
-    def check(self, say: Say) -> None:
-        self.services(say)
+    def check(self, say: Say, deployment_id: str | None = None) -> None:
+        self.services(say, deployment_id)
 
-    def services(self, say: Say) -> dict[str, list[str]]:
+    def _cache(self, colour: Colour, deployment_id: str | None) -> Path:
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        key = rel.cache_key(sorted({self.cc.files[c] for c in COLOURS}), variables(self.cfg, colour, deployment_id))
+        return rel.cache_path(self.cfg.state_dir, self.cfg.app, colour, key)
+
+    def rendered(self, colour: Colour, deployment_id: str) -> str:
+        """The colour's compose config as BeforeInstall rendered it (cached), else rendered now."""
+        with contextlib.suppress(OSError):
+            return self._cache(colour, deployment_id).read_text(encoding="utf-8")
+        return self._run(config_argv(self.command, self.cfg, colour, render=True), colour,
+                         f"compose config of {project_name(self.cfg, colour)}", CHECK_TIMEOUT, deployment_id,
+                         ConfigError).stdout
+
+    def services(self, say: Say, deployment_id: str | None = None) -> dict[str, list[str]]:
         """The files parse with our variables and have every service the config names; return the services."""
         for colour in COLOURS:
             if not self.cc.files[colour].is_file():
                 raise ConfigError(f"{self.cfg.path.name}: {self._key(colour)}: compose file {self._rel(colour)!r} "
                                   f"not found next to {self.cfg.path.name}")
         cmd = self.command
-        # `config --services` renders each colour's file with its variables, validating it as `config -q`
-        # does (bad YAML, unknown options, a `${VAR:?}` left unset all fail it), and lists its services.
+        # `config` renders each colour's file with its variables, validating it as `config -q` does (bad
+        # YAML, unknown options, a `${VAR:?}` left unset all fail it); the services are read from it and the
+        # rendering is cached for ApplicationStart's release record (compose runs once per deployment).
         # Both run at once (docker-compose v1 spends ~0.5 s of CPU starting up).
-        jobs = [(colour, True) for colour in COLOURS]
-        procs = run_parallel([(config_argv(cmd, self.cfg, colour, services), variables(self.cfg, colour),
-                               self.cc.files[colour].parent) for colour, services in jobs], CHECK_TIMEOUT)
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        procs = run_parallel([(config_argv(cmd, self.cfg, colour, render=True),
+                               variables(self.cfg, colour, deployment_id), self.cc.files[colour].parent)
+                              for colour in COLOURS], CHECK_TIMEOUT)
         out: dict[str, list[str]] = {}
-        for (colour, services), proc in zip(jobs, procs):
+        for colour, proc in zip(COLOURS, procs):
             if proc.returncode != 0:
                 where = f"{self.cfg.path.name}: {self._key(colour)}: {self._rel(colour)}"
                 raise ConfigError(f"{where} is invalid for {colour}: "
                                   f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
-            if services:
-                out[colour] = [s.strip() for s in proc.stdout.splitlines() if s.strip()]
+            out[colour] = rel.services_of(proc.stdout)
+            if deployment_id:
+                with contextlib.suppress(OSError):
+                    rel.cache_put(self._cache(colour, deployment_id), proc.stdout)
         for colour in COLOURS:
             for key, names in (("services", self.cc.services or ()), ("routed", [r.service for r in self.cc.routed])):
                 for name in names:
@@ -339,10 +280,11 @@ class ComposeBackend:
 
     def remove_colour(self, colour: Colour, live: Colour | None, say: Say,
                       grace: float | None = None) -> int:
-        """``down`` the colour's project (volumes kept unless compose/remove_volumes); never the live colour."""
-        guard_not_live(colour, live, "remove")
-        import docker.errors
+        """What ``down`` does, through the SDK by project label (volumes kept unless compose/remove_volumes);
+        never the live colour."""
+        from bluegreen_hooks.runtime import compose_release as rel
 
+        guard_not_live(colour, live, "remove")
         grace = self.cc.stop_grace_period if grace is None else grace
         project = project_name(self.cfg, colour)
         conts = self.containers(colour)
@@ -351,14 +293,20 @@ class ComposeBackend:
             return 0
         say(f"taking {project} down: {len(conts)} container(s), grace {grace:g}s, volumes "
             + ("removed" if self.cc.remove_volumes else "kept"))
-        try:
-            self._run(down_argv(self.command, self.cfg, colour, grace), colour, f"compose down of {project}",
-                      DOWN_TIMEOUT + grace * max(1, len(conts)))
-        except (ContainerStartError, ComposeUnavailable) as exc:
-            say(f"warning: {exc}; removing the containers of {project} through Docker")
-        for c in self.containers(colour):   # whatever `down` left (or all of them, when it failed)
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True)
+        rel.remove(self.client, project, conts, grace, self.cc.remove_volumes)
+        return len(conts)
+
+    def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
+        """Stop the colour's containers, keeping them (and its release) for a rollback; never the live colour."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        guard_not_live(colour, live, "stop")
+        grace = self.cc.stop_grace_period if grace is None else grace
+        conts = [c for c in self.containers(colour) if c.status in ("running", "restarting", "paused")]
+        if conts:
+            say(f"stopping {project_name(self.cfg, colour)}: {len(conts)} container(s), grace {grace:g}s "
+                f"(kept for a rollback until the next deployment)")
+            rel.stop(conts, grace)
         return len(conts)
 
     def running(self) -> RunningMap:
@@ -372,9 +320,23 @@ class ComposeBackend:
         return out
 
     def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:
-        return (f"{colour} ({deployment}) no longer runs, and a compose app is started from its bundle's files: "
-                f"deploy revision {deployment} again instead")
+        from bluegreen_hooks.runtime import compose_restore
+
+        return compose_restore.can_restore(self, colour, deployment)
+
+    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+        from bluegreen_hooks.runtime import compose_restore
+
+        return compose_restore.record(self, colour, deployment_id, say)
+
+    def restore(self, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
+        from bluegreen_hooks.runtime import compose_restore
+
+        compose_restore.restore(self, colour, deployment_id, live, say)
 
     def prune(self, in_use: set[str], say: Say) -> int:
-        """Images belong to the compose files (tags chosen there): nothing is pruned."""
-        return 0
+        """deploy/keep_images: releases (per-release tags, builds) beyond the kept ones (runtime/compose_release)."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        needed = {i.split(":", 1)[1] for i in in_use if i.startswith("compose:")}
+        return rel.prune(self.client, self.cfg.state_dir, self.cfg.app, self.cfg.keep_images, needed, say)

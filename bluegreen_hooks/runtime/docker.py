@@ -149,7 +149,7 @@ def running(client: Any, cfg: Config) -> RunningMap:
     out: RunningMap = {c: None for c in COLOURS}
     for cont in containers(client, cfg):
         colour = cont.labels.get(LABEL_COLOUR)
-        if colour in out and cont.status == "running":
+        if colour in out and cont.status in ("running", "paused"):   # paused: ours, frozen (fails its health check)
             out[colour] = Running(cont.labels.get(LABEL_DEPLOYMENT), cont.labels.get(LABEL_IMAGE), cont.name,
                                   cont.short_id)
     return out
@@ -232,7 +232,7 @@ class SdkBackend:
     def __init__(self, cfg: Config, client: Any) -> None:
         self.cfg, self.client = cfg, client
 
-    def check(self, say: Say) -> None:
+    def check(self, say: Say, deployment_id: str | None = None) -> None:
         """Nothing to check beyond the config (validated when loaded)."""
 
     def prepare(self, deployment_id: str, say: Say) -> str:
@@ -260,9 +260,24 @@ class SdkBackend:
     def containers(self, colour: Colour) -> list[Any]:
         return containers(self.client, self.cfg, colour)
 
+    def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
+        """Stop the colour's container, keeping it (and its release) for a rollback; never the live colour."""
+        guard_not_live(colour, live, "stop")
+        grace = self.cfg.container.stop_grace_period if grace is None else grace
+        conts = [c for c in containers(self.client, self.cfg, colour)
+                 if c.status in ("running", "restarting", "paused")]
+        for c in conts:
+            dep = c.labels.get(LABEL_DEPLOYMENT)
+            say(f"stopping {c.name} ({colour}, deployment {dep}, grace {grace:g}s; kept for a rollback until "
+                f"the next deployment)")
+            c.stop(timeout=round(grace))
+        return len(conts)
+
     def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:
-        """None when the image ``artifact`` still exists, else why it cannot be started again."""
+        """None when the image ``artifact`` still exists and the release's settings are recorded."""
         import docker.errors
+
+        from bluegreen_hooks.host import releases
 
         if not artifact:
             return f"the previous release ({deployment}) has no recorded image to restart"
@@ -271,7 +286,26 @@ class SdkBackend:
         except docker.errors.ImageNotFound:
             return (f"image {artifact} of the previous release ({deployment}) is gone (pruned or removed); "
                     f"deploy that revision again instead")
+        if releases.load(self.cfg.state_dir, self.cfg.app, deployment) is None:
+            return (f"the settings of release {deployment} are not recorded (deployed before bluegreen-hooks kept "
+                    f"releases, or pruned): deploy that revision again instead")
         return None
 
+    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+        """Save the release: the exact ``containers.run`` arguments and the config copy (host/releases.py)."""
+        from bluegreen_hooks.runtime.docker_release import record
+
+        return record(self, colour, deployment_id, say, run_kwargs)
+
+    def restore(self, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
+        """Start release ``deployment_id`` again as ``colour`` with its own recorded settings."""
+        from bluegreen_hooks.runtime.docker_release import restore
+
+        restore(self, colour, deployment_id, live, say)
+
     def prune(self, in_use: set[str], say: Say) -> int:
-        return prune_images(self.client, self.cfg, self.cfg.keep_images, in_use, say)
+        from bluegreen_hooks.runtime.docker_release import prune_releases
+
+        removed = prune_images(self.client, self.cfg, self.cfg.keep_images, in_use, say)
+        prune_releases(self, in_use)
+        return removed

@@ -1,0 +1,197 @@
+"""Compose releases: per-release images, the rendered config cache, and the Docker-SDK stop/remove/start.
+
+* ``render``/cache: BeforeInstall renders each colour's compose file once (``config``, both colours at
+  once); the output is kept in ``<state_dir>/<app>.compose-cache/`` under a key of the files' bytes and
+  the variables, so ApplicationStart records the release without running compose again.
+* ``record``: after ``up``, every service's image is tagged ``bluegreen-<app>-<service>:<deployment>``
+  and the rendered config is saved with the release (host/releases.py) with ``build:`` removed and each
+  ``image:`` set to that tag: a rollback's ``up --no-build`` runs exactly those images and settings.
+* ``stop``/``remove``/``start``: through the Docker SDK by the project label (compose adds nothing there;
+  ``down`` costs a compose start-up).
+* ``prune``: deploy/keep_images for compose: our per-release tags beyond the kept releases, and the
+  images compose built for them once nothing else names them.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bluegreen_hooks.host import releases
+from bluegreen_hooks.host.files import write_atomic
+from bluegreen_hooks.model import Colour
+
+Say = Any
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+_SERVICE_LINE = re.compile(r"  ([A-Za-z0-9][A-Za-z0-9._-]*):\s*\Z")
+
+
+# ------------------------------------------------------------------------------ the rendered config (pure)
+
+def services_of(rendered: str) -> list[str]:
+    """The service names of ``config`` output (canonical YAML: services at two spaces under ``services:``)."""
+    out, inside = [], False
+    for line in rendered.splitlines():
+        if line and not line[0].isspace():
+            inside = line.rstrip() == "services:"
+            continue
+        m = _SERVICE_LINE.match(line)
+        if inside and m:
+            out.append(m.group(1))
+    return sorted(out)
+
+
+def pin_images(rendered: str, tags: dict[str, str]) -> tuple[str, dict[str, str | None]]:
+    """``rendered`` without ``build:`` sections and with each service's ``image:`` set to ``tags[service]``.
+
+    Returns the new text and, per service that compose builds, the image name it had (None: compose's
+    own ``<project>_<service>``), so that pruning can remove a build no release needs any more."""
+    out: list[str] = []
+    built: dict[str, str | None] = {}
+    service: str | None = None
+    skipping = in_services = False
+    for line in rendered.splitlines():
+        if line and not line[0].isspace():
+            service, in_services = None, line.rstrip() == "services:"
+        m = _SERVICE_LINE.match(line) if in_services else None
+        if m:
+            service, skipping = m.group(1), False
+            out.append(line)
+            if service in tags:
+                out.append(f"    image: {tags[service]}")
+            continue
+        if skipping and line.startswith("     "):
+            continue
+        skipping = False
+        if service is not None and line.startswith("    build:"):
+            skipping, built[service] = True, built.get(service)
+            continue
+        if service is not None and line.startswith("    image:"):
+            if service in built:
+                built[service] = line.split(":", 1)[1].strip().strip("'\"")
+            if service not in tags:
+                out.append(line)
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n", built
+
+
+def cache_key(files: Iterable[Path], variables: dict[str, str]) -> str:
+    h = hashlib.sha256(json.dumps(sorted(variables.items())).encode())
+    for f in files:
+        with contextlib.suppress(OSError):
+            h.update(Path(f).read_bytes())
+    return h.hexdigest()[:32]
+
+
+def cache_path(state_dir: Path, app: str, colour: Colour, key: str) -> Path:
+    return Path(state_dir) / f"{app}.compose-cache" / f"{colour}-{key}.yml"
+
+
+def cache_put(path: Path, rendered: str) -> None:
+    """Keep the rendered config (one per colour; older ones of that colour removed)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    colour = path.name.split("-", 1)[0]
+    for old in path.parent.glob(f"{colour}-*.yml"):
+        if old != path:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    write_atomic(path, rendered, mode=0o600)
+
+
+def tag_name(app: str, service: str) -> str:
+    """``bluegreen-<app>-<service>`` as a valid (lowercase) repository name."""
+    return re.sub(r"[^a-z0-9_.-]", "-", f"bluegreen-{app}-{service}".lower())
+
+
+# ------------------------------------------------------------------------------------------- through the SDK
+
+def _each(conts: Sequence[Any], fn: Any) -> None:
+    """Run ``fn(container)`` for every container at once (stop timeouts overlap instead of adding up)."""
+    if not conts:
+        return
+    with ThreadPoolExecutor(max_workers=min(8, len(conts))) as pool:
+        for f in [pool.submit(fn, c) for c in conts]:
+            f.result()
+
+
+def stop(conts: Sequence[Any], grace: float) -> None:
+    """Stop the containers (kept, so the release can be started again at once)."""
+    import docker.errors
+
+    def one(c: Any) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            if c.status in ("running", "restarting", "paused"):
+                c.stop(timeout=round(grace))
+
+    _each(conts, one)
+
+
+def start(conts: Sequence[Any]) -> None:
+    _each(conts, lambda c: c.start())
+
+
+def remove(client: Any, project: str, conts: Sequence[Any], grace: float, volumes: bool) -> None:
+    """What ``down --remove-orphans`` does: stop (grace), remove the containers, the project's networks
+    (and its volumes with compose/remove_volumes)."""
+    import docker.errors
+
+    def one(c: Any) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            if c.status in ("running", "restarting", "paused") and grace > 0:
+                c.stop(timeout=round(grace))
+            c.remove(force=True, v=False)
+
+    _each(conts, one)
+    label = {"label": f"{LABEL_PROJECT}={project}"}
+    for net in client.networks.list(filters=label):
+        with contextlib.suppress(docker.errors.APIError):
+            net.remove()
+    if volumes:
+        for vol in client.volumes.list(filters=label):
+            with contextlib.suppress(docker.errors.APIError):
+                vol.remove(force=True)
+
+
+def tag_images(client: Any, app: str, deployment: str, conts: Sequence[Any]) -> dict[str, dict[str, str]]:
+    """Tag each service's image ``bluegreen-<app>-<service>:<deployment>``; return {service: {tag, id}}."""
+    out: dict[str, dict[str, str]] = {}
+    for c in conts:
+        svc = c.labels.get(LABEL_SERVICE)
+        image_id = c.attrs.get("Image")
+        if not svc or not image_id or svc in out:
+            continue
+        repo = tag_name(app, svc)
+        client.images.get(image_id).tag(repo, deployment)
+        out[svc] = {"tag": f"{repo}:{deployment}", "id": image_id}
+    return out
+
+
+def prune(client: Any, state_dir: Path, app: str, keep: int, needed: set[str], say: Say) -> int:
+    """Drop the releases beyond the ``keep`` newest (never one in ``needed``): their per-release tags,
+    then the images compose built for them when no kept release and no other name uses them."""
+    import docker.errors
+
+    kept, dropped = releases.kept(state_dir, app, keep, needed)
+    kept_names = {n for r in kept for n in (r.meta.get("built_names") or [])}
+    removed = 0
+    for rel in dropped:
+        for tag in sorted(rel.image_tags()):
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(tag, noprune=False)
+                removed += 1
+        for name in sorted(set(rel.meta.get("built_names") or []) - kept_names):   # what compose built for it
+            with contextlib.suppress(docker.errors.APIError):   # e.g. a container still uses it: kept
+                client.images.remove(name, noprune=False)
+                removed += 1
+        releases.remove(state_dir, app, rel.deployment)
+    if removed or dropped:
+        say(f"pruned {len(dropped)} old release(s) of {app} ({removed} image tag(s)); keeping "
+            f"{', '.join(r.deployment for r in kept) or 'none'}")
+    return removed
