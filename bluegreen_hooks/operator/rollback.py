@@ -186,7 +186,8 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
         st.drain_workers = up.switch.old_workers   # as a deployment's switch records them
         finish_event(st, ctx.deployment_id, "switched", time.time(), timings={
             "healthy": round(up.healthy_seconds, 3), "switch_ms": round(up.switch.seconds * 1000, 1)})
-    say(f"{prev} is live again (deployment {prev_d})")
+    live_after = time.monotonic() - t0   # what users feel: until nginx verified the old release serving
+    say(f"{prev} is live again (deployment {prev_d}) after {live_after:.1f}s")
     stopped = _retire(ctx, be, plan, up, keep_other, t0)
     seconds = time.monotonic() - t0
     audit(ctx, "succeeded", seconds, end_deployment=True)
@@ -194,7 +195,8 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
         + (f", {live} stopped" if stopped else f", {live} still running"))
     return {"id": ctx.deployment_id, "mode": plan.mode, "from": live, "from_deployment": plan.live_d,
             "from_image": plan.live_image, "to": prev, "deployment": prev_d, "image": plan.prev_image,
-            "stopped_other": stopped, "seconds": round(seconds, 3)}
+            "stopped_other": stopped, "seconds": round(seconds, 3), "live_after": round(live_after, 3),
+            "healthy": round(up.healthy_seconds, 3), "switch_ms": round(up.switch.seconds * 1000, 1)}
 
 
 def _retire(ctx: Context, be: Backend, plan: Plan, up: steps.BroughtUp, keep_other: bool, t0: float) -> bool:
