@@ -34,6 +34,7 @@ def back_to_recorded(ctx: Context, be: Backend, d: Decision, exc: BaseException)
     ctx.say(f"{where}: switching nginx back to {live}, which the state still names")
     recorded = (d.state.live_deployment if d.state is not None else None) or ""
     try:
+        steps.check_ports_owned(ctx.cfg, be, live)   # traffic only ever goes to the colour's own containers
         back = steps.switch(ctx, live, recorded if is_deployment_id(recorded) else "unknown")
     except HookError as failed:
         return StateError(f"{where}; switching back to {live} failed too ({failed}): {d.target} stays live and the "
