@@ -149,7 +149,8 @@ def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, for
     assert "canary step 1 of 2: 10 % of requests to green" in start and "canary promoted" in start, start
     st = cbed.state()
     assert (st["live"], st["in_progress"]) == ("green", None)
-    assert [c.labels["bluegreen.colour"] for c in cbed.containers()] == ["green"]
+    assert sorted((c.labels["bluegreen.colour"], c.status) for c in cbed.containers()) == \
+        [("blue", "exited"), ("green", "running")]   # blue kept stopped, for a rollback
     dep = st["deployments"][-1]
     assert dep["canary"]["phase"] == "promoted" and [s["share"] for s in dep["canary"]["steps"]] == [10, 50]
     assert all(s["new"]["5xx"] == 0 and s["new"]["requests"] >= 20 for s in dep["canary"]["steps"])

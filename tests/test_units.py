@@ -239,3 +239,25 @@ def test_package_compiles_and_its_stdlib_modules_import_on_python_3_9():
     proc = subprocess.run([py, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "set $service_url http://127.0.0.1:8082;"
+
+
+def test_sigterm_is_never_swallowed_by_an_except_exception_on_the_way():
+    """A SIGTERM that lands inside a probe's ``except Exception`` (e.g. reading nginx -T for the verify mode)
+    still ends the hook: the handler raises a BaseException, reported as one Terminated line."""
+    import io
+
+    from bluegreen_hooks.lifecycle import runner
+
+    def probe() -> str:
+        try:
+            runner._on_sigterm(15, None)
+        except Exception:   # what nginx_conf.verify_mode does with its own errors
+            return "swallowed"
+        return "not raised"
+
+    with pytest.raises(BaseException) as caught:
+        probe()
+    assert not isinstance(caught.value, Exception)
+    out = io.StringIO()
+    assert runner._failed("ValidateService", runner.Terminated("stopped by SIGTERM"), None, out, 0.1) == 1
+    assert out.getvalue().strip() == "ERROR ValidateService: stopped by SIGTERM"

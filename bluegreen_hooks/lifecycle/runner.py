@@ -28,7 +28,12 @@ LAST_LINE_MAX = 300
 
 
 class Terminated(HookError):
-    """The hook got SIGTERM (e.g. the CodeDeploy agent's timeout)."""
+    """The hook got SIGTERM (e.g. the CodeDeploy agent's timeout): how it is reported."""
+
+
+class _SigTerm(BaseException):
+    """What the SIGTERM handler raises: a BaseException, like KeyboardInterrupt, so that no ``except
+    Exception`` on the way (a probe, an optional step) can swallow it; ``_run`` reports it as Terminated."""
 
 
 class Reporter:
@@ -73,7 +78,7 @@ def last_line(event: str, msg: str) -> str:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated("stopped by SIGTERM (the CodeDeploy agent's timeout?)")
+    raise _SigTerm()
 
 
 def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
@@ -117,6 +122,9 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         audit(ctx, "succeeded", time.monotonic() - t0)
         say("done")
         return 0
+    except _SigTerm:
+        return _failed(event, Terminated("stopped by SIGTERM (the CodeDeploy agent's timeout?)"), ctx, out,
+                       time.monotonic() - t0)
     except HookError as exc:
         return _failed(event, exc, ctx, out, time.monotonic() - t0)
     except OSError as exc:   # disk full, read-only or unwritable folder: one line naming the file
