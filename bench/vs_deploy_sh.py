@@ -137,7 +137,7 @@ def main() -> int:
 
         def classic(i: int) -> float:
             b = work / f"sh{i}"
-            shutil.copytree(HERE.parent.parent / "example" / "app", b / "app")
+            shutil.copytree(HERE.parent / "example" / "app", b / "app")
             shutil.copy2(HERE / "deploy_sh" / "deploy.sh", b / "deploy.sh")
             write_per_colour(b, f"{repo}-sh:v{i}", f"v{i}", ports)
             for n, colour in enumerate(("blue", "green")):

@@ -261,3 +261,24 @@ def test_sigterm_is_never_swallowed_by_an_except_exception_on_the_way():
     out = io.StringIO()
     assert runner._failed("ValidateService", runner.Terminated("stopped by SIGTERM"), None, out, 0.1) == 1
     assert out.getvalue().strip() == "ERROR ValidateService: stopped by SIGTERM"
+
+
+def test_sock_diag_agrees_with_proc_net_tcp():
+    """host/sockdiag.py (netlink, filtered in the kernel) finds the same listening socket and the same
+    established connection as /proc/net/tcp, on the real kernel."""
+    import socket
+
+    from bluegreen_hooks.host import procfs, sockdiag
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            listening = sockdiag.sockets(1 << sockdiag.TCP_LISTEN)
+            assert listening is not None, "sock_diag did not answer"
+            from_proc = {f[9] for f in procfs._tcp_sockets(procfs.PROC) if f[3] == "0A" and procfs._port(f[1]) == port}
+            assert {str(s.inode) for s in listening if s.local_port == port} == from_proc != set()
+            assert procfs.listening_inodes(port) == from_proc
+            assert procfs.connections_to(port) == 1 == sum(
+                1 for f in procfs._tcp_sockets(procfs.PROC) if f[3] == "01" and procfs._port(f[2]) == port)

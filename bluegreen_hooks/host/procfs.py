@@ -6,6 +6,9 @@
 * ``listening_inodes`` / ``holders``: who holds a listening TCP port (root sees every process, another
   user only their own);
 * ``connections_to``: how many established connections go to a port (e.g. requests still open on a colour).
+
+The socket tables come from the kernel's sock_diag netlink interface when it answers (host/sockdiag.py:
+filtered by state in the kernel, fast under load), else from /proc/net/tcp.
 """
 from __future__ import annotations
 
@@ -73,13 +76,24 @@ def _port(address: str) -> int:
 
 
 def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
-    """Socket inodes listening on TCP ``port`` (any address), from /proc/net/tcp and tcp6."""
+    """Socket inodes listening on TCP ``port`` (any address): from the kernel's sock_diag (host/sockdiag.py),
+    else from /proc/net/tcp and tcp6."""
+    from bluegreen_hooks.host import sockdiag
+
+    diag = sockdiag.sockets(1 << sockdiag.TCP_LISTEN) if proc == PROC else None
+    if diag is not None:
+        return {str(s.inode) for s in diag if s.local_port == port} - {"0"}
     inodes = {f[9] for f in _tcp_sockets(proc) if f[3] == _TCP_LISTEN and _port(f[1]) == port}
     return inodes - {"0"}
 
 
 def connections_to(port: int, proc: Path = PROC) -> int:
     """How many established TCP connections go to ``port`` (counted on the client side: remote port)."""
+    from bluegreen_hooks.host import sockdiag
+
+    diag = sockdiag.sockets(1 << sockdiag.TCP_ESTABLISHED) if proc == PROC else None
+    if diag is not None:
+        return sum(1 for s in diag if s.remote_port == port)
     return sum(1 for f in _tcp_sockets(proc) if f[3] == _TCP_ESTABLISHED and _port(f[2]) == port)
 
 
