@@ -104,16 +104,16 @@ BAD_INPUTS = [
      "ERROR BeforeInstall: bluegreen.toml: compose/file: compose file 'docker-compose.yml' not found next to "
      "bluegreen.toml"),
     ("invalid-yaml", lambda b: (b / "docker-compose.yml").write_text("services:\n  web: [\n"), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: "),
     ("invalid-option", lambda b: (b / "docker-compose.yml").write_text("services:\n  web:\n    imag: x\n"), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "),
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: "),
     ("absent-service", lambda b: _replace_in(b / "bluegreen.toml", 'routed = ["web", "api"]',
                                              'routed = ["web", "api"]\nservices = ["web", "apx"]'), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/services: service 'apx' is not in docker-compose.yml "
      "(its services: api, web, worker)"),
     ("unset-variable",
      lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for blue: "
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: "
      "Missing mandatory value for \"environment\" option in service \"api\": API_PORT"),
     ("no-compose-binary", lambda b: _replace_in(b / "bluegreen.toml", 'stop_grace_period = 3',
                                                 'stop_grace_period = 3\ncommand = ["/nonexistent/docker-compose"]'), 1,

@@ -7,10 +7,11 @@ Docker start fast.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable, Optional, Protocol
 
 from bluegreen_hooks.errors import DockerUnavailable
-from bluegreen_hooks.model import Colour, Running
+from bluegreen_hooks.model import COLOURS, Colour, Running
 
 LABEL_APP = "bluegreen.app"
 LABEL_COLOUR = "bluegreen.colour"
@@ -28,8 +29,8 @@ class Backend(Protocol):
     kind: str
     client: Any
 
-    def check(self, say: Say, deployment_id: str | None = None) -> None:
-        """BeforeInstall: refuse bad input (e.g. compose files) before anything changes."""
+    def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
+        """BeforeInstall: refuse bad input (e.g. the compose files of ``colours``) before anything changes."""
 
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Build or pull; return the artifact ``start`` runs (an image tag, or a compose release)."""

@@ -155,8 +155,8 @@ class ComposeBackend:
                            timeout, error, check)
 
     # -- BeforeInstall: refuse bad input before anything changes
-    def check(self, say: Say, deployment_id: str | None = None) -> None:
-        self.services(say, deployment_id)
+    def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
+        self.services(say, deployment_id, colours)
 
     def _cache(self, colour: Colour, deployment_id: str | None) -> Path:
         from bluegreen_hooks.runtime import compose_release as rel
@@ -172,9 +172,11 @@ class ComposeBackend:
                          f"compose config of {project_name(self.cfg, colour)}", CHECK_TIMEOUT, deployment_id,
                          ConfigError).stdout
 
-    def services(self, say: Say, deployment_id: str | None = None) -> dict[str, list[str]]:
-        """The files parse with our variables and have every service the config names; return the services."""
-        for colour in COLOURS:
+    def services(self, say: Say, deployment_id: str | None = None,
+                 colours: Sequence[Colour] = COLOURS) -> dict[str, list[str]]:
+        """The files of ``colours`` parse with our variables and have every service the config names; return
+        the services."""
+        for colour in colours:
             if not self.cc.files[colour].is_file():
                 raise ConfigError(f"{self.cfg.path.name}: {self._key(colour)}: compose file {self._rel(colour)!r} "
                                   f"not found next to {self.cfg.path.name}")
@@ -187,9 +189,9 @@ class ComposeBackend:
 
         procs = run_parallel([(config_argv(cmd, self.cfg, colour, render=True),
                                variables(self.cfg, colour, deployment_id), self.cc.files[colour].parent)
-                              for colour in COLOURS], CHECK_TIMEOUT)
+                              for colour in colours], CHECK_TIMEOUT)
         out: dict[str, list[str]] = {}
-        for colour, proc in zip(COLOURS, procs):
+        for colour, proc in zip(colours, procs):
             if proc.returncode != 0:
                 where = f"{self.cfg.path.name}: {self._key(colour)}: {self._rel(colour)}"
                 raise ConfigError(f"{where} is invalid for {colour}: "
@@ -198,16 +200,16 @@ class ComposeBackend:
             if deployment_id:
                 with contextlib.suppress(OSError):
                     rel.cache_put(self._cache(colour, deployment_id), proc.stdout)
-        for colour in COLOURS:
+        for colour in colours:
             for key, names in (("services", self.cc.services or ()), ("routed", [r.service for r in self.cc.routed])):
                 for name in names:
                     if name not in out[colour]:
                         raise ConfigError(f"{self.cfg.path.name}: compose/{key}: service {name!r} is not in "
                                           f"{self._rel(colour)} (its services: {', '.join(out[colour]) or 'none'})")
-        files = sorted({self._rel(c) for c in COLOURS})
+        files = sorted({self._rel(c) for c in colours})
         say(f"compose ok ({' '.join(cmd)}): {', '.join(files)}; projects "
             f"{project_name(self.cfg, 'blue')} / {project_name(self.cfg, 'green')}; services "
-            f"{', '.join(out['blue'])}")
+            f"{', '.join(out[colours[0]])}")
         return out
 
     # -- the SdkBackend interface

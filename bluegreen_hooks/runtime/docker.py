@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from bluegreen_hooks.config import Config
@@ -232,7 +233,7 @@ class SdkBackend:
     def __init__(self, cfg: Config, client: Any) -> None:
         self.cfg, self.client = cfg, client
 
-    def check(self, say: Say, deployment_id: str | None = None) -> None:
+    def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
         """Nothing to check beyond the config (validated when loaded)."""
 
     def prepare(self, deployment_id: str, say: Say) -> str:
