@@ -43,12 +43,19 @@ def hooks(bundle: Path, deployment_id: str) -> float:
     return time.monotonic() - t0
 
 
-def rollback(state_dir: Path) -> float:
+VERBOSE = False
+
+
+def rollback(state_dir: Path) -> tuple[float, float]:
+    """(seconds until the old release serves, seconds of the whole rollback) of one `rollback --json`."""
     proc = subprocess.run([sys.executable, "-m", "bluegreen_hooks", "rollback", "--json", "--state-dir",
                            str(state_dir)], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"rollback failed: {proc.stderr}")
-    return float(json.loads(proc.stdout)["seconds"])
+    if VERBOSE:
+        print(proc.stderr, end="")
+    out = json.loads(proc.stdout)
+    return float(out["live_after"]), float(out["seconds"])
 
 
 def disk(client, app: str, repo: str, state_dir: Path) -> tuple[int, int, float]:
@@ -63,7 +70,10 @@ def disk(client, app: str, repo: str, state_dir: Path) -> tuple[int, int, float]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deploys", type=int, default=10)
+    ap.add_argument("--verbose", action="store_true", help="print each rollback's progress lines")
     args = ap.parse_args()
+    global VERBOSE
+    VERBOSE = args.verbose
     daemon = dockerd.ensure_daemon()
     os.environ["DOCKER_HOST"] = daemon.host
     client = daemon.client()
@@ -100,15 +110,16 @@ def main() -> int:
         daemon.stop()
     print(f"compose (3 services, up --build each deploy): {args.deploys} deploys, "
           f"median {statistics.median(secs):.2f}s, max {max(secs):.2f}s")
-    print(f"compose rollback (old stack stopped): {back:.2f}s; forward again: {forward:.2f}s")
-    print(f"docker rollback (old container stopped): {d_secs:.2f}s")
+    print(f"compose rollback (old stack stopped): old release serving after {back[0]:.2f}s, done (drained, other "
+          f"stack stopped) after {back[1]:.2f}s; forward again: {forward[0]:.2f}s / {forward[1]:.2f}s")
+    print(f"docker rollback (old container stopped): serving after {d_secs[0]:.2f}s, done after {d_secs[1]:.2f}s")
     print(f"after {args.deploys} deploys: {n} image(s) of the app, {size / 1e6:.1f} MB; state dir {state_kb:.0f} KB")
     for name, load in (("/", web), ("/api/", api)):
         print(f"load {name:<6} {load.result.summary()}")
     return 0 if web.result.failed == 0 and api.result.failed == 0 else 1
 
 
-def docker_rollback(client, server, work: Path) -> float:
+def docker_rollback(client, server, work: Path) -> tuple[float, float]:
     app = f"benchd{uuid.uuid4().hex[:6]}"
     site = server.add_site(app, work / f"{app}.inc")
     ports = (free_port(), free_port())
