@@ -8,6 +8,23 @@ class HookError(Exception):
     exit_code = 1
 
 
+class Interrupted(BaseException):
+    """What the hook's SIGTERM handler raises: a BaseException, like KeyboardInterrupt, so that no ``except
+    Exception`` on the way (a probe, an optional step) can swallow it. ``as_hook_error`` turns it into the
+    Terminated line the event ends with."""
+
+
+class Terminated(HookError):
+    """The hook got SIGTERM (e.g. the CodeDeploy agent's timeout): how it is reported."""
+
+
+def as_hook_error(exc: BaseException) -> HookError:
+    """``exc`` as the HookError to report: itself, or Terminated for an Interrupted."""
+    if isinstance(exc, HookError):
+        return exc
+    return Terminated("stopped by SIGTERM (the CodeDeploy agent's timeout?)")
+
+
 class ConfigError(HookError):
     """The deploy config (or the appspec) is invalid; the message names the file and the key."""
 

@@ -27,6 +27,24 @@ def _no_sleep(seconds: float) -> None:
     return None
 
 
+_stop = {"requested": False}
+
+
+def request_stop() -> None:
+    """SIGTERM arrived (lifecycle/runner.py): every wait ends at its next sleep with Interrupted, even when
+    the handler's own exception was lost (raised inside a finalizer, Python only prints it and goes on)."""
+    _stop["requested"] = True
+
+
+def _guarded(sleep: Callable[[float], None]) -> Callable[[float], None]:
+    def guarded(seconds: float) -> None:
+        if _stop["requested"]:
+            from bluegreen_hooks.errors import Interrupted
+            raise Interrupted()
+        sleep(seconds)
+    return guarded
+
+
 def retrying(*, on: ExcTypes, timeout: float, interval: float = 0.05, max_interval: float = 0.5,
              before_sleep: Callable[[RetryCallState], Any] | None = None,
              sleep: Callable[[float], None] = time.sleep) -> Retrying:
@@ -35,7 +53,7 @@ def retrying(*, on: ExcTypes, timeout: float, interval: float = 0.05, max_interv
 
     return Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=interval, max=max_interval),
                     retry=retry_if_exception_type(on), before_sleep=before_sleep, reraise=True,
-                    sleep=_no_sleep if _testing["on"] else sleep)
+                    sleep=_guarded(_no_sleep if _testing["on"] else sleep))
 
 
 class _NotYet(Exception):

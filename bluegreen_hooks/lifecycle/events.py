@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from bluegreen_hooks.errors import HookError, LockedError, NginxError, ValidationFailed
+from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxError, ValidationFailed, as_hook_error
 from bluegreen_hooks.host import include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.lifecycle import maintenance, steps
@@ -98,8 +98,8 @@ def application_start(ctx: Context) -> None:
     t_image = time.monotonic()
     try:
         image = be.prepare(dep, ctx.say)
-    except HookError as exc:        # the build or pull failed: say what keeps serving and what to do
-        raise steps.with_serving(exc, d.live, False, getattr(exc, "next_step", "")) from exc
+    except (HookError, Interrupted) as exc:   # the build or pull failed: say what keeps serving, what to do
+        raise steps.with_serving(as_hook_error(exc), d.live, False, getattr(exc, "next_step", "")) from exc
     t_start = time.monotonic()
     tasks = TaskRunner(ctx, be, d.target, d.live, dep)
     route = None
@@ -111,8 +111,8 @@ def application_start(ctx: Context) -> None:
     try:
         up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route=route,
                             before_switch=tasks.before_switch, on_failure=tasks.on_failure)
-    except HookError as exc:
-        raise steps.with_serving(exc, d.live, bool(ctx.log_tail)) from exc
+    except (HookError, Interrupted) as exc:
+        raise steps.with_serving(as_hook_error(exc), d.live, bool(ctx.log_tail)) from exc
     timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),
                "switch_ms": round(up.switch.seconds * 1000, 1), "healthy_to_serving_ms": up.healthy_to_serving_ms}
     _record_release(ctx, be, d.target)

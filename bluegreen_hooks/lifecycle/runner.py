@@ -19,21 +19,12 @@ from types import FrameType
 from typing import TextIO
 
 from bluegreen_hooks import config as config_mod
-from bluegreen_hooks.errors import ConfigError, HookError, LockedError
+from bluegreen_hooks.errors import ConfigError, HookError, Interrupted, LockedError, as_hook_error
 from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import AGENT_EVENTS, is_deployment_id, record_deployment, record_event
 
 LAST_LINE_MAX = 300
-
-
-class Terminated(HookError):
-    """The hook got SIGTERM (e.g. the CodeDeploy agent's timeout): how it is reported."""
-
-
-class _SigTerm(BaseException):
-    """What the SIGTERM handler raises: a BaseException, like KeyboardInterrupt, so that no ``except
-    Exception`` on the way (a probe, an optional step) can swallow it; ``_run`` reports it as Terminated."""
 
 
 class Reporter:
@@ -78,7 +69,10 @@ def last_line(event: str, msg: str) -> str:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _SigTerm()
+    from bluegreen_hooks.host import wait
+
+    wait.request_stop()   # should this exception be lost, the next wait's sleep raises it again
+    raise Interrupted()
 
 
 def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
@@ -122,9 +116,8 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         audit(ctx, "succeeded", time.monotonic() - t0)
         say("done")
         return 0
-    except _SigTerm:
-        return _failed(event, Terminated("stopped by SIGTERM (the CodeDeploy agent's timeout?)"), ctx, out,
-                       time.monotonic() - t0)
+    except Interrupted as exc:
+        return _failed(event, as_hook_error(exc), ctx, out, time.monotonic() - t0)
     except HookError as exc:
         return _failed(event, exc, ctx, out, time.monotonic() - t0)
     except OSError as exc:   # disk full, read-only or unwritable folder: one line naming the file
