@@ -195,6 +195,11 @@ def _scenario(bed, name: str) -> None:
     elif name == "interrupted switch":                             # include rewritten, nginx never reloaded
         _ok(_deploy(bed.bundle("v3"), "d-3", events=("BeforeInstall", "ApplicationStart")))  # blue live, green runs
         st = _json.loads(path.read_text())
+        # nginx workers from before that switch could still answer a probe with green: wait until they are gone
+        from bluegreen_hooks.host import procfs
+        from tests.helpers import wait_for
+        wait_for(lambda: not any(procfs.process_alive(pid, start) for pid, start in st.get("drain_workers") or []),
+                 timeout=30, what="the nginx workers from before the switch to blue to exit")
         st["in_progress"] = None
         path.write_text(_json.dumps(st))
         bed.site.include.write_text(render_include(config_mod.load(bed.bundle("v3") / "bluegreen.toml"),
