@@ -3,8 +3,9 @@
 ``wait_healthy`` asks the target colour's own port (never through nginx) until it answers an accepted
 status, the deadline passes, or the container exits or restarts (fail fast: no waiting out the
 deadline for a dead container). When the image has a Docker HEALTHCHECK, Docker must also report it
-``healthy``. Waits start at ``health/interval`` and double up to ``health/max_interval``; a progress
-line is printed every few seconds.
+``healthy``, or its check, run by us at once while Docker still says ``starting``, must pass. Waits
+start at ``health/interval`` and double up to ``health/max_interval``; a progress line is printed every
+few seconds.
 """
 from __future__ import annotations
 
@@ -66,12 +67,13 @@ def container_verdict(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str, Any]]] | None,
                  say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
-                 port: int | None = None) -> float:
+                 port: int | None = None, check_now: Callable[[dict[str, Any]], bool] | None = None) -> float:
     """Wait until ``colour`` is healthy; return the seconds it took. Raise HealthCheckFailed otherwise.
 
     ``watch`` returns fresh inspect data of the colour's containers: any that exited or restarted fails
     the check at once; any with a Docker HEALTHCHECK must report healthy. ``port`` defaults to the
-    colour's port.
+    colour's port. ``check_now(attrs)`` runs a ``starting`` container's own HEALTHCHECK at once
+    (runtime/healthcheck.py): its pass counts as Docker's.
     """
     h = cfg.health
     host, port = cfg.host, port or cfg.port(colour)
@@ -88,6 +90,8 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
             name = attrs.get("Name", "").lstrip("/") or colour
             if fatal:
                 raise HealthCheckFailed(f"{colour} ({name}): {fatal} before it got healthy")
+            if docker_health == "starting" and check_now is not None and check_now(attrs):
+                continue
             if docker_health in ("starting", "unhealthy"):
                 seen["last"] = f"Docker HEALTHCHECK of {name} says {docker_health}"
                 raise NotHealthyYet(seen["last"])

@@ -169,13 +169,15 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
     failure ``on_failure`` runs, a colour this call started is removed again (``live`` keeps serving) and
     the error is re-raised as it is: the caller says what keeps serving."""
     from bluegreen_hooks.host import health
+    from bluegreen_hooks.runtime.healthcheck import EarlyChecks
 
     try:
         if restore:
             be.restore(colour, deployment_id, live, ctx.say)
         elif artifact is not None:
             be.start(colour, artifact, deployment_id, live, ctx.say)
-        healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say)
+        healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say,
+                                     check_now=EarlyChecks(be.client))
         check_ports_owned(ctx.cfg, be, colour)
         if before_switch is not None:
             before_switch()
@@ -233,13 +235,16 @@ def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
 
 
 def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str,
-           keep: bool = False) -> None:
+           keep: bool = False, before_stop: Callable[[], bool] | None = None) -> bool:
     """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it (``keep``: stop
     it only, so that its release can be started again at once by a rollback); long-lived connections still
-    open then are closed by the stop (lifecycle/long_lived.py)."""
+    open then are closed by the stop (lifecycle/long_lived.py). ``before_stop`` (the background retire)
+    may call the stop off after the drain: False is returned then, True when the colour was stopped."""
     from bluegreen_hooks.lifecycle import long_lived
 
     drained = drain(ctx, workers, done)
+    if before_stop is not None and not before_stop():
+        return False
     open_before = 0 if drained else long_lived.still_open(ctx.cfg, colour)
     if keep:
         be.stop_colour(colour, live, ctx.say)
@@ -247,3 +252,4 @@ def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: lis
         be.remove_colour(colour, live, ctx.say)
     if not drained:
         long_lived.report(ctx.cfg, ctx.store, ctx.say, ctx.deployment_id, colour, live, workers, open_before)
+    return True

@@ -30,6 +30,7 @@ from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
 from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, _tail, run_compose, run_parallel
 from bluegreen_hooks.runtime.compose_exec import child_env as child_env  # the tests use it from here
+from bluegreen_hooks.runtime.healthcheck import EarlyChecks
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
@@ -248,7 +249,8 @@ class ComposeBackend:
         names = [c.labels.get(LABEL_SERVICE, c.name) for c in self.containers(colour)]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         for r in self.cfg.extra_routes:
-            health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour])
+            health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour],
+                                check_now=EarlyChecks(self.client))
 
     def watch(self, colour: Colour) -> list[dict[str, Any]]:
         """Fresh inspect data of the containers to wait for (compose/services, default all)."""
