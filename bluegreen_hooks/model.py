@@ -220,6 +220,40 @@ class Maintenance:
                 "retry_after": self.retry_after, "colour": self.colour}
 
 
+@dataclass
+class Retiring:
+    """deploy/retire = "background": a detached process drains and stops the old colour (lifecycle/background.py)."""
+
+    colour: Colour                        # the colour being retired
+    live: Colour                          # the colour that replaced it
+    deployment: str                       # the deployment whose ValidateService handed it over
+    since: float
+    workers: list[list[int]] = field(default_factory=list)   # the nginx workers it waits for
+    pid: int | None = None
+    pid_start: int | None = None
+    phase: str = "draining"               # then "stopping": from there on it is never interrupted
+    cancelled: bool = False               # a deployment or rollback took over while it drained
+
+    @classmethod
+    def from_json(cls, data: Any) -> Retiring:
+        if not isinstance(data, dict):
+            raise BadState("retiring: should be an object or null")
+        colour, live, ident = _colour(data, "colour"), _colour(data, "live"), data.get("deployment")
+        if colour is None or live is None or colour == live or not is_deployment_id(ident):
+            raise BadState("retiring: should name two colours and a deployment id")
+        phase = data.get("phase")
+        if phase not in ("draining", "stopping"):
+            raise BadState(f"retiring/phase: should be draining or stopping, not {phase!r:.40}")
+        return cls(colour=colour, live=live, deployment=str(ident), since=float(_get(data, "since", _NUM, False)),
+                   workers=_workers(data, "workers"), pid=_get(data, "pid", (int,)),
+                   pid_start=_get(data, "pid_start", (int,)), phase=phase, cancelled=data.get("cancelled") is True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"colour": self.colour, "live": self.live, "deployment": self.deployment, "since": self.since,
+                "workers": self.workers, "pid": self.pid, "pid_start": self.pid_start, "phase": self.phase,
+                "cancelled": self.cancelled}
+
+
 def _counters(data: Mapping[str, Any]) -> dict[str, int]:
     value = data.get("counters") or {}
     if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
@@ -248,6 +282,7 @@ class State:
     long_lived: Record | None = None     # the last drain that closed long-lived connections: {at, open, colour}
     maintenance: Maintenance | None = None                         # maintenance mode is on
     counters: dict[str, int] = field(default_factory=dict)         # totals that outlive the bounded history
+    retiring: Retiring | None = None      # deploy/retire = "background": the old colour's drain and stop
 
     @classmethod
     def from_json(cls, data: Any, app: str) -> State:
@@ -269,7 +304,8 @@ class State:
             extra={k: v for k, v in data.items() if k not in known},
             long_lived=_get(data, "long_lived", (dict,)),
             maintenance=None if data.get("maintenance") is None else Maintenance.from_json(data["maintenance"]),
-            counters=_counters(data))
+            counters=_counters(data),
+            retiring=None if data.get("retiring") is None else Retiring.from_json(data["retiring"]))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.extra, "schema": SCHEMA, "app": self.app, "live": self.live, "live_since": self.live_since,
@@ -279,7 +315,8 @@ class State:
                 "drain_workers": self.drain_workers, "config": self.config,
                 "deployments": self.deployments, "events": self.events,
                 **({"long_lived": self.long_lived} if self.long_lived is not None else {}),
-                "maintenance": self.maintenance.to_json() if self.maintenance else None, "counters": self.counters}
+                "maintenance": self.maintenance.to_json() if self.maintenance else None, "counters": self.counters,
+                **({"retiring": self.retiring.to_json()} if self.retiring is not None else {})}
 
     def holder(self, deployment_id: str) -> InProgress | None:
         """The in-progress record when ``deployment_id`` holds the app, else None."""

@@ -278,3 +278,24 @@ def test_a_wait_after_a_lost_sigterm_ends_with_interrupted():
             wait.poll(lambda: False, timeout=30, interval=0.01)
     finally:
         wait._stop["requested"] = False
+
+
+def test_deploy_retire_is_wait_by_default_and_refuses_anything_but_wait_or_background():
+    assert parse(BASE, "/b").retire == "wait"
+    assert parse(with_("deploy", retire="background"), "/b").retire == "background"
+    with pytest.raises(ConfigError, match='deploy/retire: should be "wait" or "background", not \'sideways\''):
+        parse(with_("deploy", retire="sideways"), "/b")
+
+
+def test_a_retiring_record_of_the_wrong_shape_is_bad_state():
+    from bluegreen_hooks.model import BadState, State
+
+    good = {"app": "shop", "deployments": [], "events": [],
+            "retiring": {"colour": "blue", "live": "green", "deployment": "d-2", "since": 1.0,
+                         "workers": [[10, 20]], "pid": 5, "pid_start": 7, "phase": "draining"}}
+    r = State.from_json(good, "shop").retiring
+    assert r is not None and (r.colour, r.pid, r.cancelled) == ("blue", 5, False)
+    assert State.from_json(State.from_json(good, "shop").to_json(), "shop").retiring == r
+    for bad in ({"colour": "blue", "live": "blue"}, {"phase": "done"}, {"pid": "5"}, {"deployment": "x;y"}):
+        with pytest.raises(BadState):
+            State.from_json({**good, "retiring": {**good["retiring"], **bad}}, "shop")

@@ -135,6 +135,7 @@ class Config:
     state_dir: Path
     stale_after: float
     history: int
+    retire: str = "wait"               # deploy/retire: "background" hands the drain and stop to lifecycle/background.py
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     compose: ComposeConfig | None = None
     canary: CanaryConfig | None = None     # [canary]: shift a share first (docs/canary.md)

@@ -52,6 +52,9 @@ def before_install(ctx: Context) -> None:
     ctx.say("nginx is running and its config test passes")
     steps.check_nginx_config(ctx)
     maintenance.guard(cfg, ctx.store, ctx.say)
+    from bluegreen_hooks.lifecycle import background
+
+    background.take_over(ctx.store, ctx.say)   # a background retire of the last deployment still running
     d = steps.take(ctx, be)
     if d.done:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
@@ -194,10 +197,17 @@ def validate_service(ctx: Context) -> None:
     except HookError as exc:
         raise _switch_back(ctx, be, target, old, str(exc), "a release task failed") from exc
     ctx.finish("validated", timings={**ip.timings, **tasks.timings})
+    handed_over = False
     if old and old != target:
-        steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests", keep=True)
-    st = ctx.store.read().state
-    be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
+        if cfg.retire == "background" and be.running().get(old):
+            from bluegreen_hooks.lifecycle import background
+
+            handed_over = background.hand_over(ctx, old, target, ip.old_workers)
+        if not handed_over:
+            steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests", keep=True)
+    if not handed_over:   # the background retire prunes once the old colour is stopped
+        st = ctx.store.read().state
+        be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
     with ctx.store.update() as st:
         mine = st.holder(dep)
         if mine is not None:

@@ -102,6 +102,9 @@ def _plan(cfg: Config, st: State, be: Backend, running: Any) -> Plan:
 
 def _claim(ctx: Context, be: Backend) -> Plan:
     """Observe (no lock), then under the lock: reconcile, refuse or plan, and claim the app."""
+    from bluegreen_hooks.lifecycle import background
+
+    background.take_over(ctx.store, ctx.say)   # a colour retired in the background still draining: keep it
     world = steps.gather(ctx.cfg, be)
     with ctx.store.locked():
         read = ctx.store.read()

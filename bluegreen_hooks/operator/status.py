@@ -237,6 +237,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         "canary": ({"deployment": st.in_progress.id, **st.in_progress.canary.to_json()}
                    if st.in_progress is not None and st.in_progress.canary is not None else None),
         "maintenance": maintenance,
+        "retiring": _retiring(st, store),
         "nginx": {"running": ngx.pid is not None, "pid": ngx.pid, "include": str(cfg.nginx.include),
                   "include_colour": ngx.colour, "include_deployment": ngx.deployment, "public": ngx.public},
         "docker_error": conts.docker_error,
@@ -245,6 +246,16 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         "warnings": warnings,
         "ok": not warnings,
     }
+
+
+def _retiring(st: State, store: Any) -> dict[str, Any] | None:
+    """deploy/retire = "background": the old colour's drain and stop still running (lifecycle/background.py)."""
+    from bluegreen_hooks.lifecycle.background import log_path
+
+    r = st.retiring
+    if r is None:
+        return None
+    return {**r.to_json(), "running": procfs.process_alive(r.pid, r.pid_start), "log": str(log_path(store))}
 
 
 def _colour_lines(s: dict[str, Any]) -> list[str]:
@@ -283,6 +294,11 @@ def print_status(s: dict[str, Any]) -> None:
     if m:
         print(f"maintenance  ON since {utc(m['since'])} ({ago(m['since'])}) by {m['user']}@{m['host']}: 503 with "
               f"Retry-After {m['retry_after']}s, \"{m['message']}\"")
+    r = s.get("retiring")
+    if r:
+        print(f"retiring     {r['colour']} in the background ({r['phase']} since {utc(r['since'])}, pid {r['pid']}"
+              + ("" if r["running"] else ", no longer running: the next deployment takes it over")
+              + f"; output in {r['log']})")
     ip = s["in_progress"]
     if ip:
         print(f"in progress  {ip['id']} -> {ip['target']}: {ip['status']}, {ip['reason']}")

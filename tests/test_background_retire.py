@@ -1,0 +1,150 @@
+"""deploy/retire = "background" (lifecycle/background.py) on real Docker and nginx, and under the real agent.
+
+Every test keeps 5 s requests in flight on the old colour at the switch: ValidateService must end while
+they still run, they must all complete with the old version, and the old colour must be stopped only
+after them, unless a deployment or a rollback takes over first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+from bluegreen_hooks.host import procfs
+from testbed.bundle import deploy
+from testbed.load import Load
+from tests.helpers import IN_CI, get, ok, wait_for
+
+BACKGROUND = {"retire": "background"}
+
+
+class Slow:
+    """``n`` requests of ``seconds`` through nginx, started now; ``results`` once joined."""
+
+    def __init__(self, bed, n: int = 3, seconds: int = 5) -> None:
+        self.results: list = []
+        url = f"{bed.url}/cgi-bin/slow?{seconds}"
+        self.threads = [threading.Thread(target=lambda: self.results.append(get(url, seconds + 30)))
+                        for _ in range(n)]
+        for t in self.threads:
+            t.start()
+        wait_for(lambda: procfs.connections_to(bed.ports[0]) >= n, what=f"the {n} slow requests open on blue")
+
+    def running(self) -> int:
+        return sum(t.is_alive() for t in self.threads)
+
+    def join(self) -> list[tuple[int, str]]:
+        for t in self.threads:
+            t.join(60)
+        return [(status, body.strip()) for status, body, _ in self.results]
+
+
+def _status(bed, colour):
+    return sorted(c.status for c in bed.containers(colour))
+
+
+def _first_two(bed):
+    """v1 live on blue; v2 (background retire) through BeforeInstall, slow requests open on blue."""
+    ok(deploy(bed.bundle("v1"), "d-1"))
+    b2 = bed.bundle("v2", deploy=BACKGROUND)
+    ok(deploy(b2, "d-2", events=("BeforeInstall",)))
+    return b2, Slow(bed)
+
+
+def test_validate_service_ends_while_requests_still_drain_and_the_old_colour_stops_after_them(bed):
+    b2, slow = _first_two(bed)
+    with Load(bed.url + "/", threads=2) as load:
+        runs = ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
+        # the deployment is over while the old colour still answers its requests
+        assert slow.running() > 0 and _status(bed, "blue") == ["running"]
+        st = bed.state()
+        assert st["retiring"]["colour"] == "blue" and st["deployments"][-1]["outcome"] == "succeeded", st
+        assert "blue is retired in the background" in runs[-1].output, runs[-1].output
+        assert slow.join() == [(200, "v1")] * 3
+        wait_for(lambda: _status(bed, "blue") == ["exited"], what="blue stopped after its requests")
+    assert load.result.failed == 0, load.result.summary()
+    wait_for(lambda: "retiring" not in bed.state(), what="the retire record cleared")
+    log = (bed.state_dir / f"{bed.app}.retire.log").read_text()
+    assert "old nginx workers finished their requests" in log and "blue retired: green serves alone" in log, log
+    assert get(bed.url + "/")[1].strip() == "v2"
+
+
+def test_the_next_deployment_cancels_a_draining_retire_and_still_drains_before_replacing(bed):
+    b2, slow = _first_two(bed)
+    ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
+    pid = bed.state()["retiring"]["pid"]
+    with Load(bed.url + "/", threads=2) as load:
+        runs = ok(deploy(bed.bundle("v3", deploy=BACKGROUND), "d-3", events=("BeforeInstall",)))
+        assert "was draining: cancelled, blue keeps running" in runs[0].output, runs[0].output
+        assert not procfs.process_alive(pid, None)
+        assert slow.join() == [(200, "v1")] * 3   # BeforeInstall drained them before it removed blue
+        ok(deploy(bed.bundle("v3", deploy=BACKGROUND), "d-3", events=("ApplicationStart", "ValidateService")))
+    assert load.result.failed == 0, load.result.summary()
+    assert get(bed.url + "/")[1].strip() == "v3"
+    wait_for(lambda: "retiring" not in bed.state(), what="d-3's retire of green to finish")
+    assert _status(bed, "green") == ["exited"]
+
+
+def test_rollback_while_the_old_colour_drains_switches_back_to_it_at_once(bed):
+    b2, slow = _first_two(bed)
+    ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
+    argv = [sys.executable, "-m", "bluegreen_hooks", "rollback", "--json", "--state-dir", str(bed.state_dir)]
+    with Load(bed.url + "/", threads=2) as load:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["mode"] == "switch" and result["to"] == "blue", result   # never stopped: no restart
+        assert "was draining: cancelled" in proc.stderr, proc.stderr
+        assert slow.join() == [(200, "v1")] * 3
+    assert load.result.failed == 0, load.result.summary()
+    assert get(bed.url + "/")[1].strip() == "v1" and "retiring" not in bed.state()
+    assert _status(bed, "blue") == ["running"] and _status(bed, "green") == ["exited"]
+
+
+def test_status_shows_the_retire_while_it_runs(bed):
+    b2, slow = _first_two(bed)
+    ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
+    argv = [sys.executable, "-m", "bluegreen_hooks", "status", "--json", "--state-dir", str(bed.state_dir)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    retiring = json.loads(proc.stdout)["retiring"]
+    assert (retiring["colour"], retiring["phase"], retiring["running"]) == ("blue", "draining", True), retiring
+    slow.join()
+    wait_for(lambda: "retiring" not in bed.state(), what="the retire to finish")
+
+
+@pytest.mark.agent
+def test_the_real_agent_finishes_the_deployment_without_waiting_for_the_retire(bed):
+    """The detached retire holds none of the agent's pipes: the agent reports success while requests drain."""
+    agent = os.environ.get("CODEDEPLOY_LOCAL")
+    if not agent:
+        if IN_CI:
+            pytest.fail("CI must run the agent test: set CODEDEPLOY_LOCAL")
+        pytest.skip("CODEDEPLOY_LOCAL is not set")
+    root = bed.tmp / "agent-root"
+    root.mkdir()
+
+    def run(bundle):
+        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+                   CODEDEPLOY_LOCAL_ROOT=str(root), CODEDEPLOY_LOCAL_DEPLOYMENT_ID=f"d-{uuid.uuid4().hex[:9].upper()}")
+        argv = [agent, "-l", str(bundle), "-t", "directory", "-a", bed.app, "-d", "testbed", "-g", f"g-{bed.app}",
+                "-b", "OVERWRITE"]
+        return subprocess.run(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300)
+
+    settings = {**BACKGROUND, "drain_timeout": 90}
+    assert run(bed.bundle("v1", deploy=settings)).returncode == 0
+    slow = Slow(bed, n=2, seconds=40)   # longer than the agent takes for the whole deployment
+    with Load(bed.url + "/", threads=2) as load:
+        done = run(bed.bundle("v2", deploy=settings))
+        assert done.returncode == 0, done.stdout
+        assert slow.running() > 0, "the agent waited for the drain"
+        assert slow.join() == [(200, "v1")] * 2
+        wait_for(lambda: _status(bed, "blue") == ["exited"], what="blue stopped after its requests")
+    assert load.result.failed == 0 and bed.state()["live"] == "green", load.result.summary()
+    logs = "".join(p.read_text() for p in root.rglob("scripts.log"))
+    assert "blue is retired in the background" in logs, logs[-3000:]
