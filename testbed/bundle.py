@@ -100,8 +100,12 @@ class HookRun:
 
 
 def hook_env(deployment_id: str, app: str = "app", extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment the CodeDeploy agent gives a hook (plus the caller's, as the agent does)."""
+    """The environment the CodeDeploy agent gives a hook (plus the caller's, as the agent does).
+
+    Without PYTHONDONTWRITEBYTECODE (this machine's shells set it; the agent, a systemd service, does not):
+    the first hook of a bundle writes its bytecode into the bundle and the later hooks load it, as on a host."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(DEPLOYMENT_ID=deployment_id, APPLICATION_NAME=app, DEPLOYMENT_GROUP_NAME="testbed",
                DEPLOYMENT_GROUP_ID="testbed-group")
     env.update(extra or {})
