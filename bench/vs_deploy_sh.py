@@ -9,7 +9,9 @@ api routed, worker with a Docker HEALTHCHECK) and is ready at once. Load while i
 * deploy.sh (bench/deploy_sh/deploy.sh) runs unchanged, in a private mount namespace where the bench's
   include folder is bind-mounted over /etc/nginx/conf.d, with a `systemctl` on PATH that reloads the
   bench's nginx (`systemctl reload nginx` -> `nginx -c <bench conf> -s reload`).
-* bluegreen-hooks runs the four hooks of a bundle with the same compose files (compose build = true).
+* bluegreen-hooks runs the four hooks of a bundle with the same compose files (compose build = true),
+  once with deploy/retire = "wait" (ValidateService drains, then stops the old stack) and once with
+  "background" (a detached process does that after the deployment: lifecycle/background.py).
 
 Printed: one line per tool (deploy seconds median/max, requests, failed, failed 5 s requests) and a
 Markdown table for the README. Needs root (mount namespace).
@@ -85,11 +87,14 @@ def deploy_sh(bundle: Path, conf_d: Path, shim: Path) -> float:
     return time.monotonic() - t0
 
 
-def hooks(bundle: Path, deployment_id: str) -> float:
-    """The four hooks of ``bundle``, as the agent runs them (testbed.bundle.deploy); seconds in all."""
+def hooks(bundle: Path, deployment_id: str, per_event: dict[str, list[float]]) -> float:
+    """The four hooks of ``bundle``, as the agent runs them (testbed.bundle.deploy); seconds in all.
+    Each event's seconds are appended to ``per_event``."""
     runs = deploy(bundle, deployment_id)
     if runs[-1].returncode:
         raise SystemExit(f"{runs[-1].event} of {deployment_id} failed:\n{runs[-1].output}")
+    for r in runs:
+        per_event.setdefault(r.event, []).append(r.seconds)
     return sum(r.seconds for r in runs)
 
 
@@ -117,6 +122,7 @@ def main() -> int:
     server = Nginx(work / "nginx").start()
     ports = {s: (free_port(), free_port()) for s in ("web", "api", "worker")}
     results: dict[str, dict] = {}
+    events: dict[str, dict[str, list[float]]] = {}   # retire -> event -> seconds of the deploys under load
     repo = f"bgc-vs{uuid.uuid4().hex[:6]}"
     try:
         # deploy.sh: projects app-blue / app-green, its include in conf_d (= /etc/nginx/conf.d for the script)
@@ -145,22 +151,27 @@ def main() -> int:
         remove_projects(client, "app", f"{repo}-sh")
         server.remove_site(site)
 
-        # bluegreen-hooks: the same stack and ports, through its four hooks
-        app = f"vs{uuid.uuid4().hex[:6]}"
-        site = add_site(server, app, work / "backend-url.inc")
+        # bluegreen-hooks: the same stack and ports, through its four hooks; deploy/retire "wait" (the
+        # default: ValidateService drains the 5 s requests, then stops the old stack) and "background"
+        for retire in ("wait", "background"):
+            app = f"vs{uuid.uuid4().hex[:6]}"
+            site = add_site(server, app, work / f"backend-url-{retire}.inc")
 
-        def bluegreen(i: int) -> float:
-            cfg = bed_config(app, server, site, ports["web"], work / "state")
-            del cfg["container"]
-            cfg["compose"] = {"files": {"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"},
-                              "build": True, "routed": ["web", "api"], "stop_grace_period": 3,
-                              "routes": {"api": {"blue": ports["api"][0], "green": ports["api"][1]}}}
-            b = make_bundle(work / f"bg{i}", cfg)
-            write_per_colour(b, f"{repo}-bg:v{i}", f"v{i}", ports)
-            return hooks(b, f"d-{i}")
+            def bluegreen(i: int, app: str = app, site=site, retire: str = retire) -> float:
+                cfg = bed_config(app, server, site, ports["web"], work / f"state-{retire}")
+                del cfg["container"]
+                cfg["deploy"]["retire"] = retire
+                cfg["compose"] = {"files": {"blue": "docker-compose.blue.yml", "green": "docker-compose.green.yml"},
+                                  "build": True, "routed": ["web", "api"], "stop_grace_period": 3,
+                                  "routes": {"api": {"blue": ports["api"][0], "green": ports["api"][1]}}}
+                b = make_bundle(work / f"bg-{retire}{i}", cfg)
+                write_per_colour(b, f"{repo}-bg:v{i}", f"v{i}", ports)
+                return hooks(b, f"d-{i}", events.setdefault(retire, {}) if i else {})
 
-        results["bluegreen-hooks"] = measure(bluegreen, site.url, args.deploys)
-        remove_projects(client, app, f"{repo}-bg")
+            results[f"bluegreen-hooks (retire {retire})"] = measure(bluegreen, site.url, args.deploys)
+            wait_retired(work / f"state-{retire}", app)
+            remove_projects(client, app, f"{repo}-bg")
+            server.remove_site(site)
     finally:
         remove_projects(client, "app")
         server.stop()
@@ -172,9 +183,24 @@ def main() -> int:
     for name, r in results.items():
         print(f"| {name} | {r['median']:.2f} / {r['max']:.2f} | {r['requests']:,} | {r['failed']:,} | "
               f"{r['slow_failed']} of {r['slow']} |")
-    sh, bg = results["deploy.sh"]["median"], results["bluegreen-hooks"]["median"]
-    print(f"bluegreen-hooks is {sh / bg:.1f}x faster per deployment (median)")
-    return 0 if results["bluegreen-hooks"]["failed"] == 0 else 1
+    for retire, per_event in events.items():
+        print(f"bluegreen-hooks (retire {retire}), median s per event: "
+              + ", ".join(f"{e} {statistics.median(v):.2f}" for e, v in per_event.items()))
+    sh = results["deploy.sh"]["median"]
+    for name, r in results.items():
+        if name != "deploy.sh":
+            print(f"{name} is {sh / r['median']:.1f}x faster per deployment (median)")
+    return 0 if all(r["failed"] == 0 for n, r in results.items() if n != "deploy.sh") else 1
+
+
+def wait_retired(state_dir: Path, app: str) -> None:
+    """The last background retire (if any) finished: its stack must not be removed under it."""
+    import json
+
+    from tests.helpers import wait_for
+
+    wait_for(lambda: "retiring" not in json.loads((state_dir / f"{app}.json").read_text()), timeout=60,
+             what="the last background retire")
 
 
 if __name__ == "__main__":
