@@ -299,3 +299,25 @@ def test_a_retiring_record_of_the_wrong_shape_is_bad_state():
     for bad in ({"colour": "blue", "live": "blue"}, {"phase": "done"}, {"pid": "5"}, {"deployment": "x;y"}):
         with pytest.raises(BadState):
             State.from_json({**good, "retiring": {**good["retiring"], **bad}}, "shop")
+
+
+def test_holders_of_several_ports_agrees_with_one_port_at_a_time():
+    import os
+    import socket
+
+    from bluegreen_hooks.host import procfs
+
+    socks = [socket.socket() for _ in range(2)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        ports = [s.getsockname()[1] for s in socks]
+        both = procfs.holders_of(ports)
+        assert set(both) == set(ports)
+        for port in ports:
+            assert both[port] == procfs.holders(port) and [pid for pid, _ in both[port]] == [os.getpid()]
+    finally:
+        for s in socks:
+            s.close()
+    assert procfs.holders_of([ports[0]]) == {ports[0]: []}   # closed: nobody holds it

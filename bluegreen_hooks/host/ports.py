@@ -59,15 +59,16 @@ def _published(attrs: dict, port: int) -> bool:
     return any(str(b.get("HostPort")) == str(port) for bs in bound.values() if bs for b in bs)
 
 
-def foreign_holder(port: int, containers: list[dict]) -> str | None:
+def foreign_holder(port: int, containers: list[dict], found: list[tuple[int, str]] | None = None) -> str | None:
     """None when every process listening on ``port`` belongs to one of ``containers`` (inspect data): it runs
     in the container's cgroup or below its main process, or is the docker-proxy of a port it publishes.
-    Else ``pid N (command)`` of the first other holder. No listener visible (e.g. not root): None."""
+    Else ``pid N (command)`` of the first other holder. No listener visible (e.g. not root): None.
+    ``found``: the port's holders when already known (``procfs.holders_of``)."""
     from bluegreen_hooks.host import procfs
 
     ids = [str(a["Id"]) for a in containers if a.get("Id")]
     mains = {int((a.get("State") or {}).get("Pid") or 0) for a in containers} - {0}
-    for pid, cmd in holders(port):
+    for pid, cmd in holders(port) if found is None else found:
         if any(i in procfs.cgroup(pid) for i in ids) or mains & set(procfs.ancestors(pid)):
             continue
         if "docker-proxy" in cmd and any(_published(a, port) for a in containers):
@@ -78,8 +79,12 @@ def foreign_holder(port: int, containers: list[dict]) -> str | None:
 
 def check_held_by(host: str, ports: Iterable[tuple[str, int]], containers: list[dict], colour: str) -> None:
     """Before traffic goes to ``colour``: refuse when another process holds one of its ports."""
+    from bluegreen_hooks.host.procfs import holders_of
+
+    ports = list(ports)
+    found = holders_of([port for _, port in ports])   # one walk over /proc for all of them
     for key, port in ports:
-        other = foreign_holder(port, containers)
+        other = foreign_holder(port, containers, found[port])
         if other:
             raise ContainerStartError(
                 f"{colour} port {host}:{port} ({key}) is held by {other}, not by {colour}'s container(s); "

@@ -13,7 +13,7 @@ filtered by state in the kernel, fast under load), else from /proc/net/tcp.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -99,10 +99,16 @@ def connections_to(port: int, proc: Path = PROC) -> int:
 
 def holders(port: int, proc: Path = PROC) -> list[tuple[int, str]]:
     """(pid, command) of the processes holding a listening socket on ``port``; empty if unknown."""
-    targets = {f"socket:[{i}]" for i in listening_inodes(port, proc)}
+    return holders_of([port], proc)[port]
+
+
+def holders_of(ports: Iterable[int], proc: Path = PROC) -> dict[int, list[tuple[int, str]]]:
+    """``holders`` of several ports from one walk over /proc/*/fd (the walk is the expensive part: every
+    descriptor of every process, thousands under load)."""
+    targets = {f"socket:[{i}]": port for port in set(ports) for i in listening_inodes(port, proc)}
+    found: dict[int, list[tuple[int, str]]] = {port: [] for port in ports}
     if not targets:
-        return []
-    found = []
+        return found
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
@@ -110,14 +116,16 @@ def holders(port: int, proc: Path = PROC) -> list[tuple[int, str]]:
             fds = os.listdir(proc / entry / "fd")
         except OSError:
             continue
+        seen: set[int] = set()
         for fd in fds:
             try:
-                if os.readlink(proc / entry / "fd" / fd) in targets:
-                    found.append((int(entry), command(int(entry), proc)))
-                    break
+                port = targets.get(os.readlink(proc / entry / "fd" / fd))
             except OSError:
                 continue
-    return sorted(found)
+            if port is not None and port not in seen:
+                seen.add(port)
+                found[port].append((int(entry), command(int(entry), proc)))
+    return {port: sorted(pids) for port, pids in found.items()}
 
 
 def command(pid: int, proc: Path = PROC, width: int = 60) -> str:
