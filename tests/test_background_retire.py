@@ -148,3 +148,24 @@ def test_the_real_agent_finishes_the_deployment_without_waiting_for_the_retire(b
     assert load.result.failed == 0 and bed.state()["live"] == "green", load.result.summary()
     logs = "".join(p.read_text() for p in root.rglob("scripts.log"))
     assert "blue is retired in the background" in logs, logs[-3000:]
+
+
+def test_a_retire_killed_outright_is_shown_as_gone_and_the_next_deployment_goes_on(bed):
+    """kill -9 of the retire while it drains: nothing clears its record, so status says it no longer runs;
+    the next BeforeInstall forgets it and replaces blue after draining, as it always does."""
+    import signal
+
+    b2, slow = _first_two(bed)
+    ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
+    pid = bed.state()["retiring"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not procfs.process_alive(pid, None), what="the retire gone")
+    argv = [sys.executable, "-m", "bluegreen_hooks", "status", "--json", "--state-dir", str(bed.state_dir)]
+    retiring = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout)["retiring"]
+    assert (retiring["colour"], retiring["running"]) == ("blue", False), retiring
+    assert _status(bed, "blue") == ["running"]   # killed before it stopped anything
+    with Load(bed.url + "/", threads=2) as load:
+        ok(deploy(bed.bundle("v3"), "d-3"))
+        assert slow.join() == [(200, "v1")] * 3
+    assert load.result.failed == 0, load.result.summary()
+    assert get(bed.url + "/")[1].strip() == "v3" and "retiring" not in bed.state()

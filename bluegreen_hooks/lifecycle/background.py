@@ -44,6 +44,9 @@ def log_path(store: Store) -> Path:
 def hand_over(ctx: Context, old: Colour, live: Colour, workers: list[list[int]]) -> bool:
     """Start the detached retire of ``old``; False (nothing started, nothing recorded) when it cannot start."""
     copy = ctx.store.dir / f"{ctx.cfg.app}.toml"   # the live config ApplicationStart copied
+    if not copy.is_file():
+        ctx.say(f"warning: no copy of the live config at {copy}; retiring {old} here instead of in the background")
+        return False
     with ctx.store.update() as st:
         st.retiring = Retiring(colour=old, live=live, deployment=ctx.deployment_id, since=time.time(),
                                workers=workers)
