@@ -102,8 +102,9 @@ def test_rollback_while_the_old_colour_drains_switches_back_to_it_at_once(bed):
         assert "was draining: cancelled" in proc.stderr, proc.stderr
         assert slow.join() == [(200, "v1")] * 3
     assert load.result.failed == 0, load.result.summary()
-    assert get(bed.url + "/")[1].strip() == "v1" and "retiring" not in bed.state()
-    assert _status(bed, "blue") == ["running"] and _status(bed, "green") == ["exited"]
+    assert get(bed.url + "/")[1].strip() == "v1" and _status(bed, "blue") == ["running"]
+    # the rollback hands green's drain and stop over in turn (deploy/retire = "background")
+    wait_for(lambda: "retiring" not in bed.state() and _status(bed, "green") == ["exited"], what="green retired")
 
 
 def test_status_shows_the_retire_while_it_runs(bed):
@@ -169,3 +170,31 @@ def test_a_retire_killed_outright_is_shown_as_gone_and_the_next_deployment_goes_
         assert slow.join() == [(200, "v1")] * 3
     assert load.result.failed == 0, load.result.summary()
     assert get(bed.url + "/")[1].strip() == "v3" and "retiring" not in bed.state()
+
+
+def test_rollback_with_retire_background_hands_the_stop_over_too(bed):
+    """deploy/retire = "background" also applies to rollback: it returns once the old release serves, and the
+    colour rolled back from is stopped afterwards by the detached retire, after its in-flight requests."""
+    ok(deploy(bed.bundle("v1", deploy=BACKGROUND), "d-1"))
+    ok(deploy(bed.bundle("v2", deploy=BACKGROUND), "d-2"))
+    wait_for(lambda: "retiring" not in bed.state() and _status(bed, "blue") == ["exited"], what="d-2's retire")
+    results: list = []   # green is live now: these requests go to green, the colour rolled back from
+    threads = [threading.Thread(target=lambda: results.append(get(bed.url + "/cgi-bin/slow?5", 35)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: procfs.connections_to(bed.ports[1]) >= 2, what="the 2 slow requests open on green")
+    argv = [sys.executable, "-m", "bluegreen_hooks", "rollback", "--json", "--state-dir", str(bed.state_dir)]
+    with Load(bed.url + "/", threads=2) as load:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert (result["to"], result["retiring"], result["stopped_other"]) == ("blue", True, False), result
+        assert any(t.is_alive() for t in threads) and _status(bed, "green") == ["running"]
+        for t in threads:
+            t.join(40)
+        assert [(s, b.strip()) for s, b, _ in results] == [(200, "v2")] * 2
+        wait_for(lambda: _status(bed, "green") == ["exited"], what="green stopped after its requests")
+    assert load.result.failed == 0, load.result.summary()
+    wait_for(lambda: "retiring" not in bed.state(), what="the retire record cleared")
+    assert get(bed.url + "/")[1].strip() == "v1"

@@ -161,7 +161,7 @@ def _release_config(cfg: Config, deployment: str | None, say: Say) -> Config:
         return cfg
     return dataclasses.replace(old, nginx=cfg.nginx, state_dir=cfg.state_dir, drain_timeout=cfg.drain_timeout,
                                keep_images=cfg.keep_images, stale_after=cfg.stale_after, history=cfg.history,
-                               tasks=())
+                               retire=cfg.retire, tasks=())
 
 
 def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
@@ -194,21 +194,29 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
     stopped = _retire(ctx, be, plan, up, keep_other, t0)
     seconds = time.monotonic() - t0
     audit(ctx, "succeeded", seconds, end_deployment=True)
-    say(f"rollback {ctx.deployment_id} done in {seconds:.1f}s: {prev} live ({prev_d})"
-        + (f", {live} stopped" if stopped else f", {live} still running"))
+    other = "retiring in the background" if stopped is None else ("stopped" if stopped else "still running")
+    say(f"rollback {ctx.deployment_id} done in {seconds:.1f}s: {prev} live ({prev_d}), {live} {other}")
     return {"id": ctx.deployment_id, "mode": plan.mode, "from": live, "from_deployment": plan.live_d,
             "from_image": plan.live_image, "to": prev, "deployment": prev_d, "image": plan.prev_image,
-            "stopped_other": stopped, "seconds": round(seconds, 3), "live_after": round(live_after, 3),
-            "healthy": round(up.healthy_seconds, 3), "switch_ms": round(up.switch.seconds * 1000, 1)}
+            "stopped_other": bool(stopped), "retiring": stopped is None, "seconds": round(seconds, 3),
+            "live_after": round(live_after, 3), "healthy": round(up.healthy_seconds, 3),
+            "switch_ms": round(up.switch.seconds * 1000, 1)}
 
 
-def _retire(ctx: Context, be: Backend, plan: Plan, up: steps.BroughtUp, keep_other: bool, t0: float) -> bool:
-    """Drain the old nginx workers, then stop the colour rolled back from (unless ``keep_other``)."""
+def _retire(ctx: Context, be: Backend, plan: Plan, up: steps.BroughtUp, keep_other: bool,
+            t0: float) -> bool | None:
+    """Drain the old nginx workers, then stop the colour rolled back from (unless ``keep_other``); with
+    deploy/retire = "background", hand both to a detached process (None is returned then)."""
     try:
         if keep_other:
             steps.drain(ctx, up.switch.old_workers, "old nginx workers finished their requests")
             ctx.say(f"{plan.live} keeps running (--keep-other); roll back again to switch to it at once")
             return False
+        if ctx.cfg.retire == "background":
+            from bluegreen_hooks.lifecycle import background
+
+            if background.hand_over(ctx, plan.live, plan.prev, up.switch.old_workers):
+                return None
         steps.retire(ctx, be, plan.live, plan.prev, up.switch.old_workers, "old nginx workers finished their requests",
                      keep=True)
         return True
