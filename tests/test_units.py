@@ -250,7 +250,7 @@ def test_sigterm_is_never_swallowed_by_an_except_exception_on_the_way():
 
     def probe() -> str:
         try:
-            runner._on_sigterm(15, None)
+            wait.on_sigterm(15, None)
         except Exception:   # what nginx_conf.verify_mode does with its own errors
             return "swallowed"
         return "not raised"

@@ -36,6 +36,15 @@ def request_stop() -> None:
     _stop["requested"] = True
 
 
+def on_sigterm(signum: int, frame: object) -> None:
+    """The SIGTERM handler of a hook (lifecycle/runner.py) and of the background retire: raise Interrupted
+    (a BaseException: no ``except Exception`` swallows it); should it be lost, the next wait raises it again."""
+    from bluegreen_hooks.errors import Interrupted
+
+    request_stop()
+    raise Interrupted()
+
+
 def _guarded(sleep: Callable[[float], None]) -> Callable[[float], None]:
     def guarded(seconds: float) -> None:
         if _stop["requested"]:

@@ -28,7 +28,7 @@ from bluegreen_hooks.config.model import STATE_DIR_ENV
 from bluegreen_hooks.errors import HookError, Interrupted
 from bluegreen_hooks.host import procfs
 from bluegreen_hooks.host.store import Store
-from bluegreen_hooks.host.wait import poll
+from bluegreen_hooks.host.wait import on_sigterm, poll
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Colour, Retiring
@@ -127,8 +127,7 @@ def _run(ctx: Context) -> int:
     if not stopped:
         ctx.say(f"cancelled: {r.colour} keeps running (a deployment or a rollback took over)")
         return 0
-    st = ctx.store.read().state
-    be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
+    steps.prune(ctx, be)
     with ctx.store.update() as st:
         if st.retiring is not None and st.retiring.deployment == ctx.deployment_id:
             st.retiring = None
@@ -136,18 +135,11 @@ def _run(ctx: Context) -> int:
     return 0
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    from bluegreen_hooks.host import wait
-
-    wait.request_stop()   # as a hook's handler (lifecycle/runner.py): every later wait ends too
-    raise Interrupted()
-
-
 def main(argv: list[str] | None = None) -> int:
     from bluegreen_hooks import config
 
     path, deployment_id = argv if argv is not None else sys.argv[1:3]
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     t0 = time.monotonic()
 
     def say(msg: str) -> None:   # the hooks' line format; the output is the retire log

@@ -206,8 +206,7 @@ def validate_service(ctx: Context) -> None:
         if not handed_over:
             steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests", keep=True)
     if not handed_over:   # the background retire prunes once the old colour is stopped
-        st = ctx.store.read().state
-        be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
+        steps.prune(ctx, be)
     with ctx.store.update() as st:
         mine = st.holder(dep)
         if mine is not None:

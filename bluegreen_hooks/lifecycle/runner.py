@@ -15,12 +15,12 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import TextIO
 
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.errors import ConfigError, HookError, Interrupted, LockedError, as_hook_error
 from bluegreen_hooks.host.store import Store
+from bluegreen_hooks.host.wait import on_sigterm
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import AGENT_EVENTS, is_deployment_id, record_deployment, record_event
 
@@ -68,13 +68,6 @@ def last_line(event: str, msg: str) -> str:
     return line[:keep // 2] + " ... " + line[-(keep - keep // 2):]
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    from bluegreen_hooks.host import wait
-
-    wait.request_stop()   # should this exception be lost, the next wait's sleep raises it again
-    raise Interrupted()
-
-
 def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
               dry_run: bool = False) -> int:
     """Run one lifecycle event for the bundle at ``bundle``; return the exit status.
@@ -86,7 +79,7 @@ def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None
     if event not in AGENT_EVENTS:
         emit(out, last_line(event, f"unknown lifecycle event; known: {', '.join(AGENT_EVENTS)}"))
         return 2
-    old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return _run(event, bundle, environ, out, dry_run)
     finally:

@@ -253,3 +253,9 @@ def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: lis
     if not drained:
         long_lived.report(ctx.cfg, ctx.store, ctx.say, ctx.deployment_id, colour, live, workers, open_before)
     return True
+
+
+def prune(ctx: Context, be: Backend) -> None:
+    """Remove old release artifacts beyond deploy/keep_images, never the live or the previous release's."""
+    st = ctx.store.read().state
+    be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
