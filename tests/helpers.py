@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -72,6 +74,31 @@ class Bed:
 
     def include(self):
         return self.site.include.read_text()
+
+    def agent(self):
+        """``run(bundle)``: one deployment of ``bundle`` by the real CodeDeploy agent (``CODEDEPLOY_LOCAL``), in a
+        root of this test's; skips without the agent (fails under CI)."""
+        import pytest
+
+        agent = os.environ.get("CODEDEPLOY_LOCAL")
+        if not agent:
+            if IN_CI:
+                pytest.fail("CI must run the agent test: set CODEDEPLOY_LOCAL")
+            pytest.skip("CODEDEPLOY_LOCAL is not set")
+        root = self.tmp / "agent-root"
+        root.mkdir(exist_ok=True)
+
+        def run(bundle):
+            env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+                       CODEDEPLOY_LOCAL_ROOT=str(root),
+                       CODEDEPLOY_LOCAL_DEPLOYMENT_ID=f"d-{uuid.uuid4().hex[:9].upper()}")
+            argv = [agent, "-l", str(bundle), "-t", "directory", "-a", self.app, "-d", "testbed", "-g",
+                    f"g-{self.app}", "-b", "OVERWRITE"]
+            return subprocess.run(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, timeout=300)
+
+        run.root = root
+        return run
 
 
 class ComposeStack:

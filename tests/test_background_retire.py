@@ -11,14 +11,13 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 
 import pytest
 
 from bluegreen_hooks.host import procfs
 from testbed.bundle import deploy
 from testbed.load import Load
-from tests.helpers import IN_CI, get, ok, wait_for
+from tests.helpers import get, ok, wait_for
 
 BACKGROUND = {"retire": "background"}
 
@@ -121,22 +120,7 @@ def test_status_shows_the_retire_while_it_runs(bed):
 @pytest.mark.agent
 def test_the_real_agent_finishes_the_deployment_without_waiting_for_the_retire(bed):
     """The detached retire holds none of the agent's pipes: the agent reports success while requests drain."""
-    agent = os.environ.get("CODEDEPLOY_LOCAL")
-    if not agent:
-        if IN_CI:
-            pytest.fail("CI must run the agent test: set CODEDEPLOY_LOCAL")
-        pytest.skip("CODEDEPLOY_LOCAL is not set")
-    root = bed.tmp / "agent-root"
-    root.mkdir()
-
-    def run(bundle):
-        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-                   CODEDEPLOY_LOCAL_ROOT=str(root), CODEDEPLOY_LOCAL_DEPLOYMENT_ID=f"d-{uuid.uuid4().hex[:9].upper()}")
-        argv = [agent, "-l", str(bundle), "-t", "directory", "-a", bed.app, "-d", "testbed", "-g", f"g-{bed.app}",
-                "-b", "OVERWRITE"]
-        return subprocess.run(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=300)
-
+    run = bed.agent()
     settings = {**BACKGROUND, "drain_timeout": 90}
     assert run(bed.bundle("v1", deploy=settings)).returncode == 0
     slow = Slow(bed, n=2, seconds=40)   # longer than the agent takes for the whole deployment
@@ -147,7 +131,7 @@ def test_the_real_agent_finishes_the_deployment_without_waiting_for_the_retire(b
         assert slow.join() == [(200, "v1")] * 2
         wait_for(lambda: _status(bed, "blue") == ["exited"], what="blue stopped after its requests")
     assert load.result.failed == 0 and bed.state()["live"] == "green", load.result.summary()
-    logs = "".join(p.read_text() for p in root.rglob("scripts.log"))
+    logs = "".join(p.read_text() for p in run.root.rglob("scripts.log"))
     assert "blue is retired in the background" in logs, logs[-3000:]
 
 

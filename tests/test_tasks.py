@@ -1,18 +1,13 @@
 """Release tasks (``[[tasks]]``) run inside the new colour's container, on the real test bed under load."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
-
 import pytest
 
 from bluegreen_hooks.config.tasks import parse_tasks
 from bluegreen_hooks.errors import ConfigError
 from testbed.bundle import deploy, toml_value
 from testbed.load import Load
-from tests.helpers import IN_CI, get, ok
+from tests.helpers import get, ok
 
 
 def _with_tasks(bundle, *tasks):
@@ -96,22 +91,7 @@ def test_dry_run_lists_the_tasks(bed, capsys):
 def test_tasks_through_the_real_codedeploy_agent(bed):
     """The same migration through the real agent (CODEDEPLOY_LOCAL): succeeds before the switch; a failing one
     fails ApplicationStart with the task named in what the agent reports."""
-    agent = os.environ.get("CODEDEPLOY_LOCAL")
-    if not agent:
-        if IN_CI:
-            pytest.fail("CI must run the agent test: set CODEDEPLOY_LOCAL")
-        pytest.skip("CODEDEPLOY_LOCAL is not set")
-    root = bed.tmp / "agent-root"
-    root.mkdir()
-
-    def run(bundle):
-        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-                   CODEDEPLOY_LOCAL_ROOT=str(root), CODEDEPLOY_LOCAL_DEPLOYMENT_ID=f"d-{uuid.uuid4().hex[:9].upper()}")
-        argv = [agent, "-l", str(bundle), "-t", "directory", "-a", bed.app, "-d", "testbed", "-g", f"g-{bed.app}",
-                "-b", "OVERWRITE"]
-        return subprocess.run(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=300)
-
+    run = bed.agent()
     assert run(bed.bundle("v1")).returncode == 0
     with Load(bed.url + "/", threads=2) as load:
         good = run(_with_tasks(bed.bundle("v2"), MIGRATE))
@@ -119,7 +99,7 @@ def test_tasks_through_the_real_codedeploy_agent(bed):
         bad = {**MIGRATE, "run": ["sh", "-c", "echo broken >&2; exit 4"]}
         failed = run(_with_tasks(bed.bundle("v3"), bad))
     assert failed.returncode != 0
-    logs = "".join(p.read_text() for p in root.rglob("scripts.log"))
+    logs = "".join(p.read_text() for p in run.root.rglob("scripts.log"))
     assert "task migrate (before_switch) failed with exit code 4" in logs, logs[-3000:]
     assert get(f"http://127.0.0.1:{bed.ports[1]}/migrated")[1].startswith("migrated")
     assert load.result.failed == 0 and bed.state()["live"] == "green", load.result.summary()
