@@ -1,6 +1,7 @@
 """Pure logic of the compose backend: the [compose] table, argv builders (v1 and v2), variables, include."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -207,3 +208,111 @@ def test_compose_commands_do_not_see_the_bundle_on_pythonpath(tmp_path, monkeypa
     assert (env["PYTHONPATH"], env["BLUEGREEN_COLOUR"]) == ("/opt/site", "blue")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "bundle"))
     assert "PYTHONPATH" not in compose.child_env({})
+
+
+def _script(path: Path, first_line: bytes) -> str:
+    path.write_bytes(first_line + b"\nprint('compose')\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_stdlib_distutils_is_read_from_the_scripts_interpreter(tmp_path):
+    """SETUPTOOLS_USE_DISTUTILS=stdlib only for a Python script whose interpreter has lib*/pythonX.Y/distutils."""
+    from bluegreen_hooks.runtime.compose_exec import _has_stdlib_distutils
+
+    with_it, without = tmp_path / "with", tmp_path / "without"
+    for prefix in (with_it, without):
+        (prefix / "bin").mkdir(parents=True)
+        _script(prefix / "bin" / "python3.11", b"#!/bin/sh")
+    (with_it / "lib64" / "python3.11" / "distutils").mkdir(parents=True)
+    (with_it / "lib64" / "python3.11" / "distutils" / "__init__.py").write_text("")
+    (without / "lib" / "python3.11").mkdir(parents=True)
+    (with_it / "bin" / "python3").symlink_to("python3.11")
+    assert _has_stdlib_distutils(_script(tmp_path / "a", f"#!{with_it}/bin/python3".encode()))
+    assert not _has_stdlib_distutils(_script(tmp_path / "b", f"#!{without}/bin/python3.11".encode()))
+    assert not _has_stdlib_distutils(_script(tmp_path / "c", b"\x7fELF\x02\x01"))      # compose v2, a binary
+    assert not _has_stdlib_distutils(_script(tmp_path / "d", b"#!/bin/sh"))
+    assert not _has_stdlib_distutils(str(tmp_path / "missing"))
+
+
+def test_docker_compose_v1_starts_without_pkg_resources(tmp_path):
+    """On Debian 12 (python3.11 has distutils) docker-compose runs with SETUPTOOLS_USE_DISTUTILS=stdlib: it
+    works, and setuptools' pkg_resources (0.22 s of its start) is no longer imported."""
+    from bluegreen_hooks.runtime.compose_exec import child_env, stdlib_distutils
+
+    script = shutil.which("docker-compose")
+    if not script or not Path("/usr/lib/python3.11/distutils/__init__.py").is_file():
+        pytest.skip("Debian's docker-compose 1.29.2 on python3.11 is not installed here")
+    assert stdlib_distutils("docker-compose")
+    env = child_env({}, "docker-compose")
+    assert env["SETUPTOOLS_USE_DISTUTILS"] == "stdlib"
+    def imported(env: dict[str, str]) -> set[str]:
+        proc = subprocess.run(["/usr/bin/python3", "-X", "importtime", str(script), "version"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "docker-compose version 1." in proc.stdout, proc.stderr[-500:]
+        return {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
+
+    fast = imported(env)
+    assert "distutils.spawn" in fast and "pkg_resources" not in fast
+    del env["SETUPTOOLS_USE_DISTUTILS"]
+    assert "pkg_resources" in imported(env)                                  # what every run cost before
+    assert "SETUPTOOLS_USE_DISTUTILS" not in child_env({})                  # only for a compose command
+
+
+def _logging_compose(tmp_path: Path) -> tuple[list[str], Path]:
+    """A compose/command that logs each run (its pid and argv) and then runs the real docker-compose."""
+    if not shutil.which("docker-compose"):
+        pytest.skip("docker-compose is not installed")
+    log = tmp_path / "runs.log"
+    cmd = tmp_path / "compose"
+    cmd.write_text(f'#!/bin/sh\necho "$$ $*" >> {log}\nexec docker-compose "$@"\n')
+    cmd.chmod(0o755)
+    return [str(cmd)], log
+
+
+def test_before_install_renders_while_docker_is_connected_and_renders_once(bundle, tmp_path, monkeypatch):
+    """runtime.backend(check=...) starts the `config` runs before it connects to Docker; check collects those
+    same runs (one per colour, none again); another deployment id or set of colours renders anew."""
+    from bluegreen_hooks import runtime
+    from tests.helpers import wait_for
+
+    command, log = _logging_compose(tmp_path)
+    (bundle / "docker-compose.green.yml").write_text("services:\n  web: {image: x}\n  api: {image: x}\n")
+    cfg = load(bundle, {**raw(**TWO_ROUTED, command=command), "deploy": {"state_dir": str(tmp_path / "state")}})
+    be = runtime.backend(cfg, client=object(), check=("d-1", ("green",)))
+    wait_for(lambda: log.is_file() and log.read_text(), timeout=10, what="the config run, before check()")
+    said: list[str] = []
+    be.check(said.append, "d-1", ("green",))
+    assert said[-1].endswith("services api, web") and len(log.read_text().splitlines()) == 1
+    be.check(said.append, "d-2", ("green",))
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_a_render_started_for_before_install_ends_when_docker_is_unreachable(bundle, tmp_path, monkeypatch):
+    """No Docker: BeforeInstall fails on that, and the `config` runs it had started are killed, not left behind."""
+    from bluegreen_hooks import runtime
+    from bluegreen_hooks.errors import DockerUnavailable
+
+    hang = tmp_path / "hanging-compose"
+    hang.write_text("#!/usr/bin/python3\nimport time\ntime.sleep(60)\n")
+    hang.chmod(0o755)
+
+    def running() -> list[str]:
+        out = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if str(hang) in cmdline.read_bytes().decode("utf-8", "replace"):
+                    out.append(cmdline.parent.name)
+            except OSError:
+                pass
+        return out
+
+    cfg = load(bundle, {**raw(**TWO_ROUTED, command=[str(hang)]), "deploy": {"state_dir": str(tmp_path / "state")}})
+    be = runtime.backend(cfg, client=object(), check=("d-1", ("blue", "green")))
+    assert len(running()) == 2                                          # the two renders, started
+    be.cancel_check()
+    assert running() == []
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    with pytest.raises(DockerUnavailable):
+        runtime.backend(cfg, check=("d-1", ("blue", "green")))
+    assert running() == []

@@ -36,12 +36,13 @@ def before_install(ctx: Context) -> None:
     cfg = ctx.cfg
     ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
     include_guard.check(cfg)    # before anything changes: the include must be a file we may replace
-    be = runtime.backend(cfg)
-    ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
     # compose renders only the colour this deployment will start (the one not live): each `config` costs
-    # docker-compose v1 ~0.5 s of CPU; with nothing live yet, both
+    # docker-compose v1 ~0.2 s of CPU; with nothing live yet, both. They start before Docker is connected.
     live = ctx.store.read(quarantine=False).state.live
-    be.check(ctx.say, ctx.deployment_id, (other(live),) if live else COLOURS)
+    check = (ctx.deployment_id, (other(live),) if live else COLOURS)
+    be = runtime.backend(cfg, check=check)
+    ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
+    be.check(ctx.say, *check)
     nginx.check_running(cfg)
     if not cfg.nginx.include.exists():
         if not cfg.nginx.include.parent.is_dir():

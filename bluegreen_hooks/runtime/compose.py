@@ -28,7 +28,7 @@ from bluegreen_hooks.errors import ConfigError, ContainerStartError, HealthCheck
 from bluegreen_hooks.host import health
 from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
-from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, _tail, run_compose, run_parallel
+from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, run_compose
 from bluegreen_hooks.runtime.compose_exec import child_env as child_env  # the tests use it from here
 from bluegreen_hooks.runtime.healthcheck import EarlyChecks
 
@@ -133,6 +133,7 @@ class ComposeBackend:
             raise ValueError("ComposeBackend needs a config with a [compose] table")
         self.cfg, self.client, self.cc = cfg, client, cfg.compose
         self._command = tuple(command) if command else (tuple(self.cc.command) if self.cc.command else None)
+        self._rendering: tuple[tuple[Colour, ...], str | None, Parallel] | None = None
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -173,24 +174,49 @@ class ComposeBackend:
                          f"compose config of {project_name(self.cfg, colour)}", CHECK_TIMEOUT, deployment_id,
                          ConfigError).stdout
 
+    def start_check(self, deployment_id: str | None, colours: Sequence[Colour]) -> None:
+        """Start rendering the compose files of ``colours`` now; ``check`` collects them. Read-only: runtime.backend
+        starts them before it connects to Docker. Anything wrong is left for ``check`` to report in its order."""
+        if all(self.cc.files[c].is_file() for c in colours):
+            with contextlib.suppress(ComposeUnavailable):
+                self._rendering = (tuple(colours), deployment_id, Parallel(self._render_jobs(deployment_id, colours),
+                                                                           CHECK_TIMEOUT))
+
+    def cancel_check(self) -> None:
+        if self._rendering is not None:
+            self._rendering[2].kill()
+            self._rendering = None
+
+    def _render_jobs(self, deployment_id: str | None, colours: Sequence[Colour]) -> list:
+        # `config` renders each colour's file with its variables, validating it as `config -q` does (bad
+        # YAML, unknown options, a `${VAR:?}` left unset all fail it); the services are read from it and the
+        # rendering is cached for ApplicationStart's release record (compose runs once per deployment).
+        # Both run at once (docker-compose v1 spends ~0.2 s of CPU starting up).
+        return [(config_argv(self.command, self.cfg, colour, render=True), variables(self.cfg, colour, deployment_id),
+                 self.cc.files[colour].parent) for colour in colours]
+
+    def _renders(self, deployment_id: str | None, colours: Sequence[Colour]) -> list[subprocess.CompletedProcess]:
+        """The ``config`` runs of ``colours``: the ones ``start_check`` started, else started now."""
+        started, self._rendering = self._rendering, None
+        if started and started[:2] == (tuple(colours), deployment_id):
+            return started[2].results()
+        if started:
+            started[2].kill()
+        return Parallel(self._render_jobs(deployment_id, colours), CHECK_TIMEOUT).results()
+
     def services(self, say: Say, deployment_id: str | None = None,
                  colours: Sequence[Colour] = COLOURS) -> dict[str, list[str]]:
         """The files of ``colours`` parse with our variables and have every service the config names; return
         the services."""
         for colour in colours:
             if not self.cc.files[colour].is_file():
+                self.cancel_check()
                 raise ConfigError(f"{self.cfg.path.name}: {self._key(colour)}: compose file {self._rel(colour)!r} "
                                   f"not found next to {self.cfg.path.name}")
         cmd = self.command
-        # `config` renders each colour's file with its variables, validating it as `config -q` does (bad
-        # YAML, unknown options, a `${VAR:?}` left unset all fail it); the services are read from it and the
-        # rendering is cached for ApplicationStart's release record (compose runs once per deployment).
-        # Both run at once (docker-compose v1 spends ~0.5 s of CPU starting up).
         from bluegreen_hooks.runtime import compose_release as rel
 
-        procs = run_parallel([(config_argv(cmd, self.cfg, colour, render=True),
-                               variables(self.cfg, colour, deployment_id), self.cc.files[colour].parent)
-                              for colour in colours], CHECK_TIMEOUT)
+        procs = self._renders(deployment_id, colours)
         out: dict[str, list[str]] = {}
         for colour, proc in zip(colours, procs):
             if proc.returncode != 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -19,13 +20,17 @@ class ComposeUnavailable(DockerUnavailable):
     """Neither ``docker compose`` nor ``docker-compose`` can be run on this host."""
 
 
-def child_env(variables: Mapping[str, str]) -> dict[str, str]:
+def child_env(variables: Mapping[str, str], command: str | None = None) -> dict[str, str]:
     """The environment of a compose command: ours plus ``variables``, without the bundle on PYTHONPATH.
 
     hooks/launch puts the bundle first on PYTHONPATH; docker-compose v1 is a Python program, and a
     package in the bundle (say ``docker/__init__.py`` or ``yaml/``) must not shadow its own modules.
+    With ``command`` (argv[0]) a docker-compose v1 script also gets SETUPTOOLS_USE_DISTUTILS=stdlib when
+    its Python has distutils (``stdlib_distutils``).
     """
     env = {**os.environ, **variables}
+    if command and "SETUPTOOLS_USE_DISTUTILS" not in env and stdlib_distutils(command):
+        env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"
     if env.get("PYTHONPATH"):
         keep = [p for p in env["PYTHONPATH"].split(os.pathsep)
                 if p and not os.path.isdir(os.path.join(p, "bluegreen_hooks"))]
@@ -34,6 +39,48 @@ def child_env(variables: Mapping[str, str]) -> dict[str, str]:
         else:
             del env["PYTHONPATH"]
     return env
+
+
+_distutils: dict[str, bool] = {}
+
+
+def stdlib_distutils(command: str) -> bool:
+    """Whether ``command`` is a Python script whose interpreter has distutils in its standard library.
+
+    docker-compose 1.29 imports ``distutils.spawn``. With setuptools installed (Debian's python3-setuptools,
+    pip's venvs) that import goes through setuptools' own copy and loads pkg_resources: 0.22 s of the
+    0.49 s docker-compose spends importing itself, on every run. SETUPTOOLS_USE_DISTUTILS=stdlib keeps
+    the standard library's copy, which Python 3.9-3.11 still ship; 3.12 has none, so it is only set when
+    ``<prefix>/lib*/pythonX.Y/distutils`` exists for the script's interpreter (its ``#!`` line).
+    """
+    if command not in _distutils:
+        _distutils[command] = _has_stdlib_distutils(command)
+    return _distutils[command]
+
+
+def _has_stdlib_distutils(command: str) -> bool:
+    path = shutil.which(command)
+    if not path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return False
+    if not first.startswith(b"#!"):
+        return False                          # a binary (compose v2, a PyInstaller build of v1)
+    words = first[2:].decode("utf-8", "replace").split()
+    if words and os.path.basename(words[0]) == "env" and len(words) > 1:
+        words = [shutil.which(words[1]) or words[1]]
+    if not words:
+        return False
+    python = Path(os.path.realpath(words[0]))
+    m = re.fullmatch(r"python(3\.\d+)", python.name) or re.fullmatch(r"python(3\.\d+)", Path(words[0]).name)
+    if not m:
+        return False
+    prefix = python.parent.parent
+    return any((prefix / lib / f"python{m.group(1)}" / "distutils" / "__init__.py").is_file()
+               for lib in ("lib", "lib64"))
 
 
 def _tail(output: str, lines: int = 2, width: int = 220) -> str:
@@ -51,7 +98,7 @@ def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: st
     """
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
-                              env=child_env(env), stdin=subprocess.DEVNULL)
+                              env=child_env(env, argv[0]), stdin=subprocess.DEVNULL)
     except FileNotFoundError as exc:
         raise ComposeUnavailable(f"compose: command not found: {argv[0]} (install docker-compose, or set "
                                  f"compose/command)") from exc
@@ -62,32 +109,47 @@ def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: st
     return proc
 
 
-def run_parallel(jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], timeout: float
-                 ) -> list[subprocess.CompletedProcess]:
-    """Run (argv, variables, cwd) jobs at the same time; return their results in order (never raises on exit)."""
-    procs: list[subprocess.Popen] = []
-    try:
-        for argv, env, cwd in jobs:
-            procs.append(subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          cwd=str(cwd), env=child_env(env), stdin=subprocess.DEVNULL))
-    except FileNotFoundError as exc:
-        for p in procs:
-            p.kill()
-            p.wait()
-        raise ComposeUnavailable(f"compose: command not found: {jobs[0][0][0]} (install docker-compose, or set "
-                                 f"compose/command)") from exc
-    out = []
-    deadline = time.monotonic() + timeout
-    try:
-        for (argv, _, _), p in zip(jobs, procs):
-            try:
-                stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired as exc:
-                raise ContainerStartError(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
-            out.append(subprocess.CompletedProcess(list(argv), p.returncode, stdout, stderr))
-    finally:
-        for p in procs:
+class Parallel:
+    """(argv, variables, cwd) jobs started at once, here; ``results`` waits for them (``timeout`` counts from
+    now). BeforeInstall starts the compose renders before it connects to Docker, so that both overlap."""
+
+    def __init__(self, jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], timeout: float) -> None:
+        self.jobs, self.timeout = list(jobs), timeout
+        self.deadline = time.monotonic() + timeout
+        self.procs: list[subprocess.Popen] = []
+        try:
+            for argv, env, cwd in self.jobs:
+                self.procs.append(subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                   text=True, cwd=str(cwd), env=child_env(env, argv[0]),
+                                                   stdin=subprocess.DEVNULL))
+        except FileNotFoundError as exc:
+            self.kill()
+            raise ComposeUnavailable(f"compose: command not found: {self.jobs[0][0][0]} (install docker-compose, "
+                                     f"or set compose/command)") from exc
+
+    def results(self) -> list[subprocess.CompletedProcess]:
+        """Their results in order (a non-zero exit is returned, not raised); a job past the deadline raises."""
+        out = []
+        try:
+            for (argv, _, _), p in zip(self.jobs, self.procs):
+                try:
+                    stdout, stderr = p.communicate(timeout=max(0.1, self.deadline - time.monotonic()))
+                except subprocess.TimeoutExpired as exc:
+                    raise ContainerStartError(f"`{' '.join(argv)}` did not finish within {self.timeout:.0f}s") from exc
+                out.append(subprocess.CompletedProcess(list(argv), p.returncode, stdout, stderr))
+        finally:
+            self.kill()
+        return out
+
+    def kill(self) -> None:
+        """End the jobs still running (the hook failed before it needed them)."""
+        for p in self.procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return out
+
+
+def run_parallel(jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], timeout: float
+                 ) -> list[subprocess.CompletedProcess]:
+    """Run (argv, variables, cwd) jobs at the same time; return their results in order (never raises on exit)."""
+    return Parallel(jobs, timeout).results()
