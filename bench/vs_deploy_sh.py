@@ -1,17 +1,20 @@
 """Benchmark: the classic deploy.sh against bluegreen-hooks' compose path, same app, same load, one run each.
 
-    .venv/bin/python bench/vs_deploy_sh.py [--deploys 3]
+    .venv/bin/python bench/vs_deploy_sh.py [--deploys 3] [--load busy|in-flight]
 
 The app is the seed-style 3-service compose stack (per-colour files, `up --build` at every deploy; web and
-api routed, worker with a Docker HEALTHCHECK) and is ready at once. Load while it deploys: 3 threads on /
-(a new connection per request) and 3 clients that keep a 5 s request (/cgi-bin/slow?5) in flight.
+api routed, worker with a Docker HEALTHCHECK) and is ready at once. Load while it deploys: 3 clients that
+keep a 5 s request (/cgi-bin/slow?5) in flight and, with --load busy (the default), 3 threads on / (a new
+connection per request, as fast as they go: on 2 cores they take about half the CPU).
 
 * deploy.sh (bench/deploy_sh/deploy.sh) runs unchanged, in a private mount namespace where the bench's
   include folder is bind-mounted over /etc/nginx/conf.d, with a `systemctl` on PATH that reloads the
   bench's nginx (`systemctl reload nginx` -> `nginx -c <bench conf> -s reload`).
 * bluegreen-hooks runs the four hooks of a bundle with the same compose files (compose build = true),
   once with deploy/retire = "wait" (ValidateService drains, then stops the old stack) and once with
-  "background" (a detached process does that after the deployment: lifecycle/background.py).
+  "background" (a detached process does that after the deployment: lifecycle/background.py). With
+  "background" each deployment starts once the last one's retire has ended, as deployments minutes apart
+  would: back to back, the next BeforeInstall would wait for the last switch's 5 s requests instead.
 
 Printed: one line per tool (deploy seconds median/max, requests, failed, failed 5 s requests) and a
 Markdown table for the README. Needs root (mount namespace).
@@ -98,20 +101,27 @@ def hooks(bundle: Path, deployment_id: str, per_event: dict[str, list[float]]) -
     return sum(r.seconds for r in runs)
 
 
-def measure(run, url: str, deploys: int) -> dict:
-    """The first deployment before any load (nothing serves before it), then ``deploys`` under load."""
+def measure(run, url: str, deploys: int, busy: bool, between=lambda: None) -> dict:
+    """The first deployment before any load (nothing serves before it), then ``deploys`` under load;
+    ``between`` runs before each of those (not timed)."""
     run(0)
-    with Load(url + "/", threads=3) as load, SlowClients(url) as slow:
-        secs = [run(i) for i in range(1, deploys + 1)]
+    with Load(url + "/", threads=3 if busy else 0, min_requests=int(busy)) as load, SlowClients(url) as slow:
+        secs = []
+        for i in range(1, deploys + 1):
+            between()
+            secs.append(run(i))
     r = load.result
-    return {"median": statistics.median(secs), "max": max(secs), "requests": len(r.samples),
-            "failed": r.failed, "slow": slow.done, "slow_failed": slow.failed}
+    return {"median": statistics.median(secs), "max": max(secs), "requests": len(r.samples) + slow.done,
+            "failed": r.failed + slow.failed, "slow": slow.done, "slow_failed": slow.failed}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deploys", type=int, default=3)
+    ap.add_argument("--load", choices=("busy", "in-flight"), default="busy",
+                    help="busy: 3 threads on / besides the 5 s requests in flight; in-flight: only those")
     args = ap.parse_args()
+    busy = args.load == "busy"
     if not CONF_D.is_dir():
         raise SystemExit(f"{CONF_D} does not exist: install nginx (apt-get install nginx-light)")
     daemon = dockerd.ensure_daemon()
@@ -147,7 +157,7 @@ def main() -> int:
                     f"set $api_url http://127.0.0.1:{ports['api'][n]};\n")
             return deploy_sh(b, conf_d, shim)
 
-        results["deploy.sh"] = measure(classic, site.url, args.deploys)
+        results["deploy.sh"] = measure(classic, site.url, args.deploys, busy)
         remove_projects(client, "app", f"{repo}-sh")
         server.remove_site(site)
 
@@ -168,7 +178,9 @@ def main() -> int:
                 write_per_colour(b, f"{repo}-bg:v{i}", f"v{i}", ports)
                 return hooks(b, f"d-{i}", events.setdefault(retire, {}) if i else {})
 
-            results[f"bluegreen-hooks (retire {retire})"] = measure(bluegreen, site.url, args.deploys)
+            spaced = (lambda s=work / f"state-{retire}", a=app: wait_retired(s, a)) if retire == "background" \
+                else (lambda: None)
+            results[f"bluegreen-hooks (retire {retire})"] = measure(bluegreen, site.url, args.deploys, busy, spaced)
             wait_retired(work / f"state-{retire}", app)
             remove_projects(client, app, f"{repo}-bg")
             server.remove_site(site)
@@ -177,7 +189,7 @@ def main() -> int:
         server.stop()
         daemon.stop()
     print(f"3-service compose stack, up --build each deploy, {args.deploys} deploys each under load "
-          f"(3 threads on /, 3 clients with a 5 s request in flight)")
+          f"({'3 threads on /, ' if busy else ''}3 clients with a 5 s request in flight)")
     print("| tool | deploy s (median / max) | requests | failed | 5 s requests failed |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
