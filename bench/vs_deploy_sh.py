@@ -10,7 +10,8 @@ connection per request, as fast as they go: on 2 cores they take about half the 
 * deploy.sh (bench/deploy_sh/deploy.sh) runs unchanged, in a private mount namespace where the bench's
   include folder is bind-mounted over /etc/nginx/conf.d, with a `systemctl` on PATH that reloads the
   bench's nginx (`systemctl reload nginx` -> `nginx -c <bench conf> -s reload`).
-* bluegreen-hooks runs the four hooks of a bundle with the same compose files (compose build = true),
+* bluegreen-hooks runs the four hooks of a bundle with the same compose files (compose build = true;
+  ApplicationStop from the previous bundle, as the agent runs it),
   once with deploy/retire = "wait" (ValidateService drains, then stops the old stack) and once with
   "background" (a detached process does that after the deployment: lifecycle/background.py). With
   "background" each deployment starts once the last one's retire has ended, as deployments minutes apart
@@ -90,10 +91,10 @@ def deploy_sh(bundle: Path, conf_d: Path, shim: Path) -> float:
     return time.monotonic() - t0
 
 
-def hooks(bundle: Path, deployment_id: str, per_event: dict[str, list[float]]) -> float:
-    """The four hooks of ``bundle``, as the agent runs them (testbed.bundle.deploy); seconds in all.
-    Each event's seconds are appended to ``per_event``."""
-    runs = deploy(bundle, deployment_id)
+def hooks(bundle: Path, deployment_id: str, per_event: dict[str, list[float]], previous: Path | None) -> float:
+    """The four hooks of ``bundle``, as the agent runs them (testbed.bundle.deploy; ApplicationStop from the
+    ``previous`` bundle); seconds in all. Each event's seconds are appended to ``per_event``."""
+    runs = deploy(bundle, deployment_id, stop_from=previous)
     if runs[-1].returncode:
         raise SystemExit(f"{runs[-1].event} of {deployment_id} failed:\n{runs[-1].output}")
     for r in runs:
@@ -176,7 +177,8 @@ def main() -> int:
                                   "routes": {"api": {"blue": ports["api"][0], "green": ports["api"][1]}}}
                 b = make_bundle(work / f"bg-{retire}{i}", cfg)
                 write_per_colour(b, f"{repo}-bg:v{i}", f"v{i}", ports)
-                return hooks(b, f"d-{i}", events.setdefault(retire, {}) if i else {})
+                return hooks(b, f"d-{i}", events.setdefault(retire, {}) if i else {},
+                             work / f"bg-{retire}{i - 1}" if i else None)
 
             spaced = (lambda s=work / f"state-{retire}", a=app: wait_retired(s, a)) if retire == "background" \
                 else (lambda: None)

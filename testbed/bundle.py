@@ -126,11 +126,15 @@ def run_hook(bundle: Path, event: str, deployment_id: str, extra_env: Mapping[st
 
 
 def deploy(bundle: Path, deployment_id: str, events: tuple[str, ...] = EVENTS,
-           extra_env: Mapping[str, str] | None = None) -> list[HookRun]:
-    """Run the lifecycle events in order, stopping at the first failure (the agent's rule)."""
+           extra_env: Mapping[str, str] | None = None, stop_from: Path | None = None) -> list[HookRun]:
+    """Run the lifecycle events in order, stopping at the first failure (the agent's rule).
+
+    ``stop_from``: the bundle ApplicationStop runs from, as the agent runs it from the last successful
+    revision (its bytecode already written by that revision's hooks); default ``bundle``."""
     runs = []
     for event in events:
-        run = run_hook(bundle, event, deployment_id, extra_env, python=sys.executable)
+        run = run_hook(stop_from if event == "ApplicationStop" and stop_from else bundle, event, deployment_id,
+                       extra_env, python=sys.executable)
         runs.append(run)
         if run.returncode != 0:
             break

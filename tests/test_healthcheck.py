@@ -75,3 +75,19 @@ def test_a_stopped_container_or_no_healthcheck_is_a_plain_no(docker_client, run_
     cont.stop(timeout=0)
     assert run_now(docker_client, docker_client.api.inspect_container(cont.id)) is False
     assert run_now(docker_client, {"Id": cont.id, "Config": {}}) is False
+
+
+def test_the_waits_of_one_hook_share_a_pass(docker_client, run_container, port, tmp_path):
+    """A compose colour's routes are waited for one after the other; a container whose HEALTHCHECK passed for
+    the first is not checked again for the next (early_checks: one per client)."""
+    from bluegreen_hooks.runtime.healthcheck import early_checks
+
+    cont = _server(run_container, docker_client, port,
+                   ["CMD-SHELL", f"echo run >> /w/runs && wget -q -O /dev/null http://127.0.0.1:{port}/health"])
+    watch = lambda: [docker_client.api.inspect_container(cont.id)]  # noqa: E731
+    for _ in range(2):    # e.g. the api route, then the web route
+        health.wait_healthy(_cfg(tmp_path, port, deadline=20), "blue", watch, lambda _: None, port=port,
+                            check_now=early_checks(docker_client))
+    assert cont.exec_run(["cat", "/w/runs"]).output.decode().split() == ["run"]
+    assert early_checks(docker_client) is early_checks(docker_client)
+    assert _docker_health(docker_client, cont) == "starting"

@@ -169,7 +169,7 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
     failure ``on_failure`` runs, a colour this call started is removed again (``live`` keeps serving) and
     the error is re-raised as it is: the caller says what keeps serving."""
     from bluegreen_hooks.host import health
-    from bluegreen_hooks.runtime.healthcheck import EarlyChecks
+    from bluegreen_hooks.runtime.healthcheck import early_checks
 
     try:
         if restore:
@@ -177,7 +177,7 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
         elif artifact is not None:
             be.start(colour, artifact, deployment_id, live, ctx.say)
         healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say,
-                                     check_now=EarlyChecks(be.client))
+                                     check_now=early_checks(be.client))
         check_ports_owned(ctx.cfg, be, colour)
         if before_switch is not None:
             before_switch()

@@ -30,7 +30,7 @@ from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
 from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, run_compose
 from bluegreen_hooks.runtime.compose_exec import child_env as child_env  # the tests use it from here
-from bluegreen_hooks.runtime.healthcheck import EarlyChecks
+from bluegreen_hooks.runtime.healthcheck import early_checks
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
@@ -276,7 +276,7 @@ class ComposeBackend:
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         for r in self.cfg.extra_routes:
             health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour],
-                                check_now=EarlyChecks(self.client))
+                                check_now=early_checks(self.client))
 
     def watch(self, colour: Colour) -> list[dict[str, Any]]:
         """Fresh inspect data of the containers to wait for (compose/services, default all)."""

@@ -16,7 +16,7 @@ from bluegreen_hooks.model import Colour
 from bluegreen_hooks.runtime import compose_release as rel
 from bluegreen_hooks.runtime.base import Say, guard_not_live
 from bluegreen_hooks.runtime.compose_exec import run_compose
-from bluegreen_hooks.runtime.healthcheck import EarlyChecks
+from bluegreen_hooks.runtime.healthcheck import early_checks
 
 UP_TIMEOUT = 1800.0
 
@@ -83,4 +83,4 @@ def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, sa
         run_compose(argv, {}, release.path, f"compose up of {project} (release {deployment_id})", UP_TIMEOUT)
     for r in cfg.extra_routes:
         health.wait_healthy(cfg, colour, lambda: be.watch(colour), say, port=r.ports[colour],
-                            check_now=EarlyChecks(be.client))
+                            check_now=early_checks(be.client))

@@ -55,6 +55,17 @@ class EarlyChecks:
         return ok
 
 
+_shared: dict[int, tuple[Any, EarlyChecks]] = {}
+
+
+def early_checks(client: Any) -> EarlyChecks:
+    """One EarlyChecks per Docker client, shared by the health waits of one hook (the main route's and
+    each compose route's): a container whose check passed once is not checked again for the next port."""
+    if id(client) not in _shared:
+        _shared[id(client)] = (client, EarlyChecks(client))   # the client is kept: its id is not reused
+    return _shared[id(client)][1]
+
+
 def run_now(client: Any, attrs: dict[str, Any]) -> bool:
     """Run the container's HEALTHCHECK test now; True when it exited 0 within its timeout."""
     hc = (attrs.get("Config") or {}).get("Healthcheck") or {}
