@@ -83,8 +83,8 @@ def main() -> int:
     def lifecycle(i: int, record: bool) -> None:
         nonlocal failures
         b, t0 = bundle(i), time.monotonic()
-        for event in EVENTS:
-            code, secs, out = run_hook(b, event, f"d-{i}")
+        for event in EVENTS:   # ApplicationStop from the previous bundle, as the agent runs it
+            code, secs, out = run_hook(work / f"b{i - 1}" if event == "ApplicationStop" and i else b, event, f"d-{i}")
             if record:
                 per_event[event].append(secs)
             if args.verbose:
