@@ -257,6 +257,10 @@ def test_docker_compose_v1_starts_without_pkg_resources(tmp_path):
     del env["SETUPTOOLS_USE_DISTUTILS"]
     assert "pkg_resources" in imported(env)                                  # what every run cost before
     assert "SETUPTOOLS_USE_DISTUTILS" not in child_env({})                  # only for a compose command
+    from bluegreen_hooks.operator.doctor import check_compose
+
+    level, detail = check_compose()          # doctor runs it as the hooks do, and says so
+    assert level == "ok" and detail.startswith("docker-compose 1.") and "SETUPTOOLS_USE_DISTUTILS=stdlib" in detail
 
 
 def _logging_compose(tmp_path: Path) -> tuple[list[str], Path]:

@@ -93,13 +93,19 @@ def connect_docker(checks: Checks) -> Any | None:
 
 
 def check_compose() -> tuple[str, str]:
+    """The compose command the hooks would use, run with the environment they give it (compose_exec)."""
+    from bluegreen_hooks.runtime.compose_exec import child_env
+
     for argv in (["docker", "compose", "version", "--short"], ["docker-compose", "version", "--short"]):
+        env = child_env({}, argv[0])
         try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if p.returncode == 0:
-            return "ok", f"{' '.join(argv[:-2])} {p.stdout.strip()}"
+            ours = env.get("SETUPTOOLS_USE_DISTUTILS") != os.environ.get("SETUPTOOLS_USE_DISTUTILS")
+            fast = " (runs with SETUPTOOLS_USE_DISTUTILS=stdlib: no pkg_resources at start)" if ours else ""
+            return "ok", f"{' '.join(argv[:-2])} {p.stdout.strip()}{fast}"
     return "warn", "neither `docker compose` nor `docker-compose` works (needed only for apps with a [compose] table)"
 
 
