@@ -39,6 +39,7 @@ if TYPE_CHECKING:   # http.client and subprocess are imported where used: a no-o
 
     from bluegreen_hooks.host.nginx_canary import Split
 
+POLL_AFTER_RELOAD = 0.02   # the longest wait between two probes after a reload (verify, reloaded)
 MARK = "# bluegreen-hooks:"
 _MARK_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green)\b", re.M)
 _PORT_RE = re.compile(r"(?:https?://|server\s+)\[?[A-Za-z0-9.:-]*?\]?:(\d{1,5})\b")
@@ -216,7 +217,10 @@ def verify(cfg: Config, colour: Colour, timeout: float | None = None, path: str 
         return a if a.colour == colour and a.status in cfg.health.statuses else None
 
     deadline = timeout if timeout is not None else cfg.nginx.verify_timeout
-    answer = poll(attempt, deadline, interval=0.02, max_interval=0.25)
+    # After a reload the old workers keep accepting for ~100 ms (nginx's master lets the new workers start
+    # before it shuts the old ones down): a probe costs ~2 ms, so ask every 10-20 ms to see the switch
+    # within 20 ms of it (a doubling backoff saw it ~150 ms after the reload).
+    answer = poll(attempt, deadline, interval=0.01, max_interval=POLL_AFTER_RELOAD)
     if answer is None:
         raise NginxError(f"nginx at {cfg.nginx.public_url}{path} does not answer from {colour} "
                          f"(last: {last[0]})")
@@ -255,8 +259,8 @@ def verify_generation(cfg: Config, colour: Colour, old_workers: list[list[int]],
         ok = a.status in cfg.health.statuses and a.colour in ("", colour)
         return a if ok else None
 
-    answer = poll(attempt, timeout if timeout is not None else cfg.nginx.verify_timeout, interval=0.02,
-                  max_interval=0.25)
+    answer = poll(attempt, timeout if timeout is not None else cfg.nginx.verify_timeout, interval=0.01,
+                  max_interval=POLL_AFTER_RELOAD)
     if answer is None:
         raise NginxError(f"nginx at {cfg.nginx.public_url}{path} did not prove the switch to {colour} "
                          f"(worker generation + HTTP; last: {last[0]})")
@@ -360,7 +364,8 @@ def reloaded(cfg: Config, before: list[list[int]], timeout: float | None = None)
             return False
         return a.status in cfg.health.statuses and (a.colour in COLOURS or not header)
 
-    if not poll(ready, cfg.nginx.verify_timeout if timeout is None else timeout, interval=0.02, max_interval=0.25):
+    if not poll(ready, cfg.nginx.verify_timeout if timeout is None else timeout, interval=0.01,
+                max_interval=POLL_AFTER_RELOAD):
         raise NginxError(f"nginx at {cfg.nginx.public_url} did not answer from the new configuration")
 
 
