@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -552,3 +553,58 @@ def test_deploy_options_build_the_create_deployment_request():
         **base, "deploymentConfigName": "CodeDeployDefault.AllAtOnce", "description": "why",
         "fileExistsBehavior": "OVERWRITE", "ignoreApplicationStopFailures": True,
         "autoRollbackConfiguration": {"enabled": True, "events": ["DEPLOYMENT_FAILURE"]}}
+
+
+def test_a_new_runtime_venv_removes_the_ones_no_hook_used_for_a_day(tmp_path, capsys):
+    """Building a venv for new wheels removes the other venvs no hook used for a day and what dead builds left
+    behind, never one a running hook holds nor one used lately; a hook holds its venv's lock while it runs."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
+    py = bare_python(tmp_path, interpreters()[0], "bare")
+    venvs = tmp_path / "venvs"
+
+    def venv(name: str, days_unused: float) -> Path:
+        (venvs / name / "bin").mkdir(parents=True)
+        (venvs / name / ".bluegreen-ready").write_text("x\n")
+        t = time.time() - days_unused * 86400
+        os.utime(venvs / name / ".bluegreen-ready", (t, t))
+        return venvs / name
+
+    old, held = venv("venv-00000000000000aa", 3), venv("venv-00000000000000bb", 3)
+    recent = venv("venv-00000000000000cc", 0.5)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead_build = venvs / f"venv-00000000000000dd.tmp-{gone.pid}"
+    dead_build.mkdir()
+    holder = subprocess.Popen(   # a hook running on `held`, as hooks/launch leaves it: a shared lock
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT); "
+                               "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); sys.stdin.read()",
+         str(venvs / f".lock-{held.name}")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = {"PATH": f"{py.parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(venvs),
+               "BLUEGREEN_VENV_INSTALLER": "unzip", "DEPLOYMENT_ID": "d-prune"}
+        run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert f"removed {old} (no hook used it for 3 days)" in run.stderr
+    assert not old.exists() and not dead_build.exists() and held.is_dir() and recent.is_dir()
+    new = [p for p in venvs.iterdir() if p.is_dir() and p not in (held, recent)]
+    assert len(new) == 1 and (new[0] / ".bluegreen-ready").is_file(), new
+    # the next hook takes the fast path and holds the new venv's lock (shared) while it runs
+    lock = venvs / f".lock-{new[0].name}"
+    (bundle / "bluegreen_hooks" / "__main__.py").write_text(
+        "import os, sys\n"
+        f"ino = os.stat({str(lock)!r}).st_ino\n"
+        "mine = [ln for ln in open('/proc/locks') if ' FLOCK ' in ln and ' READ ' in ln\n"
+        "        and ln.split()[4] == str(os.getpid()) and ln.split()[5].endswith(f':{ino}')]\n"
+        "print('HELD' if mine else 'NOT HELD')\n")
+    again = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True,
+                           text=True, timeout=60)
+    assert again.stdout.strip() == "HELD", again.stdout + again.stderr
