@@ -71,6 +71,12 @@ def test_validate_service_ends_while_requests_still_drain_and_the_old_colour_sto
     log = (bed.state_dir / f"{bed.app}.retire.log").read_text()
     assert "old nginx workers finished their requests" in log and "blue retired: green serves alone" in log, log
     assert get(bed.url + "/")[1].strip() == "v2"
+    wait_for(lambda: _retire_events(bed) == [("d-2", "succeeded", "blue")], timeout=10,   # an event of d-2
+             what="the retire in the history")
+
+
+def _retire_events(bed) -> list[tuple[str, str, str]]:
+    return [(e["deployment"], e["outcome"], e["target"]) for e in bed.state()["events"] if e["event"] == "Retire"]
 
 
 def test_the_next_deployment_cancels_a_draining_retire_and_still_drains_before_replacing(bed):
@@ -87,6 +93,8 @@ def test_the_next_deployment_cancels_a_draining_retire_and_still_drains_before_r
     assert get(bed.url + "/")[1].strip() == "v3"
     wait_for(lambda: "retiring" not in bed.state(), what="d-3's retire of green to finish")
     assert _status(bed, "green") == ["exited"]
+    wait_for(lambda: _retire_events(bed) == [("d-2", "cancelled", "blue"), ("d-3", "succeeded", "green")],
+             timeout=10, what="the two retires in the history")
 
 
 def test_rollback_while_the_old_colour_drains_switches_back_to_it_at_once(bed):
@@ -182,3 +190,27 @@ def test_rollback_with_retire_background_hands_the_stop_over_too(bed):
     assert load.result.failed == 0, load.result.summary()
     wait_for(lambda: "retiring" not in bed.state(), what="the retire record cleared")
     assert get(bed.url + "/")[1].strip() == "v1"
+
+
+def test_a_retire_that_fails_is_recorded_as_a_failed_event_with_its_cause(tmp_path, monkeypatch):
+    """No Docker for the detached process: it says why in its log (exit 1) and the history holds a failed
+    "Retire" of its deployment with that cause."""
+    import time
+
+    from bluegreen_hooks.host.store import Store
+    from bluegreen_hooks.lifecycle import background
+    from bluegreen_hooks.model import Retiring
+    from testbed.bundle import toml_dumps
+
+    copy = tmp_path / "shop.toml"
+    copy.write_text(toml_dumps({"app": "shop", "colours": {"blue": 18081, "green": 18082},
+                                "container": {"image": "shop:1"}, "deploy": {"state_dir": str(tmp_path)}}))
+    store = Store(tmp_path, "shop")
+    with store.update() as st:
+        st.live = "green"
+        st.retiring = Retiring(colour="blue", live="green", deployment="d-7", since=time.time())
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    assert background.main([str(copy), "d-7"]) == 1
+    [event] = [e for e in store.read().state.events if e["event"] == "Retire"]
+    assert (event["deployment"], event["outcome"], event["target"]) == ("d-7", "failed", "blue")
+    assert "Docker daemon unreachable" in event["cause"]

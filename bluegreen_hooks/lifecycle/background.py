@@ -101,13 +101,14 @@ def take_over(store: Store, say: Callable[[str], None], timeout: float = TAKE_OV
             st.retiring = None
 
 
-def _run(ctx: Context) -> int:
+def _run(ctx: Context) -> tuple[str, Colour | None]:
+    """Drain, stop and prune; returns the outcome ("succeeded" or "cancelled") and the colour retired."""
     from bluegreen_hooks import runtime
 
     r = ctx.store.read().state.retiring
     if r is None or r.deployment != ctx.deployment_id:
         ctx.say(f"nothing to retire for {ctx.deployment_id} (taken over already)")
-        return 0
+        return "cancelled", None
     be = runtime.backend(ctx.cfg)
 
     def still_mine() -> bool:   # under the lock: from "stopping" on, nobody cancels it any more
@@ -126,13 +127,27 @@ def _run(ctx: Context) -> int:
         stopped = False
     if not stopped:
         ctx.say(f"cancelled: {r.colour} keeps running (a deployment or a rollback took over)")
-        return 0
+        return "cancelled", r.colour
     steps.prune(ctx, be)
     with ctx.store.update() as st:
         if st.retiring is not None and st.retiring.deployment == ctx.deployment_id:
             st.retiring = None
     ctx.say(f"{r.colour} retired: {r.live} serves alone")
-    return 0
+    return "succeeded", r.colour
+
+
+def _record(ctx: Context, outcome: str, seconds: float, colour: Colour | None, cause: str | None = None) -> None:
+    """The retire as an event "Retire" of its deployment: in the history, the metrics and EMF (as the hooks
+    record theirs; it sends no notification). Never raises."""
+    from bluegreen_hooks.model import record_event
+    from bluegreen_hooks.observe.report import after_event
+
+    try:
+        with ctx.store.update() as st:
+            record_event(st, ctx.who, ctx.deployment_id, EVENT, outcome, seconds, colour, time.time(), cause)
+    except (HookError, OSError) as exc:
+        ctx.say(f"warning: could not record the retire in the state file: {exc}")
+    after_event(ctx.cfg, ctx.store, ctx.deployment_id, EVENT, outcome, seconds, cause, ctx.say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,14 +159,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def say(msg: str) -> None:   # the hooks' line format; the output is the retire log
         print(f"[{EVENT} +{time.monotonic() - t0:.2f}s] {msg}", flush=True)
+    ctx: Context | None = None
+    colour: Colour | None = None
     try:
         ctx = Context(config.load(Path(path), check_files=False), deployment_id, EVENT, say)
-        return _run(ctx)
+        recorded = ctx.store.read().state.retiring
+        colour = recorded.colour if recorded else None
+        outcome, retired = _run(ctx)
+        _record(ctx, outcome, time.monotonic() - t0, retired or colour)
+        return 0
     except Interrupted:
         say("cancelled before it began")
+        if ctx is not None:
+            _record(ctx, "cancelled", time.monotonic() - t0, colour)
         return 0
     except (HookError, OSError) as exc:
         say(f"ERROR {EVENT}: {exc}")
+        if ctx is not None:
+            _record(ctx, "failed", time.monotonic() - t0, colour, str(exc))
         return 1
 
 

@@ -29,6 +29,8 @@ def kind_of(event: str, outcome: str, ended: Record | None) -> str | None:
     """The notification for this run: None when nothing an operator waits for happened."""
     if event == "Maintenance":
         return f"maintenance_{outcome}"
+    if event == "Retire":    # after its deployment ended: that deployment was notified already
+        return None
     if event == "Rollback":
         return f"rollback_{ended.get('outcome')}" if ended else None
     if ended is not None:
