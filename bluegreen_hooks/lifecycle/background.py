@@ -101,14 +101,13 @@ def take_over(store: Store, say: Callable[[str], None], timeout: float = TAKE_OV
             st.retiring = None
 
 
-def _run(ctx: Context) -> tuple[str, Colour | None]:
-    """Drain, stop and prune; returns the outcome ("succeeded" or "cancelled") and the colour retired."""
+def _run(ctx: Context, r: Retiring | None) -> str:
+    """Drain, stop and prune the colour ``r`` records; returns the outcome ("succeeded" or "cancelled")."""
     from bluegreen_hooks import runtime
 
-    r = ctx.store.read().state.retiring
     if r is None or r.deployment != ctx.deployment_id:
         ctx.say(f"nothing to retire for {ctx.deployment_id} (taken over already)")
-        return "cancelled", None
+        return "cancelled"
     be = runtime.backend(ctx.cfg)
 
     def still_mine() -> bool:   # under the lock: from "stopping" on, nobody cancels it any more
@@ -127,13 +126,13 @@ def _run(ctx: Context) -> tuple[str, Colour | None]:
         stopped = False
     if not stopped:
         ctx.say(f"cancelled: {r.colour} keeps running (a deployment or a rollback took over)")
-        return "cancelled", r.colour
+        return "cancelled"
     steps.prune(ctx, be)
     with ctx.store.update() as st:
         if st.retiring is not None and st.retiring.deployment == ctx.deployment_id:
             st.retiring = None
     ctx.say(f"{r.colour} retired: {r.live} serves alone")
-    return "succeeded", r.colour
+    return "succeeded"
 
 
 def _record(ctx: Context, outcome: str, seconds: float, colour: Colour | None, cause: str | None = None) -> None:
@@ -163,10 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     colour: Colour | None = None
     try:
         ctx = Context(config.load(Path(path), check_files=False), deployment_id, EVENT, say)
-        recorded = ctx.store.read().state.retiring
-        colour = recorded.colour if recorded else None
-        outcome, retired = _run(ctx)
-        _record(ctx, outcome, time.monotonic() - t0, retired or colour)
+        r = ctx.store.read().state.retiring
+        colour = r.colour if r is not None else None
+        _record(ctx, _run(ctx, r), time.monotonic() - t0, colour)
         return 0
     except Interrupted:
         say("cancelled before it began")

@@ -147,9 +147,3 @@ class Parallel:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-
-
-def run_parallel(jobs: Sequence[tuple[Sequence[str], Mapping[str, str], Path]], timeout: float
-                 ) -> list[subprocess.CompletedProcess]:
-    """Run (argv, variables, cwd) jobs at the same time; return their results in order (never raises on exit)."""
-    return Parallel(jobs, timeout).results()
