@@ -199,3 +199,23 @@ def decide(state: State, world: World, deployment_id: str, event: str, who: Who,
         ip.from_colour = st.live if st.live != target else st.previous
     return Decision(st.live, target, ip.from_colour if ip else None, takeover=takeover, repair=repair,
                     resumed=resumed, notes=notes, state=st, canary=canary[1] if canary else None)
+
+
+def early_target(state: State, deployment_id: str, include_colour: Colour | None, served: Colour | None,
+                 split: bool) -> Colour | None:
+    """The colour ApplicationStart of ``deployment_id`` may start before it observes what runs (a compose
+    app's ``up`` then overlaps connecting to Docker and the claim), or None.
+
+    Only when nothing can have moved since BeforeInstall chose it: this deployment's BeforeInstall finished
+    and still holds the app, nothing else is in flight (no background retire, no canary), its target is not
+    the recorded live colour, and the nginx include names (and nginx serves) the recorded live colour, or
+    no colour when none is live. ``decide()`` then runs as always, with the target left out of what runs."""
+    ip = state.in_progress
+    if (ip is None or ip.id != deployment_id or ip.event != "BeforeInstall" or not ip.event_done
+            or ip.stage != "BeforeInstall" or ip.target is None or ip.canary is not None):
+        return None
+    if state.retiring is not None or split or ip.target == state.live:
+        return None
+    if include_colour != state.live or served not in (None, include_colour):
+        return None
+    return ip.target

@@ -5,11 +5,17 @@ checks that no compose network (``<project>_default``) is ever created.
 """
 from __future__ import annotations
 
+import io
 import os
+import socket
 import subprocess
 import sys
 
-from testbed.bundle import deploy, run_hook
+from bluegreen_hooks.errors import HookError
+from bluegreen_hooks.host.wait import poll
+from bluegreen_hooks.lifecycle import steps
+from bluegreen_hooks.lifecycle.runner import run_event
+from testbed.bundle import deploy, hook_env, run_hook
 from testbed.compose import ONE_FILE
 from testbed.load import Load
 from tests.helpers import get, ok
@@ -34,10 +40,13 @@ def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_reque
     assert f"set $service_url http://127.0.0.1:{stack.ports['web'][0]};" in inc
     assert f"set $api_url http://127.0.0.1:{stack.ports['api'][0]};" in inc
     with Load(stack.url + "/", threads=3) as web_load, Load(stack.url + "/api/", threads=2) as api_load:
-        ok(deploy(stack.per_colour_bundle("v2"), "d-c2"))
+        runs = ok(deploy(stack.per_colour_bundle("v2"), "d-c2"))
         assert stack.state()["live"] == "green"
         assert stack.services("green") == ["api", "web", "worker"] and stack.services("blue") == []
-        ok(deploy(stack.per_colour_bundle("v3"), "d-c3"))
+        runs += ok(deploy(stack.per_colour_bundle("v3"), "d-c3"))
+    for start in (r.output for r in runs if r.event == "ApplicationStart"):   # `up` overlaps the Docker connect
+        early, claimed = start.find("while Docker is connected"), start.find("is in progress (stage BeforeInstall)")
+        assert 0 <= early < claimed, start
     for load, versions in ((web_load, ["v1", "v2", "v3"]), (api_load, ["api-v1", "api-v2", "api-v3"])):
         r = load.result
         assert r.failed == 0, r.summary()
@@ -179,3 +188,50 @@ def test_migrating_from_deploy_sh_takes_over_the_running_stack(stack):
     assert r.failed == 0 and r.versions_in_order == ["v1", "v2"], r.summary()
     assert stack.services("blue") == [] and stack.services("green") == ["api", "web", "worker"]
     assert stack.state()["live"] == "green" and get(stack.url + "/api/")[1].strip() == "api-v2"
+
+
+def test_a_listener_on_the_target_port_after_before_install_means_no_early_start(stack):
+    """Something listens on green's web port between BeforeInstall and ApplicationStart: the stack is not started
+    before Docker is connected; ApplicationStart refuses with the port named, nothing of green runs, blue serves."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-e1"))
+    before = (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")))
+    b2 = stack.per_colour_bundle("v2")
+    ok(deploy(b2, "d-e2", events=("ApplicationStop", "BeforeInstall")))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.ports["web"][1]))
+        squatter.listen(8)
+        run = failed_at(deploy(b2, "d-e2", events=("ApplicationStart",)), "ApplicationStart")
+    assert "while Docker is connected" not in run.output, run.output
+    assert run.last_line.startswith(f"ERROR ApplicationStart: green port 127.0.0.1:{stack.ports['web'][1]} is "
+                                    f"already in use"), run.output
+    assert stack.project("green") == []
+    assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue"))) == before
+    assert get(stack.url + "/")[1].strip() == "v1"
+
+
+def test_an_early_start_is_ended_and_removed_when_the_claim_fails(stack, monkeypatch):
+    """ApplicationStart started green's `up` before connecting to Docker, then its claim fails: the start is
+    ended, green's containers are removed, blue serves untouched; the next deployment goes through."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-f1"))
+    before = (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")))
+    b2 = stack.per_colour_bundle("v2")
+    ok(deploy(b2, "d-f2", events=("ApplicationStop", "BeforeInstall")))
+
+    def claim_fails(ctx, be, starting=None):
+        assert starting == "green"
+        assert poll(lambda: stack.project("green"), 60), "the early `up` created no container"
+        raise HookError("injected: the state could not be read")
+
+    monkeypatch.setattr(steps, "take", claim_fails)
+    out = io.StringIO()
+    assert run_event("ApplicationStart", b2, hook_env("d-f2"), out) == 1
+    text = out.getvalue()
+    assert "while Docker is connected" in text and "its early start is ended and removed" in text, text
+    assert text.rstrip().endswith("ERROR ApplicationStart: injected: the state could not be read"), text
+    assert [c.name for c in stack.project("green") if c.status == "running"] == []
+    assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue"))) == before
+    assert get(stack.url + "/")[1].strip() == "v1"
+    monkeypatch.undo()
+    ok(deploy(stack.per_colour_bundle("v3"), "d-f3"))
+    assert stack.state()["live"] == "green" and get(stack.url + "/")[1].strip() == "v3"
+

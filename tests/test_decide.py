@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from bluegreen_hooks.decide import World, claim, decide, reconcile
+from bluegreen_hooks.decide import World, claim, decide, early_target, reconcile
 from bluegreen_hooks.host import procfs
 from bluegreen_hooks.host.store import Store, me
-from bluegreen_hooks.model import InProgress, Running, State
+from bluegreen_hooks.model import Canary, InProgress, Retiring, Running, State
 
 ALIVE = procfs.process_alive
 
@@ -149,3 +149,41 @@ def test_decide_keeps_the_target_of_a_deployment_in_progress_and_refuses_a_busy_
     assert d.target == "green" and "keeps target green" in d.resumed
     busy = _decide(State("shop", in_progress=_ip()), World(None, None, {"blue": None, "green": None}), "d-2")
     assert busy.busy and busy.state is None
+
+
+def _after_before_install(live=None, target="green", **ip):
+    """The state BeforeInstall of d-2 leaves: its claim, event done, target chosen."""
+    fields = {"stage": "BeforeInstall", "event": "BeforeInstall", "event_done": True, **ip}
+    return State("shop", live=live, in_progress=InProgress("d-2", target, 1.0, **fields))
+
+
+@pytest.mark.parametrize("case, state, include, served, split, expected", [
+    ("as BeforeInstall left it", _after_before_install("blue"), "blue", "blue", False, "green"),
+    ("nginx answers without a colour header", _after_before_install("blue"), "blue", None, False, "green"),
+    ("first deployment: nothing live, no include", _after_before_install(None, "blue"), None, None, False, "blue"),
+    ("the include names another colour", _after_before_install("blue"), "green", "green", False, None),
+    ("nginx serves another colour (an interrupted switch)", _after_before_install("blue"), "blue", "green", False,
+     None),
+    ("the include splits (a canary)", _after_before_install("blue"), None, None, True, None),
+    ("the target is the live colour", _after_before_install("green"), "green", "green", False, None),
+    ("another deployment holds the app", _after_before_install("blue"), "blue", "blue", False, "other"),
+    ("BeforeInstall still runs", _after_before_install("blue", event_done=False), "blue", "blue", False, None),
+    ("ApplicationStart ran before", _after_before_install("blue", stage="switched"), "blue", "blue", False, None),
+    ("a canary is recorded", _after_before_install("blue", canary=Canary("blue", "green", 10)), "blue", "blue",
+     False, None),
+])
+def test_application_start_starts_early_only_when_nothing_moved_since_before_install(case, state, include, served,
+                                                                                     split, expected):
+    """decide.early_target: a compose app's ``up`` may start before Docker is observed only when BeforeInstall's
+    choice must still hold; anything that could have moved sends ApplicationStart the usual way."""
+    deployment = "d-2"
+    if expected == "other":   # the claim belongs to another deployment
+        deployment, expected = "d-3", None
+    assert early_target(state, deployment, include, served, split) == expected, case
+
+
+def test_no_early_start_while_a_background_retire_is_recorded():
+    st = _after_before_install("blue")
+    assert early_target(st, "d-2", "blue", "blue", False) == "green"
+    st.retiring = Retiring(colour="green", live="blue", deployment="d-1", since=1.0)
+    assert early_target(st, "d-2", "blue", "blue", False) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from bluegreen_hooks.decide import Decision
 from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxError, ValidationFailed, as_hook_error
 from bluegreen_hooks.host import include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
@@ -42,16 +43,12 @@ def before_install(ctx: Context) -> None:
     check = (ctx.deployment_id, (other(live),) if live else COLOURS)
     be = runtime.backend(cfg, check=check)
     ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
+    try:   # nginx is checked while compose still renders; be.check() collects the renders
+        _check_nginx(ctx)
+    except BaseException:
+        be.cancel_check()
+        raise
     be.check(ctx.say, *check)
-    nginx.check_running(cfg)
-    if not cfg.nginx.include.exists():
-        if not cfg.nginx.include.parent.is_dir():
-            raise NginxError(f"nginx/include: folder {cfg.nginx.include.parent} does not exist")
-        nginx.write_include(cfg, "")
-        ctx.say(f"created an empty {cfg.nginx.include} (first deployment)")
-    nginx.test_config(cfg)
-    ctx.say("nginx is running and its config test passes")
-    steps.check_nginx_config(ctx)
     maintenance.guard(cfg, ctx.store, ctx.say)
     from bluegreen_hooks.lifecycle import background
 
@@ -79,13 +76,25 @@ def before_install(ctx: Context) -> None:
     ctx.finish("BeforeInstall")
 
 
-def application_start(ctx: Context) -> None:
-    from bluegreen_hooks import runtime
+def _check_nginx(ctx: Context) -> None:
+    """nginx runs, its config passes ``nginx -t`` (with our include, created empty the first time) and its
+    server block includes the include and proxies through its variable."""
+    cfg = ctx.cfg
+    nginx.check_running(cfg)
+    if not cfg.nginx.include.exists():
+        if not cfg.nginx.include.parent.is_dir():
+            raise NginxError(f"nginx/include: folder {cfg.nginx.include.parent} does not exist")
+        nginx.write_include(cfg, "")
+        ctx.say(f"created an empty {cfg.nginx.include} (first deployment)")
+    nginx.test_config(cfg)
+    ctx.say("nginx is running and its config test passes")
+    steps.check_nginx_config(ctx)
 
+
+def application_start(ctx: Context) -> None:
     cfg, dep = ctx.cfg, ctx.deployment_id
-    be = runtime.backend(cfg)
     maintenance.guard(cfg, ctx.store, ctx.say)
-    d = steps.take(ctx, be)
+    be, d, started = _claim_start(ctx)
     ip = d.state.in_progress if d.state else None
     if d.done or ip is None:
         ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
@@ -97,7 +106,7 @@ def application_start(ctx: Context) -> None:
         return
     if d.target == d.live:
         raise HookError(f"target colour {d.target} is live; refusing to replace it (run `bluegreen-hooks status`)")
-    if not be.running().get(d.target):   # our own container of the target colour may hold it: start() replaces it
+    if not started and not be.running().get(d.target):   # our own container of the target may hold it
         steps.check_target_ports(cfg, d.target)
     t_image = time.monotonic()
     try:
@@ -134,6 +143,38 @@ def application_start(ctx: Context) -> None:
         with ctx.store.update() as st:
             finish_event(st, dep, "switched", time.time(), timings=timings)
     ctx.say(f"{d.target} is live for {dep}; {d.live or 'no colour'} keeps running until ValidateService")
+
+
+def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:
+    """Connect to Docker and take the deployment; True when the target's start is already under way.
+
+    A compose app's target starts first when BeforeInstall's choice still holds (steps.claim_early): its
+    ``up`` overlaps importing the SDK and the claim. Should the claim decide otherwise, that start is ended
+    and its containers are removed before anything else happens."""
+    from bluegreen_hooks import runtime
+
+    cfg = ctx.cfg
+    early = steps.claim_early(ctx) if cfg.compose is not None and not cfg.compose.pull else None
+    be = runtime.backend(cfg, start=(early, ctx.deployment_id, ctx.say) if early else None)
+    try:
+        d = steps.take(ctx, be, starting=early)
+    except BaseException:
+        if early:
+            _undo_early(ctx, be, early, None)
+        raise
+    ip = d.state.in_progress if d.state else None
+    if early and not (ip and not d.done and not d.repair and ip.stage == "BeforeInstall" and d.target == early
+                      and d.live != early):
+        _undo_early(ctx, be, early, d.live)
+        early = None
+    return be, d, early is not None
+
+
+def _undo_early(ctx: Context, be: Backend, colour: Colour, live: Colour | None) -> None:
+    be.cancel_check()
+    if colour != live:
+        ctx.say(f"the claim did not confirm {colour} as the target: its early start is ended and removed")
+        be.remove_colour(colour, live, ctx.say, grace=0)
 
 
 def _record_release(ctx: Context, be: Backend, target: Colour) -> None:
@@ -181,7 +222,7 @@ def validate_service(ctx: Context) -> None:
     from bluegreen_hooks import runtime
 
     cfg, dep = ctx.cfg, ctx.deployment_id
-    be = runtime.backend(cfg)
+    be = runtime.deferred(cfg)   # Docker only for tasks, a switch back or a retire here
     if ctx.store.read().state.completed(dep):
         ctx.say(f"deployment {dep} is already validated and live: nothing to do")
         return
@@ -200,7 +241,7 @@ def validate_service(ctx: Context) -> None:
     ctx.finish("validated", timings={**ip.timings, **tasks.timings})
     handed_over = False
     if old and old != target:
-        if cfg.retire == "background" and be.running().get(old):
+        if cfg.retire == "background":   # it stops nothing when the old colour no longer runs
             from bluegreen_hooks.lifecycle import background
 
             handed_over = background.hand_over(ctx, old, target, ip.old_workers)

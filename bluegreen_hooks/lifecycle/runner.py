@@ -99,6 +99,9 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
             return 0
         from bluegreen_hooks.host import instance
         from bluegreen_hooks.lifecycle.events import HANDLERS
+        from bluegreen_hooks.startup import imports_done
+
+        imports_done()
         # a state dir another user could write is refused before anything runs (and nothing is recorded there)
         Store(cfg.state_dir, cfg.app).check()
         instance.record(cfg.state_dir, environ, d, event)   # which instance this is (status says it)

@@ -47,24 +47,28 @@ class Context:
             finish_event(st, self.deployment_id, stage, time.time(), **extra)
 
 
-def gather(cfg: Config, be: Backend | None, state_problem: str | None = None) -> World:
+def gather(cfg: Config, be: Backend | None, state_problem: str | None = None,
+           starting: Colour | None = None) -> World:
     """What ``decide()`` needs from the world: the include's colour, what nginx answers, what runs.
 
-    ``be=None`` (Docker unreachable, dry runs only) observes nothing running."""
+    ``be=None`` (Docker unreachable, dry runs only) observes nothing running; ``starting`` (a colour this
+    event started before it observed, ``claim_early``) is observed as not running, as it was then."""
     from bluegreen_hooks.host.nginx_canary import include_split
 
     text = nginx.read_include(cfg)
     include = nginx.include_colour(cfg, text)
     split = include_split(cfg, text)
     running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
+    if starting is not None:
+        running[starting] = None
     # only probe nginx when the include names a colour: then an interrupted switch is possible
     served = nginx.served_colour(cfg) if include and split is None else None
     return World(include, served, running, state_problem, split[0] if split else None)
 
 
-def take(ctx: Context, be: Backend) -> Decision:
+def take(ctx: Context, be: Backend, starting: Colour | None = None) -> Decision:
     """Claim the app for this deployment: observe, then decide and commit under the lock (briefly)."""
-    world = gather(ctx.cfg, be)
+    world = gather(ctx.cfg, be, starting=starting)
     with ctx.store.locked():
         read = ctx.store.read()
         world = World(world.include_colour, world.served, world.running, read.describe(), world.canary_old)
@@ -84,6 +88,35 @@ def take(ctx: Context, be: Backend) -> Decision:
     elif d.repair and d.state is not None:
         _repair_include(ctx, d.repair, d.state, world)
     return d
+
+
+def claim_early(ctx: Context) -> Colour | None:
+    """ApplicationStart: the target BeforeInstall chose, claimed for this event before Docker is connected, when
+    ``decide.early_target`` allows it and nothing answers on the target's ports; else None (nothing changed).
+    The caller may start it at once and must then ``take(..., starting=target)``."""
+    from bluegreen_hooks.decide import claim, early_target
+    from bluegreen_hooks.host import ports
+    from bluegreen_hooks.host.nginx_canary import include_split
+
+    cfg = ctx.cfg
+    text = nginx.read_include(cfg)
+    include, split = nginx.include_colour(cfg, text), include_split(cfg, text) is not None
+    served = nginx.served_colour(cfg) if include and not split else None
+    with ctx.store.locked():
+        read = ctx.store.read()
+        st = read.state
+        target = None if read.describe() else early_target(st, ctx.deployment_id, include, served, split)
+        if target is None:
+            return None
+        keys = [cfg.port(target)] + [r.ports[target] for r in cfg.extra_routes]
+        if any(ports.answers(cfg.host, port) for port in keys):   # take() and the usual checks say what
+            return None
+        busy, _ = claim(st, ctx.deployment_id, ctx.event, target, ctx.who, time.time(), cfg.stale_after,
+                        procfs.process_alive, ctx.group)
+        if busy:
+            return None
+        ctx.store.write(st)
+    return target
 
 
 def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 if TYPE_CHECKING:
     from bluegreen_hooks.config import Config
@@ -10,12 +10,14 @@ if TYPE_CHECKING:
     from bluegreen_hooks.runtime.base import Backend
 
 
-def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[Colour]] | None = None) -> Backend:
+def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[Colour]] | None = None,
+            start: tuple[Colour, str, Callable[[str], None]] | None = None) -> Backend:
     """The backend the config asks for, connected to Docker (``client`` reuses a connection).
 
     ``check`` = (deployment id, colours) is BeforeInstall's: a compose app starts rendering those colours'
     files before Docker is connected (importing the SDK and a ping), so that both overlap; ``Backend.check``
-    collects them."""
+    collects them. ``start`` = (colour, deployment id, say) is ApplicationStart's (steps.claim_early): a
+    compose app starts that colour's ``up`` before Docker is connected; ``Backend.start`` collects it."""
     from bluegreen_hooks.runtime.base import connect
 
     if cfg.compose is not None:   # a [compose] table: each colour is a compose project
@@ -23,6 +25,8 @@ def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[C
         be = ComposeBackend(cfg, client)
         if check is not None:
             be.start_check(*check)
+        if start is not None:
+            be.start_early(*start)
         try:
             be.client = client if client is not None else connect()
         except BaseException:
@@ -32,3 +36,22 @@ def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[C
     client = client if client is not None else connect()
     from bluegreen_hooks.runtime.docker import SdkBackend
     return SdkBackend(cfg, client)
+
+
+class _OnFirstUse:
+    """A backend that connects to Docker when it is first used (see ``deferred``)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._cfg = cfg
+        self._backend: Backend | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._backend is None:
+            self._backend = backend(self._cfg)
+        return getattr(self._backend, name)
+
+
+def deferred(cfg: Config) -> Backend:
+    """``backend(cfg)``, connected only when something uses it. A ValidateService that validates through nginx
+    and hands the old colour to the background retire never does: it saves importing the SDK (~0.2 s)."""
+    return cast("Backend", _OnFirstUse(cfg))

@@ -32,6 +32,10 @@ class Backend(Protocol):
     def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
         """BeforeInstall: refuse bad input (e.g. the compose files of ``colours``) before anything changes."""
 
+    def cancel_check(self) -> None:
+        """End what was started before Docker was connected and is no longer needed (compose: renders, an
+        early ``up``): the hook fails first."""
+
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Build or pull; return the artifact ``start`` runs (an image tag, or a compose release)."""
 
@@ -82,8 +86,11 @@ def guard_not_live(colour: Colour, live: Colour | None, what: str) -> None:
 
 def connect(timeout: int = DOCKER_TIMEOUT) -> Any:
     """A DockerClient from the environment (DOCKER_HOST …), checked with a ping."""
+    from bluegreen_hooks.startup import importing
+
     try:
-        import docker
+        with importing():
+            import docker
     except ImportError as exc:  # pragma: no cover - the launcher installs it
         raise DockerUnavailable(f"the docker Python package is missing ({exc}); "
                                 f"install bluegreen-hooks' dependencies") from exc

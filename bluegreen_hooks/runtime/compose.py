@@ -5,8 +5,9 @@ colour (``files = { blue = ..., green = ... }``) or one file whose colour-specif
 variables we set for every compose command (``variables()``: BLUEGREEN_COLOUR, BLUEGREEN_PORT, one
 BLUEGREEN_PORT_<SERVICE> per routed service, ...).
 
-``docker compose`` (v2) is used when ``docker compose version`` works, else ``docker-compose`` (v1),
-always as argv lists. The argv builders are pure (``up_argv`` …) and tested on their exact output.
+``docker compose`` (v2) is used when ``docker compose version`` works, else ``docker-compose`` (v1)
+(compose_exec.detect), always as argv lists. The argv builders are pure (``up_argv`` …) and tested on
+their exact output.
 Containers and their health are read through the docker SDK by the compose labels
 ``com.docker.compose.project`` / ``com.docker.compose.service``, never by parsing ``ps`` output.
 
@@ -16,59 +17,29 @@ parse, the services named in the config exist and a compose command is there.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, ContainerStartError, HealthCheckFailed
 from bluegreen_hooks.host import health
 from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
-from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, run_compose
-from bluegreen_hooks.runtime.compose_exec import child_env as child_env  # the tests use it from here
+from bluegreen_hooks.runtime.compose_exec import V1 as V1  # V1, V2, child_env: the tests use them from here
+from bluegreen_hooks.runtime.compose_exec import V2 as V2
+from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, detect, run_compose
+from bluegreen_hooks.runtime.compose_exec import child_env as child_env
 from bluegreen_hooks.runtime.healthcheck import early_checks
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 LABEL_ONEOFF = "com.docker.compose.oneoff"
-V2: tuple[str, ...] = ("docker", "compose")
-V1: tuple[str, ...] = ("docker-compose",)
 CHECK_TIMEOUT = 60.0
 UP_TIMEOUT = 1800.0
 DOWN_TIMEOUT = 300.0
-
-
-# ------------------------------------------------------------------------------------ the compose command
-
-_detected: dict[str, tuple[str, ...]] = {}
-
-
-def detect(run: Callable[..., Any] = subprocess.run, which: Callable[[str], str | None] = shutil.which,
-           use_cache: bool = True) -> tuple[str, ...]:
-    """``("docker", "compose")`` when ``docker compose version`` works, else ``("docker-compose",)``."""
-    if use_cache and "cmd" in _detected:
-        return _detected["cmd"]
-    cmd: tuple[str, ...] | None = None
-    if which("docker"):
-        try:
-            proc = run([*V2, "version"], capture_output=True, text=True, timeout=CHECK_TIMEOUT,
-                       stdin=subprocess.DEVNULL)
-            if proc.returncode == 0:
-                cmd = V2
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    if cmd is None and which("docker-compose"):
-        cmd = V1
-    if cmd is None:
-        raise ComposeUnavailable("compose: neither `docker compose` (v2 plugin) nor `docker-compose` (v1) works on "
-                                 "this host; install one (e.g. apt-get install docker-compose) or set compose/command")
-    if use_cache:
-        _detected["cmd"] = cmd
-    return cmd
 
 
 # --------------------------------------------------------------------------------- pure: variables and argv
@@ -134,6 +105,7 @@ class ComposeBackend:
         self.cfg, self.client, self.cc = cfg, client, cfg.compose
         self._command = tuple(command) if command else (tuple(self.cc.command) if self.cc.command else None)
         self._rendering: tuple[tuple[Colour, ...], str | None, Parallel] | None = None
+        self._starting: tuple[Colour, str, Parallel, float] | None = None   # start_early's `up`
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -183,9 +155,20 @@ class ComposeBackend:
                                                                            CHECK_TIMEOUT))
 
     def cancel_check(self) -> None:
-        if self._rendering is not None:
-            self._rendering[2].kill()
-            self._rendering = None
+        """End what ``start_check`` / ``start_early`` started (the hook failed before it needed it)."""
+        for pending in (self._rendering, self._starting):
+            if pending is not None:
+                pending[2].kill()
+        self._rendering = self._starting = None
+
+    def start_early(self, colour: Colour, deployment_id: str, say: Say) -> None:
+        """ApplicationStart: start ``up`` of ``colour`` now, before Docker is connected (steps.claim_early chose
+        it); ``start`` collects it. The SDK's import and the claim then overlap compose's own start."""
+        say(f"starting {project_name(self.cfg, colour)} from {self._rel(colour)} while Docker is connected: "
+            f"{' '.join(self.command)} up -d --remove-orphans" + (" --build" if self.cc.build else ""))
+        job = (up_argv(self.command, self.cfg, colour), variables(self.cfg, colour, deployment_id),
+               self.cc.files[colour].parent)
+        self._starting = (colour, deployment_id, Parallel([job], UP_TIMEOUT), time.monotonic())
 
     def _render_jobs(self, deployment_id: str | None, colours: Sequence[Colour]) -> list:
         # `config` renders each colour's file with its variables, validating it as `config -q` does (bad
@@ -262,17 +245,26 @@ class ComposeBackend:
         """
         guard_not_live(colour, live, "replace")
         project = project_name(self.cfg, colour)
-        if self.cc.pull:
+        early, self._starting = self._starting, None
+        if early is not None and early[:2] == (colour, deployment_id):
+            t0, proc = early[3], early[2].results()[0]
+            if proc.returncode != 0:
+                raise ContainerStartError(f"compose up of {project} failed: "
+                                          f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+        else:
+            if early is not None:
+                early[2].kill()
+            if self.cc.pull:
+                t0 = time.monotonic()
+                self._run(pull_argv(self.command, self.cfg, colour), colour, f"compose pull of {project}",
+                          UP_TIMEOUT, deployment_id)
+                say(f"pulled the images of {project} in {time.monotonic() - t0:.1f}s")
             t0 = time.monotonic()
-            self._run(pull_argv(self.command, self.cfg, colour), colour, f"compose pull of {project}", UP_TIMEOUT,
+            say(f"starting {project} from {self._rel(colour)}: {' '.join(self.command)} up -d --remove-orphans"
+                + (" --build" if self.cc.build else ""))
+            self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
                       deployment_id)
-            say(f"pulled the images of {project} in {time.monotonic() - t0:.1f}s")
-        t0 = time.monotonic()
-        say(f"starting {project} from {self._rel(colour)}: {' '.join(self.command)} up -d --remove-orphans"
-            + (" --build" if self.cc.build else ""))
-        self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
-                  deployment_id)
-        names = [c.labels.get(LABEL_SERVICE, c.name) for c in self.containers(colour)]
+        names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in self._listed(colour)]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         for r in self.cfg.extra_routes:
             health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour],
@@ -339,14 +331,25 @@ class ComposeBackend:
             rel.stop(conts, grace)
         return len(conts)
 
+    def _listed(self, colour: Colour, running: bool = False) -> list[dict[str, Any]]:
+        """The project's containers as the list call has them (labels, state; no inspect), ordered as
+        ``containers``; ``running``: the running ones only."""
+        filters: dict[str, Any] = {"label": [f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"]}
+        if running:
+            filters["status"] = "running"
+        listed = [c for c in self.client.api.containers(all=not running, filters=filters)
+                  if (c.get("Labels") or {}).get(LABEL_ONEOFF, "False") != "True"]
+        return sorted(listed, key=lambda c: ((c.get("Labels") or {}).get(LABEL_SERVICE, ""),
+                                             (c.get("Names") or [""])[0].lstrip("/")))
+
     def running(self) -> RunningMap:
         """For each colour: its project when some container of it runs, else None."""
         out: RunningMap = {c: None for c in COLOURS}
         for colour in COLOURS:
-            up = [c for c in self.containers(colour) if c.status == "running"]
+            up = self._listed(colour, running=True)
             if up:
-                out[colour] = Running(up[0].labels.get(LABEL_DEPLOYMENT), None, project_name(self.cfg, colour),
-                                      up[0].short_id)
+                out[colour] = Running((up[0].get("Labels") or {}).get(LABEL_DEPLOYMENT), None,
+                                      project_name(self.cfg, colour), up[0]["Id"][:12])
         return out
 
     def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:

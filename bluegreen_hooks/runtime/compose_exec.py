@@ -1,5 +1,6 @@
-"""Running compose commands: one at a time or several at once, always as argv lists (never a shell),
-with our variables and without the bundle on PYTHONPATH; errors name the command and its last lines."""
+"""Running compose commands: which one (``detect``: v2 or v1), one at a time or several at once, always as
+argv lists (never a shell), with our variables and without the bundle on PYTHONPATH; errors name the
+command and its last lines."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Callable
 
 from bluegreen_hooks.errors import ContainerStartError, DockerUnavailable
 
@@ -18,6 +20,38 @@ _NOISE = ("DEPRECATED: The legacy builder", "Install the buildx component", "htt
 
 class ComposeUnavailable(DockerUnavailable):
     """Neither ``docker compose`` nor ``docker-compose`` can be run on this host."""
+
+
+# ------------------------------------------------------------------------------------ the compose command
+
+V2: tuple[str, ...] = ("docker", "compose")
+V1: tuple[str, ...] = ("docker-compose",)
+VERSION_TIMEOUT = 60.0
+_detected: dict[str, tuple[str, ...]] = {}
+
+
+def detect(run: Callable[..., Any] = subprocess.run, which: Callable[[str], str | None] = shutil.which,
+           use_cache: bool = True) -> tuple[str, ...]:
+    """``("docker", "compose")`` when ``docker compose version`` works, else ``("docker-compose",)``."""
+    if use_cache and "cmd" in _detected:
+        return _detected["cmd"]
+    cmd: tuple[str, ...] | None = None
+    if which("docker"):
+        try:
+            proc = run([*V2, "version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT,
+                       stdin=subprocess.DEVNULL)
+            if proc.returncode == 0:
+                cmd = V2
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if cmd is None and which("docker-compose"):
+        cmd = V1
+    if cmd is None:
+        raise ComposeUnavailable("compose: neither `docker compose` (v2 plugin) nor `docker-compose` (v1) works on "
+                                 "this host; install one (e.g. apt-get install docker-compose) or set compose/command")
+    if use_cache:
+        _detected["cmd"] = cmd
+    return cmd
 
 
 def child_env(variables: Mapping[str, str], command: str | None = None) -> dict[str, str]:

@@ -236,6 +236,9 @@ class SdkBackend:
     def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
         """Nothing to check beyond the config (validated when loaded)."""
 
+    def cancel_check(self) -> None:
+        """Nothing starts before Docker is connected here."""
+
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Build or pull; return the artifact to start (here: the image tag)."""
         return ensure_image(self.client, self.cfg, deployment_id, say)
