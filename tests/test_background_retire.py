@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -58,7 +59,11 @@ def _first_two(bed):
 def test_validate_service_ends_while_requests_still_drain_and_the_old_colour_stops_after_them(bed):
     b2, slow = _first_two(bed)
     with Load(bed.url + "/", threads=2) as load:
-        runs = ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
+        ok(deploy(b2, "d-2", events=("ApplicationStart",)))
+        # ValidateService validates through nginx and hands over: it never imports the docker SDK
+        runs = ok(deploy(b2, "d-2", events=("ValidateService",), extra_env={"PYTHONPROFILEIMPORTTIME": "1"}))
+        imported = re.findall(r"^import time: .*\| +([\w.]+)$", runs[-1].output, re.M)
+        assert "bluegreen_hooks.lifecycle.events" in imported and "docker" not in imported, runs[-1].output[-3000:]
         # the deployment is over while the old colour still answers its requests
         assert slow.running() > 0 and _status(bed, "blue") == ["running"]
         st = bed.state()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bluegreen_hooks"
 MAX_MODULE_LINES = 400
@@ -126,6 +128,22 @@ def test_the_no_op_hook_imports_neither_docker_nor_boto3_nor_tenacity(tmp_path):
     assert "bluegreen_hooks.cli" in imported, proc.stderr[-2000:]
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert not heavy, f"the no-op hook imported {heavy}"
+
+
+@pytest.mark.parametrize("paused, frozen", [(True, True), (False, False)])
+def test_a_hook_process_freezes_its_imports_and_collects_again(paused, frozen):
+    """hooks/launch pauses the collector; once the hook's modules (and the docker SDK) are imported they are
+    frozen and collection is on again. A process that did not pause it (tests, the CLI) is left as it is."""
+    code = (f"import gc\nif {paused}: gc.disable()\n"
+            "from bluegreen_hooks import startup\nstartup.imports_done()\nassert gc.isenabled()\n"
+            "first = gc.get_freeze_count()\n"
+            "with startup.importing():\n    assert gc.isenabled() is not {paused}\n    import json\n"
+            "assert gc.isenabled()\nprint(first > 0, gc.get_freeze_count() >= first)\n").replace("{paused}",
+                                                                                               str(paused))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(frozen), "True"]
 
 
 def _functions(tree: ast.AST):
