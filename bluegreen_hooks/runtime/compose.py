@@ -264,7 +264,7 @@ class ComposeBackend:
                 + (" --build" if self.cc.build else ""))
             self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
                       deployment_id)
-        names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in self._listed(colour)]
+        names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in self.listed(colour)]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         for r in self.cfg.extra_routes:
             health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour],
@@ -331,7 +331,7 @@ class ComposeBackend:
             rel.stop(conts, grace)
         return len(conts)
 
-    def _listed(self, colour: Colour, running: bool = False) -> list[dict[str, Any]]:
+    def listed(self, colour: Colour, running: bool = False) -> list[dict[str, Any]]:
         """The project's containers as the list call has them (labels, state; no inspect), ordered as
         ``containers``; ``running``: the running ones only."""
         filters: dict[str, Any] = {"label": [f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"]}
@@ -346,7 +346,7 @@ class ComposeBackend:
         """For each colour: its project when some container of it runs, else None."""
         out: RunningMap = {c: None for c in COLOURS}
         for colour in COLOURS:
-            up = self._listed(colour, running=True)
+            up = self.listed(colour, running=True)
             if up:
                 out[colour] = Running((up[0].get("Labels") or {}).get(LABEL_DEPLOYMENT), None,
                                       project_name(self.cfg, colour), up[0]["Id"][:12])

@@ -159,16 +159,18 @@ def remove(client: Any, project: str, conts: Sequence[Any], grace: float, volume
                 vol.remove(force=True)
 
 
-def tag_images(client: Any, app: str, deployment: str, conts: Sequence[Any]) -> dict[str, dict[str, str]]:
-    """Tag each service's image ``bluegreen-<app>-<service>:<deployment>``; return {service: {tag, id}}."""
+def tag_images(client: Any, app: str, deployment: str, listed: Sequence[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Tag each service's image ``bluegreen-<app>-<service>:<deployment>``; return {service: {tag, id}}.
+
+    ``listed``: the project's containers as the list call returns them (their labels and image id)."""
     out: dict[str, dict[str, str]] = {}
-    for c in conts:
-        svc = c.labels.get(LABEL_SERVICE)
-        image_id = c.attrs.get("Image")
+    for c in listed:
+        svc = (c.get("Labels") or {}).get(LABEL_SERVICE)
+        image_id = c.get("ImageID")
         if not svc or not image_id or svc in out:
             continue
         repo = tag_name(app, svc)
-        client.images.get(image_id).tag(repo, deployment)
+        client.api.tag(image_id, repo, deployment)
         out[svc] = {"tag": f"{repo}:{deployment}", "id": image_id}
     return out
 

@@ -34,11 +34,11 @@ def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, A
     """Tag the running stack's images for this release and save the release; return {service: {tag, id}}."""
     cfg = be.cfg
     project = cfg.compose.project_name(cfg.app, colour)
-    conts = be.containers(colour)
+    conts = be.listed(colour)
     images = rel.tag_images(be.client, cfg.app, deployment_id, conts)
     text, built = rel.pin_images(be.rendered(colour, deployment_id), {s: i["tag"] for s, i in images.items()})
     meta = {"colour": colour, "backend": "compose", "project": project, "images": images,
-            "built_names": _built_names(project, built), "containers": sorted(c.id for c in conts)}
+            "built_names": _built_names(project, built), "containers": sorted(c["Id"] for c in conts)}
     releases.save(cfg.state_dir, cfg.app, deployment_id,
                   {"compose.yml": text, "bluegreen.toml": cfg.path.read_text(encoding="utf-8")}, meta)
     say(f"release {deployment_id} recorded: " + ", ".join(f"{s} {i['id'][7:19]}" for s, i in sorted(images.items())))
