@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -303,7 +304,7 @@ def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, caps
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sum("installing the bundle's runtime" in o for o in outs) == 1, outs
-    made = [p.name for p in venvs.iterdir() if p.is_dir()]
+    made = [p.name for p in venvs.iterdir() if p.is_dir() and not p.name.startswith("pkg-")]
     assert len(made) == 1 and made[0].startswith("venv-"), made
     vpy = venvs / made[0] / "bin" / "python"
     check = subprocess.run([str(vpy), "-c",
@@ -329,7 +330,7 @@ def test_launcher_without_pip_unpacks_the_hash_checked_wheels(tmp_path, capsys, 
            "BLUEGREEN_VENV_INSTALLER": "unzip", "DEPLOYMENT_ID": "d-unzip"}
     run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
-    [venv] = [p for p in (tmp_path / "venvs").iterdir() if p.is_dir()]
+    [venv] = [p for p in (tmp_path / "venvs").iterdir() if p.is_dir() and p.name.startswith("venv-")]
     assert not list(venv.glob("lib/python*/site-packages/pip"))
     old_python = subprocess.run([base, "-c", "import sys; print(sys.version_info < (3, 11))"], capture_output=True,
                                 text=True).stdout.strip()
@@ -373,7 +374,54 @@ def test_launcher_without_wheels_uses_the_current_python(tmp_path, capsys):
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs")}
     run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert not (tmp_path / "venvs").exists()
+    assert [p.name[:4] for p in (tmp_path / "venvs").iterdir() if p.is_dir()] == ["pkg-"]   # no venv built
+
+
+def _hook_imports(bundle: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ApplicationStop; the folders bluegreen_hooks' compiled modules were loaded from (python -v)."""
+    run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env={**env, "PYTHONVERBOSE": "1"}, cwd="/",
+                         capture_output=True, text=True, timeout=120)
+    found = re.findall(r"^# code object from '?(.*)/bluegreen_hooks/(?:__pycache__/cli\.cpython-\d+\.pyc|cli\.py)'?$",
+                       run.stderr, re.M)
+    return run, set(found)
+
+
+def test_launcher_runs_one_compiled_copy_of_the_package_for_every_bundle_that_ships_it(tmp_path, capsys):
+    """Two bundles with the same bluegreen_hooks: the first hook copies and compiles the package once under the
+    venv root, every hook of either bundle imports it from there, and the bundles stay untouched; a changed
+    package gets its own copy; a root others may write is not used (the bundle's own copy runs)."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"), "--no-wheels")
+    assert rc == 0, err
+    first, second = (unpack(tmp_path / "b.zip", tmp_path / name) for name in ("one", "two"))
+    venvs = tmp_path / "venvs"
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(venvs),
+           "DEPLOYMENT_ID": "d-pkg"}
+    homes = set()
+    for bundle in (first, second, first):
+        run, found = _hook_imports(bundle, env)
+        assert run.returncode == 0 and "nothing to stop" in run.stdout, run.stdout + run.stderr[-2000:]
+        homes |= found
+    [home] = [p for p in venvs.iterdir() if p.is_dir()]
+    assert home.name.startswith("pkg-") and homes == {str(home)}, homes
+    assert (home / "bluegreen_hooks" / "lifecycle" / "__pycache__").is_dir()   # compiled when copied
+    assert not list(first.rglob("__pycache__")) and not list(second.rglob("__pycache__"))
+    assert oct(home.stat().st_mode & 0o777) == "0o755" and oct((home / "bluegreen_hooks" / "cli.py").stat().st_mode
+                                                               & 0o777) == "0o644"
+    # a bundle whose package differs gets a copy of its own
+    (second / "bluegreen_hooks" / "names.py").write_text((second / "bluegreen_hooks" / "names.py").read_text()
+                                                        + "\n# changed\n")
+    run, found = _hook_imports(second, env)
+    assert run.returncode == 0 and len(found) == 1 and found != {str(home)}, run.stderr[-2000:]
+    assert len([p for p in venvs.iterdir() if p.name.startswith("pkg-") and p.is_dir()]) == 2
+    # a root others could write to is never used: the bundle's own package runs
+    open_root = tmp_path / "open"
+    open_root.mkdir(mode=0o777)
+    open_root.chmod(0o777)
+    run, found = _hook_imports(first, {**env, "BLUEGREEN_VENV_ROOT": str(open_root)})
+    assert run.returncode == 0 and found == {str(first)}, run.stderr[-2000:]
+    assert list(open_root.iterdir()) == []
 
 
 @pytest.mark.integration
@@ -595,7 +643,7 @@ def test_a_new_runtime_venv_removes_the_ones_no_hook_used_for_a_day(tmp_path, ca
         holder.wait(10)
     assert f"removed {old} (no hook used it for 3 days)" in run.stderr
     assert not old.exists() and not dead_build.exists() and held.is_dir() and recent.is_dir()
-    new = [p for p in venvs.iterdir() if p.is_dir() and p not in (held, recent)]
+    new = [p for p in venvs.iterdir() if p.is_dir() and p not in (held, recent) and p.name.startswith("venv-")]
     assert len(new) == 1 and (new[0] / ".bluegreen-ready").is_file(), new
     # the next hook takes the fast path and holds the new venv's lock (shared) while it runs
     lock = venvs / f".lock-{new[0].name}"
