@@ -169,6 +169,20 @@ def test_detect_prefers_v2_then_v1_then_fails_with_one_line():
         compose.detect(runner(1), {"docker": "/usr/bin/docker"}.get, use_cache=False)
 
 
+def test_the_command_found_in_the_background_is_the_one_detect_finds(monkeypatch):
+    """detect_soon() (the hooks start it first) runs the detection once in a thread; detect() waits for it."""
+    from bluegreen_hooks.runtime import compose_exec
+
+    monkeypatch.setattr(compose_exec, "_detected", {})
+    monkeypatch.setattr(compose_exec, "_detecting", [])
+    compose_exec.detect_soon()
+    compose_exec.detect_soon()
+    assert len(compose_exec._detecting) == 1
+    found = compose.detect()
+    assert not compose_exec._detecting[0].is_alive() and compose_exec._detected["cmd"] == found
+    assert found == compose.detect(use_cache=False) and found in (compose.V1, compose.V2)
+
+
 # ------------------------------------------------------------------------------------------ nginx include
 
 def test_single_service_include_is_unchanged(bundle):

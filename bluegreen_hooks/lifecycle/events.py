@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import Decision
 from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxError, ValidationFailed, as_hook_error
 from bluegreen_hooks.host import include_guard, nginx
@@ -35,6 +36,7 @@ def before_install(ctx: Context) -> None:
     from bluegreen_hooks import runtime
 
     cfg = ctx.cfg
+    _detect_compose_soon(cfg)
     ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
     include_guard.check(cfg)    # before anything changes: the include must be a file we may replace
     # compose renders only the colour this deployment will start (the one not live): each `config` costs
@@ -74,6 +76,14 @@ def before_install(ctx: Context) -> None:
         ctx.say(canary.check_plan(cfg))
         canary.check_logging(cfg)
     ctx.finish("BeforeInstall")
+
+
+def _detect_compose_soon(cfg: Config) -> None:
+    """A compose app whose config does not name the compose command: find it while the hook does other things."""
+    if cfg.compose is not None and not cfg.compose.command:
+        from bluegreen_hooks.runtime.compose_exec import detect_soon
+
+        detect_soon()
 
 
 def _check_nginx(ctx: Context) -> None:
@@ -154,6 +164,7 @@ def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:
     from bluegreen_hooks import runtime
 
     cfg = ctx.cfg
+    _detect_compose_soon(cfg)
     early = steps.claim_early(ctx) if cfg.compose is not None and not cfg.compose.pull else None
     be = runtime.backend(cfg, start=(early, ctx.deployment_id, ctx.say) if early else None)
     try:

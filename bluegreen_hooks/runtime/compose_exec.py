@@ -3,10 +3,12 @@ argv lists (never a shell), with our variables and without the bundle on PYTHONP
 command and its last lines."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,13 +30,31 @@ V2: tuple[str, ...] = ("docker", "compose")
 V1: tuple[str, ...] = ("docker-compose",)
 VERSION_TIMEOUT = 60.0
 _detected: dict[str, tuple[str, ...]] = {}
+_detecting: list[threading.Thread] = []
+
+
+def detect_soon() -> None:
+    """Start ``detect`` in a thread now (``docker compose version`` takes ~20 ms): the hook looks at nginx and
+    the state meanwhile. ``detect`` waits for it; a failure is raised there, where the command is needed."""
+    if "cmd" in _detected or _detecting:
+        return
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            _detected["cmd"] = detect(use_cache=False)
+
+    _detecting.append(threading.Thread(target=run, daemon=True))
+    _detecting[0].start()
 
 
 def detect(run: Callable[..., Any] = subprocess.run, which: Callable[[str], str | None] = shutil.which,
            use_cache: bool = True) -> tuple[str, ...]:
     """``("docker", "compose")`` when ``docker compose version`` works, else ``("docker-compose",)``."""
-    if use_cache and "cmd" in _detected:
-        return _detected["cmd"]
+    if use_cache:
+        for started in _detecting:
+            started.join()
+        if "cmd" in _detected:
+            return _detected["cmd"]
     cmd: tuple[str, ...] | None = None
     if which("docker"):
         try:
