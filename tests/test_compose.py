@@ -226,7 +226,8 @@ def test_an_early_start_is_ended_and_removed_when_the_claim_fails(stack, monkeyp
     out = io.StringIO()
     assert run_event("ApplicationStart", b2, hook_env("d-f2"), out) == 1
     text = out.getvalue()
-    assert "while Docker is connected" in text and "its early start is ended and removed" in text, text
+    assert "while Docker is connected" in text, text
+    assert "the claim failed: the early start of green is ended and its containers removed" in text, text
     assert text.rstrip().endswith("ERROR ApplicationStart: injected: the state could not be read"), text
     assert [c.name for c in stack.project("green") if c.status == "running"] == []
     assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue"))) == before

@@ -179,7 +179,10 @@ def test_second_deployment_is_refused_while_one_is_in_progress(bed, tmp_path):
     assert proc.returncode != 0 and "SIGTERM" in out.splitlines()[-1], out
     st = bed.state()
     assert (st["live"], st["in_progress"]) == ("blue", None)
-    assert [c.labels["bluegreen.colour"] for c in bed.containers()] == ["blue"]
+    # SIGTERM may come while v2's image builds: the daemon ends that build (and removes its intermediate
+    # container, labelled with the app only) on its own, right after
+    wait_for(lambda: [c.labels.get("bluegreen.colour", "a build step") for c in bed.containers()] == ["blue"],
+             timeout=60, what="only blue's container left")
 
 
 def test_requests_in_flight_at_the_switch_complete(bed):

@@ -171,21 +171,26 @@ def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:
         d = steps.take(ctx, be, starting=early)
     except BaseException:
         if early:
-            _undo_early(ctx, be, early, None)
+            _undo_early(ctx, be, early, None, "the claim failed")
         raise
     ip = d.state.in_progress if d.state else None
     if early and not (ip and not d.done and not d.repair and ip.stage == "BeforeInstall" and d.target == early
                       and d.live != early):
-        _undo_early(ctx, be, early, d.live)
+        _undo_early(ctx, be, early, d.live, f"the claim did not confirm {early} as the target")
         early = None
     return be, d, early is not None
 
 
-def _undo_early(ctx: Context, be: Backend, colour: Colour, live: Colour | None) -> None:
+def _undo_early(ctx: Context, be: Backend, colour: Colour, live: Colour | None, why: str) -> None:
+    """End the early ``up`` of ``colour`` and remove what it started (never the live colour)."""
     be.cancel_check()
-    if colour != live:
-        ctx.say(f"the claim did not confirm {colour} as the target: its early start is ended and removed")
+    if colour == live:
+        return
+    ctx.say(f"{why}: the early start of {colour} is ended and its containers removed")
+    try:
         be.remove_colour(colour, live, ctx.say, grace=0)
+    except Exception as exc:   # the error that ends the hook is the claim's; the next BeforeInstall removes them
+        ctx.say(f"warning: could not remove {colour}: {exc}")
 
 
 def _record_release(ctx: Context, be: Backend, target: Colour) -> None:
