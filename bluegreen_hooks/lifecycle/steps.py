@@ -61,8 +61,9 @@ def gather(cfg: Config, be: Backend | None, state_problem: str | None = None,
     running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
     if starting is not None:
         running[starting] = None
-    # only probe nginx when the include names a colour: then an interrupted switch is possible
-    served = nginx.served_colour(cfg) if include and split is None else None
+    # only probe nginx when the include names a colour: then an interrupted switch is possible; not again
+    # right after claim_early probed it under this event's claim (no switch can have happened since)
+    served = nginx.served_colour(cfg) if include and split is None and starting is None else None
     return World(include, served, running, state_problem, split[0] if split else None)
 
 
