@@ -328,7 +328,7 @@ def test_a_render_started_for_before_install_ends_when_docker_is_unreachable(bun
     cfg = load(bundle, {**raw(**TWO_ROUTED, command=[str(hang)]), "deploy": {"state_dir": str(tmp_path / "state")}})
     be = runtime.backend(cfg, client=object(), check=("d-1", ("blue", "green")))
     assert len(running()) == 2                                          # the two renders, started
-    be.cancel_check()
+    be.cancel_pending()
     assert running() == []
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(DockerUnavailable):

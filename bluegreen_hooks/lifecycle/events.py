@@ -48,7 +48,7 @@ def before_install(ctx: Context) -> None:
     try:   # nginx is checked while compose still renders; be.check() collects the renders
         _check_nginx(ctx)
     except BaseException:
-        be.cancel_check()
+        be.cancel_pending()
         raise
     be.check(ctx.say, *check)
     maintenance.guard(cfg, ctx.store, ctx.say)
@@ -183,7 +183,7 @@ def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:
 
 def _undo_early(ctx: Context, be: Backend, colour: Colour, live: Colour | None, why: str) -> None:
     """End the early ``up`` of ``colour`` and remove what it started (never the live colour)."""
-    be.cancel_check()
+    be.cancel_pending()
     if colour == live:
         return
     ctx.say(f"{why}: the early start of {colour} is ended and its containers removed")

@@ -53,18 +53,25 @@ def gather(cfg: Config, be: Backend | None, state_problem: str | None = None,
 
     ``be=None`` (Docker unreachable, dry runs only) observes nothing running; ``starting`` (a colour this
     event started before it observed, ``claim_early``) is observed as not running, as it was then."""
+    running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
+    if starting is not None:
+        running[starting] = None
+    # not probed again right after claim_early probed it under this event's claim (no switch since)
+    include, split, served = observe_nginx(cfg, probe=starting is None)
+    return World(include, served, running, state_problem, split[0] if split else None)
+
+
+def observe_nginx(cfg: Config, probe: bool = True) -> tuple[Colour | None, tuple[Colour, Colour, int] | None,
+                                                           Colour | None]:
+    """(the include's colour, its canary split (old, new, share) or None, the colour nginx answers from).
+    nginx is probed only when the include names a colour (then an interrupted switch is possible)."""
     from bluegreen_hooks.host.nginx_canary import include_split
 
     text = nginx.read_include(cfg)
     include = nginx.include_colour(cfg, text)
     split = include_split(cfg, text)
-    running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
-    if starting is not None:
-        running[starting] = None
-    # only probe nginx when the include names a colour: then an interrupted switch is possible; not again
-    # right after claim_early probed it under this event's claim (no switch can have happened since)
-    served = nginx.served_colour(cfg) if include and split is None and starting is None else None
-    return World(include, served, running, state_problem, split[0] if split else None)
+    served = nginx.served_colour(cfg) if probe and include and split is None else None
+    return include, split, served
 
 
 def take(ctx: Context, be: Backend, starting: Colour | None = None) -> Decision:
@@ -97,16 +104,14 @@ def claim_early(ctx: Context) -> Colour | None:
     The caller may start it at once and must then ``take(..., starting=target)``."""
     from bluegreen_hooks.decide import claim, early_target
     from bluegreen_hooks.host import ports
-    from bluegreen_hooks.host.nginx_canary import include_split
 
     cfg = ctx.cfg
-    text = nginx.read_include(cfg)
-    include, split = nginx.include_colour(cfg, text), include_split(cfg, text) is not None
-    served = nginx.served_colour(cfg) if include and not split else None
+    include, split, served = observe_nginx(cfg)
     with ctx.store.locked():
         read = ctx.store.read()
         st = read.state
-        target = None if read.describe() else early_target(st, ctx.deployment_id, include, served, split)
+        target = None if read.describe() else early_target(st, ctx.deployment_id, include, served,
+                                                             split is not None)
         if target is None:
             return None
         keys = [cfg.port(target)] + [r.ports[target] for r in cfg.extra_routes]

@@ -30,7 +30,7 @@ def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[C
         try:
             be.client = client if client is not None else connect()
         except BaseException:
-            be.cancel_check()
+            be.cancel_pending()
             raise
         return be
     client = client if client is not None else connect()

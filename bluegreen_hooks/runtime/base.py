@@ -32,7 +32,7 @@ class Backend(Protocol):
     def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
         """BeforeInstall: refuse bad input (e.g. the compose files of ``colours``) before anything changes."""
 
-    def cancel_check(self) -> None:
+    def cancel_pending(self) -> None:
         """End what was started before Docker was connected and is no longer needed (compose: renders, an
         early ``up``): the hook fails first."""
 

@@ -30,7 +30,7 @@ from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
 from bluegreen_hooks.runtime.compose_exec import V1 as V1  # V1, V2, child_env: the tests use them from here
 from bluegreen_hooks.runtime.compose_exec import V2 as V2
-from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, detect, run_compose
+from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, check_exit, detect, run_compose
 from bluegreen_hooks.runtime.compose_exec import child_env as child_env
 from bluegreen_hooks.runtime.healthcheck import early_checks
 
@@ -120,6 +120,10 @@ class ComposeBackend:
         except ValueError:
             return str(f)
 
+    def _up_line(self, colour: Colour, when: str = "") -> str:
+        return (f"starting {project_name(self.cfg, colour)} from {self._rel(colour)}{when}: {' '.join(self.command)} "
+                f"up -d --remove-orphans" + (" --build" if self.cc.build else ""))
+
     def _key(self, colour: Colour) -> str:
         return "compose/file" if self.cc.single else f"compose/files/{colour}"
 
@@ -154,7 +158,7 @@ class ComposeBackend:
                 self._rendering = (tuple(colours), deployment_id, Parallel(self._render_jobs(deployment_id, colours),
                                                                            CHECK_TIMEOUT))
 
-    def cancel_check(self) -> None:
+    def cancel_pending(self) -> None:
         """End what ``start_check`` / ``start_early`` started (the hook failed before it needed it)."""
         for pending in (self._rendering, self._starting):
             if pending is not None:
@@ -164,8 +168,7 @@ class ComposeBackend:
     def start_early(self, colour: Colour, deployment_id: str, say: Say) -> None:
         """ApplicationStart: start ``up`` of ``colour`` now, before Docker is connected (steps.claim_early chose
         it); ``start`` collects it. The SDK's import and the claim then overlap compose's own start."""
-        say(f"starting {project_name(self.cfg, colour)} from {self._rel(colour)} while Docker is connected: "
-            f"{' '.join(self.command)} up -d --remove-orphans" + (" --build" if self.cc.build else ""))
+        say(self._up_line(colour, " while Docker is connected"))
         job = (up_argv(self.command, self.cfg, colour), variables(self.cfg, colour, deployment_id),
                self.cc.files[colour].parent)
         self._starting = (colour, deployment_id, Parallel([job], UP_TIMEOUT), time.monotonic())
@@ -193,7 +196,7 @@ class ComposeBackend:
         the services."""
         for colour in colours:
             if not self.cc.files[colour].is_file():
-                self.cancel_check()
+                self.cancel_pending()
                 raise ConfigError(f"{self.cfg.path.name}: {self._key(colour)}: compose file {self._rel(colour)!r} "
                                   f"not found next to {self.cfg.path.name}")
         cmd = self.command
@@ -247,10 +250,8 @@ class ComposeBackend:
         project = project_name(self.cfg, colour)
         early, self._starting = self._starting, None
         if early is not None and early[:2] == (colour, deployment_id):
-            t0, proc = early[3], early[2].results()[0]
-            if proc.returncode != 0:
-                raise ContainerStartError(f"compose up of {project} failed: "
-                                          f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+            t0 = early[3]
+            check_exit(early[2].results()[0], f"compose up of {project}")
         else:
             if early is not None:
                 early[2].kill()
@@ -260,8 +261,7 @@ class ComposeBackend:
                           UP_TIMEOUT, deployment_id)
                 say(f"pulled the images of {project} in {time.monotonic() - t0:.1f}s")
             t0 = time.monotonic()
-            say(f"starting {project} from {self._rel(colour)}: {' '.join(self.command)} up -d --remove-orphans"
-                + (" --build" if self.cc.build else ""))
+            say(self._up_line(colour))
             self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
                       deployment_id)
         names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in self.listed(colour)]

@@ -158,7 +158,13 @@ def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: st
                                  f"compose/command)") from exc
     except subprocess.TimeoutExpired as exc:
         raise error(f"{what}: `{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
-    if check and proc.returncode != 0:
+    return check_exit(proc, what, error) if check else proc
+
+
+def check_exit(proc: subprocess.CompletedProcess, what: str, error: type = ContainerStartError
+               ) -> subprocess.CompletedProcess:
+    """``proc`` when it exited 0, else ``error`` naming ``what`` and compose's last telling lines."""
+    if proc.returncode != 0:
         raise error(f"{what} failed: {_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
     return proc
 

@@ -236,7 +236,7 @@ class SdkBackend:
     def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
         """Nothing to check beyond the config (validated when loaded)."""
 
-    def cancel_check(self) -> None:
+    def cancel_pending(self) -> None:
         """Nothing starts before Docker is connected here."""
 
     def prepare(self, deployment_id: str, say: Say) -> str:
