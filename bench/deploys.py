@@ -134,7 +134,7 @@ def scenario(name: str, deploys: int, server: Nginx, work: Path, client) -> dict
     store = json.loads((work / app / "state" / f"{app}.json").read_text())
     timings = [d["timings"] for d in store["deployments"][-deploys:] if d.get("timings")]
     r = load.result
-    for c in client.containers.list(all=True, filters={"label": f"bluegreen.app={app}"}):
+    for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"bluegreen.app={app}"}):
         c.remove(force=True)
     return {
         "scenario": name, "deploys": deploys, "hook_failures": fails,

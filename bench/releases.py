@@ -124,7 +124,7 @@ def docker_rollback(client, server, work: Path) -> tuple[float, float]:
             hooks(make_bundle(work / f"{app}-b{i}", bed_config(app, server, site, ports, state_dir, f"v{i}")), f"d-{i}")
         return rollback(state_dir)
     finally:
-        for c in client.containers.list(all=True, filters={"label": f"bluegreen.app={app}"}):
+        for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"bluegreen.app={app}"}):
             c.remove(force=True)
         server.remove_site(site)
 

@@ -131,7 +131,7 @@ def remove_projects(client, app: str, image_repo: str | None = None) -> None:
     """Remove the containers and volumes of ``<app>-blue``/``<app>-green`` (and the images of ``image_repo``)."""
     for colour in ("blue", "green"):
         label = f"com.docker.compose.project={app}-{colour}"
-        for c in client.containers.list(all=True, filters={"label": label}):
+        for c in client.containers.list(all=True, ignore_removed=True, filters={"label": label}):
             c.remove(force=True)
         for v in client.volumes.list(filters={"label": label}):
             v.remove(force=True)

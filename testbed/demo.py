@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed_hooks or r.failed else 0
     finally:
         if not args.keep:
-            for c in client.containers.list(all=True, filters={"label": f"bluegreen.app={app}"}):
+            for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"bluegreen.app={app}"}):
                 c.remove(force=True)
             server.stop()
             client.close()

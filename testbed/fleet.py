@@ -215,7 +215,7 @@ class Fleet:
     def _stop_host(self, h: Host) -> None:
         if h.daemon is not None and h.daemon.poll() is None:
             with contextlib.suppress(Exception), contextlib.closing(h.client(timeout=30)) as client:
-                for c in client.containers.list(all=True):
+                for c in client.containers.list(all=True, ignore_removed=True):
                     c.remove(force=True)
         if h.nginx is not None:
             with contextlib.suppress(Exception):

@@ -97,7 +97,7 @@ def app_name(request):
     yield name
     if "docker_client" in request.fixturenames:
         client = request.getfixturevalue("docker_client")
-        for c in client.containers.list(all=True, filters={"label": f"bluegreen.app={name}"}):
+        for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"bluegreen.app={name}"}):
             c.remove(force=True)
 
 

@@ -67,7 +67,7 @@ class Bed:
 
     def containers(self, colour=None):
         labels = [f"bluegreen.app={self.app}"] + ([f"bluegreen.colour={colour}"] if colour else [])
-        return self.client.containers.list(all=True, filters={"label": labels})
+        return self.client.containers.list(all=True, ignore_removed=True, filters={"label": labels})
 
     def running_colours(self):
         return sorted(c.labels["bluegreen.colour"] for c in self.containers() if c.status == "running")
@@ -150,7 +150,7 @@ class ComposeStack:
 
     def project(self, colour):
         label = f"com.docker.compose.project={self.app}-{colour}"
-        return self.client.containers.list(all=True, filters={"label": label})
+        return self.client.containers.list(all=True, ignore_removed=True, filters={"label": label})
 
     def services(self, colour):
         return sorted(c.labels["com.docker.compose.service"] for c in self.project(colour) if c.status == "running")

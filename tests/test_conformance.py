@@ -117,7 +117,7 @@ def _served(url: str) -> str:
 
 def _colours(client, app: str) -> dict[str, str]:
     return {c.labels["bluegreen.colour"]: c.id
-            for c in client.containers.list(all=True, filters={"label": f"bluegreen.app={app}"})
+            for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"bluegreen.app={app}"})
             if c.status != "exited"}   # a release stopped after the next one went live is kept for a rollback
 
 

@@ -178,6 +178,58 @@ def test_docker_unreachable_is_one_line_naming_docker(bed, event):
     assert_consistent(bed, "blue", "d-good")
 
 
+def test_a_container_that_goes_while_the_app_is_listed_is_skipped(docker_client, app_name, tmp_path):
+    """The SDK lists, then inspects each container; one can go in between (CI saw an image build's step
+    container, labelled with the app, go while another deployment's BeforeInstall listed the app: a 404
+    named as a disk error). Listing skips such a container, for both backends, and a Docker API error that
+    does reach a hook names Docker, not the disk."""
+    from bluegreen_hooks import config
+    from bluegreen_hooks.lifecycle.runner import os_error
+    from bluegreen_hooks.runtime import docker as sdk
+    from bluegreen_hooks.runtime.compose import ComposeBackend, project_name
+    from testbed.images import ensure_base_image
+
+    for name in ("docker-compose.blue.yml", "docker-compose.green.yml"):
+        (tmp_path / name).write_text("services: {}\n")
+    cfg = config.parse({"app": app_name, "colours": {"blue": free_port(), "green": free_port()},
+                        "compose": {"files": {"blue": "docker-compose.blue.yml",
+                                              "green": "docker-compose.green.yml"}}},
+                       tmp_path / "bluegreen.toml", environ={})
+    compose = ComposeBackend(cfg, docker_client, command=("docker-compose",))
+    labels = {"bluegreen.app": app_name, "com.docker.compose.project": project_name(cfg, "blue")}
+    image = ensure_base_image(docker_client)
+    stop, churned = threading.Event(), []
+
+    def churn():   # containers that exist for a moment, as a build's steps do
+        while not stop.is_set():
+            c = docker_client.containers.create(image, ["true"], labels=labels, network_mode="host")
+            c.remove(force=True)
+            churned.append(c.id)
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(churned) >= 1, what="the first churned container")
+        start, listed = len(churned), 0
+        while len(churned) < start + 40:   # 40 containers come and go while the app is listed
+            assert sdk.running(docker_client, cfg) == {"blue": None, "green": None}
+            assert {c.labels["bluegreen.app"] for c in compose.containers("blue")} <= {app_name}
+            listed += 1
+    finally:
+        stop.set()
+        thread.join(30)
+    assert listed >= 10, f"listed only {listed} times while 40 containers came and went"
+
+    import docker.errors
+    with pytest.raises(docker.errors.NotFound) as gone:
+        docker_client.containers.get(churned[-1])
+    line = str(os_error(gone.value))
+    assert line.startswith("Docker API: 404 Client Error") and "No such container" in line, line
+    assert "free space" not in line and "\n" not in line
+    assert str(os_error(OSError(28, "No space left on device", "/var/lib/x"))).startswith(
+        "/var/lib/x: No space left on device; free space")
+
+
 # ------------------------------------------------------------------------------------- the hook is killed
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])

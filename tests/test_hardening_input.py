@@ -296,7 +296,7 @@ def _bad_values():
 def _docker_objects(client, apps):
     """Containers and images Docker has for any of ``apps`` (labels, names, repositories)."""
     found = []
-    for c in client.containers.list(all=True):
+    for c in client.containers.list(all=True, ignore_removed=True):
         if c.labels.get("bluegreen.app") in apps or any(c.name.startswith(f"{a}-") for a in apps):
             found.append(c.name)
     for img in client.images.list():

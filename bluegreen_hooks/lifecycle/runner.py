@@ -127,7 +127,13 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
 
 
 def os_error(exc: OSError) -> HookError:
-    """An OSError as a one-line HookError naming the file (ENOSPC, EROFS, EACCES…)."""
+    """An OSError as a one-line HookError naming the file (ENOSPC, EROFS, EACCES…).
+
+    The Docker SDK's errors are OSErrors too (through requests), with no errno: those name Docker instead.
+    """
+    if exc.errno is None and type(exc).__module__.partition(".")[0] in ("docker", "requests", "urllib3"):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return HookError(f"Docker API: {first}; retry the deployment (see `journalctl -u docker` if it persists)")
     where = f"{exc.filename}: " if exc.filename else ""
     return HookError(f"{where}{exc.strerror or exc}; free space or fix the folder's permissions, then retry")
 

@@ -234,7 +234,7 @@ class ComposeBackend:
     def containers(self, colour: Colour, services: Sequence[str] | None = None) -> list:
         """The project's containers (not one-off `run` containers), optionally of some services only."""
         label = f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"
-        conts = self.client.containers.list(all=True, filters={"label": [label]})
+        conts = self.client.containers.list(all=True, filters={"label": [label]}, ignore_removed=True)
         conts = [c for c in conts if c.labels.get(LABEL_ONEOFF, "False") != "True"]
         if services:
             conts = [c for c in conts if c.labels.get(LABEL_SERVICE) in services]

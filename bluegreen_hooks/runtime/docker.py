@@ -140,9 +140,13 @@ def remove_build_leftovers(client: Any, log: list[dict[str, Any]]) -> int:
 
 
 def containers(client: Any, cfg: Config, colour: Colour | None = None) -> list[Any]:
-    """All containers of the app (or of one colour), running or not."""
+    """All containers of the app (or of one colour), running or not.
+
+    ``ignore_removed``: the SDK inspects each listed container, and one can go in between (an image build's
+    step container carries the app's label; so does a container another hook removes).
+    """
     labels = [f"{LABEL_APP}={cfg.app}"] + ([f"{LABEL_COLOUR}={colour}"] if colour else [])
-    return client.containers.list(all=True, filters={"label": labels})
+    return client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
 
 
 def running(client: Any, cfg: Config) -> RunningMap:
