@@ -55,9 +55,9 @@ def rollback(state_dir: Path) -> tuple[float, float]:
 
 def disk(client, app: str, repo: str, state_dir: Path) -> tuple[int, int, float]:
     """(images, distinct layers' size in MB is approximated by image sizes, state dir KB)."""
-    imgs = {i.id: i for i in client.images.list()
-            if any(t.startswith((f"bluegreen-{app}", repo)) for t in i.tags)}
-    size = sum(i.attrs.get("Size", 0) for i in imgs.values())
+    imgs = {i["Id"]: i for i in client.api.images()   # the list call: no inspect per image
+            if any(t.startswith((f"bluegreen-{app}", repo)) for t in i.get("RepoTags") or [])}
+    size = sum(i.get("Size", 0) for i in imgs.values())
     state = sum(f.stat().st_size for f in state_dir.rglob("*") if f.is_file())
     return len(imgs), size, state / 1024
 

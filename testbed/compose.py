@@ -141,9 +141,10 @@ def remove_projects(client, app: str, image_repo: str | None = None) -> None:
                 if tag.rsplit(":", 1)[0] == image_repo:   # an identical build of another test shares the image
                     with contextlib.suppress(docker.errors.APIError):
                         client.images.remove(tag)
-    # the per-release tags bluegreen-<app>-<service>:<deployment> belong to this test's app alone
-    for img in client.images.list():
-        for tag in img.tags:
+    # the per-release tags bluegreen-<app>-<service>:<deployment> belong to this test's app alone (the list
+    # call, not images.list(): that inspects every image, seconds on a daemon that keeps thousands)
+    for img in client.api.images(filters={"reference": f"bluegreen-{app}-*"}):
+        for tag in img.get("RepoTags") or []:
             if tag.startswith(f"bluegreen-{app}-"):
                 with contextlib.suppress(docker.errors.NotFound):
                     client.images.remove(tag, force=True)

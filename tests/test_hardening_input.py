@@ -299,8 +299,8 @@ def _docker_objects(client, apps):
     for c in client.containers.list(all=True, ignore_removed=True):
         if c.labels.get("bluegreen.app") in apps or any(c.name.startswith(f"{a}-") for a in apps):
             found.append(c.name)
-    for img in client.images.list():
-        found += [t for t in img.tags if any(t.startswith(f"bluegreen-{a}:") for a in apps)]
+    for img in client.api.images():   # the list call: no inspect per image
+        found += [t for t in img.get("RepoTags") or [] if any(t.startswith(f"bluegreen-{a}:") for a in apps)]
     return found
 
 

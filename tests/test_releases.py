@@ -34,7 +34,8 @@ def _env(cont) -> dict:
 
 def _app_images(client, app):
     """Our per-release tags of ``app`` (compose: bluegreen-<app>-<service>:<deployment>)."""
-    return sorted(t for img in client.images.list() for t in img.tags if t.startswith(f"bluegreen-{app}-"))
+    return sorted(t for img in client.api.images(filters={"reference": f"bluegreen-{app}-*"})
+                  for t in img.get("RepoTags") or [] if t.startswith(f"bluegreen-{app}-"))
 
 
 # ---------------------------------------------------------------------------------------------- compose
