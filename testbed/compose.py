@@ -12,6 +12,7 @@ from pathlib import Path
 
 import docker.errors
 
+from testbed import images
 from testbed.nginx import Site
 
 # nginx server block with two routed services: / -> $service_url (web), /api/ -> $api_url (api)
@@ -141,10 +142,4 @@ def remove_projects(client, app: str, image_repo: str | None = None) -> None:
                 if tag.rsplit(":", 1)[0] == image_repo:   # an identical build of another test shares the image
                     with contextlib.suppress(docker.errors.APIError):
                         client.images.remove(tag)
-    # the per-release tags bluegreen-<app>-<service>:<deployment> belong to this test's app alone (the list
-    # call, not images.list(): that inspects every image, seconds on a daemon that keeps thousands)
-    for img in client.api.images(filters={"reference": f"bluegreen-{app}-*"}):
-        for tag in img.get("RepoTags") or []:
-            if tag.startswith(f"bluegreen-{app}-"):
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.images.remove(tag, force=True)
+    images.remove_app_images(client, app)   # the per-release tags belong to this app alone

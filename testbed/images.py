@@ -4,6 +4,7 @@ Run ``.venv/bin/python -m testbed.images`` to create the base tag by hand (it ne
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -86,3 +87,18 @@ if __name__ == "__main__":
 
     print(ensure_base_image(docker.from_env()))
     sys.exit(0)
+
+
+def remove_app_images(client, app: str) -> None:
+    """The images the app's deployments built or tagged (``bluegreen-<app>:<id>``, compose's per-release
+    ``bluegreen-<app>-<service>:<id>``): left behind, they pile up in the daemon (thousands over a few
+    runs), and listing or building gets slower for everything after. The list call, not ``images.list()``,
+    which inspects every image."""
+    from docker.errors import APIError
+
+    for pattern in (f"bluegreen-{app}", f"bluegreen-{app}-*"):
+        for img in client.api.images(filters={"reference": pattern}):
+            for tag in img.get("RepoTags") or []:
+                if tag.startswith((f"bluegreen-{app}:", f"bluegreen-{app}-")):
+                    with contextlib.suppress(APIError):   # gone meanwhile
+                        client.api.remove_image(tag, force=True)

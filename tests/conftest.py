@@ -99,21 +99,7 @@ def app_name(request):
         client = request.getfixturevalue("docker_client")
         for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"bluegreen.app={name}"}):
             c.remove(force=True)
-        remove_app_images(client, name)
-
-
-def remove_app_images(client, app: str) -> None:
-    """The images the app's deployments built or tagged (``bluegreen-<app>:<id>``, compose's per-release
-    ``bluegreen-<app>-<service>:<id>``): left behind, they pile up in the daemon (thousands over a few
-    runs), and listing or building gets slower for every later test."""
-    from docker.errors import APIError
-
-    for pattern in (f"bluegreen-{app}", f"bluegreen-{app}-*"):
-        for img in client.api.images(filters={"reference": pattern}):
-            for tag in img.get("RepoTags") or []:
-                if tag.startswith((f"bluegreen-{app}:", f"bluegreen-{app}-")):
-                    with contextlib.suppress(APIError):   # still used by a container of another test: kept
-                        client.api.remove_image(tag)
+        images.remove_app_images(client, name)
 
 
 @pytest.fixture
