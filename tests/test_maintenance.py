@@ -246,3 +246,36 @@ def test_operators_bypass_the_page_by_header_cookie_or_address(bed, tmp_path):
     assert bed.cli("maintenance", "off") == 0
     assert request(bed.url)[0] == 200
     assert token not in Path(bed.state_dir / f"{bed.app}.json").read_text()
+
+
+# every placeholder name render() ever used, braces alone and doubled, and what str.format would take
+PLACEHOLDER_MESSAGES = ["Back at 10:30 {json} UTC", "{html}{verify}{json}", "{message} {retry_after} {marker} {}",
+                        "{{ }} {{json}} }{ {0} {!r}", "{json}" * 20]
+
+
+@pytest.mark.parametrize("message", PLACEHOLDER_MESSAGES)
+def test_placeholders_in_the_message_never_reach_the_include(message):
+    """Issue 25, finding 8: the page template's placeholders were replaced after the message was in it, so
+    "{json}" in the message took the JSON page's place and broke the include. Now the include holds exactly
+    our two named locations, the message only as the escaped page, and the same marker everywhere."""
+    cfg = config_mod.parse({"app": "shop", "container": {"image": "a:1"}}, Path("/srv/bluegreen.toml"))
+    text, marker = page.render(cfg, "blue", "d-1", message, 120, None)
+    html_page, json_doc = page.pages(message, 120)
+    assert text.count("location @bluegreen_maintenance_html {") == 1
+    assert text.count("location @bluegreen_maintenance_json {") == 1
+    assert page._quoted(html_page) in text and page._quoted(json_doc) in text
+    assert text.count(f'if ($http_x_bluegreen_verify = "{marker}")') == 1
+    assert "{verify}" not in text.replace(page._quoted(html_page), "").replace(page._quoted(json_doc), "")
+
+
+def test_maintenance_on_with_placeholders_and_braces_in_the_message(bed, capsys):
+    """The issue's `maintenance on --message "Back at 10:30 {json} UTC"` (and every other placeholder name and
+    brace form) against real nginx: nginx -t passes, the page carries the message as given, off restores."""
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    include_before = bed.include()
+    for message in PLACEHOLDER_MESSAGES:
+        assert bed.cli("maintenance", "on", "--message", message) == 0, capsys.readouterr()
+        assert_maintenance_page(bed.url, 120, message)
+        assert bed.cli("maintenance", "off") == 0
+        assert bed.include() == include_before
+    assert request(bed.url)[2].strip() == "v1"

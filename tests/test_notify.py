@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.cli import main
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.observe import notify
 from testbed.bundle import deploy, toml_dumps
 from tests.helpers import Bed, ok
 
@@ -21,22 +23,39 @@ TOKEN = "Bearer tok-9f8e7d6c5b4a"
 
 
 class Receiver:
-    """A webhook endpoint on 127.0.0.1: records every POST; ``mode`` "ok" (204), "500" or "hang"."""
+    """A webhook endpoint on 127.0.0.1: records every request; ``mode`` "ok" (204), "500", "hang", "trickle" (a
+    200 answer sent one byte every 0.5 s, for ever) or "302"/"307" (a redirect to ``location``)."""
 
-    def __init__(self, mode: str = "ok") -> None:
-        self.mode, self.posts, self.release = mode, [], threading.Event()
+    def __init__(self, mode: str = "ok", location: str = "") -> None:
+        self.mode, self.posts, self.release, self.location = mode, [], threading.Event(), location
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.posts.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                receiver.posts.append({"path": self.path, "headers": dict(self.headers), "method": self.command,
+                                       "body": json.loads(body) if body else None})
                 if receiver.mode == "hang":
                     receiver.release.wait(30)
+                    return
+                if receiver.mode == "trickle":
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 80:
+                        if receiver.release.wait(0.5):      # paces the bytes; set at close
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    return
+                if receiver.mode in ("302", "307"):
+                    self.send_response(int(receiver.mode))
+                    self.send_header("Location", receiver.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 self.send_response(500 if receiver.mode == "500" else 204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_POST
 
             def log_message(self, *args):
                 pass
@@ -60,8 +79,8 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(mode="ok"):
-        r = Receiver(mode)
+    def make(mode="ok", location=""):
+        r = Receiver(mode, location)
         made.append(r)
         return r
 
@@ -144,13 +163,17 @@ def test_slack_format(bed, receiver, tmp_path, capsys):
     assert "secret-path" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("mode, cause", [("hang", "timed out"), ("500", "HTTP 500")])
-def test_a_hanging_or_failing_webhook_neither_delays_nor_fails_the_deployment(bed, receiver, mode, cause):
-    """The webhook hangs (or answers 500): retried within notify/deadline, then one WARN line and the failure
-    counter; ValidateService ends within the bound and the deployment succeeds."""
+@pytest.mark.parametrize("mode, cause, timeout, deadline", [("hang", "timed out", 0.5, 1.5),
+                                                            ("500", "HTTP 500", 0.5, 1.5),
+                                                            ("trickle", "wall clock", 1, 3)])
+def test_a_hanging_or_failing_webhook_neither_delays_nor_fails_the_deployment(bed, receiver, mode, cause, timeout,
+                                                                              deadline):
+    """The webhook hangs, answers 500 or trickles its answer one byte every 0.5 s (issue 25, finding 2: that
+    kept ValidateService 40 s with timeout=1, deadline=3): retried within notify/deadline, then one WARN line
+    and the failure counter; ValidateService ends within the bound and the deployment succeeds."""
     r = receiver(mode)
     prom = bed.tmp / "metrics" / f"{bed.app}.prom"
-    extra = {"notify": {"webhook": r.url, "timeout": 0.5, "deadline": 1.5},
+    extra = {"notify": {"webhook": r.url, "timeout": timeout, "deadline": deadline},
              "deploy": {"metrics_dir": str(prom.parent), "drain_timeout": 30}}
     runs = ok(deploy(bed.bundle("v1", **extra), "d-one"))
     validate = runs[-1]
@@ -159,8 +182,45 @@ def test_a_hanging_or_failing_webhook_neither_delays_nor_fails_the_deployment(be
     assert cause in warn[0] and "the deployment is not affected" in warn[0], warn
     assert "secret-path" not in validate.output and f"to http://127.0.0.1:{r.server.server_address[1]} " in warn[0]
     seconds = float(re.search(r"attempt\(s\) in ([0-9.]+)s", warn[0]).group(1))
-    assert seconds <= 1.5 + 0.3, warn[0]
+    assert seconds <= deadline + 0.5, warn[0]
     assert len(r.posts) >= 2                      # retried
     assert validate.seconds < 15, validate.seconds
     assert bed.state()["live"] == "blue" and bed.state()["deployments"][-1]["outcome"] == "succeeded"
     assert f'bluegreen_notifications_failed_total{{app="{bed.app}"}} 1.0' in prom.read_text()
+
+
+def _notify_cfg(**notify):
+    return config_mod.parse({"app": "shop", "container": {"image": "a:1"}, "notify": notify},
+                            Path("/srv/bluegreen.toml"))
+
+
+@pytest.mark.parametrize("code", ["302", "307"])
+def test_a_redirecting_webhook_is_not_followed_and_the_secret_stays_home(receiver, monkeypatch, code):
+    """Finding 1 of issue 25: a webhook answering a redirect to another origin. urllib used to follow it, auth
+    header included. Now no redirect is followed (not even to the same origin: a redirect is a delivery failure,
+    not retried); the other origin gets nothing and one WARN line says why, without the secret or the path."""
+    other = receiver()
+    hook = receiver(code, location=other.url.replace("secret-path", "elsewhere"))
+    monkeypatch.setenv("HOOK_TOKEN", TOKEN)
+    lines: list[str] = []
+    assert notify.send(_notify_cfg(webhook=hook.url, auth_env="HOOK_TOKEN"), "maintenance_on", {},
+                       lines.append, sleep=lambda s: None) is False
+    assert len(hook.posts) == 1 and hook.posts[0]["headers"]["Authorization"] == TOKEN
+    assert other.posts == []
+    assert len(lines) == 1 and lines[0].startswith("WARN notification maintenance_on to http://127.0.0.1:"), lines
+    assert f"HTTP {code} redirect to http://127.0.0.1:{other.server.server_address[1]} refused" in lines[0]
+    assert TOKEN not in lines[0] and "secret-path" not in lines[0] and "elsewhere" not in lines[0]
+
+
+def test_a_trickling_webhook_is_cut_at_the_deadline(receiver):
+    """Finding 2 of issue 25: a webhook answering one byte every 0.5 s kept the caller 40 s with timeout=1 and
+    deadline=3 (the socket timeout bounds each read, and every read got its byte). Now each attempt has a
+    wall-clock bound: send() returns within the deadline (+ a small margin) with one WARN line."""
+    r = receiver("trickle")
+    lines: list[str] = []
+    t0 = time.monotonic()
+    assert notify.send(_notify_cfg(webhook=r.url, timeout=1, deadline=3), "maintenance_on", {}, lines.append) is False
+    took = time.monotonic() - t0
+    assert took < 3 + 1.5, (took, lines)
+    assert len(lines) == 1 and "wall clock" in lines[0] and "not delivered" in lines[0], lines
+    assert len(r.posts) >= 2                      # cut, then retried within the deadline

@@ -50,6 +50,7 @@ from bluegreen_hooks.config.reader import (
 )
 from bluegreen_hooks.config.tasks import parse_tasks
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host import files
 from bluegreen_hooks.model import COLOURS
 from bluegreen_hooks.names import APP, APP_WHAT, IMAGE_WHAT, is_image
 
@@ -270,7 +271,7 @@ def load(path: Path | str, environ: Mapping[str, str] | None = None, check_files
     """Read and validate the TOML file at ``path``."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(files.read_text(path, "the deploy config", 4 << 20))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no deploy config here (expected {CONFIG_NAME} at the bundle root)") from None
     except (OSError, UnicodeDecodeError) as exc:

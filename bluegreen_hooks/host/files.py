@@ -1,10 +1,19 @@
-"""The one way this package replaces a file: temp file in the same folder, fsync, rename."""
+"""The one way this package replaces a file (temp file in the same folder, fsync, rename), and the one way it
+opens a path a config value names (its type checked first, never blocking on a FIFO)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from bluegreen_hooks.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bluegreen_hooks.config import Config
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int | None = None, fsync_dir: bool = False) -> None:
@@ -40,3 +49,105 @@ def write_atomic(path: Path, data: str | bytes, mode: int | None = None, fsync_d
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+# --------------------------------------------------------------------------- paths named by the config
+# Every file or folder the package opens that a config value names (nginx/include and nginx/pid_file,
+# deploy/metrics_dir, deploy/emf, notify/webhook_file and auth_file, maintenance/bypass_token_file, the
+# state directory) goes through these: its type is checked before it is opened, and files are opened with
+# O_NONBLOCK (a FIFO there would block open() or read() for ever) and checked again on the descriptor.
+
+_TYPES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISREG, "a regular file"))
+Kind = Literal["file", "folder"]
+
+
+def _type_name(mode: int) -> str:
+    return next((name for test, name in _TYPES if test(mode)), "not a file")
+
+
+def wrong_type(path: Path, key: str, mode: int, kind: Kind = "file") -> ConfigError:
+    """The one-line error for a config path of the wrong type, naming the key and the path."""
+    want = "a regular file" if kind == "file" else "a folder"
+    return ConfigError(f"{key}: {path} is {_type_name(mode)}, not {want}; refusing to open it")
+
+
+def check_type(path: Path, key: str, kind: Kind = "file", follow: bool = True) -> os.stat_result | None:
+    """The ``stat`` of ``path`` (``lstat`` when not ``follow``) when it is a ``kind``; None when it is absent;
+    ConfigError naming ``key`` when it is anything else (a FIFO, a device, a socket, a folder for a file...)."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot use {path}: {exc.strerror}") from exc
+    ok = stat.S_ISREG(st.st_mode) if kind == "file" else stat.S_ISDIR(st.st_mode)
+    if not ok:
+        raise wrong_type(path, key, st.st_mode, kind)
+    return st
+
+
+def open_file(path: Path, key: str, flags: int = os.O_RDONLY, mode: int = 0o644, follow: bool = True) -> int:
+    """An fd of the regular file ``path``, opened with ``flags`` plus O_NONBLOCK and O_CLOEXEC (and O_NOFOLLOW
+    when not ``follow``) so that a FIFO or a device there never blocks; the type is checked on the descriptor.
+    FileNotFoundError passes through (the caller knows whether a missing file is fine); anything that is not a
+    regular file is a ConfigError naming ``key`` and ``path``."""
+    extra = os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags | extra, mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ELOOP, errno.EISDIR):   # FIFO without a reader, symlink, folder
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                raise wrong_type(path, key, st.st_mode) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise wrong_type(path, key, st.st_mode)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_file(path: Path, key: str, limit: int = 1 << 20, follow: bool = True) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``limit``; ConfigError when larger), opened with
+    ``open_file``. FileNotFoundError and other OSErrors pass through."""
+    fd = open_file(path, key, follow=follow)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{key}: {path} is larger than {limit} bytes; refusing to read it")
+    return data
+
+
+def read_text(path: Path, key: str, limit: int = 1 << 20, follow: bool = True) -> str:
+    """``read_file`` decoded as UTF-8 (UnicodeDecodeError passes through)."""
+    return read_file(path, key, limit, follow).decode("utf-8")
+
+
+def config_paths(cfg: Config) -> list[tuple[str, Path, Kind, bool]]:
+    """(key, path, kind, follow symlinks) of every path the config names that the hooks open, but the include
+    (host/include_guard.py checks it whole) and the state directory (host/trust.py)."""
+    out: list[tuple[str, Path, Kind, bool]] = [("nginx/pid_file", cfg.nginx.pid_file, "file", True)]
+    if cfg.metrics.dir is not None:
+        out += [("deploy/metrics_dir", cfg.metrics.dir, "folder", True),
+                ("deploy/metrics_dir", cfg.metrics.dir / f"{cfg.app}.prom", "file", False)]
+    if cfg.metrics.emf and cfg.metrics.emf != "stdout":
+        out.append(("deploy/emf", Path(cfg.metrics.emf), "file", False))
+    n = cfg.notify
+    for key, path in (("notify/webhook_file", n.webhook_file if n else None),
+                      ("notify/auth_file", n.auth_file if n else None),
+                      ("maintenance/bypass_token_file", cfg.maintenance.bypass_token_file)):
+        if path is not None:
+            out.append((key, path, "file", True))
+    return out
+
+
+def check_paths(cfg: Config) -> None:
+    """Refuse (ConfigError, one line naming the key and the path) any path of ``config_paths`` that exists and
+    is not of its kind: BeforeInstall calls this before anything changes."""
+    for key, path, kind, follow in config_paths(cfg):
+        check_type(path, key, kind, follow)

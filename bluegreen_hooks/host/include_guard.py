@@ -18,6 +18,7 @@ import stat
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host import files
 
 MAX_INCLUDE_BYTES = 64 * 1024
 # our header, with the attributes a canary step or the maintenance page add (canary=…, maintenance=…)
@@ -60,8 +61,7 @@ def check(cfg: Config) -> None:
         why = f"it is {st.st_size} bytes, far larger than an include bluegreen-hooks writes"
     else:
         try:
-            with open(path, "rb") as f:
-                why = not_ours(cfg, f.read(MAX_INCLUDE_BYTES).decode("utf-8"))
+            why = not_ours(cfg, files.read_text(path, "nginx/include", MAX_INCLUDE_BYTES))
         except UnicodeDecodeError:
             why = "it is not UTF-8 text"
         except OSError as exc:

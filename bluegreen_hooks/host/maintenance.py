@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.config.operability import MESSAGE
 from bluegreen_hooks.errors import ConfigError, NginxError
-from bluegreen_hooks.host import nginx, procfs
+from bluegreen_hooks.host import files, nginx, procfs
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.model import Colour
 
@@ -67,8 +67,11 @@ def read_bypass_token(cfg: Config) -> str | None:
         return None
     try:
         if m.bypass_token_file is not None:
-            token: str | None = m.bypass_token_file.read_text(encoding="utf-8").strip()
+            token: str | None = files.read_text(m.bypass_token_file, "maintenance/bypass_token_file", 4096).strip()
         else:
+            if m.bypass_token_env not in os.environ:
+                raise ConfigError(f"{m.bypass_token_source}: the variable is not set in this environment (the hooks "
+                                  f"need the bypass token when deploy/during_maintenance = \"keep\")")
             token = os.environ.get(m.bypass_token_env or "", "").strip() or None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{m.bypass_token_source}: cannot read the bypass token: {exc}") from exc
@@ -128,18 +131,20 @@ def render(cfg: Config, colour: Colour, deployment_id: str, message: str, retry_
     normal = nginx.render_include(cfg, colour, deployment_id).splitlines(keepends=True)
     variables = "".join(ln for ln in normal if not ln.startswith("#"))
     html_page, json_doc = pages(message, retry_after)
-    body = (variables + "set $bluegreen_maintenance 1;\n" + _bypass_lines(cfg, token) + "{verify}"
-            + "set $bluegreen_maintenance_page @bluegreen_maintenance_html;\n"
-            + "if ($http_accept ~* \"application/json\") { set $bluegreen_maintenance_page "
-              "@bluegreen_maintenance_json; }\n"
-            + "error_page 503 $bluegreen_maintenance_page;\n"
-            + "if ($bluegreen_maintenance) { return 503; }\n"
-            + "{html}{json}")
-    marker = hashlib.sha256(body.encode() + html_page.encode() + json_doc.encode()).hexdigest()[:12]
+    # The parts are joined, never substituted into each other: the message (in both pages) may hold any
+    # text, including "{json}" or "{verify}", and must reach nginx only as the escaped page.
+    before = variables + "set $bluegreen_maintenance 1;\n" + _bypass_lines(cfg, token)
+    after = ("set $bluegreen_maintenance_page @bluegreen_maintenance_html;\n"
+             + "if ($http_accept ~* \"application/json\") { set $bluegreen_maintenance_page "
+               "@bluegreen_maintenance_json; }\n"
+             + "error_page 503 $bluegreen_maintenance_page;\n"
+             + "if ($bluegreen_maintenance) { return 503; }\n")
+    marker = hashlib.sha256(before.encode() + b"\0" + after.encode() + b"\0" + html_page.encode() + b"\0"
+                            + json_doc.encode()).hexdigest()[:12]
     verify = f"if ($http_x_bluegreen_verify = \"{marker}\") {{ set $bluegreen_maintenance 1; }}\n"
-    body = body.replace("{verify}", verify, 1).replace("{html}", _location(
-        "bluegreen_maintenance_html", "text/html; charset=utf-8", html_page, retry_after, marker), 1).replace(
-        "{json}", _location("bluegreen_maintenance_json", "application/json", json_doc, retry_after, marker), 1)
+    body = (before + verify + after
+            + _location("bluegreen_maintenance_html", "text/html; charset=utf-8", html_page, retry_after, marker)
+            + _location("bluegreen_maintenance_json", "application/json", json_doc, retry_after, marker))
     head = (f"{nginx.MARK} app={cfg.app} colour={colour} deployment={deployment_id} maintenance={marker}\n"
             f"# Written by `bluegreen-hooks maintenance on`; `bluegreen-hooks maintenance off` sends traffic to "
             f"the live colour again.\n")

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.errors import NginxError
-from bluegreen_hooks.host import include_guard
+from bluegreen_hooks.errors import ConfigError, NginxError
+from bluegreen_hooks.host import files, include_guard
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.host.procfs import children, command, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
@@ -85,7 +85,7 @@ def include_colour(cfg: Config, text: str | None) -> Colour | None:
 
 def read_include(cfg: Config) -> str | None:
     try:
-        data = cfg.nginx.include.read_bytes()
+        data = files.read_file(cfg.nginx.include, "nginx/include")
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -107,7 +107,7 @@ def write_include(cfg: Config, text: str) -> None:
     if os.access(path.parent, os.W_OK | os.X_OK) or not os.access(path, os.W_OK):
         write_atomic(path, text)
         return
-    with open(path, "r+b") as f:
+    with os.fdopen(files.open_file(path, "nginx/include", os.O_RDWR), "r+b") as f:
         f.write(text.encode("utf-8"))
         f.truncate()
         f.flush()
@@ -139,8 +139,8 @@ def first_error(output: str) -> str:
 
 def master_pid(cfg: Config) -> int | None:
     try:
-        pid = int(cfg.nginx.pid_file.read_text().strip())
-    except (OSError, ValueError):
+        pid = int(files.read_text(cfg.nginx.pid_file, "nginx/pid_file", limit=64).strip())
+    except (OSError, ValueError, ConfigError):
         return None
     return pid if process_start_time(pid) is not None else None
 

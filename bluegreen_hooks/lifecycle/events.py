@@ -16,7 +16,7 @@ from typing import Callable
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import Decision
 from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxError, ValidationFailed, as_hook_error
-from bluegreen_hooks.host import include_guard, nginx
+from bluegreen_hooks.host import files, include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.lifecycle import maintenance, steps
 from bluegreen_hooks.lifecycle.steps import Context
@@ -39,6 +39,12 @@ def before_install(ctx: Context) -> None:
     _detect_compose_soon(cfg)
     ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
     include_guard.check(cfg)    # before anything changes: the include must be a file we may replace
+    files.check_paths(cfg)      # no other path of the config a FIFO, device or folder where a file belongs
+    maintenance.check_environment(cfg)   # values read from the environment: now, not after the build
+    if cfg.notify is not None:
+        from bluegreen_hooks.observe import notify
+
+        notify.check(cfg)
     # compose renders only the colour this deployment will start (the one not live): each `config` costs
     # docker-compose v1 ~0.2 s of CPU; with nothing live yet, both. They start before Docker is connected.
     live = ctx.store.read(quarantine=False).state.live

@@ -49,6 +49,15 @@ def guard(cfg: Config, store: Store, say: Say) -> None:
             f"new colour serves when `bluegreen-hooks maintenance off` runs")
 
 
+def check_environment(cfg: Config) -> None:
+    """BeforeInstall's check of what the maintenance page of a later event would read from the environment
+    or a file (the bypass token): with deploy/during_maintenance = "keep" a deployment may have to render the
+    page, so a missing or bad token is refused now (ConfigError naming the key and the variable or file),
+    not after the build. With "refuse" the hooks never render it: only `maintenance on` reads it."""
+    if cfg.maintenance.during == "keep":
+        page.read_bypass_token(cfg)
+
+
 def include_for(cfg: Config, m: Maintenance | None, colour: Colour, include_id: str) -> tuple[str, str | None]:
     """(the include text that points at ``colour``, its maintenance marker or None when maintenance is off)."""
     if m is None:

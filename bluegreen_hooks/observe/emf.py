@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from bluegreen_hooks.config import Config
+from bluegreen_hooks.host import files
 from bluegreen_hooks.model import Record, State
 
 # the figures of a deployment that ended with this event: (EMF name, timings key or record key, factor)
@@ -53,7 +55,8 @@ def write(cfg: Config, obj: dict[str, Any]) -> None:
         sys.stdout.flush()
         return
     if cfg.metrics.emf:
-        fd = os.open(cfg.metrics.emf, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = files.open_file(Path(cfg.metrics.emf), "deploy/emf", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644,
+                             follow=False)
         try:
             os.write(fd, line.encode("utf-8"))   # one write of one line: lines of concurrent writers never mix
         finally:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from bluegreen_hooks.config import Config
+from bluegreen_hooks.host import files
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.model import COLOURS, Record, State
 
@@ -164,6 +165,8 @@ def write(cfg: Config, st: State) -> bool:
     folder = cfg.metrics.dir
     if folder is None:
         return False
+    files.check_type(folder, "deploy/metrics_dir", "folder")
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    files.check_type(folder / f"{cfg.app}.prom", "deploy/metrics_dir", "file", follow=False)
     write_atomic(folder / f"{cfg.app}.prom", exposition(cfg.app, st), mode=0o644)
     return True

@@ -13,10 +13,12 @@ and port only (a Slack webhook's path is a secret too).
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,8 @@ from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.config.operability import NotifyConfig, check_webhook_url
+from bluegreen_hooks.errors import ConfigError
+from bluegreen_hooks.host import files
 from bluegreen_hooks.host.wait import retrying
 
 KINDS = ("deployment_succeeded", "deployment_failed", "rollback_succeeded", "rollback_failed", "canary_aborted",
@@ -73,7 +77,10 @@ def _secret(n: NotifyConfig) -> dict[str, str]:
         return {}
     where = f"notify/auth_file ({n.auth_file})" if n.auth_file else f"notify/auth_env (${n.auth_env})"
     try:
-        value = n.auth_file.read_text(encoding="utf-8").strip() if n.auth_file else os.environ.get(n.auth_env or "")
+        value = (files.read_text(n.auth_file, "notify/auth_file", 4096).strip() if n.auth_file
+                 else os.environ.get(n.auth_env or ""))
+    except ConfigError as exc:
+        raise _Permanent(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _Permanent(f"cannot read {where}: {type(exc).__name__}") from None
     if not value or any(c in value for c in "\r\n\0"):
@@ -86,7 +93,9 @@ def webhook_url(n: NotifyConfig) -> str:
     if n.webhook:
         return n.webhook
     try:
-        url = n.webhook_file.read_text(encoding="utf-8").strip() if n.webhook_file else ""
+        url = files.read_text(n.webhook_file, "notify/webhook_file", 8192).strip() if n.webhook_file else ""
+    except ConfigError as exc:
+        raise _Permanent(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _Permanent(f"cannot read notify/webhook_file ({n.webhook_file}): {type(exc).__name__}") from None
     why = check_webhook_url(url)
@@ -101,26 +110,105 @@ def where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Webhooks never follow a redirect: urllib would resend the auth header (and the body) to wherever the
+    ``Location`` points, another origin included. A 3xx answer is a delivery failure, not retried."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> None:
+        raise _Permanent(f"HTTP {code} redirect to {where(newurl)} refused: webhooks are never redirected (the auth "
+                         f"header would go with it); set notify/webhook to the final URL")
+
+
+class _Handler(urllib.request.HTTPHandler):
+    """HTTP connections that ``_Tracked`` can shut down from another thread."""
+
+    def __init__(self, tracked: list[http.client.HTTPConnection]) -> None:
+        super().__init__()
+        self.tracked = tracked
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        def connect(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+            conn = http.client.HTTPConnection(*args, **kwargs)
+            self.tracked.append(conn)
+            return conn
+        return self.do_open(connect, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, tracked: list[http.client.HTTPConnection]) -> None:
+        super().__init__()
+        self.tracked = tracked
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        def connect(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+            conn = http.client.HTTPSConnection(*args, **kwargs)
+            self.tracked.append(conn)
+            return conn
+        return self.do_open(connect, req, context=self._context)  # type: ignore[attr-defined]
+
+
+def within(seconds: float, call: Callable[[], object], cancel: Callable[[], None] = lambda: None) -> None:
+    """Run ``call()`` with a wall-clock bound: in a daemon thread, waited for ``seconds``; past that, ``cancel()``
+    (which should make it return) and _Transient. A socket timeout bounds each read, not the whole answer: a
+    server trickling one byte per read would keep it going for ever."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:   # handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="bluegreen-notify", daemon=True)
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if not outcome:
+        cancel()
+        worker.join(0.5)
+        raise _Transient(f"timed out: no complete answer within {seconds:.1f}s (wall clock)")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
-    """One POST; its status, or _Transient/_Permanent with the reason (never the URL or the headers)."""
+    """One POST, done within ``timeout`` seconds of wall clock; its status, or _Transient/_Permanent with the
+    reason (never the URL's path or the headers). A redirect is never followed."""
     req = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "bluegreen-hooks", **headers})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resp.read(65536)
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        if exc.code >= 500 or exc.code == 429:
-            raise _Transient(f"HTTP {exc.code}") from None
-        raise _Permanent(f"HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
-        raise _Transient(f"{type(exc.reason).__name__}: {exc.reason}"[:160]) from None
-    except (OSError, http.client.HTTPException) as exc:   # socket.timeout is an OSError
-        raise _Transient(f"{type(exc).__name__}: {exc}"[:160]) from None
+    tracked: list[http.client.HTTPConnection] = []
+    opener = urllib.request.build_opener(_NoRedirect, _Handler(tracked), _HTTPSHandler(tracked))
+    status: list[int] = []
+
+    def attempt() -> None:
+        try:
+            with opener.open(req, timeout=timeout) as resp:
+                resp.read(65536)
+                status.append(int(resp.status))
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code == 429:
+                raise _Transient(f"HTTP {exc.code}") from None
+            raise _Permanent(f"HTTP {exc.code}") from None
+        except urllib.error.URLError as exc:
+            raise _Transient(f"{type(exc.reason).__name__}: {exc.reason}"[:160]) from None
+        except (OSError, http.client.HTTPException) as exc:   # socket.timeout is an OSError
+            raise _Transient(f"{type(exc).__name__}: {exc}"[:160]) from None
+
+    def cancel() -> None:   # shutdown() wakes a thread blocked in recv(); close() alone does not
+        for conn in tracked:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    within(timeout, attempt, cancel)
+    return status[0]
 
 
 def publish_sns(arn: str, subject: str, message: str, timeout: float) -> None:
-    """One SNS Publish through boto3 (when installed), its own retries off: ours bound the time."""
+    """One SNS Publish through boto3 (when installed) within ``timeout`` seconds of wall clock, its own retries
+    off: ours bound the time."""
     try:
         import boto3
         from botocore.config import Config as BotoConfig
@@ -129,15 +217,19 @@ def publish_sns(arn: str, subject: str, message: str, timeout: float) -> None:
         raise _Permanent("boto3 is not installed on this host") from None
     client = boto3.client("sns", region_name=arn.split(":")[3], config=BotoConfig(
         connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1, "mode": "standard"}))
-    try:
-        client.publish(TopicArn=arn, Message=message, Subject=subject)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", "?"))
-        if code in ("Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable"):
-            raise _Transient(f"SNS {code}") from None
-        raise _Permanent(f"SNS {code}") from None
-    except BotoCoreError as exc:
-        raise _Transient(f"SNS {type(exc).__name__}") from None
+
+    def attempt() -> None:
+        try:
+            client.publish(TopicArn=arn, Message=message, Subject=subject)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "?"))
+            if code in ("Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable"):
+                raise _Transient(f"SNS {code}") from None
+            raise _Permanent(f"SNS {code}") from None
+        except BotoCoreError as exc:
+            raise _Transient(f"SNS {type(exc).__name__}") from None
+
+    within(timeout, attempt)
 
 
 def _deliver(n: NotifyConfig, kind: str, target: str, attempt: Callable[[float], object], say: Say,
@@ -170,6 +262,20 @@ def _deliver(n: NotifyConfig, kind: str, target: str, attempt: Callable[[float],
         say(f"WARN notification {kind} to {target} not delivered: {exc} ({tries[0]} attempt(s) in "
             f"{time.monotonic() - t0:.1f}s); the deployment is not affected")
         return False
+
+
+def check(cfg: Config) -> None:
+    """BeforeInstall's check of what a notification will read from the environment or a file (notify/auth_env,
+    auth_file, webhook_file): ConfigError naming the key and the variable or file, before anything is built.
+    A notification that later fails is still only a WARN."""
+    n = cfg.notify
+    if n is None or not (n.webhook or n.webhook_file):
+        return
+    try:
+        webhook_url(n)
+        _secret(n)
+    except _Permanent as exc:
+        raise ConfigError(f"{exc} (notifications would not be sent)") from None
 
 
 def send(cfg: Config, kind: str, fields: Mapping[str, Any], say: Say, sleep: Callable[[float], None] = time.sleep
