@@ -32,19 +32,25 @@ def application_stop(ctx: Context) -> None:
             f"the old colour is stopped by ValidateService after the switch")
 
 
-def before_install(ctx: Context) -> None:
-    from bluegreen_hooks import runtime
-
-    cfg = ctx.cfg
-    _detect_compose_soon(cfg)
-    ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
-    include_guard.check(cfg)    # before anything changes: the include must be a file we may replace
+def check_inputs(cfg: Config) -> None:
+    """What BeforeInstall (and its dry run) refuses before anything changes, from the config's paths and the
+    environment: ConfigError naming the key and the path or variable."""
+    include_guard.check(cfg)    # the include must be a file we may replace
     files.check_paths(cfg)      # no other path of the config a FIFO, device or folder where a file belongs
     maintenance.check_environment(cfg)   # values read from the environment: now, not after the build
     if cfg.notify is not None:
         from bluegreen_hooks.observe import notify
 
         notify.check(cfg)
+
+
+def before_install(ctx: Context) -> None:
+    from bluegreen_hooks import runtime
+
+    cfg = ctx.cfg
+    _detect_compose_soon(cfg)
+    ctx.say(f"config {cfg.path.name} ok: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}")
+    check_inputs(cfg)
     # compose renders only the colour this deployment will start (the one not live): each `config` costs
     # docker-compose v1 ~0.2 s of CPU; with nothing live yet, both. They start before Docker is connected.
     live = ctx.store.read(quarantine=False).state.live

@@ -94,6 +94,9 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         d = deployment_id_from(environ, bundle)
         if dry_run:
             from bluegreen_hooks.agent import plan
+            if event == "BeforeInstall":   # what the real one refuses first, the dry run refuses too
+                from bluegreen_hooks.lifecycle.events import check_inputs
+                check_inputs(cfg)
             for ln in plan.describe(cfg, d, [event]):
                 say(ln)
             return 0
