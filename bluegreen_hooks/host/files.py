@@ -8,12 +8,9 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from bluegreen_hooks.errors import ConfigError
-
-if TYPE_CHECKING:
-    from bluegreen_hooks.config import Config
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int | None = None, fsync_dir: bool = False) -> None:
@@ -127,27 +124,3 @@ def read_text(path: Path, key: str, limit: int = 1 << 20, follow: bool = True) -
     """``read_file`` decoded as UTF-8 (UnicodeDecodeError passes through)."""
     return read_file(path, key, limit, follow).decode("utf-8")
 
-
-def config_paths(cfg: Config) -> list[tuple[str, Path, Kind, bool]]:
-    """(key, path, kind, follow symlinks) of every path the config names that the hooks open, but the include
-    (host/include_guard.py checks it whole) and the state directory (host/trust.py)."""
-    out: list[tuple[str, Path, Kind, bool]] = [("nginx/pid_file", cfg.nginx.pid_file, "file", True)]
-    if cfg.metrics.dir is not None:
-        out += [("deploy/metrics_dir", cfg.metrics.dir, "folder", True),
-                ("deploy/metrics_dir", cfg.metrics.dir / f"{cfg.app}.prom", "file", False)]
-    if cfg.metrics.emf and cfg.metrics.emf != "stdout":
-        out.append(("deploy/emf", Path(cfg.metrics.emf), "file", False))
-    n = cfg.notify
-    for key, path in (("notify/webhook_file", n.webhook_file if n else None),
-                      ("notify/auth_file", n.auth_file if n else None),
-                      ("maintenance/bypass_token_file", cfg.maintenance.bypass_token_file)):
-        if path is not None:
-            out.append((key, path, "file", True))
-    return out
-
-
-def check_paths(cfg: Config) -> None:
-    """Refuse (ConfigError, one line naming the key and the path) any path of ``config_paths`` that exists and
-    is not of its kind: BeforeInstall calls this before anything changes."""
-    for key, path, kind, follow in config_paths(cfg):
-        check_type(path, key, kind, follow)

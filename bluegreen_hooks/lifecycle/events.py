@@ -16,7 +16,7 @@ from typing import Callable
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import Decision
 from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxError, ValidationFailed, as_hook_error
-from bluegreen_hooks.host import files, include_guard, nginx
+from bluegreen_hooks.host import config_paths, include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.lifecycle import maintenance, steps
 from bluegreen_hooks.lifecycle.steps import Context
@@ -36,7 +36,7 @@ def check_inputs(cfg: Config) -> None:
     """What BeforeInstall (and its dry run) refuses before anything changes, from the config's paths and the
     environment: ConfigError naming the key and the path or variable."""
     include_guard.check(cfg)    # the include must be a file we may replace
-    files.check_paths(cfg)      # no other path of the config a FIFO, device or folder where a file belongs
+    config_paths.check_paths(cfg)   # no other path of the config a FIFO, device or folder where a file belongs
     maintenance.check_environment(cfg)   # values read from the environment: now, not after the build
     if cfg.notify is not None:
         from bluegreen_hooks.observe import notify
