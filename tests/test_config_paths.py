@@ -114,6 +114,19 @@ def test_a_fifo_or_folder_at_any_config_path_is_refused_by_before_install(bed, t
     assert bed.containers() == []
 
 
+def test_a_symlink_at_deploy_emf_is_refused_by_before_install(bed, tmp_path):
+    """deploy/emf is appended to as root: a symlink there (to /etc/passwd, say) is refused, never followed."""
+    target, link = tmp_path / "target", tmp_path / "emf.log"
+    target.write_text("keep\n")
+    link.symlink_to(target)
+    b = bed.bundle("v1", deploy={"emf": str(link)})
+    run = run_hook(b, "BeforeInstall", "d-one", timeout=QUICK, python=sys.executable)
+    assert run.returncode == 2, run.output
+    assert run.last_line.startswith(f"ERROR BeforeInstall: deploy/emf: {link} is a symbolic link, not a regular "
+                                    f"file"), run.output
+    assert target.read_text() == "keep\n" and bed.containers() == []
+
+
 def test_the_state_dir_as_a_fifo_and_the_config_as_a_fifo_are_refused_quickly(bed, tmp_path):
     """--state-dir naming a FIFO, --config naming a FIFO: one line, exit 2 or 1, no hang."""
     fifo = tmp_path / "fifo"
