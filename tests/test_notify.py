@@ -34,7 +34,7 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.posts.append({"path": self.path, "headers": dict(self.headers), "method": self.command,
-                                       "body": json.loads(body) if body else None})
+                                       "body": json.loads(body) if body.startswith(b"{") else body})
                 if receiver.mode == "hang":
                     receiver.release.wait(30)
                     return
@@ -224,3 +224,20 @@ def test_a_trickling_webhook_is_cut_at_the_deadline(receiver):
     assert took < 3 + 1.5, (took, lines)
     assert len(lines) == 1 and "wall clock" in lines[0] and "not delivered" in lines[0], lines
     assert len(r.posts) >= 2                      # cut, then retried within the deadline
+
+
+def test_a_trickling_sns_endpoint_is_cut_at_the_deadline(receiver, monkeypatch):
+    """The SNS path has the same wall-clock bound (botocore's read_timeout is per read, too): an SNS endpoint
+    (AWS_ENDPOINT_URL_SNS, botocore >= 1.31) trickling its answer is cut; send() returns within the deadline."""
+    r = receiver("trickle")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", r.url.rsplit("/hooks", 1)[0])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    lines: list[str] = []
+    t0 = time.monotonic()
+    cfg = _notify_cfg(sns_topic_arn="arn:aws:sns:us-east-1:123456789012:deploys", timeout=1, deadline=3)
+    assert notify.send(cfg, "maintenance_on", {}, lines.append) is False
+    took = time.monotonic() - t0
+    assert took < 3 + 1.5, (took, lines)
+    assert len(lines) == 1 and "SNS topic" in lines[0] and "wall clock" in lines[0], lines
+    assert r.posts, "the SNS request reached the local endpoint"
