@@ -91,8 +91,9 @@ if __name__ == "__main__":
 
 def remove_app_images(client, app: str) -> None:
     """The images the app's deployments built or tagged (``bluegreen-<app>:<id>``, compose's per-release
-    ``bluegreen-<app>/<service>:<id>``, and ``bluegreen-<app>-<service>:<id>`` of releases recorded before): left behind, they pile up in the daemon (thousands over a few
-    runs), and listing or building gets slower for everything after. The list call, not ``images.list()``,
+    ``bluegreen-<app>/<service>:<id>``, and ``bluegreen-<app>-<service>:<id>`` of releases recorded before):
+    left behind, they pile up in the daemon (thousands over a few runs), and listing or building gets slower
+    for everything after. The list call, not ``images.list()``,
     which inspects every image."""
     from docker.errors import APIError
 
