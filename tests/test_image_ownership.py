@@ -17,6 +17,7 @@ import pytest
 from docker.errors import APIError
 
 from bluegreen_hooks.cli import main
+from bluegreen_hooks.names import APP
 from bluegreen_hooks.runtime import compose_release
 from bluegreen_hooks.runtime.images import LABEL_SERVICE
 from testbed import images
@@ -51,6 +52,7 @@ def _as_recorded_before_labels(stack, deployment: str) -> None:
 def test_tag_names_cannot_collide_between_apps():
     """``bluegreen-<app>/<service>``: an app name has no ``/``, so no compose repository is another app's, nor a
     single-container app's ``bluegreen-<app>``; services that are no valid path component get a hashed form."""
+    assert not APP.fullmatch("shop/web") and APP.fullmatch("shop-web")             # config refuses a / in app
     assert compose_release.tag_name("shop", "web") == "bluegreen-shop/web"
     assert compose_release.tag_name("shop", "web") != "bluegreen-shop-web"        # the single app shop-web's
     odd = {compose_release.tag_name("shop", s) for s in ("Web", "web", "a..b", "_x", "a_b", "a-b")}
