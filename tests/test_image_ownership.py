@@ -117,3 +117,27 @@ def test_pruning_one_app_never_touches_another_whose_names_collided(stack, docke
             with contextlib.suppress(APIError):
                 c.remove(force=True)
         images.remove_app_images(docker_client, single.app)
+
+
+@pytest.mark.integration
+def test_compose_prune_removes_only_tags_whose_labels_say_this_app(docker_client, app_name, tmp_path):
+    """compose_release.prune of two dropped releases of ``app``: the tag labelled with ``app`` goes, the one whose
+    image another app's labels name stays (and its record goes: it is no longer this app's to bring back)."""
+    from bluegreen_hooks.host import releases
+    from bluegreen_hooks.runtime.images import label, wanted_labels
+
+    base = images.ensure_base_image(docker_client)
+    other = f"{app_name}x"
+    ours = label(docker_client, base, f"bluegreen-{app_name}/web", "d-1", wanted_labels(app_name, "web"))
+    label(docker_client, base, f"bluegreen-{app_name}/web", "d-2", wanted_labels(other, "web"))
+    try:
+        for n, when in ((1, 1.0), (2, 2.0)):
+            releases.save(tmp_path, app_name, f"d-{n}", {}, {"created": when, "images": {
+                "web": {"tag": f"bluegreen-{app_name}/web:d-{n}", "id": ours}}})
+        said: list[str] = []
+        removed = compose_release.prune(docker_client, tmp_path, app_name, 0, set(), said.append)
+        left = _tags(docker_client, f"bluegreen-{app_name}/")
+        assert removed == 1 and left == {f"bluegreen-{app_name}/web:d-2"}, (removed, left, said)
+        assert any(f"left bluegreen-{app_name}/web:d-2 alone: its labels name app {other}" in s for s in said), said
+    finally:
+        images.remove_app_images(docker_client, app_name)
