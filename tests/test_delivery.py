@@ -717,8 +717,18 @@ def test_launcher_refuses_a_venv_another_user_could_change_with_one_line(tmp_pat
         os.chown(site, OTHER_UID, OTHER_UID)
         return f"{site} is owned by uid {OTHER_UID}"
 
+    def linked_root(venv: Path) -> None:             # trusted: a root that is a link to a trusted folder
+        venv.parent.rename(venv.parent.parent / "real")
+        venv.parent.symlink_to("real")
+
+    def link_to_a_world_writable_root(venv: Path) -> str:
+        linked_root(venv)
+        (venv.parent.parent / "real").chmod(0o777)
+        return f"{venv.parent} is writable by others"          # the root, as the hook names it
+
     for n, case in enumerate([other_owner, group_writable_bin, world_writable_root, world_writable_parent,
-                              other_owned_site_packages, None]):
+                              other_owned_site_packages, link_to_a_world_writable_root, None, linked_root]):
+        marker.unlink(missing_ok=True)
         parent = tmp_path / f"case{n}"
         parent.mkdir(mode=0o755)
         venv = venv_path(bundle, parent / "venvs")
@@ -729,7 +739,7 @@ def test_launcher_refuses_a_venv_another_user_could_change_with_one_line(tmp_pat
                "LIFECYCLE_EVENT": "ApplicationStop"}
         run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True,
                              text=True, timeout=60)
-        if why is None:                             # the control: a trusted venv is run
+        if why is None:                             # the controls: a trusted venv is run
             assert run.returncode == 0 and marker.read_text() == "ran\n", run.stdout + run.stderr
             continue
         assert run.returncode == 1 and not marker.exists(), (case.__name__, run.stdout, run.stderr)
