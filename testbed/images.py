@@ -91,14 +91,15 @@ if __name__ == "__main__":
 
 def remove_app_images(client, app: str) -> None:
     """The images the app's deployments built or tagged (``bluegreen-<app>:<id>``, compose's per-release
-    ``bluegreen-<app>-<service>:<id>``): left behind, they pile up in the daemon (thousands over a few
-    runs), and listing or building gets slower for everything after. The list call, not ``images.list()``,
+    ``bluegreen-<app>/<service>:<id>``, and ``bluegreen-<app>-<service>:<id>`` of releases recorded before):
+    left behind, they pile up in the daemon (thousands over a few runs), and listing or building gets slower
+    for everything after. The list call, not ``images.list()``,
     which inspects every image."""
     from docker.errors import APIError
 
-    for pattern in (f"bluegreen-{app}", f"bluegreen-{app}-*"):
+    for pattern in (f"bluegreen-{app}", f"bluegreen-{app}-*", f"bluegreen-{app}/*"):
         for img in client.api.images(filters={"reference": pattern}):
             for tag in img.get("RepoTags") or []:
-                if tag.startswith((f"bluegreen-{app}:", f"bluegreen-{app}-")):
+                if tag.startswith((f"bluegreen-{app}:", f"bluegreen-{app}-", f"bluegreen-{app}/")):
                     with contextlib.suppress(APIError):   # gone meanwhile
                         client.api.remove_image(tag, force=True)

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -656,3 +657,125 @@ def test_a_new_runtime_venv_removes_the_ones_no_hook_used_for_a_day(tmp_path, ca
     again = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True,
                            text=True, timeout=60)
     assert again.stdout.strip() == "HELD", again.stdout + again.stderr
+
+
+OTHER_UID = 65534   # nobody
+
+
+def venv_path(bundle: Path, root: Path) -> Path:
+    """Where hooks/launch keeps the venv of ``bundle``'s wheels for this Python (its name: hooks/launch's venv_for)."""
+    h = hashlib.sha256((bundle / "wheels" / "requirements.txt").read_bytes())
+    h.update(f"\0{sys.version_info[0]}.{sys.version_info[1]}\0{sys.implementation.name}".encode())
+    return root / ("venv-" + h.hexdigest()[:16])
+
+
+def fake_venv(venv: Path, marker: Path) -> None:
+    """A complete-looking venv whose python only leaves ``marker``: it shows whether the launcher ran it."""
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / "bin" / "python").write_text(f"#!/bin/sh\necho ran > {marker}\n")
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / ".bluegreen-ready").write_text("x\n")
+    for folder, dirs, _files in os.walk(venv):
+        for d in dirs:
+            os.chmod(os.path.join(folder, d), 0o755)
+    venv.chmod(0o755)
+
+
+def test_launcher_refuses_a_venv_another_user_could_change_with_one_line(tmp_path, capsys):
+    """issue 25 #4: a venv-<hash> owned by another user, or writable by its group, or in a root (or a folder above
+    it) others may write, is never run: one ERROR line naming the folder; the same venv owned by root runs."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
+    marker = tmp_path / "ran"
+    tmp_path.chmod(0o755)
+
+    def other_owner(venv: Path) -> str:
+        for folder, dirs, files in os.walk(venv):
+            for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                os.lchown(name, OTHER_UID, OTHER_UID)
+        return f"{venv} is owned by uid {OTHER_UID}"
+
+    def group_writable_bin(venv: Path) -> str:
+        (venv / "bin").chmod(0o775)
+        return f"{venv / 'bin'} is writable by its group"
+
+    def world_writable_root(venv: Path) -> str:
+        venv.parent.chmod(0o777)
+        return f"{venv.parent} is writable by others"
+
+    def world_writable_parent(venv: Path) -> str:
+        venv.parent.parent.chmod(0o777)           # not sticky: anyone may rename the root away and put theirs
+        return f"{venv.parent.parent} is writable by others"
+
+    def other_owned_site_packages(venv: Path) -> str:
+        [site] = venv.glob("lib/*/site-packages")
+        os.chown(site, OTHER_UID, OTHER_UID)
+        return f"{site} is owned by uid {OTHER_UID}"
+
+    def linked_root(venv: Path) -> None:             # trusted: a root that is a link to a trusted folder
+        venv.parent.rename(venv.parent.parent / "real")
+        venv.parent.symlink_to("real")
+
+    def link_to_a_world_writable_root(venv: Path) -> str:
+        linked_root(venv)
+        (venv.parent.parent / "real").chmod(0o777)
+        return f"{venv.parent} is writable by others"          # the root, as the hook names it
+
+    for n, case in enumerate([other_owner, group_writable_bin, world_writable_root, world_writable_parent,
+                              other_owned_site_packages, link_to_a_world_writable_root, None, linked_root]):
+        marker.unlink(missing_ok=True)
+        parent = tmp_path / f"case{n}"
+        parent.mkdir(mode=0o755)
+        venv = venv_path(bundle, parent / "venvs")
+        fake_venv(venv, marker)
+        venv.parent.chmod(0o755)
+        why = case(venv) if case else None
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(venv.parent),
+               "LIFECYCLE_EVENT": "ApplicationStop"}
+        run = subprocess.run([str(bundle / "hooks" / "ApplicationStop")], env=env, cwd="/", capture_output=True,
+                             text=True, timeout=60)
+        if why is None:                             # the controls: a trusted venv is run
+            assert run.returncode == 0 and marker.read_text() == "ran\n", run.stdout + run.stderr
+            continue
+        assert run.returncode == 1 and not marker.exists(), (case.__name__, run.stdout, run.stderr)
+        [line] = run.stdout.splitlines()
+        assert line.startswith("ERROR ApplicationStop: refusing ") and why in line, (case.__name__, line)
+        assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_launcher_under_runas_with_a_stale_venv_it_cannot_remove_is_one_line(tmp_path, capsys):
+    """issue 25 #7: a hook run as another user (runas) whose venv root holds an incomplete venv with a folder of
+    root's in it: one ERROR line naming the venv (was `OSError: [Errno 39] Directory not empty` on the rename),
+    before any build; nothing left behind but the stale venv."""
+    src = make_src(tmp_path, {"app": "demo", "container": {"build": "app"},
+                              "deploy": {"state_dir": str(tmp_path / "st")}})
+    rc, _out, err = build(capsys, "--config", str(src / "bluegreen.toml"), "-o", str(tmp_path / "b.zip"))
+    assert rc == 0, err
+    base = Path(tempfile.mkdtemp(prefix="bgh-runas-", dir="/tmp"))   # tmp_path's parents are 0700: not for nobody
+    try:
+        base.chmod(0o755)
+        bundle = unpack(tmp_path / "b.zip", base / "bundle")
+        root = base / "venvs"
+        root.mkdir(mode=0o755)
+        venv = venv_path(bundle, root)
+        (venv / "lib").mkdir(parents=True)
+        (venv / "lib" / "left-by-root").write_text("x\n")            # root's folder: the hook's user cannot empty it
+        os.chown(root, OTHER_UID, OTHER_UID)
+        os.chown(venv, OTHER_UID, OTHER_UID)
+        env = {"PATH": "/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(root), "LIFECYCLE_EVENT": "BeforeInstall",
+               "HOME": "/"}
+        run = subprocess.run([str(bundle / "hooks" / "BeforeInstall")], env=env, cwd="/", capture_output=True,
+                             text=True, timeout=300, user=OTHER_UID, group=OTHER_UID, extra_groups=[])
+        assert run.returncode == 1 and len(run.stdout.splitlines()) == 1, run.stdout + run.stderr[-3000:]
+        line = run.stdout.strip()
+        assert line.startswith(f"ERROR BeforeInstall: cannot remove the incomplete runtime venv {venv} ("), line
+        assert "Permission denied" in line and "remove it as root" in line, line
+        assert "Traceback" not in run.stderr and "installing" not in run.stderr, run.stderr
+        assert sorted(p.name for p in root.iterdir()) == sorted([venv.name, f".lock-{venv.name}"])
+    finally:
+        shutil.rmtree(base)

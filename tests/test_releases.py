@@ -33,9 +33,9 @@ def _env(cont) -> dict:
 
 
 def _app_images(client, app):
-    """Our per-release tags of ``app`` (compose: bluegreen-<app>-<service>:<deployment>)."""
-    return sorted(t for img in client.api.images(filters={"reference": f"bluegreen-{app}-*"})
-                  for t in img.get("RepoTags") or [] if t.startswith(f"bluegreen-{app}-"))
+    """Our per-release tags of ``app`` (compose: bluegreen-<app>/<service>:<deployment>)."""
+    return sorted(t for img in client.api.images(filters={"reference": f"bluegreen-{app}/*"})
+                  for t in img.get("RepoTags") or [] if t.startswith(f"bluegreen-{app}/"))
 
 
 # ---------------------------------------------------------------------------------------------- compose
@@ -50,7 +50,7 @@ def test_compose_rollback_brings_back_the_stopped_release_with_its_own_images_an
     rel = json.loads((stack.state_dir / f"{stack.app}.releases" / "d-r1" / "release.json").read_text())
     assert sorted(rel["images"]) == ["api", "web", "worker"]
     assert oct(os.stat(stack.state_dir / f"{stack.app}.releases" / "d-r1").st_mode & 0o777) == "0o700"
-    assert f"bluegreen-{stack.app}-web:d-r1" in _app_images(stack.client, stack.app)
+    assert f"bluegreen-{stack.app}/web:d-r1" in _app_images(stack.client, stack.app)
 
     with Load(stack.url + "/", threads=3) as web, Load(stack.url + "/api/", threads=2) as api:
         code, out = _cli(stack.state_dir, capsys, "rollback", "--json")
@@ -80,7 +80,7 @@ def test_compose_rollback_brings_back_the_stopped_release_with_its_own_images_an
     print(f"compose rollback (re-created from the record): {json.loads(out.out)['seconds']:.2f}s")
     assert "re-creating" in out.err or "re-creating" in out.out
     assert load.result.failed == 0 and load.result.versions_in_order == ["v2", "v1"], load.result.summary()
-    assert {c.attrs["Image"] for c in stack.project("blue")} == {i["id"] for i in rel["images"].values()}
+    assert {c.attrs["Image"] for c in stack.project("blue")} == {i["tagged"] for i in rel["images"].values()}
     assert get(stack.url + "/api/")[1].strip() == "api-v1"
 
 

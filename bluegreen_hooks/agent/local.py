@@ -167,7 +167,8 @@ class Runner:
         created: list[str] = []
         try:
             for src, dst in spec.files:
-                copy_files(self.archive / src.lstrip("/"), self.install_root / dst.lstrip("/"), behaviour, created)
+                copy_files(self.archive / src.lstrip("/"), self.install_root / dst.lstrip("/"), behaviour, created,
+                           root=self.install_root)
             changed = self._permissions(spec, created)
         finally:
             self._write_instr("-cleanup", "".join(f"{c}\n" for c in created))
@@ -184,16 +185,20 @@ class Runner:
         if not perms:
             return 0
         root = self.install_root
+        real_root = os.path.realpath(root)
 
-        def appspec_path(real: str) -> str:
-            return "/" + str(Path(real).relative_to(root))
+        def appspec_path(made: str) -> str | None:
+            rel = os.path.relpath(made, root)     # the folders made above a fresh install root are not ours
+            return None if rel == "." or rel.startswith(".." + os.sep) or rel == ".." else "/" + rel
 
         def real(path: str) -> str:
-            return str(root / path.lstrip("/"))
+            return os.path.join(real_root, path.lstrip("/"))
 
-        files = [appspec_path(c) for c in created if not Path(c).is_dir() or Path(c).is_symlink()]
-        dirs = [appspec_path(c) for c in created if Path(c).is_dir() and not Path(c).is_symlink()]
-        pairs = permissions.targets(perms, files, dirs, lambda p: Path(real(p)).is_dir())
+        ours = [(a, c) for a, c in ((appspec_path(c), c) for c in created) if a is not None]
+        files = [a for a, c in ours if not Path(c).is_dir() or Path(c).is_symlink()]
+        dirs = [a for a, c in ours if Path(c).is_dir() and not Path(c).is_symlink()]
+        pairs = permissions.targets(perms, files, dirs,
+                                    lambda p: os.path.isdir(real(p)) and not os.path.islink(real(p)))
         return permissions.apply(pairs, real)
 
     def hook(self, event: str, log: ScriptLog) -> str:

@@ -19,6 +19,7 @@ import grp
 import os
 import pwd
 import re
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,17 +138,51 @@ def targets(perms: Sequence[Permission], files: Iterable[str], dirs: Iterable[st
     return out
 
 
+def _open_exactly(where: str) -> int | None:
+    """A descriptor of ``where`` itself, a link not followed (``O_PATH | O_NOFOLLOW``), once /proc says the kernel
+    opened exactly that path: no folder on the way was a link (checked on the open file, so a link swapped in
+    meanwhile is caught too). ConfigError when it was; None where there is no O_PATH or /proc (not Linux)."""
+    if not hasattr(os, "O_PATH"):
+        return None
+    fd = os.open(where, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        os.close(fd)
+        return None
+    if opened != where:
+        os.close(fd)
+        raise ConfigError(f"permissions: {where} is reached through a symbolic link (it is {opened}): not changed")
+    return fd
+
+
 def apply(pairs: Sequence[tuple[str, Permission]], real: Callable[[str], str]) -> int:
-    """chmod, then chown, each target (``real`` maps an appspec path to where it was installed)."""
+    """chmod, then chown, each target (``real`` maps an appspec path to where it was installed, with no link in
+    the install root's own path). A link is never followed: its own owner is set (``lchown``), its mode is not
+    (Linux links have none), and a target reached through a linked folder is refused (ConfigError)."""
     for path, p in pairs:
         where = real(path)
-        if p.mode is not None and not os.path.islink(where):
-            os.chmod(where, int(p.mode, 8))
+        ids = None
         if p.owner is not None or p.group is not None:
             try:
-                uid = pwd.getpwnam(p.owner).pw_uid if p.owner else -1
-                gid = grp.getgrnam(p.group).gr_gid if p.group else -1
+                ids = (pwd.getpwnam(p.owner).pw_uid if p.owner else -1, grp.getgrnam(p.group).gr_gid if p.group else -1)
             except KeyError as exc:
                 raise ConfigError(f"permissions: {path}: no such user or group {exc}") from None
-            os.lchown(where, uid, gid)
+        fd = _open_exactly(where)
+        try:
+            is_link = stat.S_ISLNK(os.fstat(fd).st_mode if fd is not None else os.lstat(where).st_mode)
+            target = f"/proc/self/fd/{fd}" if fd is not None else where   # the opened file itself
+            if p.mode is not None and not is_link:
+                if fd is not None:
+                    os.chmod(target, int(p.mode, 8))
+                else:
+                    os.chmod(where, int(p.mode, 8), follow_symlinks=False)
+            if ids is not None:
+                if is_link or fd is None:
+                    os.lchown(where, *ids)
+                else:
+                    os.chown(target, *ids)
+        finally:
+            if fd is not None:
+                os.close(fd)
     return len(pairs)

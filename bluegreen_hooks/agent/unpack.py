@@ -71,16 +71,51 @@ def check_links(root: Path, bundle: Path) -> None:
                                   f"replace it with the file it points to")
 
 
-def copy_files(src: Path, dest: Path, behaviour: str, created: list[str]) -> None:
+def _within(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _refuse_outside(path: Path, root: Path, why: str) -> ConfigError:
+    return ConfigError(f"files: {path}: {why} outside the install root {root}; nothing is written there "
+                       f"(replace the link with the file or folder it points to)")
+
+
+def _check_destination(t: Path, root: Path, folder: bool = False) -> None:
+    """Refuse ``t`` (a file to write, or a ``folder`` to write into) when, resolved, it is not under ``root``:
+    it or a folder above it is a link (installed earlier, or there already) leading out of the install root.
+    A file that is a link itself is replaced, never written through, so only its folder counts."""
+    real_root = os.path.realpath(root)
+    where = os.path.realpath(t.parent)
+    if not _within(where, real_root):
+        raise _refuse_outside(t, root, f"is reached through a symbolic link to {where},")
+    if (folder or not os.path.islink(t)) and not _within(os.path.realpath(t), real_root):
+        raise _refuse_outside(t, root, f"resolves to {os.path.realpath(t)},")
+
+
+def _check_link(p: Path, t: Path, root: Path) -> None:
+    """Refuse installing the link ``p`` at ``t`` when its target, resolved from ``t`` (not from where it was in
+    the bundle: a relative link climbs from its new place), is outside ``root``."""
+    to = os.readlink(p)
+    resolved = os.path.realpath(os.path.join(os.path.realpath(t.parent), to))
+    if not _within(resolved, os.path.realpath(root)):
+        raise _refuse_outside(t, root, f"symlink -> {to} would point to {resolved},")
+
+
+def copy_files(src: Path, dest: Path, behaviour: str, created: list[str], root: Path | None = None) -> None:
     """The agent's ``files:`` copy: a file into ``dest/``, a folder's contents into ``dest``.
 
     Appends every file and folder it creates to ``created`` (parents first), for the next Install's cleanup.
+    With ``root`` (the install root: the appspec's ``/``), every folder and file is resolved where it is
+    installed and must stay under ``root``: nothing is written through a link leading out of it, and a link
+    whose target, seen from where it is installed, leaves ``root`` is refused (ConfigError).
     """
     if not src.exists():
         raise EventFailed(f"files: source {src} does not exist in the bundle", UNKNOWN_ERROR)
     pairs = [(src, dest / src.name)] if src.is_file() else \
         [(p, dest / p.relative_to(src)) for p in sorted(src.rglob("*"))]
     for d in [dest] + [t for p, t in pairs if p.is_dir()]:
+        if root is not None:
+            _check_destination(d, root, folder=True)
         if not d.exists():
             missing = []
             up = d
@@ -92,12 +127,18 @@ def copy_files(src: Path, dest: Path, behaviour: str, created: list[str]) -> Non
     for p, t in pairs:
         if p.is_dir():
             continue
-        if t.exists():
+        if root is not None:
+            _check_destination(t, root)
+            if p.is_symlink():
+                _check_link(p, t, root)
+        if os.path.lexists(t):
             if behaviour == "DISALLOW":
                 raise EventFailed(f"The deployment failed because a specified file already exists at this "
                                   f"location: {t}", UNKNOWN_ERROR)
             if behaviour == "RETAIN":
                 continue
+            if t.is_symlink() or (p.is_symlink() and not t.is_dir()):
+                t.unlink()                       # a link is replaced, never written through
         t.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, t, follow_symlinks=False)
         created.append(str(t))

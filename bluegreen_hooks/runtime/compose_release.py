@@ -3,13 +3,15 @@
 * ``render``/cache: BeforeInstall renders each colour's compose file once (``config``, both colours at
   once); the output is kept in ``<state_dir>/<app>.compose-cache/`` under a key of the files' bytes and
   the variables, so ApplicationStart records the release without running compose again.
-* ``record``: after ``up``, every service's image is tagged ``bluegreen-<app>-<service>:<deployment>``
+* ``record``: after ``up``, every service's image is tagged ``bluegreen-<app>/<service>:<deployment>`` (an
+  image labelled with the app and service: runtime/images.py)
   and the rendered config is saved with the release (host/releases.py) with ``build:`` removed and each
   ``image:`` set to that tag: a rollback's ``up --no-build`` runs exactly those images and settings.
 * ``stop``/``remove``/``start``: through the Docker SDK by the project label (compose adds nothing there;
   ``down`` costs a compose start-up).
-* ``prune``: deploy/keep_images for compose: our per-release tags beyond the kept releases, and the
-  images compose built for them once nothing else names them.
+* ``prune``: deploy/keep_images for compose: our per-release tags beyond the kept releases (only images
+  labelled with this app, or unlabelled ones its own records name), and the images compose built for them
+  once nothing else names them (only while the name still names the image the release ran).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from typing import Any
 from bluegreen_hooks.host import releases
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.model import Colour
+from bluegreen_hooks.names import PATH_COMPONENT
+from bluegreen_hooks.runtime import images
 
 Say = Any
 LABEL_PROJECT = "com.docker.compose.project"
@@ -106,8 +110,15 @@ def cache_put(path: Path, rendered: str) -> None:
 
 
 def tag_name(app: str, service: str) -> str:
-    """``bluegreen-<app>-<service>`` as a valid (lowercase) repository name."""
-    return re.sub(r"[^a-z0-9_.-]", "-", f"bluegreen-{app}-{service}".lower())
+    """``bluegreen-<app>/<service>``: a repository no other app's can be (an app name has no ``/``; the
+    single-container repository is ``bluegreen-<app>``). A service name that is not a valid path component as it
+    is (upper case, ``..``, a leading ``_``) gets a valid form plus 8 hex digits of its sha256, so two services
+    never share one."""
+    component = service.lower()
+    if component != service or not re.fullmatch(PATH_COMPONENT, component):
+        digest = hashlib.sha256(service.encode()).hexdigest()[:8]
+        component = "-".join(filter(None, re.split(r"[^a-z0-9]+", component)) or ["service"]) + "-" + digest
+    return f"bluegreen-{app}/{component}"
 
 
 # ------------------------------------------------------------------------------------------- through the SDK
@@ -160,19 +171,28 @@ def remove(client: Any, project: str, conts: Sequence[Any], grace: float, volume
 
 
 def tag_images(client: Any, app: str, deployment: str, listed: Sequence[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """Tag each service's image ``bluegreen-<app>-<service>:<deployment>``; return {service: {tag, id}}.
+    """Tag each service's image ``bluegreen-<app>/<service>:<deployment>``, labelled with the app and the
+    service (runtime/images.label: a label-only image on the one the service runs, all services at once);
+    return {service: {tag, id, tagged}} (``id``: the image the service's container runs, as status shows it;
+    ``tagged``: the labelled image the tag names, which a re-created release runs: the same layers).
 
     ``listed``: the project's containers as the list call returns them (their labels and image id)."""
-    out: dict[str, dict[str, str]] = {}
+    todo: dict[str, str] = {}
     for c in listed:
         svc = (c.get("Labels") or {}).get(LABEL_SERVICE)
         image_id = c.get("ImageID")
-        if not svc or not image_id or svc in out:
-            continue
+        if svc and image_id and svc not in todo:
+            todo[svc] = image_id
+
+    def one(svc: str) -> tuple[str, dict[str, str]]:
         repo = tag_name(app, svc)
-        client.api.tag(image_id, repo, deployment)
-        out[svc] = {"tag": f"{repo}:{deployment}", "id": image_id}
-    return out
+        tagged = images.label(client, todo[svc], repo, deployment, images.wanted_labels(app, svc))
+        return svc, {"tag": f"{repo}:{deployment}", "id": todo[svc], "tagged": tagged}
+
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+        return dict(pool.map(one, sorted(todo)))
 
 
 def prune(client: Any, state_dir: Path, app: str, keep: int, needed: set[str], say: Say) -> int:
@@ -186,10 +206,16 @@ def prune(client: Any, state_dir: Path, app: str, keep: int, needed: set[str], s
     for rel in dropped:
         for tag in sorted(rel.image_tags()):
             with contextlib.suppress(docker.errors.APIError):
+                if not images.owned(client.images.get(tag), app, recorded=True):
+                    say(f"left {tag} alone: its labels name app {images.owner(client.images.get(tag))}")
+                    continue
                 client.images.remove(tag, noprune=False)
                 removed += 1
+        sources = {str(i.get("id")) for i in (rel.meta.get("images") or {}).values() if isinstance(i, dict)}
         for name in sorted(set(rel.meta.get("built_names") or []) - kept_names):   # what compose built for it
             with contextlib.suppress(docker.errors.APIError):   # e.g. a container still uses it: kept
+                if client.images.get(name).id not in sources:
+                    continue                    # the name is another build's now (another app's, or rebuilt)
                 client.images.remove(name, noprune=False)
                 removed += 1
         releases.remove(state_dir, app, rel.deployment)

@@ -24,6 +24,7 @@ from bluegreen_hooks.runtime.base import (
     guard_not_live,
     logs_tail,
 )
+from bluegreen_hooks.runtime.images import label, owned, owner, wanted_labels
 
 
 def image_tag(cfg: Config, deployment_id: str) -> str:
@@ -84,7 +85,11 @@ def ensure_image(client: Any, cfg: Config, deployment_id: str, say: Say) -> str:
             raise ImageError(f"cannot pull container/image {c.image}: {exc.explanation or exc}",
                              "check container/image and the registry, then deploy again") from exc
     repo, _, t = tag.partition(":")
-    image.tag(repo, t)
+    try:
+        label(client, image.id, repo, t, wanted_labels(cfg.app))   # the tag names an image labelled ours
+    except (docker.errors.APIError, docker.errors.BuildError) as exc:
+        raise ImageError(f"cannot label {c.image} as {tag}: {getattr(exc, 'explanation', None) or exc}",
+                         "check Docker, then deploy again") from exc
     return tag
 
 
@@ -210,17 +215,29 @@ def start(client: Any, cfg: Config, colour: Colour, image: str, deployment_id: s
 
 
 def prune_images(client: Any, cfg: Config, keep: int, in_use: set[str], say: Say) -> int:
-    """Remove this app's deployment images beyond the ``keep`` newest (never one in use)."""
+    """Remove this app's deployment images beyond the ``keep`` newest (never one in use). Only images whose
+    labels say this app (runtime/images.py), and only their tags in ``bluegreen-<app>``; an unlabelled tag
+    there only when this app's own release records name it (recorded before the labels)."""
     import docker.errors
 
-    imgs = client.images.list(name=cfg.image_repo)
+    from bluegreen_hooks.host import releases
+
+    prefix = cfg.image_repo + ":"
+    found = {i.id: i for i in client.images.list(filters={"label": f"{LABEL_APP}={cfg.app}"})}
+    recorded = {t for r in releases.listing(cfg.state_dir, cfg.app) for t in r.image_tags() if t.startswith(prefix)}
+    for tag in sorted(recorded):
+        with contextlib.suppress(docker.errors.APIError):
+            img = client.images.get(tag)
+            if owned(img, cfg.app, recorded=True):
+                found.setdefault(img.id, img)
+    imgs = [i for i in found.values() if any(t.startswith(prefix) for t in i.tags)]
     imgs.sort(key=lambda i: i.attrs.get("Created", ""), reverse=True)
     removed = 0
     for img in imgs[keep:]:
         if any(t in in_use for t in img.tags) or img.id in in_use:
             continue
         for t in img.tags:
-            if t.startswith(cfg.image_repo + ":"):
+            if t.startswith(prefix) and (owner(img) == cfg.app or t in recorded):
                 with contextlib.suppress(docker.errors.APIError):
                     client.images.remove(t, noprune=False)
                     removed += 1
