@@ -1,0 +1,139 @@
+"""The JVM stack: three embedded-Tomcat servers per colour (OpenJDK 17 + Tomcat 10 from Debian, testbed/jvm.py),
+per-colour compose files like the seed's (web and api routed, worker with a Docker HEALTHCHECK), real Docker,
+docker-compose, nginx, under load. JVMs start in seconds, not milliseconds, and three start at once on 2 shared
+cores while the live colour serves: health deadlines and hook timeouts are generous.
+
+Two tests, ~3 min together on 2 cores (the base image, when missing, adds ~1.5 min once: testbed.jvm).
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from testbed import jvm
+from testbed.bundle import deploy, make_bundle, merge
+from testbed.load import Load
+from tests.helpers import IN_CI, ComposeStack, get, ok
+
+pytestmark = pytest.mark.jvm
+
+
+@pytest.fixture(scope="session")
+def jvm_base(docker_client):
+    """The JVM base image (built on first use, ~1.5 min) and the app's jar; skipped without the tools, except in CI."""
+    try:
+        return jvm.ensure(docker_client)
+    except RuntimeError as exc:
+        if IN_CI:
+            pytest.fail(f"CI must build the JVM test bed: {exc}")
+        pytest.skip(str(exc))
+
+
+class JvmStack(ComposeStack):
+    """A ComposeStack whose bundles carry the JVM app and its per-colour compose files."""
+
+    base = ""
+
+    def bundle(self, version: str, deadline: float = 240, **knobs) -> object:
+        cfg = merge(self.config(), jvm.compose_config(self.ports, deadline))
+        dest = make_bundle(self.tmp / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg, app_dir=jvm.APP_DIR)
+        jvm.write_per_colour(dest, f"{self.image}:{version}", version, self.ports, self.base, **knobs)
+        return dest
+
+
+@pytest.fixture
+def jstack(docker_client, nginx, app_name, tmp_path, compose_cmd, jvm_base):
+    s = JvmStack(app_name, docker_client, nginx, tmp_path, compose_cmd)
+    s.base = jvm_base
+    yield s
+    s.remove()
+
+
+class InFlight:
+    """``n`` clients that each keep one /slow?2 request in flight (a request Tomcat is serving at the switch)."""
+
+    def __init__(self, url: str, n: int = 2) -> None:
+        self.url, self.answers, self.failed = url + "/slow?2", [], []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, body, _ = get(self.url, timeout=30)
+                (self.answers if status == 200 else self.failed).append(f"{status} {body.strip()}")
+            except Exception as exc:   # counted: a failed request
+                self.failed.append(repr(exc))
+
+    def __enter__(self) -> InFlight:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(40)
+
+
+def test_three_jvm_deployments_under_load_with_zero_failed_requests(jstack):
+    """v1, then v2, v3, v4 under load (/ and /api/ back to back, 2 requests of 2 s always in flight): each goes to
+    the other colour once its three JVMs answer /actuator/health; 0 failed requests, versions in order."""
+    ok(deploy(jstack.bundle("v1"), "d-j1"))
+    assert jstack.services("blue") == ["api", "web", "worker"]
+    assert get(jstack.url + "/")[1].strip() == "v1" and get(jstack.url + "/api/")[1].strip() == "api-v1"
+    status, body, _ = get(f"http://127.0.0.1:{jstack.ports['web'][0]}/actuator/health")
+    assert (status, body) == (200, '{"status":"UP"}')
+    with Load(jstack.url + "/", threads=3) as web, Load(jstack.url + "/api/", threads=1) as api, \
+            InFlight(jstack.url) as slow:
+        for i in (2, 3, 4):
+            ok(deploy(jstack.bundle(f"v{i}"), f"d-j{i}"))
+    for load, versions in ((web, ["v1", "v2", "v3", "v4"]), (api, ["api-v1", "api-v2", "api-v3", "api-v4"])):
+        r = load.result
+        assert r.failed == 0, r.summary()
+        assert r.versions_in_order == versions, r.summary()
+    assert slow.failed == [] and len(slow.answers) >= 3, (slow.failed, slow.answers)
+    st = jstack.state()
+    assert (st["live"], st["live_deployment"]) == ("green", "d-j4")
+    assert [d["outcome"] for d in st["deployments"]] == ["succeeded"] * 4
+    assert jstack.services("green") == ["api", "web", "worker"] and jstack.services("blue") == []
+    assert jstack.networks() == jstack.networks_before
+
+
+def test_jvm_versions_that_fail_health_or_are_oom_killed_leave_the_live_colour_serving(jstack):
+    """Under load: v2 starts but /actuator/health answers 503 (deadline 30 s): no switch; v3's web JVM holds
+    200 MiB in a 128 MiB container, the kernel OOM-kills it at start: the deployment fails at once, no switch;
+    both new stacks removed, blue untouched, 0 failed requests. Then v4 deploys as usual."""
+    ok(deploy(jstack.bundle("v1"), "d-f1"))
+    before = (jstack.include(), sorted((c.id, c.status) for c in jstack.project("blue")))
+    with Load(jstack.url + "/", threads=3) as load, InFlight(jstack.url) as slow:
+        runs = deploy(jstack.bundle("v2", deadline=30, unhealthy=True), "d-f2")
+        unhealthy = runs[-1]
+        assert_kept(jstack, before)
+        runs = deploy(jstack.bundle("v3", alloc_mb=200, mem_limit="128m"), "d-f3")
+        oom = runs[-1]
+        assert_kept(jstack, before)
+        ok(deploy(jstack.bundle("v4"), "d-f4"))
+    assert unhealthy.event == "ApplicationStart" and unhealthy.returncode != 0, unhealthy.output
+    assert unhealthy.last_line.startswith("ERROR ApplicationStart: green not healthy after"), unhealthy.output
+    assert f"HTTP 503 from 127.0.0.1:{jstack.ports['web'][1]}/actuator/health" in unhealthy.last_line
+    assert "blue keeps serving" in unhealthy.last_line, unhealthy.output
+    assert oom.event == "ApplicationStart" and oom.returncode != 0, oom.output
+    assert (f"green ({jstack.app}-green_web_1): container exited with code 137 before it got healthy"
+            in oom.last_line), oom.output
+    assert "blue keeps serving" in oom.last_line, oom.output
+    r = load.result
+    assert r.failed == 0 and r.versions_in_order == ["v1", "v4"], r.summary()
+    assert slow.failed == [] and len(slow.answers) >= 3, (slow.failed, slow.answers)
+    st = jstack.state()
+    assert [d["outcome"] for d in st["deployments"]] == ["succeeded", "failed", "failed", "succeeded"]
+    assert (st["live"], st["live_deployment"]) == ("green", "d-f4")
+
+
+def assert_kept(jstack, before) -> None:
+    """The failed deployment removed the new stack and left the live one as it was."""
+    assert jstack.project("green") == []
+    assert (jstack.include(), sorted((c.id, c.status) for c in jstack.project("blue"))) == before
+    assert jstack.state()["live"] == "blue" and get(jstack.url + "/")[1].strip() == "v1"
