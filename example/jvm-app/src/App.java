@@ -4,7 +4,8 @@
 //   APP_VERSION   served on /                               (default "dev")
 //   HOST, PORT    where to listen                           (default 0.0.0.0:8080)
 //   START_DELAY   seconds to wait before listening, as a Spring context would while it starts (default 0)
-//   UNHEALTHY=1   /actuator/health answers 503 {"status":"DOWN"} (a version that starts but never gets healthy)
+//   UNHEALTHY=1   /actuator/health answers 503 {"status":"DOWN"} and / answers 503: a version that starts but cannot
+//                 serve (its database is unreachable, say) and never gets healthy
 //   ALLOC_MB=N    hold N MiB of live heap before listening (with a container memory limit: OOM-killed at start)
 // Paths: /  -> the version; /actuator/health -> {"status":"UP"}; /slow?N -> the version after N seconds.
 // SIGTERM (docker stop): the connector stops accepting, requests in flight finish (up to 30 s), then exit 0.
@@ -75,7 +76,9 @@ public final class App {
         tomcat.setConnector(connector);
         Context ctx = tomcat.addContext("", null);
         ((org.apache.catalina.core.StandardContext) ctx).setUnloadDelay(30000);
-        Tomcat.addServlet(ctx, "index", text(200, "text/plain", version + "\n")).addMapping("/");
+        Tomcat.addServlet(ctx, "index", unhealthy
+                ? text(503, "text/plain", "DOWN\n")
+                : text(200, "text/plain", version + "\n")).addMapping("/");
         Tomcat.addServlet(ctx, "health", unhealthy
                 ? text(503, "application/json", "{\"status\":\"DOWN\"}")
                 : text(200, "application/json", "{\"status\":\"UP\"}")).addMapping("/actuator/health");
