@@ -7,6 +7,8 @@ Two tests, ~3 min together on 2 cores (the base image, when missing, adds ~1.5 m
 """
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import uuid
 
@@ -17,7 +19,7 @@ from testbed.bundle import deploy, make_bundle, merge
 from testbed.load import Load
 from tests.helpers import IN_CI, ComposeStack, get, ok
 
-pytestmark = pytest.mark.jvm
+jvm_stack = pytest.mark.jvm
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +80,7 @@ class InFlight:
             t.join(40)
 
 
+@jvm_stack
 def test_three_jvm_deployments_under_load_with_zero_failed_requests(jstack):
     """v1, then v2, v3, v4 under load (/ and /api/ back to back, 2 requests of 2 s always in flight): each goes to
     the other colour once its three JVMs answer /actuator/health; 0 failed requests, versions in order."""
@@ -102,6 +105,7 @@ def test_three_jvm_deployments_under_load_with_zero_failed_requests(jstack):
     assert jstack.networks() == jstack.networks_before
 
 
+@jvm_stack
 def test_jvm_versions_that_fail_health_or_are_oom_killed_leave_the_live_colour_serving(jstack):
     """Under load: v2 starts but /actuator/health answers 503 (deadline 30 s): no switch; v3's web JVM holds
     200 MiB in a 128 MiB container, the kernel OOM-kills it at start: the deployment fails at once, no switch;
@@ -137,3 +141,51 @@ def assert_kept(jstack, before) -> None:
     assert jstack.project("green") == []
     assert (jstack.include(), sorted((c.id, c.status) for c in jstack.project("blue"))) == before
     assert jstack.state()["live"] == "blue" and get(jstack.url + "/")[1].strip() == "v1"
+
+
+def test_the_base_image_is_found_in_apt_sources_and_keyed_by_its_recipe(tmp_path, monkeypatch):
+    """The mirror comes from apt's one-line or deb822 sources (the bookworm entry, not security or another
+    repository); the tag's key changes with the mirror and the package list; no source: one clear error."""
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n")
+    assert jvm.debian_mirror(tmp_path) == "http://mirror.example/debian"
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://other.example/debian bookworm main\n")
+    assert jvm.debian_mirror(tmp_path) == "http://other.example/debian"   # sources.list is read first
+    assert jvm.base_key("http://a/debian") != jvm.base_key("http://b/debian")
+    key = jvm.base_key("http://a/debian")
+    monkeypatch.setattr(jvm, "PACKAGES", (*jvm.PACKAGES, "curl"))
+    assert jvm.base_key("http://a/debian") != key
+    (tmp_path / "sources.list").write_text("deb http://x.example/ubuntu jammy main\n")
+    (tmp_path / "sources.list.d" / "debian.sources").unlink()
+    with pytest.raises(RuntimeError, match="no apt source for Debian bookworm"):
+        jvm.debian_mirror(tmp_path)
+
+
+def test_the_image_classpath_is_the_one_the_jar_is_compiled_against():
+    """The Dockerfile's CLASSPATH names exactly testbed.jvm's Tomcat jars (after the app's jar)."""
+    dockerfile = (jvm.APP_DIR / "Dockerfile").read_text()
+    m = re.search(r"CLASSPATH=(\S+)", dockerfile)
+    assert m and m.group(1) == "/app/app.jar:" + jvm.CLASSPATH
+
+
+def test_the_jvm_compose_files_are_valid_and_differ_only_in_ports(tmp_path, compose_cmd):
+    """docker-compose accepts both colours' files with every knob set; blue and green differ only in ports."""
+    ports = {"web": (18081, 18082), "api": (18091, 18092), "worker": (18101, 18102)}
+    jvm.write_per_colour(tmp_path, "bgc-x:v2", "v2", ports, "bluegreen-base:jvm-x", start_delay=20, unhealthy=True,
+                         alloc_mb=200, mem_limit="128m")
+    (tmp_path / "app").mkdir()
+    texts = {}
+    for colour in ("blue", "green"):
+        f = tmp_path / f"docker-compose.{colour}.yml"
+        proc = subprocess.run([*compose_cmd, "-f", str(f), "config"], capture_output=True, text=True, cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", "BLUEGREEN_DEPLOYMENT": "d"})
+        assert proc.returncode == 0, proc.stderr
+        texts[colour] = f.read_text()
+    blue = texts["blue"]
+    for b, g in ports.values():
+        blue = blue.replace(str(b), str(g))
+    assert blue == texts["green"]
+    assert 'START_DELAY: "20"' in texts["blue"] and 'UNHEALTHY: "1"' in texts["blue"]
+    assert "mem_limit: 128m" in texts["blue"] and 'ALLOC_MB: "200"' in texts["blue"]
