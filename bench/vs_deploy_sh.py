@@ -65,6 +65,7 @@ class SlowClients:
 
     def __init__(self, url: str, n: int = 3, path: str = "/cgi-bin/slow?5") -> None:
         self.url, self.done, self.failed = url + path, 0, 0
+        self.failed_at: list[float] = []   # time.monotonic() of each failed answer
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
 
@@ -78,6 +79,8 @@ class SlowClients:
                 ok = False
             self.done += 1
             self.failed += not ok
+            if not ok:
+                self.failed_at.append(time.monotonic())
 
     def __enter__(self) -> SlowClients:
         for t in self.threads:
@@ -238,7 +241,8 @@ def jvm_steps(deploys: int, start_delay: float) -> list[tuple[str, dict | None]]
 
 def run_steps(url: str, first, steps: list[tuple[str, object]]) -> dict:
     """``first()`` before any load, then each step's function (-> (seconds, outcome)) under the busy load and 3
-    clients with a 5 s request in flight; failed requests counted per step (until the next, the last + TAIL s)."""
+    clients with a 5 s request in flight; failed requests counted per step (until the next, the last + TAIL s):
+    [/ requests, 5 s requests] (a 5 s request counts where its answer came)."""
     first()
     rows, marks = [], []
     t0 = time.monotonic()
@@ -252,6 +256,7 @@ def run_steps(url: str, first, steps: list[tuple[str, object]]) -> dict:
     marks.append(float("inf"))
     for k, row in enumerate(rows):
         row.append(sum(1 for x in r.samples if not x.ok and marks[k] <= x.t < marks[k + 1]))
+        row.append(sum(1 for x in slow.failed_at if marks[k] <= x - t0 < marks[k + 1]))
     return {"rows": rows, "requests": len(r.samples) + slow.done, "failed": r.failed + slow.failed,
             "slow": slow.done, "slow_failed": slow.failed, "causes": dict(r.failures)}
 
@@ -348,12 +353,12 @@ def run_jvm(deploys: int, start_delay: float) -> int:
         daemon.stop()
     print(f"JVM stack (3 Tomcat JVMs per colour), each tool: {deploys} deploys, then the steps below, under load "
           "(3 threads on /, 3 clients with a 5 s request in flight)")
-    print("| step | tool | deploy s | failed requests in the step | outcome |")
+    print("| step | tool | deploy s | failed requests in the step: /, 5 s | outcome |")
     print("|---|---|---|---|---|")
     for k in range(len(steps)):
         for tool, res in results.items():
-            name, secs, outcome, failed = res["rows"][k]
-            print(f"| {name} | {tool} | {secs:.2f} | {failed:,} | {outcome} |")
+            name, secs, outcome, failed, slow_failed = res["rows"][k]
+            print(f"| {name} | {tool} | {secs:.2f} | {failed:,}, {slow_failed} | {outcome} |")
     for tool, res in results.items():
         print(f"{tool}: {res['requests']:,} requests, {res['failed']:,} failed "
               f"({res['slow_failed']} of {res['slow']} 5 s requests), causes {res['causes']}")
