@@ -75,6 +75,10 @@ def before_install(ctx: Context) -> None:
 
         ctx.say(canary.check_plan(cfg))
         canary.check_logging(cfg)
+    if cfg.watch_seconds > 0 and d.live is not None:
+        from bluegreen_hooks.lifecycle import watch
+
+        ctx.say(watch.check_plan(ctx))
     ctx.finish("BeforeInstall")
 
 
@@ -131,6 +135,12 @@ def application_start(ctx: Context) -> None:
 
         live, target = d.live, d.target
         route = lambda: canary.run(ctx, live, target, dep)  # noqa: E731
+    elif cfg.watch_seconds > 0 and d.live is not None and not ctx.store.read().state.maintenance \
+            and be.running().get(d.live):   # the failure-absorbing switch (lifecycle/watch.py)
+        from bluegreen_hooks.lifecycle import watch
+
+        live, target = d.live, d.target
+        route = lambda: watch.switch_in(ctx, live, target, dep)  # noqa: E731
     try:
         up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route=route,
                             before_switch=tasks.before_switch, on_failure=tasks.on_failure)
@@ -254,15 +264,16 @@ def validate_service(ctx: Context) -> None:
         tasks.run("after_validate")
     except HookError as exc:
         raise _switch_back(ctx, be, target, old, str(exc), "a release task failed") from exc
+    workers = ip.old_workers + _watch(ctx, be, target, old)
     ctx.finish("validated", timings={**ip.timings, **tasks.timings})
     handed_over = False
     if old and old != target:
         if cfg.retire == "background":   # it stops nothing when the old colour no longer runs
             from bluegreen_hooks.lifecycle import background
 
-            handed_over = background.hand_over(ctx, old, target, ip.old_workers)
+            handed_over = background.hand_over(ctx, old, target, workers)
         if not handed_over:
-            steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests", keep=True)
+            steps.retire(ctx, be, old, target, workers, "old nginx workers finished their requests", keep=True)
     if not handed_over:   # the background retire prunes once the old colour is stopped
         steps.prune(ctx, be)
     with ctx.store.update() as st:
@@ -270,6 +281,30 @@ def validate_service(ctx: Context) -> None:
         if mine is not None:
             record_deployment(st, mine, "succeeded", time.time())
     ctx.say(f"deployment {dep} succeeded: {target} live")
+
+
+def _watch(ctx: Context, be: Backend, target: Colour, old: Colour | None) -> list[list[int]]:
+    """deploy/watch_seconds (lifecycle/watch.py): watch the new colour's live traffic while ``old`` stays ready;
+    switch back and fail with the figures when it does worse than the rules. Returns the nginx workers of the
+    watch that may still proxy to ``old`` (drained before it stops)."""
+    from bluegreen_hooks.lifecycle import watch
+
+    if not (old and watch.applies(ctx, old, target) and be.running().get(old)):
+        return []
+
+    watched, workers = watch.run(ctx, old, target, ctx.deployment_id)
+    receipt = watched.receipt(ctx.cfg.watch_seconds, ctx.cfg.nginx.form)
+    if watched.verdict == "ok":
+        watch.save_receipt(ctx, receipt)
+        return workers
+    receipt["verdict"] = "switched back"
+    watch.save_receipt(ctx, receipt)
+    from bluegreen_hooks.host import nginx_canary
+
+    try:
+        raise _switch_back(ctx, be, target, old, f"{watched.reason}; {watched.figures()}", "the watch window failed")
+    finally:
+        nginx_canary.remove_logs(ctx.cfg)
 
 
 def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str,

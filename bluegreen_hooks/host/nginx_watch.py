@@ -1,0 +1,70 @@
+"""The nginx side of the watch window (lifecycle/watch.py): the include that serves the new colour while the
+old one stays ready, with per-colour access logs of what clients got.
+
+* ``upstream`` form (http context): the failure-absorbing switch. The new colour is the upstream's server,
+  the old colour its ``backup``; ``proxy_next_upstream error timeout http_502 http_503 http_504`` (methods
+  that are not idempotent are never retried: ``non_idempotent`` is not listed), at most
+  ``proxy_next_upstream_tries 2`` attempts within ``proxy_next_upstream_timeout``. A new colour that refuses,
+  resets or answers 502/503/504 costs the client a retry on the old colour, not an error; after one failure
+  (``max_fails=1``) nginx sends everything to the backup for ``fail_timeout`` while the watch switches back.
+* ``set`` form (server context): the plain ``set`` lines, and the logs. No absorbing: ``proxy_pass`` with a
+  variable holding a URL has one address, and an ``upstream`` block (the only place ``backup`` exists) cannot
+  be written at server level (docs/nginx.md, "What the watch absorbs").
+
+Both log every request under the colour(s) that handled an attempt of it, in the canary's log files
+(host/nginx_canary.py), restating the user's own access_log lines the same way.
+"""
+from __future__ import annotations
+
+import re
+
+from bluegreen_hooks.config import Config
+from bluegreen_hooks.host import nginx
+from bluegreen_hooks.host.nginx_canary import _addr_regex, _logs, _targets, log_variable
+from bluegreen_hooks.model import Colour, is_deployment_id
+
+NEXT_UPSTREAM_TIMEOUT = 10    # seconds: the bound on one request's attempts (proxy_next_upstream_timeout)
+FAIL_TIMEOUT = 10             # seconds the new colour is left out after one failed attempt (max_fails=1)
+_WATCH_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green) deployment=\S+ watch=(blue|green)\b",
+                       re.M)
+
+
+def render(cfg: Config, new: Colour, old: Colour, deployment_id: str, restated: tuple[str, ...] = ()) -> str:
+    """The include of the watch window: ``new`` serves (``old`` as the backup in the upstream form)."""
+    if not is_deployment_id(deployment_id):
+        raise ValueError(f"bad deployment id {deployment_id!r}")
+    head = (f"{nginx.MARK} app={cfg.app} colour={new} deployment={deployment_id} watch={old}\n"
+            f"# Written by bluegreen-hooks; edits are replaced at the next switch.\n")
+    tail = _logs(cfg) + "".join(f"{line}\n" for line in restated)
+    cv = cfg.nginx.colour_variable
+    if cfg.nginx.form == "set":
+        body = "".join(f"set ${var} http://{t};\n" for var, t in _targets(cfg, new))
+        body += f"set ${cv} {new};\nset ${log_variable(new)} 1;\nset ${log_variable(old)} \"\";\n"
+        return head + body + tail
+    body = ""
+    for (name, t_new), (_, t_old) in zip(_targets(cfg, new), _targets(cfg, old)):
+        body += (f"upstream {name} {{\n    server {t_new} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;\n"
+                 f"    server {t_old} backup;\n}}\n")
+    # the colour that gave the answer is the last address; every colour that had an attempt gets the line
+    body += f"map $upstream_addr ${cv} {{\n    {_addr_regex(cfg, old)} {old};\n    default {new};\n}}\n"
+    body += f"map $upstream_addr ${log_variable(new)} {{\n    {_any_regex(cfg, new)} 1;\n    default \"\";\n}}\n"
+    body += f"map $upstream_addr ${log_variable(old)} {{\n    {_any_regex(cfg, old)} 1;\n    default \"\";\n}}\n"
+    body += ("proxy_next_upstream error timeout http_502 http_503 http_504;\nproxy_next_upstream_tries 2;\n"
+             f"proxy_next_upstream_timeout {NEXT_UPSTREAM_TIMEOUT}s;\n")
+    return head + body + tail
+
+
+def _any_regex(cfg: Config, colour: Colour) -> str:
+    """A map key matching an ``$upstream_addr`` with one of ``colour``'s addresses anywhere in it."""
+    alts = "|".join(re.escape(t).replace('"', "") for _, t in _targets(cfg, colour))
+    return f"\"~(^|, )(?:{alts})(,|$)\""
+
+
+def include_watch(cfg: Config, text: str | None) -> tuple[Colour, Colour] | None:
+    """(new, old) when the include is in watch form (for this app), else None."""
+    m = _WATCH_RE.search(text or "")
+    if not m or m.group(1) != cfg.app:
+        return None
+    new: Colour = "blue" if m.group(2) == "blue" else "green"
+    old: Colour = "blue" if m.group(3) == "blue" else "green"
+    return new, old

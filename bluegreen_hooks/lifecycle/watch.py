@@ -1,0 +1,203 @@
+"""deploy/watch_seconds: after the switch, ValidateService watches what real clients get from the new colour
+before it lets the old one go.
+
+For ``watch_seconds`` the old colour keeps running (not stopped: a switch back is one nginx reload) and
+the include is in watch form (host/nginx_watch.py): per-colour access logs and, in the upstream form, the
+old colour as nginx's ``backup`` server, so a new colour that dies costs a retry, not an error. Every
+``POLL`` seconds the watch reads the logs and knocks on the new colour's port:
+
+* the new colour's port refuses connections (its containers died or were killed): switch back at once;
+* the new colour's failed share (5xx, and 499: clients that gave up while it was pending) is above the
+  rules (``max_error_rate``, from [canary] or its defaults, with at least ``MIN_FAILED`` failures): switch
+  back at once;
+* the window ends: the include goes back to the plain form and the deployment goes on (drain, retire).
+
+A switch back goes through the validation's own path (``events._switch_back``: the old colour's include,
+test, reload, verify; the state's live colour; the new colour drained and removed) and the deployment
+fails with the figures in its last line; the runner records it and notifies. SIGTERM (the hook's timeout)
+during the window leaves the plain include of the new colour, which the state names as live.
+
+Default: off (``watch_seconds = 0``): a deployment with it on takes ``watch_seconds`` longer in
+ValidateService (the old colour's stop waits for the window); see docs/canary.md, "The watch window".
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bluegreen_hooks.config.canary import DEFAULT_MAX_ERROR_RATE
+from bluegreen_hooks.host import nginx, nginx_canary, nginx_watch
+from bluegreen_hooks.host.nginx_canary import Tally
+from bluegreen_hooks.host.wait import poll
+from bluegreen_hooks.lifecycle.steps import Context
+from bluegreen_hooks.model import Colour
+
+POLL = 0.25        # seconds between two looks at the logs and the new colour's port
+MIN_FAILED = 3     # a switch back needs at least this many failed requests on the new colour (or a dead port)
+FAILED = ("499", "500", "502", "503", "504")   # what counts against a colour (interim, until the judge's parser)
+
+
+@dataclass
+class Watched:
+    """The window's outcome: ``ok`` or ``back`` (switch back), why, both colours' figures, seconds watched."""
+
+    verdict: str
+    reason: str
+    new: Tally
+    old: Tally
+    seconds: float
+    new_colour: Colour
+    old_colour: Colour
+
+    def figures(self) -> str:
+        return (f"{self.new_colour} {_figures(self.new)}, {self.old_colour} {_figures(self.old)} "
+                f"in {self.seconds:.1f}s")
+
+    def receipt(self, cfg_seconds: float, form: str) -> dict[str, Any]:
+        return {"window": "watch", "form": form, "watch_seconds": cfg_seconds, "seconds": round(self.seconds, 2),
+                "verdict": self.verdict, "reason": self.reason,
+                "new": {"colour": self.new_colour, **_receipt(self.new)},
+                "old": {"colour": self.old_colour, **_receipt(self.old)}}
+
+
+def _failed(t: Tally) -> int:
+    return sum(n for s, n in t.statuses.items() if s in FAILED or s.startswith("5"))
+
+
+def _figures(t: Tally) -> str:
+    kinds = ", ".join(f"{s} {n}" for s, n in sorted(t.statuses.items()) if s in FAILED or s.startswith("5"))
+    share = 100 * _failed(t) / t.requests if t.requests else 0.0
+    return f"{_failed(t)} failed of {t.requests} ({share:.1f} %{': ' + kinds if kinds else ''})"
+
+
+def _receipt(t: Tally) -> dict[str, Any]:
+    failed = {s: n for s, n in sorted(t.statuses.items()) if s in FAILED or s.startswith("5")}
+    return {"requests": t.requests, "failed": sum(failed.values()), "by_status": failed}
+
+
+def max_error_rate(ctx: Context) -> float:
+    return ctx.cfg.canary.max_error_rate if ctx.cfg.canary is not None else DEFAULT_MAX_ERROR_RATE
+
+
+def applies(ctx: Context, old: Colour | None, new: Colour) -> bool:
+    """The watch runs for this switch: watch_seconds is on and there is another colour to keep ready."""
+    return ctx.cfg.watch_seconds > 0 and old is not None and old != new
+
+
+def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Switch:
+    """ApplicationStart's switch when the watch is on: straight into the watch form (so the failure-absorbing
+    upstream is in place from the first request the new colour gets), verified like ``nginx.switch``."""
+    from bluegreen_hooks.lifecycle import canary
+
+    cfg = ctx.cfg
+    restated = canary.check_logging(cfg)
+    nginx_canary.remove_logs(cfg)
+    mode = nginx.verify_mode(cfg)
+
+    def check(before: list[list[int]]) -> str:
+        if mode == "header":
+            nginx.verify(cfg, new, path=cfg.health.path)
+            return "verified by header"
+        a = nginx.verify_generation(cfg, new, before, cfg.health.path)
+        return f"verified by worker generation + HTTP {a.status}"
+
+    sw = nginx.apply(cfg, nginx_watch.render(cfg, new, old, deployment_id, restated), check)
+    ctx.say(f"nginx now sends traffic to {new} (test + reload + verify in {sw.seconds * 1000:.0f} ms; {sw.proof}); "
+            + (f"{old} is its backup server until the watch window ends" if cfg.nginx.form == "upstream" else
+               f"{old} keeps running until the watch window ends"))
+    return sw
+
+
+def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Watched, list[list[int]]]:
+    """Serve ``new`` in watch form for watch_seconds; returns the outcome and the nginx workers that may
+    still proxy to ``old`` (the watch's generation). On ``back`` the include is still in watch form: the
+    caller switches back. On ``ok`` the plain include of ``new`` is in place.
+
+    The window counts from ApplicationStart's switch when it switched into the watch form (``switch_in``);
+    otherwise (after a canary) the include is put in watch form here and the window starts now."""
+    cfg = ctx.cfg
+    workers: list[list[int]] = []
+    if nginx_watch.include_watch(cfg, nginx.read_include(cfg)) != (new, old):
+        workers = switch_in(ctx, old, new, deployment_id).old_workers
+    ctx.say(f"watch window: {cfg.watch_seconds:g}s of live traffic on {new}, {old} kept running"
+            + (f" as nginx's backup server (a failed attempt on {new} is retried there)"
+               if cfg.nginx.form == "upstream" else " (set form: nothing absorbs a failure; a switch back is "
+                                                    "one reload)"))
+    try:
+        watched = _watch(ctx, old, new)
+        if watched.verdict == "ok":
+            done = nginx.switch(cfg, new, deployment_id, ctx.say)
+            nginx_canary.remove_logs(cfg)
+            return watched, workers + done.old_workers
+    except BaseException:   # SIGTERM or an nginx error: leave the plain include of the live colour
+        try:
+            nginx.switch(cfg, new, deployment_id, ctx.say)
+        finally:
+            nginx_canary.remove_logs(cfg)
+        raise
+    return watched, workers
+
+
+def _watch(ctx: Context, old: Colour, new: Colour) -> Watched:
+    from bluegreen_hooks.host import ports
+
+    cfg = ctx.cfg
+    start: dict[Colour, int] = {"blue": 0, "green": 0}   # the logs began at the switch into the watch form
+    t0 = time.monotonic()
+    rate = max_error_rate(ctx)
+
+    def look() -> Watched | None:
+        elapsed = time.monotonic() - t0
+        tn, to = nginx_canary.tally(cfg, new, start[new]), nginx_canary.tally(cfg, old, start[old])
+
+        def out(verdict: str, reason: str) -> Watched:
+            return Watched(verdict, reason, tn, to, elapsed, new, old)
+
+        if not ports.answers(cfg.host, cfg.port(new)):
+            return out("back", f"{new} refuses connections on port {cfg.port(new)}")
+        failed = _failed(tn)
+        if failed >= MIN_FAILED and failed > rate * tn.requests:
+            return out("back", f"{new} failed {100 * failed / tn.requests:.1f} % of requests (max_error_rate "
+                               f"{rate * 100:g} %)")
+        if elapsed >= cfg.watch_seconds:
+            return out("ok", f"{new} within the rules (max_error_rate {rate * 100:g} %)")
+        return None
+
+    watched = poll(look, cfg.watch_seconds + 5, interval=POLL, max_interval=POLL)
+    if watched is None:
+        tn, to = nginx_canary.tally(cfg, new, start[new]), nginx_canary.tally(cfg, old, start[old])
+        watched = Watched("ok", "window ended", tn, to, time.monotonic() - t0, new, old)
+    ctx.say(f"watch window: {watched.figures()}: "
+            + ("ok" if watched.verdict == "ok" else f"switching back ({watched.reason})"))
+    return watched
+
+
+def save_receipt(ctx: Context, receipt: dict[str, Any]) -> None:
+    with ctx.store.update() as st:
+        ip = st.holder(ctx.deployment_id)
+        if ip is not None:
+            ip.receipt = receipt
+
+
+def check_plan(ctx: Context) -> str:
+    """BeforeInstall: refuse a watch window that cannot end within ValidateService's timeout in appspec.yml
+    (the window, then the drain, plus a margin for the switches); return a note."""
+    from bluegreen_hooks.agent import appspec
+    from bluegreen_hooks.errors import ConfigError
+    from bluegreen_hooks.lifecycle.canary import SWITCH_MARGIN, check_logging
+
+    cfg = ctx.cfg
+    check_logging(cfg)
+    path = cfg.root / "appspec.yml"
+    try:
+        spec = appspec.parse(path.read_text(encoding="utf-8"))
+    except OSError:
+        return f"watch window {cfg.watch_seconds:g}s (no {path.name} to check ValidateService's timeout against)"
+    timeout = sum(s.timeout for s in spec.hooks.get("ValidateService", ())) or appspec.DEFAULT_TIMEOUT
+    need = cfg.watch_seconds + cfg.drain_timeout + 2 * SWITCH_MARGIN
+    if need > timeout:
+        raise ConfigError(f"{cfg.path.name}: deploy/watch_seconds: the watch window needs up to {need:.0f}s of "
+                          f"ValidateService ({cfg.watch_seconds:g}s + drain_timeout {cfg.drain_timeout:g}s + "
+                          f"margins) but {path.name} gives it {timeout}s; shorten watch_seconds or raise the timeout")
+    return f"watch window {cfg.watch_seconds:g}s fits: at most {need:.0f}s of ValidateService's {timeout}s"
