@@ -299,12 +299,12 @@ def _watch(ctx: Context, be: Backend, target: Colour, old: Colour | None) -> lis
         return workers
     receipt["verdict"] = "switched back"
     watch.save_receipt(ctx, receipt)
-    from bluegreen_hooks.host import nginx_canary
+    from bluegreen_hooks.host import nginx_watch
 
     try:
         raise _switch_back(ctx, be, target, old, f"{watched.reason}; {watched.figures()}", "the watch window failed")
     finally:
-        nginx_canary.remove_logs(ctx.cfg)
+        nginx_watch.remove_logs(ctx.cfg)
 
 
 def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str,

@@ -24,60 +24,46 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from bluegreen_hooks.config.canary import DEFAULT_MAX_ERROR_RATE
-from bluegreen_hooks.host import nginx, nginx_canary, nginx_watch
-from bluegreen_hooks.host.nginx_canary import Tally
+from bluegreen_hooks.config.canary import DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS
+from bluegreen_hooks.host import nginx, nginx_watch
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Colour
+from bluegreen_hooks.observe import clients
 
 POLL = 0.25        # seconds between two looks at the logs and the new colour's port
-MIN_FAILED = 3     # a switch back needs at least this many failed requests on the new colour (or a dead port)
-FAILED = ("499", "500", "502", "503", "504")   # what counts against a colour (interim, until the judge's parser)
 
 
 @dataclass
 class Watched:
-    """The window's outcome: ``ok`` or ``back`` (switch back), why, both colours' figures, seconds watched."""
+    """The window's outcome: ``ok`` or ``back`` (switch back), why, the judgement's figures, seconds watched."""
 
     verdict: str
     reason: str
-    new: Tally
-    old: Tally
+    judged: clients.Verdict
     seconds: float
     new_colour: Colour
     old_colour: Colour
 
     def figures(self) -> str:
-        return (f"{self.new_colour} {_figures(self.new)}, {self.old_colour} {_figures(self.old)} "
+        return (f"{self.new_colour} {self.judged.new.figures()}, {self.old_colour} {self.judged.old.figures()} "
                 f"in {self.seconds:.1f}s")
 
     def receipt(self, cfg_seconds: float, form: str) -> dict[str, Any]:
         return {"window": "watch", "form": form, "watch_seconds": cfg_seconds, "seconds": round(self.seconds, 2),
-                "verdict": self.verdict, "reason": self.reason,
-                "new": {"colour": self.new_colour, **_receipt(self.new)},
-                "old": {"colour": self.old_colour, **_receipt(self.old)}}
+                "verdict": self.verdict, "reason": self.reason, "notes": list(self.judged.notes),
+                "new": {"colour": self.new_colour, **self.judged.new.to_json()},
+                "old": {"colour": self.old_colour, **self.judged.old.to_json()}}
 
 
-def _failed(t: Tally) -> int:
-    return sum(n for s, n in t.statuses.items() if s in FAILED or s.startswith("5"))
-
-
-def _figures(t: Tally) -> str:
-    kinds = ", ".join(f"{s} {n}" for s, n in sorted(t.statuses.items()) if s in FAILED or s.startswith("5"))
-    share = 100 * _failed(t) / t.requests if t.requests else 0.0
-    return f"{_failed(t)} failed of {t.requests} ({share:.1f} %{': ' + kinds if kinds else ''})"
-
-
-def _receipt(t: Tally) -> dict[str, Any]:
-    failed = {s: n for s, n in sorted(t.statuses.items()) if s in FAILED or s.startswith("5")}
-    return {"requests": t.requests, "failed": sum(failed.values()), "by_status": failed}
-
-
-def max_error_rate(ctx: Context) -> float:
-    return ctx.cfg.canary.max_error_rate if ctx.cfg.canary is not None else DEFAULT_MAX_ERROR_RATE
+def rules(ctx: Context) -> clients.Rules:
+    """The watch judges with [canary]'s numbers when there is a [canary] table, else its defaults; too few
+    requests at the end of the window (a quiet site) let the deployment go on, said in its output."""
+    cc = ctx.cfg.canary
+    return clients.Rules(max_error_rate=cc.max_error_rate if cc else DEFAULT_MAX_ERROR_RATE,
+                         min_requests=cc.min_requests if cc else DEFAULT_MIN_REQUESTS, on_too_few="promote")
 
 
 def applies(ctx: Context, old: Colour | None, new: Colour) -> bool:
@@ -92,7 +78,7 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
 
     cfg = ctx.cfg
     restated = canary.check_logging(cfg)
-    nginx_canary.remove_logs(cfg)
+    nginx_watch.remove_logs(cfg)
     mode = nginx.verify_mode(cfg)
 
     def check(before: list[list[int]]) -> str:
@@ -128,13 +114,13 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
         watched = _watch(ctx, old, new)
         if watched.verdict == "ok":
             done = nginx.switch(cfg, new, deployment_id, ctx.say)
-            nginx_canary.remove_logs(cfg)
+            nginx_watch.remove_logs(cfg)
             return watched, workers + done.old_workers
     except BaseException:   # SIGTERM or an nginx error: leave the plain include of the live colour
         try:
             nginx.switch(cfg, new, deployment_id, ctx.say)
         finally:
-            nginx_canary.remove_logs(cfg)
+            nginx_watch.remove_logs(cfg)
         raise
     return watched, workers
 
@@ -143,34 +129,44 @@ def _watch(ctx: Context, old: Colour, new: Colour) -> Watched:
     from bluegreen_hooks.host import ports
 
     cfg = ctx.cfg
-    start: dict[Colour, int] = {"blue": 0, "green": 0}   # the logs began at the switch into the watch form
-    t0 = time.monotonic()
-    rate = max_error_rate(ctx)
+    t0, rule = time.monotonic(), rules(ctx)
+    count = _counter(ctx)
 
-    def look() -> Watched | None:
+    def look(final: bool) -> Watched | None:
         elapsed = time.monotonic() - t0
-        tn, to = nginx_canary.tally(cfg, new, start[new]), nginx_canary.tally(cfg, old, start[old])
-
-        def out(verdict: str, reason: str) -> Watched:
-            return Watched(verdict, reason, tn, to, elapsed, new, old)
-
+        tn, to = count(new), count(old)
         if not ports.answers(cfg.host, cfg.port(new)):
-            return out("back", f"{new} refuses connections on port {cfg.port(new)}")
-        failed = _failed(tn)
-        if failed >= MIN_FAILED and failed > rate * tn.requests:
-            return out("back", f"{new} failed {100 * failed / tn.requests:.1f} % of requests (max_error_rate "
-                               f"{rate * 100:g} %)")
-        if elapsed >= cfg.watch_seconds:
-            return out("ok", f"{new} within the rules (max_error_rate {rate * 100:g} %)")
+            v = clients.Verdict("abort", (f"{new} refuses connections on port {cfg.port(new)}",), tn, to)
+            return Watched("back", v.reasons[0], v, elapsed, new, old)
+        done = final or elapsed >= cfg.watch_seconds
+        v = clients.judge(tn, to, rule, can_wait=not done)
+        if v.outcome == "abort":
+            return Watched("back", v.summary, v, elapsed, new, old)
+        if done:
+            return Watched("ok", v.summary or "within the rules", v, elapsed, new, old)
         return None
 
-    watched = poll(look, cfg.watch_seconds + 5, interval=POLL, max_interval=POLL)
-    if watched is None:
-        tn, to = nginx_canary.tally(cfg, new, start[new]), nginx_canary.tally(cfg, old, start[old])
-        watched = Watched("ok", "window ended", tn, to, time.monotonic() - t0, new, old)
+    watched = poll(lambda: look(False), cfg.watch_seconds + 5, interval=POLL, max_interval=POLL) or look(True)
+    assert watched is not None
     ctx.say(f"watch window: {watched.figures()}: "
-            + ("ok" if watched.verdict == "ok" else f"switching back ({watched.reason})"))
+            + (f"ok{' (' + watched.reason + ')' if watched.judged.notes else ''}" if watched.verdict == "ok"
+               else f"switching back ({watched.reason})"))
     return watched
+
+
+def _counter(ctx: Context) -> Callable[[Colour], clients.Tally]:
+    """``count(colour)``: what clients got from ``colour`` since the switch into the watch form (the logs
+    were removed then). Upstream form: the JSON log, every attempt; set form: the per-colour logs."""
+    cfg = ctx.cfg
+    if cfg.nginx.form == "set":
+        return lambda colour: nginx_watch.tally_set(cfg, colour, 0)
+    reader, colour_of = clients.LogReader(nginx_watch.log_path(cfg), 0), nginx_watch.colour_by_port(cfg)
+    seen: list[clients.Entry] = []
+
+    def count(colour: Colour) -> clients.Tally:
+        seen.extend(reader.read())
+        return clients.tally(seen, colour_of)[colour]
+    return count
 
 
 def save_receipt(ctx: Context, receipt: dict[str, Any]) -> None:
