@@ -258,7 +258,7 @@ def validate_service(ctx: Context) -> None:
     try:
         ctx.say(maintenance.validate(cfg, ctx.store, target))
     except NginxError as exc:
-        raise _switch_back(ctx, be, target, old, str(exc)) from exc
+        raise _switch_back(ctx, be, target, old, _with_watch(ctx, old, target, str(exc))) from exc
     tasks = TaskRunner(ctx, be, target, old, dep)
     try:
         tasks.run("after_validate")
@@ -302,9 +302,23 @@ def _watch(ctx: Context, be: Backend, target: Colour, old: Colour | None) -> lis
     from bluegreen_hooks.host import nginx_watch
 
     try:
-        raise _switch_back(ctx, be, target, old, f"{watched.reason}; {watched.figures()}", "the watch window failed")
+        raise _switch_back(ctx, be, target, old, watched.cause(), "the watch window failed")
     finally:
         nginx_watch.remove_logs(ctx.cfg)
+
+
+def _with_watch(ctx: Context, old: Colour | None, target: Colour, cause: str) -> str:
+    """``cause``, and what clients got in the watch window so far when it runs (lifecycle/watch.py)."""
+    if not (old and ctx.cfg.watch_seconds > 0):
+        return cause
+    from bluegreen_hooks.host import nginx_watch
+    from bluegreen_hooks.lifecycle import watch
+
+    try:
+        figures = watch.figures_now(ctx, old, target)
+    finally:
+        nginx_watch.remove_logs(ctx.cfg)
+    return f"{cause}; {figures}" if figures else cause
 
 
 def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str,

@@ -51,6 +51,13 @@ class Watched:
         return (f"{self.new_colour} {self.judged.new.figures()}, {self.old_colour} {self.judged.old.figures()} "
                 f"in {self.seconds:.1f}s")
 
+    def cause(self) -> str:
+        """The switch back's cause for the last line: the judgement's reasons carry their figures; a dead
+        port gets the window's figures added."""
+        if self.judged.reasons and self.judged.reasons[0] == self.reason and "refuses" not in self.reason:
+            return f"{self.new_colour} {self.reason}, {self.seconds:.1f}s into the window"
+        return f"{self.reason}; {self.figures()}"
+
     def receipt(self, cfg_seconds: float, form: str) -> dict[str, Any]:
         return {"window": "watch", "form": form, "watch_seconds": cfg_seconds, "seconds": round(self.seconds, 2),
                 "verdict": self.verdict, "reason": self.reason, "notes": list(self.judged.notes),
@@ -88,7 +95,14 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
         a = nginx.verify_generation(cfg, new, before, cfg.health.path)
         return f"verified by worker generation + HTTP {a.status}"
 
-    sw = nginx.apply(cfg, nginx_watch.render(cfg, new, old, deployment_id, restated), check)
+    from bluegreen_hooks.errors import NginxError
+
+    try:
+        sw = nginx.apply(cfg, nginx_watch.render(cfg, new, old, deployment_id, restated), check)
+    except NginxError as exc:   # e.g. the new colour failed its first requests: nginx left it out, the backup answered
+        figures = _so_far(ctx, old, new, "the switch's verification failed")
+        nginx_watch.remove_logs(cfg)
+        raise NginxError(f"{exc}; {figures}") from exc
     ctx.say(f"nginx now sends traffic to {new} (test + reload + verify in {sw.seconds * 1000:.0f} ms; {sw.proof}); "
             + (f"{old} is its backup server until the watch window ends" if cfg.nginx.form == "upstream" else
                f"{old} keeps running until the watch window ends"))
@@ -167,6 +181,24 @@ def _counter(ctx: Context) -> Callable[[Colour], clients.Tally]:
         seen.extend(reader.read())
         return clients.tally(seen, colour_of)[colour]
     return count
+
+
+def figures_now(ctx: Context, old: Colour, new: Colour) -> str | None:
+    """What clients got so far in the watch window (the include is in watch form), for an error that ends it
+    early (the validation failed: in the upstream form the new colour may be out and the backup answering)."""
+    if nginx_watch.include_watch(ctx.cfg, nginx.read_include(ctx.cfg)) != (new, old):
+        return None
+    return _so_far(ctx, old, new, "the validation through nginx failed")
+
+
+def _so_far(ctx: Context, old: Colour, new: Colour, why: str) -> str:
+    """The window's figures so far, kept as the deployment's receipt (verdict "switched back")."""
+    count = _counter(ctx)
+    tn, to = count(new), count(old)
+    v = clients.judge(tn, to, rules(ctx))
+    w = Watched("switched back", why, v, 0.0, new, old)
+    save_receipt(ctx, w.receipt(ctx.cfg.watch_seconds, ctx.cfg.nginx.form))
+    return f"watch window so far: {new} {tn.figures()}, {old} {to.figures()}"
 
 
 def save_receipt(ctx: Context, receipt: dict[str, Any]) -> None:
