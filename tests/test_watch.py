@@ -110,9 +110,8 @@ def test_watch_switches_back_from_a_version_that_hangs_or_drops_connections(wbed
 
 def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker_client):
     """GET load; v2's containers get SIGKILL 1 s after nginx switched to it: the watch switches back; with the
-    absorbing switch (upstream form) at most 0.1 % of the GETs failed. The figure is printed for both forms."""
-    if form == "set":
-        pytest.skip("the set form absorbs nothing (docs/nginx.md): its figure is measured by the bench note")
+    absorbing switch (upstream form) at most 0.1 % of the GETs failed. The set form absorbs nothing: its figure
+    (the requests between the kill and the switch back) is printed, not bounded."""
     ok(deploy(bundle(wbed, "v1"), "d-one"))
     import threading
 
@@ -122,6 +121,7 @@ def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker
         wait_for(lambda: "colour=green" in wbed.include(), timeout=120, interval=0.01, what="the switch to green")
         t_switch = time.monotonic()
         time.sleep(1.0)    # the scenario: 1 s after the switch, not a wait for a condition
+        killed.append([c.name for c in wbed.containers("green") if c.status == "running"])
         for c in wbed.containers("green"):
             c.kill()
         killed.append(time.monotonic() - t_switch)
@@ -133,14 +133,15 @@ def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker
         t.join(10)
         t_end = time.monotonic() - load._t0
         later = after(load, t_end)
-    assert killed, "the kill did not happen"
-    last = switched_back(wbed, runs, "refused", "refuses connections")
+    assert len(killed) == 2 and killed[0], f"the kill did not happen: {killed}; {runs[-1].output}"
+    last = switched_back(wbed, runs, "refused", "refuses connections", "reset")
     r = load.result
     failed = r.total - r.ok
     share = 100 * failed / r.total
     print(f"\nkill -9 ({form}): {failed} failed of {r.total} GETs ({share:.3f} %), {r.failures}; "
           f"last line: {last.last_line}")
-    assert share <= 0.1, r.summary()
+    if form == "upstream":
+        assert share <= 0.1, r.summary()
     assert not [s for s in later if not s.ok]
 
 

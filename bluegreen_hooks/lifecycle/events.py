@@ -255,6 +255,9 @@ def validate_service(ctx: Context) -> None:
     ip = _validation_claim(ctx)
     target: Colour = ip.target or "blue"
     old = ip.from_colour
+    # the watch window first (lifecycle/watch.py): it watches the port and the clients from the first second,
+    # where a validation probe would wait out verify_timeout while a dead colour fails every request
+    workers = ip.old_workers + _watch(ctx, be, target, old)
     try:
         ctx.say(maintenance.validate(cfg, ctx.store, target))
     except NginxError as exc:
@@ -264,7 +267,6 @@ def validate_service(ctx: Context) -> None:
         tasks.run("after_validate")
     except HookError as exc:
         raise _switch_back(ctx, be, target, old, str(exc), "a release task failed") from exc
-    workers = ip.old_workers + _watch(ctx, be, target, old)
     ctx.finish("validated", timings={**ip.timings, **tasks.timings})
     handed_over = False
     if old and old != target:
