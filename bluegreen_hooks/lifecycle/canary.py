@@ -101,6 +101,7 @@ class Prober:
         self.ids: set[str] = set()
         self.sent = self.failed = self.elsewhere = 0
         self.last_failure = ""
+        self.reached = False             # a probe was answered by the new colour (before: a stale nginx worker)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="canary-probes", daemon=True)
@@ -145,7 +146,9 @@ class Prober:
             if a.status >= 500:
                 self.failed += 1
                 self.last_failure = f"{path}: HTTP {a.status}"
-            if a.colour and a.colour != self.new:
+            if a.colour == self.new:
+                self.reached = True
+            elif a.colour and self.reached:
                 self.elsewhere += 1
                 self.last_failure = f"{path}: answered by {a.colour}, not {self.new}"
 
@@ -233,7 +236,12 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Swi
 def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
     cfg = ctx.cfg
     text = nginx.render_include(cfg, split.old, split.old_deployment, split)
-    nginx.apply(cfg, text, lambda before: nginx.reloaded(cfg, before))
+
+    def check(before: list[list[int]]) -> None:
+        nginx.reloaded(cfg, before)
+        routed(cfg, split)
+
+    nginx.apply(cfg, text, check)
     if i == 0:
         w.prober.start()
     steps = cfg.canary.steps if cfg.canary else ()
@@ -261,6 +269,29 @@ def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
     return judged
 
 
+def routed(cfg: Config, split: Split) -> None:
+    """The step's check after the reload: a request with the canary's token is answered by the new colour
+    (when nginx sends the colour header); raise NginxError, and nginx.apply puts the previous include back."""
+    if not split.token or nginx.verify_mode(cfg) != "header":
+        return
+    path = (cfg.canary.probe_paths if cfg.canary else ()) or (cfg.nginx.validate_path,)
+    headers = {nginx_canary.ROUTE_HEADER: split.token, "User-Agent": "bluegreen-hooks-probe"}
+    last = ["no answer"]
+
+    def answered() -> bool:
+        try:
+            a = nginx.probe(cfg, cfg.health.path, timeout=2.0, headers=headers)
+        except OSError as exc:
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return False
+        last[0] = f"HTTP {a.status} from {a.colour or '(no colour header)'}"
+        return a.colour == split.new
+
+    if not poll(answered, cfg.nginx.verify_timeout, interval=0.01, max_interval=0.05):
+        raise NginxError(f"canary: a request with the probe token to {cfg.nginx.public_url}{path[0]} was not "
+                         f"answered by {split.new} (last: {last[0]})")
+
+
 def watch(ctx: Context, split: Split, w: Watch) -> Judged:
     """Watch one step: at least step_seconds, extended up to max_wait while the new colour has fewer than
     min_requests; clear harm (3 failed attempts with the bound above max_error_rate) or an operator's
@@ -281,14 +312,14 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
         request = _request(ctx)
         if request is not None:
             return Judged(request[0], new, old, elapsed, request[1])
-        sent, _, elsewhere = w.prober.counts()
-        if elsewhere:
-            return Judged("abort", new, old, elapsed, reasons=(
-                f"{elsewhere} of {sent} probes were not answered by {split.new} ({w.prober.last_failure}): "
-                f"the include's probe routing does not work",))
         v = clients.judge(new, old, r, can_wait=not final and elapsed < cc.step_limit)
         if v.outcome == "abort" and (final or elapsed >= cc.step_seconds or new.failed >= 3):
             return Judged("abort", new, old, elapsed, reasons=v.reasons, notes=v.notes)
+        sent, _, elsewhere = w.prober.counts()
+        if elsewhere:      # nginx took the new colour out after failures (upstream form), or the routing broke
+            return Judged("abort", new, old, elapsed, reasons=(
+                f"{elsewhere} of {sent} probes were not answered by {split.new} ({w.prober.last_failure}; "
+                f"{split.new} {new.figures()})",))
         if elapsed < cc.step_seconds and not final:
             return None
         if v.outcome == "wait":
