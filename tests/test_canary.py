@@ -353,7 +353,7 @@ def _bad_canary(cbed, form, env, load_timeout=10.0, threads=4, canary=None):
     with Load(cbed.url + "/", threads=threads, timeout=load_timeout) as load, Shares(cbed, load) as shares:
         runs = deploy(bad, "d-bad")
         t_end = time.monotonic() - load._t0
-        wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 200, what="load after the abort")
+        wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 300, what="load after the abort")
     windows = shares.windows()
     assert windows, shares.marks
     after = [s for s in load.result.samples if s.t > windows[-1][2] + 0.5]
@@ -366,7 +366,7 @@ def _assert_aborted_old_serves(cbed, runs, r, after, *kinds):
     assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour green "), \
         last.last_line
     assert any(k in last.last_line for k in kinds), last.last_line
-    assert len(after) > 200 and not [s for s in after if not s.ok], r.summary()      # 0 failed after the abort
+    assert len(after) > 100 and not [s for s in after if not s.ok], r.summary()      # 0 failed after the abort
     assert {s.header for s in after} == {"blue"} and {s.version for s in after} == {"v1"}
     st = cbed.state()
     assert (st["live"], st["in_progress"]) == ("blue", None)

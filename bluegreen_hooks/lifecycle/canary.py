@@ -294,8 +294,9 @@ def routed(cfg: Config, split: Split) -> None:
 
 def watch(ctx: Context, split: Split, w: Watch) -> Judged:
     """Watch one step: at least step_seconds, extended up to max_wait while the new colour has fewer than
-    min_requests; clear harm (3 failed attempts with the bound above max_error_rate) or an operator's
-    promote/abort ends it at once. Then judge (observe/clients.judge)."""
+    min_requests (probes included) or either colour fewer than 20 clients' latencies; clear harm (3 failed
+    attempts with the bound above max_error_rate) or an operator's promote/abort ends it at once. Then judge
+    (observe/clients.judge)."""
     cfg, cc = ctx.cfg, ctx.cfg.canary
     assert cc is not None
     r = rules(cfg)
@@ -324,8 +325,10 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
             return None
         if v.outcome == "wait":
             if not said[0]:
-                ctx.say(f"canary: only {new.attempts} requests through {split.new} after {elapsed:.1f}s "
-                        f"(min_requests {cc.min_requests}): step extended, up to {cc.step_limit:g}s")
+                ctx.say(f"canary: only {new.attempts} requests through {split.new} ({len(new.latencies)} of "
+                        f"clients, {len(old.latencies)} through {split.old}) after {elapsed:.1f}s (min_requests "
+                        f"{cc.min_requests}, {r.min_latency_samples} latencies each): step extended, up to "
+                        f"{cc.step_limit:g}s")
                 said[0] = True
             return None
         if v.outcome == "extend":
