@@ -173,7 +173,8 @@ def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
     r = load.result
     last = runs[-1]
     assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
-    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour 5xx "), last.last_line
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour green failed "), \
+        last.last_line
     assert "vs old 0.0 %" in last.last_line and "blue keeps serving" in last.last_line, last.last_line
     failed = [s for s in r.samples if not s.ok]
     assert {s.cause for s in failed} == {"http_500"}, r.summary()
@@ -196,10 +197,13 @@ def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
           f"last line: {last.last_line}")
 
 
-def test_canary_with_too_little_traffic_is_extended_then_judged(cbed):
-    """No load: the new colour sees fewer than min_requests, so the step is extended up to max_wait, then judged."""
+@pytest.mark.parametrize("on_too_few", ["promote", "abort"])
+def test_canary_with_too_little_traffic_is_extended_then_on_too_few(cbed, on_too_few):
+    """Little traffic and no probes: the new colour sees fewer than min_requests, so the step is extended up to
+    max_wait; then on_too_few decides, and the output says so (abort, the default, fails the deployment)."""
     ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
-    b = canary_bundle(cbed, "v2", canary={"steps": [50], "step_seconds": 1, "max_wait": 3, "min_requests": 10})
+    b = canary_bundle(cbed, "v2", canary={"steps": [50], "step_seconds": 1, "max_wait": 3, "min_requests": 10,
+                                          "probe_interval": 0, "on_too_few": on_too_few})
     stop = threading.Event()
 
     def trickle():                      # ~4 requests a second: 50 % of 3 s is fewer than 10
@@ -210,14 +214,21 @@ def test_canary_with_too_little_traffic_is_extended_then_judged(cbed):
     t = threading.Thread(target=trickle, daemon=True)
     t.start()
     try:
-        runs = ok(deploy(b, "d-two"))
+        runs = deploy(b, "d-two")
     finally:
         stop.set()
         t.join(5)
-    start = next(x for x in runs if x.event == "ApplicationStart").output
-    assert "step extended, up to 3s" in start, start
+    start = next(x for x in runs if x.event == "ApplicationStart")
+    assert "step extended, up to 3s" in start.output, start.output
     step = cbed.state()["deployments"][-1]["canary"]["steps"][0]
-    assert step["seconds"] >= 3 and step["new"]["requests"] < 10 and step["verdict"] == "ok", step
+    assert step["seconds"] >= 3 and step["new"]["requests"] < 10, step
+    if on_too_few == "promote":
+        ok(runs)
+        assert step["verdict"] == "ok" and 'promoted anyway, on_too_few = "promote"' in start.output, start.output
+    else:
+        assert (start.returncode, step["verdict"]) == (1, "abort"), start.output
+        assert "requests through the new colour (min_requests 10): on_too_few = \"abort\"" in start.last_line
+        assert cbed.state()["live"] == "blue"
 
 
 def _start_hook(bundle, event, dep):
@@ -331,3 +342,75 @@ def test_status_and_history_show_the_canary(cbed, capsys):
     main(["history", "--deployments", "--state-dir", str(cbed.state_dir)])
     hist = capsys.readouterr().out
     assert "canary promoted" in hist and "10 %: green" in hist, hist
+
+
+# --------------------------------------------------------------------------- what clients experienced (issue 24)
+
+def _bad_canary(cbed, form, env, load_timeout=10.0, threads=4, canary=None):
+    """Deploy v1, then v2 with ``env`` under load: (runs, load result, samples after the abort)."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    bad = canary_bundle(cbed, "v2", canary=canary, container={"env": {"HOST": "127.0.0.1", **env}})
+    with Load(cbed.url + "/", threads=threads, timeout=load_timeout) as load, Shares(cbed, load) as shares:
+        runs = deploy(bad, "d-bad")
+        t_end = time.monotonic() - load._t0
+        wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 300, what="load after the abort")
+    windows = shares.windows()
+    assert windows, shares.marks
+    after = [s for s in load.result.samples if s.t > windows[-1][2] + 0.5]
+    return runs, load.result, after
+
+
+def _assert_aborted_old_serves(cbed, runs, r, after, *kinds):
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour green "), \
+        last.last_line
+    assert any(k in last.last_line for k in kinds), last.last_line
+    assert len(after) > 100 and not [s for s in after if not s.ok], r.summary()      # 0 failed after the abort
+    assert {s.header for s in after} == {"blue"} and {s.version for s in after} == {"v1"}
+    st = cbed.state()
+    assert (st["live"], st["in_progress"]) == ("blue", None)
+    assert [c.labels["bluegreen.colour"] for c in cbed.containers()] == ["blue"]
+    assert "canary" not in cbed.include() and "colour=blue" in cbed.include()
+    return st["deployments"][-1]["canary"]["steps"][-1]
+
+
+def test_canary_whose_root_hangs_is_aborted(cbed, form):
+    """v2's / never answers (its /health is fine, so the probes pass): clients give up after 2 s, nginx logs
+    499 with no upstream status, counted as `gave_up` against green; aborted; 0 failed afterwards."""
+    runs, r, after = _bad_canary(cbed, form, {"HANG_ROOT": "1"}, load_timeout=2.0)
+    step = _assert_aborted_old_serves(cbed, runs, r, after, "gave_up")
+    assert step["new"]["failures"].get("gave_up", 0) >= 3, step
+    assert step["probes"]["sent"] > 0 and step["probes"]["failed"] == 0, step
+    print(f"\nhang ({form}): {r.summary()}; step {step['new']}; last line: {runs[-1].last_line}")
+
+
+def test_canary_that_drops_connections_is_aborted(cbed, form):
+    """v2's / closes the connection without answering: set form, clients get 502 (reset) during the step;
+    upstream form, nginx retries on blue (clients see 200) but green's failed attempts count; aborted; 0 failed
+    afterwards."""
+    runs, r, after = _bad_canary(cbed, form, {"DROP_ROOT": "1"})
+    step = _assert_aborted_old_serves(cbed, runs, r, after, "reset", "not answered by green")
+    if form == "upstream":
+        assert not [s for s in r.samples if not s.ok], r.summary()        # nginx's retry saved every request
+    if "reset" in runs[-1].last_line:
+        assert step["new"]["failures"].get("reset", 0) >= 1, step
+    print(f"\ndrop ({form}): {r.summary()}; step {step['new']}; last line: {runs[-1].last_line}")
+
+
+def test_canary_five_times_slower_is_aborted_by_latency(cbed):
+    """v1 answers / in 50 ms, v2 in 250 ms (200 OK, no error at all): the p95 rule aborts it."""
+    ok(deploy(canary_bundle(cbed, "v1", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "50"}}), "d-one"))
+    slow = canary_bundle(cbed, "v2", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "250"}})
+    with Load(cbed.url + "/", threads=6) as load, Shares(cbed, load) as shares:
+        runs = deploy(slow, "d-slow")
+        t_end = time.monotonic() - load._t0
+        wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 100, what="load after the abort")
+    r, last = load.result, runs[-1]
+    assert r.failed == 0, r.summary()
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert "canary aborted at 10 %: new colour green p95 " in last.last_line, last.last_line
+    assert cbed.state()["live"] == "blue"
+    after = [s for s in r.samples if s.t > shares.windows()[-1][2] + 0.5]
+    assert after and {s.version for s in after} == {"v1"}
+    print(f"\nslow: {r.summary()}; last line: {last.last_line}")

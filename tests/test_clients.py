@@ -146,6 +146,8 @@ def test_judge_errors_latency_and_too_few():
 def test_too_few_follows_on_too_few_and_says_so(on, outcome):
     r = Rules(min_requests=50, on_too_few=on)
     assert judge(fill(10), fill(900), r, can_wait=True).outcome == "wait"
+    assert judge(fill(60, probes=50), fill(900), r, can_wait=True).outcome == "wait"   # 10 latencies: wait
+    assert judge(fill(60, probes=50), fill(900), r).outcome == "ok"
     v = judge(fill(10), fill(900), r)
     assert v.outcome == outcome and f'on_too_few = "{on}"' in v.summary, v.summary
     assert "only 10 requests through the new colour (min_requests 50)" in v.summary

@@ -407,8 +407,9 @@ def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False) -> Ve
       3 failures of 3 already give a bound of 53 %.
     * **latency**: abort when the new colour's p95 (and p99, with 5x ``min_latency_samples``) is above the
       old's times ``latency_factor`` *and* more than ``latency_margin`` seconds above it.
-    * **too few** (fewer than ``min_requests`` attempts on the new colour, probes included): ``wait`` while
-      ``can_wait``; then ``on_too_few``: ``abort`` (the default), ``extend`` or ``promote`` (goes on: ``ok``,
+    * **too few** (fewer than ``min_requests`` attempts on the new colour, probes included, or fewer than
+      ``min_latency_samples`` clients' latencies on either colour): ``wait`` while ``can_wait``; then, for
+      too few attempts, ``on_too_few``: ``abort`` (the default), ``extend`` or ``promote`` (goes on: ``ok``,
       with the reason said). Evidence of harm aborts even when the count is small.
     """
     reasons: list[str] = []
@@ -432,6 +433,8 @@ def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False) -> Ve
                            f"{rules.latency_margin * 1000:g} ms above)")
     if reasons:
         return Verdict("abort", tuple(reasons), new, old, tuple(notes))
+    if can_wait and min(len(new.latencies), len(old.latencies)) < rules.min_latency_samples:
+        return Verdict("wait", (), new, old, tuple(notes))
     if new.attempts < rules.min_requests:
         few = f"only {new.attempts} requests through the new colour (min_requests {rules.min_requests})"
         if can_wait:
