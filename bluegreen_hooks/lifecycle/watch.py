@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from bluegreen_hooks.config.canary import DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS
-from bluegreen_hooks.host import nginx, nginx_watch
+from bluegreen_hooks.host import nginx, nginx_canary, nginx_watch
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Colour
@@ -84,8 +84,11 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
     from bluegreen_hooks.lifecycle import canary
 
     cfg = ctx.cfg
-    restated = canary.check_logging(cfg)
+    logging = canary.check_logging(cfg)
     nginx_watch.remove_logs(cfg)
+    if logging.format_file is not None and nginx_canary.write_format_file(cfg, logging.format_file):
+        ctx.say(f"watch: the log format is in {logging.format_file} (nginx's http level; kept for later "
+                f"deployments)")
     mode = nginx.verify_mode(cfg)
 
     def check(before: list[list[int]]) -> str:
@@ -98,7 +101,7 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
     from bluegreen_hooks.errors import NginxError
 
     try:
-        sw = nginx.apply(cfg, nginx_watch.render(cfg, new, old, deployment_id, restated), check)
+        sw = nginx.apply(cfg, nginx_watch.render(cfg, new, old, deployment_id, logging.restated), check)
     except NginxError as exc:   # e.g. the new colour failed its first requests: nginx left it out, the backup answered
         figures = _so_far(ctx, old, new, "the switch's verification failed")
         nginx_watch.remove_logs(cfg)
@@ -169,12 +172,10 @@ def _watch(ctx: Context, old: Colour, new: Colour) -> Watched:
 
 
 def _counter(ctx: Context) -> Callable[[Colour], clients.Tally]:
-    """``count(colour)``: what clients got from ``colour`` since the switch into the watch form (the logs
-    were removed then). Upstream form: the JSON log, every attempt; set form: the per-colour logs."""
-    cfg = ctx.cfg
-    if cfg.nginx.form == "set":
-        return lambda colour: nginx_watch.tally_set(cfg, colour, 0)
-    reader, colour_of = clients.LogReader(nginx_watch.log_path(cfg), 0), nginx_watch.colour_by_port(cfg)
+    """``count(colour)``: what clients got from ``colour`` (every attempt) since the switch into the watch form
+    (the log was removed then)."""
+    reader = clients.LogReader(nginx_canary.clients_log(ctx.cfg), 0)
+    colour_of = nginx_watch.colour_by_port(ctx.cfg)
     seen: list[clients.Entry] = []
 
     def count(colour: Colour) -> clients.Tally:
