@@ -3,24 +3,23 @@ forms: a version whose `/` hangs, one that drops connections, and one whose cont
 switch are switched back by the watch window; a healthy one still succeeds with 0 failed."""
 from __future__ import annotations
 
-import shutil
+import json
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from testbed.bundle import ROOT, bed_config, deploy, make_bundle
+from bluegreen_hooks.cli import main
+from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.load import Load
 from tests.helpers import Bed, ok, wait_for
 from tests.test_canary import UPSTREAM_PLACEHOLDER, UPSTREAM_SITE, logging_nginx  # noqa: F401 (a fixture)
+from tests.test_notify import Receiver
 
 WATCH = {"watch_seconds": 15}
-# `/` of a bad version (the health file stays a static file: health checks pass): busybox httpd serves
-# cgi-bin/index.cgi for `/` when there is no index.html (FAIL_PERCENT set, entrypoint.sh)
-HANG = "#!/bin/sh\nsleep 600\n"
-# the httpd child serving this connection dies: the connection closes with no answer
-DROP = "#!/bin/sh\nkill -9 $PPID\n"
+# a bad v2 (example/app: /health stays fine, so it gets healthy and the switch happens)
+BAD = {"hang": {"HANG_ROOT": "1"}, "drop": {"DROP_ROOT": "1"}, "fail": {"FAIL_PERCENT": "20"}}
+KINDS = {"hang": ("gave_up",), "drop": ("reset", "refused"), "fail": ("5xx",)}
 
 
 @pytest.fixture(params=["set", "upstream"])
@@ -46,20 +45,15 @@ def wbed(logging_nginx, docker_client, app_name, tmp_path, form):  # noqa: F811
     logging_nginx.remove_site(site)
 
 
-def bundle(bed, version, root_cgi=None, **overrides):
-    """A bundle with the watch on; ``root_cgi``: the script that answers `/` instead of the version."""
+def bundle(bed, version, bad=None, **overrides):
+    """A bundle with the watch on; ``bad``: one of BAD, what v2's `/` does instead of answering its version."""
     nginx = {"form": bed.form, **overrides.pop("nginx", {})}
     deploy_table = {"state_dir": str(bed.state_dir), "drain_timeout": 30, **WATCH, **overrides.pop("deploy", {})}
-    app_dir = None
-    if root_cgi is not None:
-        app_dir = bed.tmp / f"app-{uuid.uuid4().hex[:6]}"
-        shutil.copytree(ROOT / "example" / "app", app_dir)
-        (app_dir / "cgi-bin" / "index.cgi").write_text(root_cgi)
-        (app_dir / "cgi-bin" / "index.cgi").chmod(0o755)
-        overrides["container"] = {"env": {"HOST": "127.0.0.1", "FAIL_PERCENT": "1"}}
-    cfg = bed_config(bed.app, bed.nginx, bed.site, bed.ports, bed.state_dir, version, nginx=nginx,
-                     deploy=deploy_table, **overrides)
-    return make_bundle(bed.tmp / f"bundle-{version}-{uuid.uuid4().hex[:6]}", cfg, Path(app_dir) if app_dir else None)
+    if bad is not None:
+        overrides["container"] = {"env": {"HOST": "127.0.0.1", **BAD[bad]}}
+    return make_bundle(bed.tmp / f"bundle-{version}-{uuid.uuid4().hex[:6]}",
+                       bed_config(bed.app, bed.nginx, bed.site, bed.ports, bed.state_dir, version, nginx=nginx,
+                                  deploy=deploy_table, **overrides))
 
 
 def after(load, t_end, n=200):
@@ -90,22 +84,28 @@ def switched_back(bed, runs, *kinds):
     return last
 
 
-@pytest.mark.parametrize("kind", ["hang", "drop"])
-def test_watch_switches_back_from_a_version_that_hangs_or_drops_connections(wbed, form, kind):
-    """No [canary]: v2's `/` hangs (clients give up: 499) or drops its connections (502 / reset; the upstream
-    form's backup absorbs them): the watch window switches back to blue, the deployment fails with the
-    figures in its last line, and afterwards blue serves with 0 failed."""
-    ok(deploy(bundle(wbed, "v1"), "d-one"))
-    bad = bundle(wbed, "v2", HANG if kind == "hang" else DROP)
-    with Load(wbed.url + "/", threads=4, timeout=2) as load:
-        runs = deploy(bad, "d-bad")
-        t_end = time.monotonic() - load._t0
-        later = after(load, t_end)
-    last = switched_back(wbed, runs, *(("gave_up",) if kind == "hang" else ("reset", "refused")))
+@pytest.mark.parametrize("kind", ["hang", "drop", "fail"])
+def test_watch_switches_back_from_a_version_that_hangs_drops_or_fails(wbed, form, kind):
+    """No [canary]: v2's `/` hangs (clients give up: 499), drops its connections (502 / reset; the upstream
+    form's backup absorbs them) or answers 500 on 20 %: the watch window switches back to blue, the deployment
+    fails with the figures in its last line (and in its notification), and afterwards blue serves with 0 failed."""
+    r = Receiver()
+    extra = {"notify": {"webhook": r.url}}
+    try:
+        ok(deploy(bundle(wbed, "v1", **extra), "d-one"))
+        with Load(wbed.url + "/", threads=4, timeout=2) as load:
+            runs = deploy(bundle(wbed, "v2", kind, **extra), "d-bad")
+            t_end = time.monotonic() - load._t0
+            later = after(load, t_end)
+    finally:
+        r.close()
+    last = switched_back(wbed, runs, *KINDS[kind])
+    doc = r.posts[-1]["body"]
+    assert doc["kind"] == "deployment_failed" and doc["last_line"] == last.last_line, doc
+    assert doc["receipt"]["verdict"] == "switched back", doc["receipt"]
     assert not [s for s in later if not s.ok], [s.cause for s in later if not s.ok]
     assert {s.header for s in later} == {"blue"}
-    r = load.result
-    print(f"\n{kind} ({form}): {r.summary()}; last line: {last.last_line}")
+    print(f"\n{kind} ({form}): {load.result.summary()}; last line: {last.last_line}")
 
 
 def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker_client):
@@ -145,12 +145,36 @@ def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker
     assert not [s for s in later if not s.ok]
 
 
-def test_a_healthy_version_with_the_watch_on_succeeds_with_zero_failed(wbed, form):
+def test_a_healthy_version_with_the_watch_on_succeeds_with_zero_failed(wbed, form, capsys, tmp_path):
     """The watch adds its window to ValidateService, nothing else: 0 failed, the receipt says ok, the old colour
-    is stopped after the window, and the include is the plain form again."""
-    ok(deploy(bundle(wbed, "v1"), "d-one"))
-    with Load(wbed.url + "/", threads=4) as load:
-        runs = ok(deploy(bundle(wbed, "v2"), "d-two"))
+    is stopped after the window, and the include is the plain form again. The receipt is shown by status,
+    history --deployments, their --json, the metrics file and the notification."""
+    r = Receiver()
+    extra = {"notify": {"webhook": r.url}, "deploy": {"metrics_dir": str(tmp_path / "prom")}}
+    try:
+        ok(deploy(bundle(wbed, "v1", **extra), "d-one"))
+        with Load(wbed.url + "/", threads=4) as load:
+            runs = ok(deploy(bundle(wbed, "v2", **extra), "d-two"))
+    finally:
+        r.close()
+    doc = r.posts[-1]["body"]
+    assert doc["kind"] == "deployment_succeeded" and doc["receipt"]["verdict"] == "ok", doc
+    assert doc["receipt"]["new"]["colour"] == "green" and doc["receipt"]["new"]["requests"] > 50, doc["receipt"]
+    prom = (tmp_path / "prom" / f"{wbed.app}.prom").read_text()
+    assert f'bluegreen_last_window_ok{{app="{wbed.app}"}} 1.0' in prom, prom
+    assert f'bluegreen_last_window_requests{{app="{wbed.app}",colour="green",role="new"}}' in prom, prom
+    capsys.readouterr()
+    main(["status", "--state-dir", str(wbed.state_dir), "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert status["receipt"]["deployment"] == "d-two" and status["receipt"]["verdict"] == "ok", status["receipt"]
+    main(["status", "--state-dir", str(wbed.state_dir)])
+    text = capsys.readouterr().out
+    assert "receipt      d-two:  watch ok after " in text and "green " in text, text
+    main(["history", "--deployments", "--state-dir", str(wbed.state_dir)])
+    hist = capsys.readouterr().out
+    assert "watch ok after" in hist and " 0 failed" in hist, hist
+    main(["history", "--deployments", "--json", "--state-dir", str(wbed.state_dir)])
+    assert json.loads(capsys.readouterr().out)["deployments"][-1]["receipt"]["verdict"] == "ok"
     r = load.result
     assert r.failed == 0, r.summary()
     validate = runs[-1]

@@ -33,7 +33,23 @@ def deployment_line(d: dict[str, Any]) -> str:
             f"{(d.get('from') or '-') + ' -> ' + (d.get('target') or '-'):<14} {d.get('seconds') or 0:8.2f}s  "
             f"image {d.get('image') or '-'}" + (f" ({images_text(d['images'])})" if d.get("images") else "")
             + (f"  cause: {d['cause']}" if d.get("cause") else "")
-            + canary_text(d.get("canary")))
+            + canary_text(d.get("canary")) + receipt_text(d.get("receipt")))
+
+
+def receipt_text(r: Any) -> str:
+    """A deployment's receipt (lifecycle/watch.py): the window's verdict and what each colour's clients got."""
+    if not isinstance(r, dict):
+        return ""
+
+    def side(c: Any) -> str:
+        if not isinstance(c, dict):
+            return "-"
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted((c.get("failures") or {}).items()))
+        p95 = f", p95 {c['p95']:.3f}s" if isinstance(c.get("p95"), (int, float)) else ""
+        return (f"{c.get('colour')} {c.get('requests', 0)} requests, {c.get('failed', 0)} failed"
+                + (f" ({kinds})" if kinds else "") + p95)
+    return (f"  {r.get('window', 'watch')} {r.get('verdict')} after {r.get('seconds', 0)}s: {side(r.get('new'))}; "
+            f"{side(r.get('old'))}")
 
 
 def canary_text(c: Any) -> str:
