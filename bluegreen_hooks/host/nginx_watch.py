@@ -36,12 +36,16 @@ from bluegreen_hooks.observe import clients
 
 NEXT_UPSTREAM_TIMEOUT = 10    # seconds: the bound on one request's attempts (proxy_next_upstream_timeout)
 FAIL_TIMEOUT = 10             # seconds the new colour is left out after one failed attempt (max_fails=1)
+NEXT_UPSTREAM = ("proxy_next_upstream error timeout http_502 http_503 http_504;\nproxy_next_upstream_tries 2;\n"
+                 "proxy_next_upstream_timeout {timeout}s;\n")
 _WATCH_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green) deployment=\S+ watch=(blue|green)\b",
                        re.M)
 
 
-def render(cfg: Config, new: Colour, old: Colour, deployment_id: str, restated: tuple[str, ...] = ()) -> str:
-    """The include of the watch window: ``new`` serves (``old`` as the backup in the upstream form)."""
+def render(cfg: Config, new: Colour, old: Colour, deployment_id: str, restated: tuple[str, ...] = (),
+           absorb: bool = False) -> str:
+    """The include of the watch window: ``new`` serves, ``old`` as its backup in the upstream form, and in the
+    set form with ``absorb`` (the upstream groups then live in our http-level file: ``format_file_text``)."""
     if not is_deployment_id(deployment_id):
         raise ValueError(f"bad deployment id {deployment_id!r}")
     head = (f"{nginx.MARK} app={cfg.app} colour={new} deployment={deployment_id} watch={old}\n"
@@ -49,7 +53,12 @@ def render(cfg: Config, new: Colour, old: Colour, deployment_id: str, restated: 
     restate = "".join(f"{line}\n" for line in restated)
     cv, log, fmt = cfg.nginx.colour_variable, clients_log(cfg), format_name(cfg)
     if cfg.nginx.form == "set":
-        body = "".join(f"set ${var} http://{t};\n" for var, t in _targets(cfg, new))
+        if absorb:   # the upstream groups are in our http-level file (format_file_text): proxy_pass finds them
+            body = "".join(f"set ${var} http://{set_upstream(cfg, i)};\n"
+                           for i, (var, _) in enumerate(_targets(cfg, new)))
+            body += NEXT_UPSTREAM.format(timeout=NEXT_UPSTREAM_TIMEOUT)
+        else:
+            body = "".join(f"set ${var} http://{t};\n" for var, t in _targets(cfg, new))
         return head + body + f"set ${cv} {new};\naccess_log {log} {fmt};\n" + restate
     body = f"{clients.log_format_directive(fmt)}\n"
     for (name, t_new), (_, t_old) in zip(_targets(cfg, new), _targets(cfg, old)):
@@ -60,9 +69,26 @@ def render(cfg: Config, new: Colour, old: Colour, deployment_id: str, restated: 
     names = [name for name, _ in _targets(cfg, new)]   # log only what is proxied to our upstream(s)
     body += (f"map $proxy_host ${_proxied_variable(cfg)} {{\n" + "".join(f"    {n} 1;\n" for n in names)
              + "    default \"\";\n}\n")
-    body += ("proxy_next_upstream error timeout http_502 http_503 http_504;\nproxy_next_upstream_tries 2;\n"
-             f"proxy_next_upstream_timeout {NEXT_UPSTREAM_TIMEOUT}s;\n")
+    body += NEXT_UPSTREAM.format(timeout=NEXT_UPSTREAM_TIMEOUT)
     return head + body + f"access_log {log} {fmt} if=${_proxied_variable(cfg)};\n" + restate
+
+
+def set_upstream(cfg: Config, i: int) -> str:
+    """The set form's upstream group for routed service ``i`` during the watch (in our http-level file)."""
+    return f"{format_name(cfg)}_watch" + (f"_{i}" if i else "")
+
+
+def format_file_text(cfg: Config, new: Colour, old: Colour) -> str:
+    """The set form's http-level file during the watch: the log format, and one upstream group per routed
+    service with ``new`` as its server and ``old`` as the backup (a set-form include is at server level,
+    where no ``upstream`` may stand; ``proxy_pass $var`` uses a group whose name the variable holds)."""
+    from bluegreen_hooks.host.nginx_canary import format_text
+
+    text = format_text(cfg)
+    for i, ((_, t_new), (_, t_old)) in enumerate(zip(_targets(cfg, new), _targets(cfg, old))):
+        text += (f"upstream {set_upstream(cfg, i)} {{\n    server {t_new} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;\n"
+                 f"    server {t_old} backup;\n}}\n")
+    return text
 
 
 def remove_logs(cfg: Config) -> None:

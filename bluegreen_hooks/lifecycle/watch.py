@@ -86,9 +86,14 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
     cfg = ctx.cfg
     logging = canary.check_logging(cfg)
     nginx_watch.remove_logs(cfg)
-    if logging.format_file is not None and nginx_canary.write_format_file(cfg, logging.format_file):
-        ctx.say(f"watch: the log format is in {logging.format_file} (nginx's http level; kept for later "
-                f"deployments)")
+    absorb = cfg.nginx.form == "upstream"
+    if logging.format_file is not None:   # set form: the log format and the watch's upstream groups
+        from bluegreen_hooks.host.files import write_atomic
+
+        write_atomic(logging.format_file, nginx_watch.format_file_text(cfg, new, old), mode=0o644)
+        ctx.say(f"watch: the log format and the upstream group with {old} as backup are in "
+                f"{logging.format_file} (nginx's http level)")
+        absorb = True
     mode = nginx.verify_mode(cfg)
 
     def check(before: list[list[int]]) -> str:
@@ -101,13 +106,13 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
     from bluegreen_hooks.errors import NginxError
 
     try:
-        sw = nginx.apply(cfg, nginx_watch.render(cfg, new, old, deployment_id, logging.restated), check)
+        sw = nginx.apply(cfg, nginx_watch.render(cfg, new, old, deployment_id, logging.restated, absorb), check)
     except NginxError as exc:   # e.g. the new colour failed its first requests: nginx left it out, the backup answered
         figures = _so_far(ctx, old, new, "the switch's verification failed")
         nginx_watch.remove_logs(cfg)
         raise NginxError(f"{exc}; {figures}") from exc
     ctx.say(f"nginx now sends traffic to {new} (test + reload + verify in {sw.seconds * 1000:.0f} ms; {sw.proof}); "
-            + (f"{old} is its backup server until the watch window ends" if cfg.nginx.form == "upstream" else
+            + (f"{old} is its backup server until the watch window ends" if absorb else
                f"{old} keeps running until the watch window ends"))
     return sw
 
@@ -124,9 +129,7 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
     if nginx_watch.include_watch(cfg, nginx.read_include(cfg)) != (new, old):
         workers = switch_in(ctx, old, new, deployment_id).old_workers
     ctx.say(f"watch window: {cfg.watch_seconds:g}s of live traffic on {new}, {old} kept running"
-            + (f" as nginx's backup server (a failed attempt on {new} is retried there)"
-               if cfg.nginx.form == "upstream" else " (set form: nothing absorbs a failure; a switch back is "
-                                                    "one reload)"))
+            + f" as nginx's backup server (a failed attempt on {new} is retried there)")
     try:
         watched = _watch(ctx, old, new)
         if watched.verdict == "ok":
