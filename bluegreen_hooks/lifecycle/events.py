@@ -289,10 +289,9 @@ def _watch(ctx: Context, be: Backend, target: Colour, old: Colour | None) -> lis
     """deploy/watch_seconds (lifecycle/watch.py): watch the new colour's live traffic while ``old`` stays ready;
     switch back and fail with the figures when it does worse than the rules. Returns the nginx workers of the
     watch that may still proxy to ``old`` (drained before it stops)."""
+    if not (ctx.cfg.watch_seconds > 0 and old and old != target and be.running().get(old)):
+        return []   # the watch is off: nothing more is imported or done
     from bluegreen_hooks.lifecycle import watch
-
-    if not (old and watch.applies(ctx, old, target) and be.running().get(old)):
-        return []
 
     watched, workers = watch.run(ctx, old, target, ctx.deployment_id)
     receipt = watched.receipt(ctx.cfg.watch_seconds, ctx.cfg.nginx.form)

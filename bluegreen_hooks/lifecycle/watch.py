@@ -49,13 +49,13 @@ class Watched:
 
     def figures(self) -> str:
         return (f"{self.new_colour} {self.judged.new.figures()}, {self.old_colour} {self.judged.old.figures()} "
-                f"in {self.seconds:.1f}s")
+                f"in the {self.seconds:.1f}s since the switch")
 
     def cause(self) -> str:
         """The switch back's cause for the last line: the judgement's reasons carry their figures; a dead
         port gets the window's figures added."""
         if self.judged.reasons and self.judged.reasons[0] == self.reason and "refuses" not in self.reason:
-            return f"{self.new_colour} {self.reason}, {self.seconds:.1f}s into the window"
+            return f"{self.new_colour} {self.reason}, {self.seconds:.1f}s after the switch"
         return f"{self.reason}; {self.figures()}"
 
     def receipt(self, cfg_seconds: float, form: str) -> dict[str, Any]:
@@ -71,11 +71,6 @@ def rules(ctx: Context) -> clients.Rules:
     cc = ctx.cfg.canary
     return clients.Rules(max_error_rate=cc.max_error_rate if cc else DEFAULT_MAX_ERROR_RATE,
                          min_requests=cc.min_requests if cc else DEFAULT_MIN_REQUESTS, on_too_few="promote")
-
-
-def applies(ctx: Context, old: Colour | None, new: Colour) -> bool:
-    """The watch runs for this switch: watch_seconds is on and there is another colour to keep ready."""
-    return ctx.cfg.watch_seconds > 0 and old is not None and old != new
 
 
 def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Switch:
@@ -126,12 +121,16 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
     otherwise (after a canary) the include is put in watch form here and the window starts now."""
     cfg = ctx.cfg
     workers: list[list[int]] = []
+    # the window began at ApplicationStart's switch into the watch form (the state's live_since), so the
+    # deployment waits at most watch_seconds longer than without it; else (after a canary) it begins now
+    since = ctx.store.read().state.live_since or time.time()
     if nginx_watch.include_watch(cfg, nginx.read_include(cfg)) != (new, old):
         workers = switch_in(ctx, old, new, deployment_id).old_workers
+        since = time.time()
     ctx.say(f"watch window: {cfg.watch_seconds:g}s of live traffic on {new}, {old} kept running"
             + f" as nginx's backup server (a failed attempt on {new} is retried there)")
     try:
-        watched = _watch(ctx, old, new)
+        watched = _watch(ctx, old, new, since)
         if watched.verdict == "ok":
             done = nginx.switch(cfg, new, deployment_id, ctx.say)
             nginx_watch.remove_logs(cfg)
@@ -145,11 +144,12 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
     return watched, workers
 
 
-def _watch(ctx: Context, old: Colour, new: Colour) -> Watched:
+def _watch(ctx: Context, old: Colour, new: Colour, since: float) -> Watched:
     from bluegreen_hooks.host import ports
 
     cfg = ctx.cfg
-    t0, rule = time.monotonic(), rules(ctx)
+    t0 = time.monotonic() - max(0.0, min(time.time() - since, cfg.watch_seconds))
+    rule = rules(ctx)
     count = _counter(ctx)
 
     def look(final: bool) -> Watched | None:
@@ -166,7 +166,8 @@ def _watch(ctx: Context, old: Colour, new: Colour) -> Watched:
             return Watched("ok", v.summary or "within the rules", v, elapsed, new, old)
         return None
 
-    watched = poll(lambda: look(False), cfg.watch_seconds + 5, interval=POLL, max_interval=POLL) or look(True)
+    left = cfg.watch_seconds - (time.monotonic() - t0)
+    watched = poll(lambda: look(False), left + 5, interval=POLL, max_interval=POLL) or look(True)
     assert watched is not None
     ctx.say(f"watch window: {watched.figures()}: "
             + (f"ok{' (' + watched.reason + ')' if watched.judged.notes else ''}" if watched.verdict == "ok"
