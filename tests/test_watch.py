@@ -70,7 +70,7 @@ def switched_back(bed, runs, *kinds):
     assert (last.event, last.returncode) in (("ValidateService", 1), ("ApplicationStart", 1)), last.output
     assert last.last_line.startswith(("ERROR ValidateService: the watch window failed (",
                                       "ERROR ValidateService: validation through nginx failed (",
-                                      "ERROR ApplicationStart: nginx at ")), last.last_line
+                                      "ERROR ApplicationStart: nginx")), last.last_line
     assert "green " in last.last_line and "failed" in last.last_line, last.last_line
     assert last.last_line.endswith(("traffic is back on blue", "blue keeps serving")), last.last_line
     assert any(k in last.last_line for k in kinds), last.last_line      # the failure kind

@@ -93,7 +93,7 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
 
     def check(before: list[list[int]]) -> str:
         if mode == "header":
-            nginx.verify(cfg, new, path=cfg.health.path)
+            _verify_not_backup(ctx, old, new, before)
             return "verified by header"
         a = nginx.verify_generation(cfg, new, before, cfg.health.path)
         return f"verified by worker generation + HTTP {a.status}"
@@ -110,6 +110,35 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
             + (f"{old} is its backup server until the watch window ends" if absorb else
                f"{old} keeps running until the watch window ends"))
     return sw
+
+
+def _verify_not_backup(ctx: Context, old: Colour, new: Colour, before: list[list[int]]) -> None:
+    """``nginx.verify`` of the switch into the watch form, which fails at once (not after verify_timeout) when
+    the new worker generation alone runs and ``old`` answers: nginx already left ``new`` out after failed
+    attempts and its backup answered."""
+    from bluegreen_hooks.errors import NginxError
+
+    cfg = ctx.cfg
+    master = nginx.check_running(cfg)
+    last = ["no answer yet"]
+
+    def attempt() -> bool:
+        try:
+            a = nginx.probe(cfg, cfg.health.path)
+        except OSError as exc:
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return False
+        last[0] = f"HTTP {a.status}, {cfg.nginx.colour_header}: {a.colour or '(none)'}"
+        if a.colour == new and a.status in cfg.health.statuses:
+            return True
+        if a.colour == old and nginx.rolled(master, before) is None:
+            raise NginxError(f"nginx's probe after the switch was answered by {old}, the backup: nginx already left "
+                             f"{new} out after failed attempts")
+        return False
+
+    if not poll(attempt, cfg.nginx.verify_timeout, interval=0.01, max_interval=nginx.POLL_AFTER_RELOAD):
+        raise NginxError(f"nginx at {cfg.nginx.public_url}{cfg.health.path} does not answer from {new} "
+                         f"(last: {last[0]})")
 
 
 def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Watched, list[list[int]]]:
