@@ -274,7 +274,9 @@ def test_operator_promote_skips_the_remaining_steps(cbed, monkeypatch, capsys):
     assert main(["hook", "ApplicationStart", "--bundle", str(b), "--dry-run"]) == 0
     dry = capsys.readouterr().out
     assert "canary: 10 % (10.2 % exactly), 50 % (50.0 % exactly) of requests to green, then 100 %" in dry, dry
-    assert "abort when green's 5xx share > 5 % and above blue's" in dry, dry
+    assert "abort when green's failed share (5xx, refused, reset, timeout, client gave up) is above 5 % (95 % " \
+        "Wilson lower bound) and above blue's, or its p95/p99 is more than 2x and 100 ms above blue's" in dry, dry
+    assert "probes of /health forced to green every 0.5s (timeout 5s)" in dry, dry
     ok(deploy(b, "d-two", events=("ApplicationStop", "BeforeInstall")))
     proc = _start_hook(b, "ApplicationStart", "d-two")
     wait_for(lambda: _canary_share(cbed) == 10, timeout=60, what="the canary's first step")
@@ -409,7 +411,7 @@ def test_canary_five_times_slower_is_aborted_by_latency(cbed):
     r, last = load.result, runs[-1]
     assert r.failed == 0, r.summary()
     assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
-    assert "canary aborted at 10 %: new colour green p95 " in last.last_line, last.last_line
+    assert "canary aborted at 10 %: new colour green p95 " in last.last_line, last.output
     assert cbed.state()["live"] == "blue"
     after = [s for s in r.samples if s.t > shares.windows()[-1][2] + 0.5]
     assert after and {s.version for s in after} == {"v1"}

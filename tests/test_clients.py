@@ -135,9 +135,10 @@ def test_judge_errors_latency_and_too_few():
     assert judge(fill(100, 1), fill(900), r).outcome == "ok"          # one error: the bound is below 1 %
     assert judge(fill(100, 10), fill(900, 90), r).outcome == "ok"     # both colours fail alike
     assert judge(fill(3, 3, "gave_up"), fill(30), r).outcome == "abort"   # harm aborts even when few
-    slow = judge(fill(100, latency=0.05), fill(900, latency=0.01), r)
-    assert slow.outcome == "abort" and slow.reasons[0].startswith("p95 0.050s vs old 0.010s"), slow.reasons
-    assert judge(fill(100, latency=0.03), fill(900, latency=0.01), r).outcome == "ok"   # within the 25 ms margin
+    slow = judge(fill(100, latency=0.2), fill(900, latency=0.01), r)
+    assert slow.outcome == "abort" and slow.reasons[0].startswith("p95 0.200s vs old 0.010s"), slow.reasons
+    assert judge(fill(100, latency=0.08), fill(900, latency=0.01), r).outcome == "ok"   # within the 100 ms margin
+    assert judge(fill(100, latency=0.05), fill(900, latency=0.01), Rules(latency_margin=0.025)).outcome == "abort"
     assert judge(fill(100, latency=0.5), fill(900, latency=0.4), r).outcome == "ok"     # within 2x
     assert any(n.startswith("p99 not judged: 60 new / 60 old") for n in judge(fill(60), fill(60), r).notes)
 

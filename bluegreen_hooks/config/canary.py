@@ -9,7 +9,7 @@ max_error_rate = 0.01     # failed share of the new colour's attempts that abort
 max_wait = 300            # the longest one step may last (seconds)
 on_too_few = "abort"      # fewer than min_requests by max_wait: "abort" | "extend" (into the next step) | "promote"
 latency_factor = 2.0      # the new colour's p95/p99 may be up to this times the old colour's ...
-latency_margin = 0.025    # ... or this many seconds above it, whichever is more; beyond both: abort
+latency_margin = 0.1      # ... and more than this many seconds above it; beyond both: abort
 probe_paths = []          # our own requests forced to the new colour; [] = nginx/validate_path
 probe_interval = 0.5      # seconds between two probes (0: no probes)
 probe_timeout = 5         # a probe with no answer by then counts as a failure
@@ -31,7 +31,7 @@ DEFAULT_MIN_REQUESTS = 50
 DEFAULT_MAX_ERROR_RATE = 0.01
 DEFAULT_MAX_WAIT = 300.0
 DEFAULT_LATENCY_FACTOR = 2.0
-DEFAULT_LATENCY_MARGIN = 0.025
+DEFAULT_LATENCY_MARGIN = 0.1
 DEFAULT_PROBE_INTERVAL = 0.5
 DEFAULT_PROBE_TIMEOUT = 5.0
 

@@ -362,12 +362,12 @@ def wilson_upper(failed: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
 @dataclass(frozen=True)
 class Rules:
     """What a window must meet. Defaults: 1 % failures, 50 attempts, p95/p99 at most 2x the old colour's
-    and 25 ms more, too few → abort."""
+    and 100 ms more, too few → abort."""
 
     max_error_rate: float = 0.01
     min_requests: int = 50
     latency_factor: float = 2.0          # new p95/p99 may be up to this times the old's ...
-    latency_margin: float = 0.025        # ... or this many seconds above it, whichever is more
+    latency_margin: float = 0.1          # ... and more than this many seconds above it
     on_too_few: OnTooFew = "abort"
     min_latency_samples: int = 20        # p95 needs this many clients' attempts on each colour; p99 five times as many
     z: float = Z_ONE_SIDED_95
