@@ -114,13 +114,14 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
 
 def _verify_not_backup(ctx: Context, old: Colour, new: Colour, before: list[list[int]]) -> None:
     """``nginx.verify`` of the switch into the watch form, which fails at once (not after verify_timeout) when
-    the new worker generation alone runs and ``old`` answers: nginx already left ``new`` out after failed
-    attempts and its backup answered."""
+    the new worker generation alone runs, ``old`` answers and the log shows failed attempts on ``new``: nginx
+    already left ``new`` out and its backup answered."""
     from bluegreen_hooks.errors import NginxError
 
     cfg = ctx.cfg
     master = nginx.check_running(cfg)
     last = ["no answer yet"]
+    count = _counter(ctx)
 
     def attempt() -> bool:
         try:
@@ -131,7 +132,8 @@ def _verify_not_backup(ctx: Context, old: Colour, new: Colour, before: list[list
         last[0] = f"HTTP {a.status}, {cfg.nginx.colour_header}: {a.colour or '(none)'}"
         if a.colour == new and a.status in cfg.health.statuses:
             return True
-        if a.colour == old and nginx.rolled(master, before) is None:
+        # an old worker may still answer for a moment: only the log's failed attempts on new prove it was left out
+        if a.colour == old and nginx.rolled(master, before) is None and count(new).failed:
             raise NginxError(f"nginx's probe after the switch was answered by {old}, the backup: nginx already left "
                              f"{new} out after failed attempts")
         return False
