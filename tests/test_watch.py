@@ -4,6 +4,8 @@ switch are switched back by the watch window; a healthy one still succeeds with 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 
@@ -12,8 +14,8 @@ import pytest
 from bluegreen_hooks.cli import main
 from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.load import Load
-from tests.helpers import Bed, ok, wait_for
-from tests.test_canary import UPSTREAM_PLACEHOLDER, UPSTREAM_SITE, logging_nginx  # noqa: F401 (a fixture)
+from tests.helpers import Bed, get, ok, wait_for
+from tests.test_canary import UPSTREAM_PLACEHOLDER, UPSTREAM_SITE, _start_hook, logging_nginx  # noqa: F401
 from tests.test_notify import Receiver
 
 WATCH = {"watch_seconds": 15}
@@ -184,3 +186,44 @@ def test_a_healthy_version_with_the_watch_on_succeeds_with_zero_failed(wbed, for
     assert "watch=" not in wbed.include() and "colour=green" in wbed.include()
     wait_for(lambda: wbed.running_colours() == ["green"], what="blue stopped after the window")
     print(f"\nhealthy ({form}): {r.summary()}; ValidateService {validate.seconds:.1f}s; receipt {dep['receipt']}")
+
+
+def test_sigterm_during_the_window_leaves_the_plain_include_of_the_new_colour(wbed, form):
+    """The hook's timeout (SIGTERM) while ValidateService watches: the include is the plain form of the colour the
+    state names live (no backup, no window log), the event fails, and nginx keeps answering from it."""
+    ok(deploy(bundle(wbed, "v1"), "d-one"))
+    b = bundle(wbed, "v2", deploy={"watch_seconds": 120})
+    ok(deploy(b, "d-two", events=("ApplicationStop", "BeforeInstall", "ApplicationStart")))
+    assert "watch=blue" in wbed.include()
+    proc = _start_hook(b, "ValidateService", "d-two")
+    try:
+        seen = []
+        for line in proc.stdout:    # ends when the hook ends (at the latest after its 120 s window)
+            seen.append(line)
+            if "watch window: 120s of live traffic" in line:
+                break
+        assert "watch window: 120s" in "".join(seen), "".join(seen)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        out = "".join(seen) + out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    assert "watch=" not in wbed.include() and "colour=green" in wbed.include() and "backup" not in wbed.include()
+    assert wbed.state()["live"] == "green"
+    assert get(wbed.url + "/")[1].strip() == "v2"
+
+
+def test_watch_with_the_background_retire(wbed, form):
+    """retire = "background" with the watch on: ValidateService ends after the window, the detached retire then
+    stops the old colour after draining the nginx workers of the switch and of the window."""
+    if form == "upstream":
+        pytest.skip("the handing over is the same in both forms")
+    ok(deploy(bundle(wbed, "v1", deploy={"retire": "background"}), "d-one"))
+    with Load(wbed.url + "/", threads=2) as load:
+        ok(deploy(bundle(wbed, "v2", deploy={"retire": "background"}), "d-two"))
+        wait_for(lambda: wbed.state().get("retiring") is None, timeout=90, what="the background retire")
+    assert load.result.failed == 0, load.result.summary()
+    assert wbed.state()["deployments"][-1]["receipt"]["verdict"] == "ok"
+    wait_for(lambda: wbed.running_colours() == ["green"], what="blue stopped in the background")
