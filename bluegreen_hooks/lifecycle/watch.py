@@ -166,9 +166,15 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
             done = nginx.switch(cfg, new, deployment_id, ctx.say)
             nginx_watch.remove_logs(cfg)
             return watched, workers + done.old_workers
-    except BaseException:   # SIGTERM or an nginx error: leave the plain include of the live colour
+    except BaseException as exc:   # SIGTERM or an nginx error: leave the plain include of the live colour
+        from bluegreen_hooks.errors import Interrupted
+
         try:
-            nginx.switch(cfg, new, deployment_id, ctx.say)
+            if isinstance(exc, Interrupted):   # every wait now ends at once: write, test, reload, no probe
+                nginx.apply(cfg, nginx.render_include(cfg, new, deployment_id), lambda before: "not verified")
+                ctx.say(f"interrupted: nginx sends traffic to {new} alone again (plain include)")
+            else:
+                nginx.switch(cfg, new, deployment_id, ctx.say)
         finally:
             nginx_watch.remove_logs(cfg)
         raise
