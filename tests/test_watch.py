@@ -227,3 +227,18 @@ def test_watch_with_the_background_retire(wbed, form):
     assert load.result.failed == 0, load.result.summary()
     assert wbed.state()["deployments"][-1]["receipt"]["verdict"] == "ok"
     wait_for(lambda: wbed.running_colours() == ["green"], what="blue stopped in the background")
+
+
+def test_after_a_canary_the_watch_window_follows_the_promote(wbed, form):
+    """With a [canary] the watch starts when the canary has promoted (ValidateService switches into the watch form):
+    a healthy v2 is promoted, watched and succeeds with 0 failed."""
+    if form == "upstream":
+        pytest.skip("the same path in both forms; the set form is the default")
+    canary = {"steps": [50], "step_seconds": 2, "min_requests": 20, "max_wait": 20, "max_error_rate": 0.05}
+    ok(deploy(bundle(wbed, "v1", canary=canary), "d-one"))
+    with Load(wbed.url + "/", threads=4) as load:
+        runs = ok(deploy(bundle(wbed, "v2", canary=canary), "d-two"))
+    assert load.result.failed == 0, load.result.summary()
+    assert "canary promoted" in runs[-2].output and "watch window: 15s" in runs[-1].output, runs[-1].output
+    dep = wbed.state()["deployments"][-1]
+    assert dep["canary"]["phase"] == "promoted" and dep["receipt"]["verdict"] == "ok", dep
