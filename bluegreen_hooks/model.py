@@ -142,7 +142,6 @@ class InProgress:
     extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not know: kept as they are
     canary: Canary | None = None          # a canary of this deployment (running, or how it ended)
     group: str | None = None              # the CodeDeploy deployment group id (DEPLOYMENT_GROUP_ID), if any
-    receipt: dict[str, Any] | None = None  # what clients got in the switch window (lifecycle/watch.py)
 
     @classmethod
     def from_json(cls, data: Any) -> InProgress:
@@ -163,8 +162,7 @@ class InProgress:
             user=_get(data, "user", (str,)), from_colour=_colour(data, "from"), image=_get(data, "image", (str,)),
             old_workers=_workers(data, "old_workers"), timings=dict(timings),
             extra={k: v for k, v in data.items() if k not in known}, group=_get(data, "group", (str,)),
-            canary=None if data.get("canary") is None else Canary.from_json(data["canary"]),
-            receipt=_receipt(data))
+            canary=None if data.get("canary") is None else Canary.from_json(data["canary"]))
 
     def to_json(self) -> dict[str, Any]:
         out = {**self.extra, "id": self.id, "target": self.target, "started": self.started, "stage": self.stage,
@@ -175,16 +173,7 @@ class InProgress:
             out["canary"] = self.canary.to_json()
         if self.group is not None:
             out["group"] = self.group
-        if self.receipt is not None:
-            out["receipt"] = self.receipt
         return out
-
-
-def _receipt(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    value = data.get("receipt")
-    if value is not None and not isinstance(value, dict):
-        raise BadState("in_progress/receipt: should be an object or null")
-    return value
 
 
 def _check_names(data: Mapping[str, Any]) -> None:
@@ -391,7 +380,7 @@ def record_deployment(st: State, ip: InProgress, outcome: str, now: float, cause
         "started": ip.started, "ended": now, "seconds": round(now - ip.started, 3), "stage": ip.stage,
         "image": ip.image, "timings": ip.timings,
         **({"canary": ip.canary.to_json()} if ip.canary is not None else {}),
-        **({"receipt": ip.receipt} if ip.receipt is not None else {})})
+        **({"receipt": ip.extra["receipt"]} if "receipt" in ip.extra else {})})   # lifecycle/watch.py
     count(st, f"{'rollbacks' if ip.id.startswith('rollback-') else 'deployments'}_{outcome}")
     if st.in_progress is not None and st.in_progress.id == ip.id:
         st.in_progress = None

@@ -70,8 +70,8 @@ def test_watch_include_passes_the_real_nginx_test(tmp_path, form):
 
 def test_the_receipt_in_history_metrics_and_the_state():
     st = State(app="shop")
-    ip = InProgress(id="d-new", target="green", started=1.0, from_colour="blue", receipt=RECEIPT)
-    assert InProgress.from_json(ip.to_json()).receipt == RECEIPT
+    ip = InProgress(id="d-new", target="green", started=1.0, from_colour="blue", extra={"receipt": RECEIPT})
+    assert InProgress.from_json(ip.to_json()).extra["receipt"] == RECEIPT
     record_deployment(st, ip, "failed", 5.0, cause="the watch window failed")
     d = st.deployments[-1]
     assert d["receipt"] == RECEIPT

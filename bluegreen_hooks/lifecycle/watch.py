@@ -246,8 +246,8 @@ def _so_far(ctx: Context, old: Colour, new: Colour, why: str) -> str:
 def save_receipt(ctx: Context, receipt: dict[str, Any]) -> None:
     with ctx.store.update() as st:
         ip = st.holder(ctx.deployment_id)
-        if ip is not None:
-            ip.receipt = receipt
+        if ip is not None:   # kept in the record's extra keys; record_deployment copies it to the history
+            ip.extra["receipt"] = receipt
 
 
 def check_plan(ctx: Context) -> str:

@@ -251,8 +251,9 @@ def gather_status(cfg: Config) -> dict[str, Any]:
 
 def _receipt(st: State) -> dict[str, Any] | None:
     """The receipt of the deployment in progress (its watch window so far) or of the last one that has one."""
-    if st.in_progress is not None and st.in_progress.receipt is not None:
-        return {"deployment": st.in_progress.id, **st.in_progress.receipt}
+    r = st.in_progress.extra.get("receipt") if st.in_progress is not None else None
+    if st.in_progress is not None and isinstance(r, dict):
+        return {"deployment": st.in_progress.id, **r}
     d = next((d for d in reversed(st.deployments) if isinstance(d.get("receipt"), dict)), None)
     return {"deployment": d.get("id"), "outcome": d.get("outcome"), **d["receipt"]} if d else None
 
