@@ -158,9 +158,9 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
     if nginx_watch.include_watch(cfg, nginx.read_include(cfg)) != (new, old):
         workers = switch_in(ctx, old, new, deployment_id).old_workers
         since = time.time()
-    ctx.say(f"watch window: {cfg.watch_seconds:g}s of live traffic on {new}, {old} kept running"
-            + f" as nginx's backup server (a failed attempt on {new} is retried there)")
-    try:
+    try:   # from here on the include is in watch form: whatever ends the window leaves the plain one
+        ctx.say(f"watch window: {cfg.watch_seconds:g}s of live traffic on {new}, {old} kept running"
+                + f" as nginx's backup server (a failed attempt on {new} is retried there)")
         watched = _watch(ctx, old, new, since)
         if watched.verdict == "ok":
             done = nginx.switch(cfg, new, deployment_id, ctx.say)
