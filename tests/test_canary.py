@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -401,7 +402,7 @@ def test_canary_that_drops_connections_is_aborted(cbed, form):
 
 
 def test_canary_five_times_slower_is_aborted_by_latency(cbed):
-    """v1 answers / in 50 ms, v2 in 250 ms (200 OK, no error at all): the p95 rule aborts it."""
+    """v1 answers / in 50 ms, v2 in 250 ms (200 OK, no error at all): the p95 rule aborts it, 0 failed."""
     ok(deploy(canary_bundle(cbed, "v1", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "50"}}), "d-one"))
     slow = canary_bundle(cbed, "v2", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "250"}})
     with Load(cbed.url + "/", threads=6) as load, Shares(cbed, load) as shares:
@@ -409,9 +410,12 @@ def test_canary_five_times_slower_is_aborted_by_latency(cbed):
         t_end = time.monotonic() - load._t0
         wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 100, what="load after the abort")
     r, last = load.result, runs[-1]
-    assert r.failed == 0, r.summary()
+    assert r.failed == 0, (r.summary(), [(round(s.t, 2), s.cause, s.header) for s in r.samples if not s.ok][:10],
+                           shares.marks, last.output)
     assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
-    assert "canary aborted at 10 %: new colour green p95 " in last.last_line, last.output
+    # at 10 % or at 50 %: on 2 busy shared cores the old colour's own p95 swells (50 ms of sleep measured
+    # at up to 190 ms), so 20 latencies at 10 % may not yet show 2x; either way it is never promoted
+    assert re.search(r"canary aborted at (10|50) %: new colour green p95 \S+s vs old ", last.last_line), last.output
     assert cbed.state()["live"] == "blue"
     after = [s for s in r.samples if s.t > shares.windows()[-1][2] + 0.5]
     assert after and {s.version for s in after} == {"v1"}
