@@ -420,3 +420,20 @@ def test_canary_five_times_slower_is_aborted_by_latency(cbed):
     after = [s for s in r.samples if s.t > shares.windows()[-1][2] + 0.5]
     assert after and {s.version for s in after} == {"v1"}
     print(f"\nslow: {r.summary()}; last line: {last.last_line}")
+
+
+def test_probes_alone_catch_a_hanging_root_on_a_quiet_app(cbed):
+    """No client traffic at all: the hook's own probes of / (forced to green by the token, 1 s timeout) give up,
+    nginx logs 499s for them, and they abort the canary; the step record counts them as probes."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"probe_paths": ["/"], "probe_timeout": 1, "probe_interval": 0.2},
+                      container={"env": {"HOST": "127.0.0.1", "HANG_ROOT": "1"}})
+    runs = deploy(b, "d-quiet")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert "canary aborted at 10 %: new colour green failed 100.0 % (" in last.last_line, last.output
+    assert "gave_up" in last.last_line, last.last_line
+    step = cbed.state()["deployments"][-1]["canary"]["steps"][-1]
+    assert step["new"]["probes"] >= 1 and step["new"]["failures"]["gave_up"] == step["new"]["requests"], step
+    assert step["probes"]["failed"] >= 1 and step["old"]["requests"] == 0, step
+    assert cbed.state()["live"] == "blue" and get(cbed.url + "/")[1].strip() == "v1"
