@@ -236,6 +236,25 @@ def test_canary_with_too_little_traffic_is_extended_then_on_too_few(cbed, on_too
         assert cbed.state()["live"] == "blue"
 
 
+def test_canary_too_few_with_extend_carries_the_window_then_aborts_at_the_last_step(cbed):
+    """on_too_few = "extend": a step still short of min_requests at max_wait hands its requests on to the next
+    step (judged together); still too few at the last step: abort, saying why."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"steps": [10, 50], "step_seconds": 1, "max_wait": 2, "min_requests": 1000,
+                                          "probe_interval": 0, "on_too_few": "extend"})
+    with Load(cbed.url + "/", threads=1) as load:
+        runs = deploy(b, "d-two")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 50 %: new colour green only "), \
+        last.last_line
+    assert 'still too few at the last step (on_too_few = "extend")' in last.last_line, last.last_line
+    steps = cbed.state()["deployments"][-1]["canary"]["steps"]
+    assert [s["verdict"] for s in steps] == ["extend", "abort"], steps
+    assert steps[1]["new"]["requests"] > steps[0]["new"]["requests"] > 0, steps     # the window was carried
+    assert load.result.failed == 0 and cbed.state()["live"] == "blue", load.result.summary()
+
+
 def _start_hook(bundle, event, dep):
     env = hook_env(dep)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]

@@ -210,9 +210,6 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Swi
         steps_ = cfg.canary.steps if cfg.canary else ()
         for i, share in enumerate(steps_):
             judged = _step(ctx, Split(old, new, share, old_dep, deployment_id, logging.restated, token), i, w)
-            if judged.verdict == "extend" and i == len(steps_) - 1:
-                judged.verdict = "abort"
-                judged.reasons = (*judged.notes[:1], "still too few at the last step (on_too_few = \"extend\")")
             if judged.verdict == "abort":
                 w.prober.stop()
                 raise _abort(ctx, old, new, share, judged, old_dep)
@@ -254,6 +251,9 @@ def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
             ip.canary.share, ip.canary.step = split.share, i
     sent0 = w.prober.counts()
     judged = watch(ctx, split, w)
+    if judged.verdict == "extend" and i == len(steps) - 1:      # nothing left to carry the window into
+        judged.verdict = "abort"
+        judged.reasons = (*judged.notes[:1], "still too few at the last step (on_too_few = \"extend\")")
     sent1 = w.prober.counts()
     probes = {"sent": sent1[0] - sent0[0], "failed": sent1[1] - sent0[1], "elsewhere": sent1[2] - sent0[2]}
     rec = {"share": split.share, "seconds": round(judged.seconds, 2), "verdict": judged.verdict,
