@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,8 +144,12 @@ def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, for
     windows = shares.windows()
     assert [w[0] for w in windows] == [10, 50], shares.marks
     for share, start, end in windows:
-        got, n = measured(r.samples, start + 0.3, end - 0.1, "green")
-        assert n > 200 and abs(got - share) <= 4, (share, got, n)
+        # a step's end is marked once the next step's include is reloaded AND checked (its probe token routed):
+        # the last few hundred ms of a window already run at the next share
+        got, n = measured(r.samples, start + 0.3, end - 0.6, "green")
+        # within 4 points, or 3 standard deviations of a binomial share over n requests when n is small
+        tolerance = max(4.0, 3 * 100 * (share / 100 * (1 - share / 100) / max(1, n)) ** 0.5)
+        assert n > 100 and abs(got - share) <= tolerance, (share, got, n, tolerance)
     start = next(x for x in runs if x.event == "ApplicationStart").output
     assert "canary step 1 of 2: 10 % of requests to green" in start and "canary promoted" in start, start
     st = cbed.state()
@@ -158,7 +163,7 @@ def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, for
     # the user's own http-level access_log kept receiving requests during the canary
     assert (cbed.nginx.prefix / "access.log").stat().st_size > 0
     print(f"\npromote ({form}): {r.summary()}; measured shares "
-          f"{[(w[0], round(measured(r.samples, w[1] + 0.3, w[2] - 0.1, 'green')[0], 1)) for w in windows]}")
+          f"{[(w[0], round(measured(r.samples, w[1] + 0.3, w[2] - 0.6, 'green')[0], 1)) for w in windows]}")
 
 
 def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
@@ -229,6 +234,25 @@ def test_canary_with_too_little_traffic_is_extended_then_on_too_few(cbed, on_too
         assert (start.returncode, step["verdict"]) == (1, "abort"), start.output
         assert "requests through the new colour (min_requests 10): on_too_few = \"abort\"" in start.last_line
         assert cbed.state()["live"] == "blue"
+
+
+def test_canary_too_few_with_extend_carries_the_window_then_aborts_at_the_last_step(cbed):
+    """on_too_few = "extend": a step still short of min_requests at max_wait hands its requests on to the next
+    step (judged together); still too few at the last step: abort, saying why."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"steps": [10, 50], "step_seconds": 1, "max_wait": 2, "min_requests": 1000,
+                                          "probe_interval": 0, "on_too_few": "extend"})
+    with Load(cbed.url + "/", threads=1) as load:
+        runs = deploy(b, "d-two")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 50 %: new colour green only "), \
+        last.last_line
+    assert 'still too few at the last step (on_too_few = "extend")' in last.last_line, last.last_line
+    steps = cbed.state()["deployments"][-1]["canary"]["steps"]
+    assert [s["verdict"] for s in steps] == ["extend", "abort"], steps
+    assert steps[1]["new"]["requests"] > steps[0]["new"]["requests"] > 0, steps     # the window was carried
+    assert load.result.failed == 0 and cbed.state()["live"] == "blue", load.result.summary()
 
 
 def _start_hook(bundle, event, dep):
@@ -401,7 +425,7 @@ def test_canary_that_drops_connections_is_aborted(cbed, form):
 
 
 def test_canary_five_times_slower_is_aborted_by_latency(cbed):
-    """v1 answers / in 50 ms, v2 in 250 ms (200 OK, no error at all): the p95 rule aborts it."""
+    """v1 answers / in 50 ms, v2 in 250 ms (200 OK, no error at all): the p95 rule aborts it, 0 failed."""
     ok(deploy(canary_bundle(cbed, "v1", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "50"}}), "d-one"))
     slow = canary_bundle(cbed, "v2", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "250"}})
     with Load(cbed.url + "/", threads=6) as load, Shares(cbed, load) as shares:
@@ -409,10 +433,31 @@ def test_canary_five_times_slower_is_aborted_by_latency(cbed):
         t_end = time.monotonic() - load._t0
         wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 100, what="load after the abort")
     r, last = load.result, runs[-1]
-    assert r.failed == 0, r.summary()
+    assert r.failed == 0, (r.summary(), [(round(s.t, 2), s.cause, s.header) for s in r.samples if not s.ok][:10],
+                           shares.marks, last.output)
     assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
-    assert "canary aborted at 10 %: new colour green p95 " in last.last_line, last.output
+    # at 10 % or at 50 %: on 2 busy shared cores the old colour's own p95 swells (50 ms of sleep measured
+    # at up to 190 ms), so 20 latencies at 10 % may not yet show 2x; either way it is never promoted
+    assert re.search(r"canary aborted at (10|50) %: new colour green p95 \S+s vs old ", last.last_line), last.output
     assert cbed.state()["live"] == "blue"
     after = [s for s in r.samples if s.t > shares.windows()[-1][2] + 0.5]
     assert after and {s.version for s in after} == {"v1"}
     print(f"\nslow: {r.summary()}; last line: {last.last_line}")
+
+
+def test_probes_alone_catch_a_hanging_root_on_a_quiet_app(cbed):
+    """No client traffic at all: the hook's own probes of / (forced to green by the token, 1 s timeout) give up,
+    nginx logs 499s for them, and they abort the canary; the step record counts them as probes."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"probe_paths": ["/"], "probe_timeout": 1, "probe_interval": 0.2},
+                      container={"env": {"HOST": "127.0.0.1", "HANG_ROOT": "1"}})
+    runs = deploy(b, "d-quiet")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert "canary aborted at 10 %: new colour green failed " in last.last_line, last.output
+    assert "gave_up" in last.last_line, last.last_line
+    step = cbed.state()["deployments"][-1]["canary"]["steps"][-1]
+    # besides the probes, only the hook's own checks after the reload (a few /health requests) were logged
+    assert step["new"]["probes"] >= 1 and step["new"]["failures"]["gave_up"] >= 1, step
+    assert step["probes"]["failed"] >= 1 and step["old"]["failed"] == 0, step
+    assert cbed.state()["live"] == "blue" and get(cbed.url + "/")[1].strip() == "v1"

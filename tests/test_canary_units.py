@@ -311,3 +311,17 @@ def test_bad_token_is_never_written():
     cfg = cfg_of(nginx={"form": "set"})
     with pytest.raises(ValueError):
         render_include(cfg, "blue", "d-old", Split("blue", "green", 10, "d-old", "d-new", (), 'x"; return 200'))
+
+
+def test_before_install_check_refuses_the_set_form_without_an_http_glob(tmp_path):
+    """BeforeInstall's check (lifecycle/canary.check_logging) fails with one line naming what to add."""
+    from bluegreen_hooks.errors import NginxError
+    from bluegreen_hooks.lifecycle.canary import check_logging
+
+    cfg, d = _nginx_tree(tmp_path, "set", glob_include="")
+    with pytest.raises(NginxError) as err:
+        check_logging(cfg)
+    msg = str(err.value)
+    assert msg.startswith('canary: cannot log what clients experience: nginx/form = "set" needs a log_format at '
+                          "nginx's http level"), msg
+    assert f"add `include {d}/bluegreen-hooks/*.conf;`" in msg and "\n" not in msg

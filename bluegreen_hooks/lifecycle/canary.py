@@ -210,9 +210,6 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Swi
         steps_ = cfg.canary.steps if cfg.canary else ()
         for i, share in enumerate(steps_):
             judged = _step(ctx, Split(old, new, share, old_dep, deployment_id, logging.restated, token), i, w)
-            if judged.verdict == "extend" and i == len(steps_) - 1:
-                judged.verdict = "abort"
-                judged.reasons = (*judged.notes[:1], "still too few at the last step (on_too_few = \"extend\")")
             if judged.verdict == "abort":
                 w.prober.stop()
                 raise _abort(ctx, old, new, share, judged, old_dep)
@@ -254,6 +251,9 @@ def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
             ip.canary.share, ip.canary.step = split.share, i
     sent0 = w.prober.counts()
     judged = watch(ctx, split, w)
+    if judged.verdict == "extend" and i == len(steps) - 1:      # nothing left to carry the window into
+        judged.verdict = "abort"
+        judged.reasons = (*judged.notes[:1], "still too few at the last step (on_too_few = \"extend\")")
     sent1 = w.prober.counts()
     probes = {"sent": sent1[0] - sent0[0], "failed": sent1[1] - sent0[1], "elsewhere": sent1[2] - sent0[2]}
     rec = {"share": split.share, "seconds": round(judged.seconds, 2), "verdict": judged.verdict,
@@ -303,7 +303,8 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
     t0, said = time.monotonic(), [False]
     entries = list(w.carried)
     w.carried = []
-    w.reader.read()                       # what was logged before this step's include: not this step's
+    # what was logged since the last look counts in this step: in step 1 it is all this include's traffic (the
+    # log exists only during the canary), later the reload's few hundred ms: fail closed, nothing is dropped
 
     def look(final: bool) -> Judged | None:
         elapsed = time.monotonic() - t0
