@@ -240,7 +240,7 @@ def test_canary_too_few_with_extend_carries_the_window_then_aborts_at_the_last_s
     """on_too_few = "extend": a step still short of min_requests at max_wait hands its requests on to the next
     step (judged together); still too few at the last step: abort, saying why."""
     ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
-    b = canary_bundle(cbed, "v2", canary={"steps": [10, 50], "step_seconds": 1, "max_wait": 2, "min_requests": 1000,
+    b = canary_bundle(cbed, "v2", canary={"steps": [10, 50], "step_seconds": 1, "max_wait": 2, "min_requests": 10**6,
                                           "probe_interval": 0, "on_too_few": "extend"})
     with Load(cbed.url + "/", threads=1) as load:
         runs = deploy(b, "d-two")
@@ -382,7 +382,8 @@ def _bad_canary(cbed, form, env, load_timeout=10.0, threads=4, canary=None):
         wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 300, what="load after the abort")
     windows = shares.windows()
     assert windows, shares.marks
-    after = [s for s in load.result.samples if s.t > windows[-1][2] + 0.5]
+    # after the abort: from 0.5 s after the step's end was marked (or from the hook's end, if that is earlier)
+    after = [s for s in load.result.samples if s.t > min(windows[-1][2] + 0.5, t_end)]
     return runs, load.result, after
 
 
