@@ -270,11 +270,12 @@ def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
 
 
 def routed(cfg: Config, split: Split) -> None:
-    """The step's check after the reload: a request with the canary's token is answered by the new colour
-    (when nginx sends the colour header); raise NginxError, and nginx.apply puts the previous include back."""
-    if not split.token or nginx.verify_mode(cfg) != "header":
+    """The step's check after the reload (set form): a request with the canary's token is answered by the new
+    colour (when nginx sends the colour header); raise NginxError, and nginx.apply puts the previous include
+    back. Not in the upstream form: there nginx may rightly send the token's request to the old colour (it
+    took a failing new server out for fail_timeout), and the step's judgement of the log is what counts."""
+    if not split.token or cfg.nginx.form != "set" or nginx.verify_mode(cfg) != "header":
         return
-    path = (cfg.canary.probe_paths if cfg.canary else ()) or (cfg.nginx.validate_path,)
     headers = {nginx_canary.ROUTE_HEADER: split.token, "User-Agent": "bluegreen-hooks-probe"}
     last = ["no answer"]
 
@@ -288,7 +289,7 @@ def routed(cfg: Config, split: Split) -> None:
         return a.colour == split.new
 
     if not poll(answered, cfg.nginx.verify_timeout, interval=0.01, max_interval=0.05):
-        raise NginxError(f"canary: a request with the probe token to {cfg.nginx.public_url}{path[0]} was not "
+        raise NginxError(f"canary: a request with the probe token to {cfg.nginx.public_url}{cfg.health.path} was not "
                          f"answered by {split.new} (last: {last[0]})")
 
 
