@@ -379,7 +379,8 @@ def record_deployment(st: State, ip: InProgress, outcome: str, now: float, cause
         "id": ip.id, "target": ip.target, "from": ip.from_colour, "outcome": outcome, "cause": cause,
         "started": ip.started, "ended": now, "seconds": round(now - ip.started, 3), "stage": ip.stage,
         "image": ip.image, "timings": ip.timings,
-        **({"canary": ip.canary.to_json()} if ip.canary is not None else {})})
+        **({"canary": ip.canary.to_json()} if ip.canary is not None else {}),
+        **({"receipt": ip.extra["receipt"]} if "receipt" in ip.extra else {})})   # lifecycle/watch.py
     count(st, f"{'rollbacks' if ip.id.startswith('rollback-') else 'deployments'}_{outcome}")
     if st.in_progress is not None and st.in_progress.id == ip.id:
         st.in_progress = None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,8 +144,12 @@ def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, for
     windows = shares.windows()
     assert [w[0] for w in windows] == [10, 50], shares.marks
     for share, start, end in windows:
-        got, n = measured(r.samples, start + 0.3, end - 0.1, "green")
-        assert n > 200 and abs(got - share) <= 4, (share, got, n)
+        # a step's end is marked once the next step's include is reloaded AND checked (its probe token routed):
+        # the last few hundred ms of a window already run at the next share
+        got, n = measured(r.samples, start + 0.3, end - 0.6, "green")
+        # within 4 points, or 3 standard deviations of a binomial share over n requests when n is small
+        tolerance = max(4.0, 3 * 100 * (share / 100 * (1 - share / 100) / max(1, n)) ** 0.5)
+        assert n > 100 and abs(got - share) <= tolerance, (share, got, n, tolerance)
     start = next(x for x in runs if x.event == "ApplicationStart").output
     assert "canary step 1 of 2: 10 % of requests to green" in start and "canary promoted" in start, start
     st = cbed.state()
@@ -158,7 +163,7 @@ def test_healthy_canary_is_promoted_through_10_50_100_with_zero_failed(cbed, for
     # the user's own http-level access_log kept receiving requests during the canary
     assert (cbed.nginx.prefix / "access.log").stat().st_size > 0
     print(f"\npromote ({form}): {r.summary()}; measured shares "
-          f"{[(w[0], round(measured(r.samples, w[1] + 0.3, w[2] - 0.1, 'green')[0], 1)) for w in windows]}")
+          f"{[(w[0], round(measured(r.samples, w[1] + 0.3, w[2] - 0.6, 'green')[0], 1)) for w in windows]}")
 
 
 def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
@@ -173,7 +178,8 @@ def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
     r = load.result
     last = runs[-1]
     assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
-    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour 5xx "), last.last_line
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour green failed "), \
+        last.last_line
     assert "vs old 0.0 %" in last.last_line and "blue keeps serving" in last.last_line, last.last_line
     failed = [s for s in r.samples if not s.ok]
     assert {s.cause for s in failed} == {"http_500"}, r.summary()
@@ -196,13 +202,16 @@ def test_failing_canary_is_aborted_at_the_first_step(cbed, form):
           f"last line: {last.last_line}")
 
 
-def test_canary_with_too_little_traffic_is_extended_then_judged(cbed):
-    """No load: the new colour sees fewer than min_requests, so the step is extended up to max_wait, then judged."""
+@pytest.mark.parametrize("on_too_few", ["promote", "abort"])
+def test_canary_with_too_little_traffic_is_extended_then_on_too_few(cbed, on_too_few):
+    """Little traffic and no probes: the new colour sees fewer than min_requests, so the step is extended up to
+    max_wait; then on_too_few decides, and the output says so (abort, the default, fails the deployment)."""
     ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
-    b = canary_bundle(cbed, "v2", canary={"steps": [50], "step_seconds": 1, "max_wait": 3, "min_requests": 10})
+    b = canary_bundle(cbed, "v2", canary={"steps": [50], "step_seconds": 1, "max_wait": 3, "min_requests": 20,
+                                          "probe_interval": 0, "on_too_few": on_too_few})
     stop = threading.Event()
 
-    def trickle():                      # ~4 requests a second: 50 % of 3 s is fewer than 10
+    def trickle():                      # ~4 requests a second: 50 % of 3 s (and the hook's checks) is fewer than 20
         while not stop.is_set():
             get(cbed.url + "/")
             time.sleep(0.25)
@@ -210,14 +219,40 @@ def test_canary_with_too_little_traffic_is_extended_then_judged(cbed):
     t = threading.Thread(target=trickle, daemon=True)
     t.start()
     try:
-        runs = ok(deploy(b, "d-two"))
+        runs = deploy(b, "d-two")
     finally:
         stop.set()
         t.join(5)
-    start = next(x for x in runs if x.event == "ApplicationStart").output
-    assert "step extended, up to 3s" in start, start
+    start = next(x for x in runs if x.event == "ApplicationStart")
+    assert "step extended, up to 3s" in start.output, start.output
     step = cbed.state()["deployments"][-1]["canary"]["steps"][0]
-    assert step["seconds"] >= 3 and step["new"]["requests"] < 10 and step["verdict"] == "ok", step
+    assert step["seconds"] >= 3 and step["new"]["requests"] < 20, step
+    if on_too_few == "promote":
+        ok(runs)
+        assert step["verdict"] == "ok" and 'promoted anyway, on_too_few = "promote"' in start.output, start.output
+    else:
+        assert (start.returncode, step["verdict"]) == (1, "abort"), start.output
+        assert "requests through the new colour (min_requests 20): on_too_few = \"abort\"" in start.last_line
+        assert cbed.state()["live"] == "blue"
+
+
+def test_canary_too_few_with_extend_carries_the_window_then_aborts_at_the_last_step(cbed):
+    """on_too_few = "extend": a step still short of min_requests at max_wait hands its requests on to the next
+    step (judged together); still too few at the last step: abort, saying why."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"steps": [10, 50], "step_seconds": 1, "max_wait": 2, "min_requests": 10**6,
+                                          "probe_interval": 0, "on_too_few": "extend"})
+    with Load(cbed.url + "/", threads=1) as load:
+        runs = deploy(b, "d-two")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 50 %: new colour green only "), \
+        last.last_line
+    assert 'still too few at the last step (on_too_few = "extend")' in last.last_line, last.last_line
+    steps = cbed.state()["deployments"][-1]["canary"]["steps"]
+    assert [s["verdict"] for s in steps] == ["extend", "abort"], steps
+    assert steps[1]["new"]["requests"] > steps[0]["new"]["requests"] > 0, steps     # the window was carried
+    assert load.result.failed == 0 and cbed.state()["live"] == "blue", load.result.summary()
 
 
 def _start_hook(bundle, event, dep):
@@ -263,7 +298,9 @@ def test_operator_promote_skips_the_remaining_steps(cbed, monkeypatch, capsys):
     assert main(["hook", "ApplicationStart", "--bundle", str(b), "--dry-run"]) == 0
     dry = capsys.readouterr().out
     assert "canary: 10 % (10.2 % exactly), 50 % (50.0 % exactly) of requests to green, then 100 %" in dry, dry
-    assert "abort when green's 5xx share > 5 % and above blue's" in dry, dry
+    assert "abort when green's failed share (5xx, refused, reset, timeout, client gave up) is above 5 % (95 % " \
+        "Wilson lower bound) and above blue's, or its p95/p99 is more than 2x and 100 ms above blue's" in dry, dry
+    assert "probes of /health forced to green every 0.5s (timeout 5s)" in dry, dry
     ok(deploy(b, "d-two", events=("ApplicationStop", "BeforeInstall")))
     proc = _start_hook(b, "ApplicationStart", "d-two")
     wait_for(lambda: _canary_share(cbed) == 10, timeout=60, what="the canary's first step")
@@ -331,3 +368,100 @@ def test_status_and_history_show_the_canary(cbed, capsys):
     main(["history", "--deployments", "--state-dir", str(cbed.state_dir)])
     hist = capsys.readouterr().out
     assert "canary promoted" in hist and "10 %: green" in hist, hist
+
+
+# --------------------------------------------------------------------------- what clients experienced (issue 24)
+
+def _bad_canary(cbed, form, env, load_timeout=10.0, threads=4, canary=None):
+    """Deploy v1, then v2 with ``env`` under load: (runs, load result, samples after the abort)."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    bad = canary_bundle(cbed, "v2", canary=canary, container={"env": {"HOST": "127.0.0.1", **env}})
+    with Load(cbed.url + "/", threads=threads, timeout=load_timeout) as load, Shares(cbed, load) as shares:
+        runs = deploy(bad, "d-bad")
+        t_end = time.monotonic() - load._t0
+        wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 300, what="load after the abort")
+    windows = shares.windows()
+    assert windows, shares.marks
+    # after the abort: from 0.5 s after the step's end was marked (or from the hook's end, if that is earlier)
+    after = [s for s in load.result.samples if s.t > min(windows[-1][2] + 0.5, t_end)]
+    return runs, load.result, after
+
+
+def _assert_aborted_old_serves(cbed, runs, r, after, *kinds):
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert last.last_line.startswith("ERROR ApplicationStart: canary aborted at 10 %: new colour green "), \
+        last.last_line
+    assert any(k in last.last_line for k in kinds), last.last_line
+    assert len(after) > 100 and not [s for s in after if not s.ok], r.summary()      # 0 failed after the abort
+    assert {s.header for s in after} == {"blue"} and {s.version for s in after} == {"v1"}
+    st = cbed.state()
+    assert (st["live"], st["in_progress"]) == ("blue", None)
+    assert [c.labels["bluegreen.colour"] for c in cbed.containers()] == ["blue"]
+    assert "canary" not in cbed.include() and "colour=blue" in cbed.include()
+    return st["deployments"][-1]["canary"]["steps"][-1]
+
+
+def test_canary_whose_root_hangs_is_aborted(cbed, form):
+    """v2's / never answers (its /health is fine, so the probes pass): clients give up after 2 s, nginx logs
+    499 with no upstream status, counted as `gave_up` against green; aborted; 0 failed afterwards."""
+    runs, r, after = _bad_canary(cbed, form, {"HANG_ROOT": "1"}, load_timeout=2.0)
+    step = _assert_aborted_old_serves(cbed, runs, r, after, "gave_up")
+    assert step["new"]["failures"].get("gave_up", 0) >= 1, step
+    assert step["probes"]["sent"] > 0 and step["probes"]["failed"] == 0, step
+    print(f"\nhang ({form}): {r.summary()}; step {step['new']}; last line: {runs[-1].last_line}")
+
+
+def test_canary_that_drops_connections_is_aborted(cbed, form):
+    """v2's / closes the connection without answering: set form, clients get 502 (reset) during the step;
+    upstream form, nginx retries on blue (clients see 200) but green's failed attempts count; aborted; 0 failed
+    afterwards."""
+    runs, r, after = _bad_canary(cbed, form, {"DROP_ROOT": "1"})
+    step = _assert_aborted_old_serves(cbed, runs, r, after, "reset", "not answered by green")
+    if form == "upstream":
+        assert not [s for s in r.samples if not s.ok], r.summary()        # nginx's retry saved every request
+    if "reset" in runs[-1].last_line:
+        assert step["new"]["failures"].get("reset", 0) >= 1, step
+    print(f"\ndrop ({form}): {r.summary()}; step {step['new']}; last line: {runs[-1].last_line}")
+
+
+def test_canary_five_times_slower_is_aborted_by_latency(cbed):
+    """v1 answers / in 200 ms, v2 in 1 s (200 OK, no error at all): the p95 rule aborts it, 0 failed. (Long
+    sleeps: on busy shared cores each CGI request also waits 100-300 ms for a CPU, which would hide a 5x
+    slowdown of 50 ms vs 250 ms at p95.)"""
+    ok(deploy(canary_bundle(cbed, "v1", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "200"}}), "d-one"))
+    slow = canary_bundle(cbed, "v2", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "1000"}},
+                         canary={"max_wait": 40})
+    with Load(cbed.url + "/", threads=6) as load, Shares(cbed, load) as shares:
+        runs = deploy(slow, "d-slow")
+        t_end = time.monotonic() - load._t0
+        wait_for(lambda: len([s for s in load.result.samples if s.t > t_end]) > 100, what="load after the abort")
+    r, last = load.result, runs[-1]
+    assert r.failed == 0, (r.summary(), [(round(s.t, 2), s.cause, s.header) for s in r.samples if not s.ok][:10],
+                           shares.marks, last.output)
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    # at 10 % or at 50 %: on 2 busy shared cores the old colour's own p95 swells (50 ms of sleep measured
+    # at up to 190 ms), so 20 latencies at 10 % may not yet show 2x; either way it is never promoted
+    assert re.search(r"canary aborted at (10|50) %: new colour green p95 \S+s vs old ", last.last_line), last.output
+    assert cbed.state()["live"] == "blue"
+    after = [s for s in r.samples if s.t > shares.windows()[-1][2] + 0.5]
+    assert after and {s.version for s in after} == {"v1"}
+    print(f"\nslow: {r.summary()}; last line: {last.last_line}")
+
+
+def test_probes_alone_catch_a_hanging_root_on_a_quiet_app(cbed):
+    """No client traffic at all: the hook's own probes of / (forced to green by the token, 1 s timeout) give up,
+    nginx logs 499s for them, and they abort the canary; the step record counts them as probes."""
+    ok(deploy(canary_bundle(cbed, "v1"), "d-one"))
+    b = canary_bundle(cbed, "v2", canary={"probe_paths": ["/"], "probe_timeout": 1, "probe_interval": 0.2},
+                      container={"env": {"HOST": "127.0.0.1", "HANG_ROOT": "1"}})
+    runs = deploy(b, "d-quiet")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert "canary aborted at 10 %: new colour green failed " in last.last_line, last.output
+    assert "gave_up" in last.last_line, last.last_line
+    step = cbed.state()["deployments"][-1]["canary"]["steps"][-1]
+    # besides the probes, only the hook's own checks after the reload (a few /health requests) were logged
+    assert step["new"]["probes"] >= 1 and step["new"]["failures"]["gave_up"] >= 1, step
+    assert step["probes"]["failed"] >= 1 and step["old"]["failed"] == 0, step
+    assert cbed.state()["live"] == "blue" and get(cbed.url + "/")[1].strip() == "v1"

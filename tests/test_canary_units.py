@@ -20,6 +20,7 @@ from bluegreen_hooks.host.procfs import process_alive
 from bluegreen_hooks.host.store import me
 from bluegreen_hooks.lifecycle.canary import check_plan
 from bluegreen_hooks.model import Canary, InProgress, Running, State
+from bluegreen_hooks.observe.clients import log_format_directive
 
 BASE = {"app": "shop", "container": {"image": "nginx:1.25"}, "deploy": {"state_dir": "/var/lib/bg"}}
 
@@ -63,46 +64,47 @@ def test_prefix_regex_matches_the_share_of_256_prefixes(share):
     assert abs(nginx_canary.real_share(share) - share) <= 0.2
 
 
+TOKEN = "0123456789abcdef0123456789abcdef"
 SET_TEXT = """\
 # bluegreen-hooks: app=shop colour=blue deployment=d-old canary=green:10 canary-deployment=d-new
 # Written by bluegreen-hooks; edits are replaced at the next switch.
 set $service_url http://127.0.0.1:8081;
 set $bluegreen_colour blue;
-set $bluegreen_canary_blue 1;
-set $bluegreen_canary_green "";
 if ($request_id ~ "^(?:[0]|1[0123456789])") {
     set $service_url http://127.0.0.1:8082;
     set $bluegreen_colour green;
-    set $bluegreen_canary_blue "";
-    set $bluegreen_canary_green 1;
 }
-access_log /var/lib/bg/shop.canary-blue.log combined if=$bluegreen_canary_blue;
-access_log /var/lib/bg/shop.canary-green.log combined if=$bluegreen_canary_green;
+if ($http_x_bluegreen_canary = "0123456789abcdef0123456789abcdef") {
+    set $service_url http://127.0.0.1:8082;
+    set $bluegreen_colour green;
+}
+access_log /var/lib/bg/shop.clients.log bluegreen_shop;
 access_log /var/log/nginx/access.log;
 """
 
 UPSTREAM_TEXT = """\
 # bluegreen-hooks: app=shop colour=blue deployment=d-old canary=green:10 canary-deployment=d-new
 # Written by bluegreen-hooks; edits are replaced at the next switch.
+LOG_FORMAT
+map $http_x_bluegreen_canary $bluegreen_pick_shop {
+    "0123456789abcdef0123456789abcdef" "bluegreen-3";
+    default $request_id;
+}
 upstream shop_backend {
+    hash $bluegreen_pick_shop;
     server 127.0.0.1:8081 weight=90;
     server 127.0.0.1:8082 weight=10;
+}
+map $proxy_host $bluegreen_proxied_shop {
+    shop_backend 1;
+    default "";
 }
 map $upstream_addr $bluegreen_colour {
     "~(^|, )(?:127\\.0\\.0\\.1:8082)$" green;
     default blue;
 }
-map $upstream_addr $bluegreen_canary_blue {
-    "~(^|, )(?:127\\.0\\.0\\.1:8081)$" 1;
-    default "";
-}
-map $upstream_addr $bluegreen_canary_green {
-    "~(^|, )(?:127\\.0\\.0\\.1:8082)$" 1;
-    default "";
-}
-access_log /var/lib/bg/shop.canary-blue.log combined if=$bluegreen_canary_blue;
-access_log /var/lib/bg/shop.canary-green.log combined if=$bluegreen_canary_green;
-"""
+access_log /var/lib/bg/shop.clients.log bluegreen_shop if=$bluegreen_proxied_shop;
+""".replace("LOG_FORMAT", log_format_directive("bluegreen_shop"))
 
 
 @pytest.mark.parametrize("form, expected, restated", [
@@ -112,7 +114,7 @@ access_log /var/lib/bg/shop.canary-green.log combined if=$bluegreen_canary_green
 def test_render_split_include_exact_text(form, expected, restated):
     """The canary include, exactly, in both forms; the marker names the old colour, the canary and its share."""
     cfg = cfg_of(nginx={"form": form})
-    split = Split("blue", "green", 10, "d-old", "d-new", restated)
+    split = Split("blue", "green", 10, "d-old", "d-new", restated, TOKEN)
     text = render_include(cfg, "blue", "d-old", split)
     assert text == expected
     assert nginx_canary.include_split(cfg, text) == ("blue", "green", 10)
@@ -127,6 +129,7 @@ http {{
     {http_log}
     client_body_temp_path {d}/tmp;
     proxy_temp_path {d}/tmp;
+    {glob_include}
     {outer_include}
     server {{
         listen 127.0.0.1:1;
@@ -140,26 +143,31 @@ http {{
 """
 
 
-def _nginx_tree(tmp_path, form, http_log="", server_log="", canary=False):
+def _nginx_tree(tmp_path, form, http_log="", server_log="", canary=False,
+                glob_include="include {d}/conf.d/*.conf;"):
     d = tmp_path / "ngx"
     (d / "tmp").mkdir(parents=True, exist_ok=True)
+    (d / "conf.d").mkdir(exist_ok=True)
     include = d / "backend.inc"
     tables = {"nginx": {"form": form, "include": str(include), "test": [_nginx(), "-p", str(d), "-c",
                                                                         str(d / "nginx.conf"), "-t", "-q"]},
               "deploy": {"state_dir": str(d)}}
     cfg = cfg_of(tmp_path, **tables)
-    if canary:
-        restated = user_access_logs(cfg).restated
-        include.write_text(render_include(cfg, "blue", "d-old", Split("blue", "green", 10, "d-old", "d-new", restated)))
-    else:
-        include.write_text(render_include(cfg, "blue", "d-old"))
+    include.write_text(render_include(cfg, "blue", "d-old"))
     (d / "nginx.conf").write_text(NGINX_MAIN.format(
-        d=d, http_log=http_log, server_log=server_log,
+        d=d, http_log=http_log, server_log=server_log, glob_include=glob_include.format(d=d),
         outer_include=f"include {include};" if form == "upstream" else "",
         inner_include=f"include {include};" if form == "set" else ""))
     if form == "upstream":
         conf = (d / "nginx.conf").read_text().replace("proxy_pass $service_url", "proxy_pass http://shop_backend")
         (d / "nginx.conf").write_text(conf)
+    if canary:
+        found = user_access_logs(cfg)
+        assert found.problem is None, found.problem
+        if found.format_file:
+            nginx_canary.write_format_file(cfg, found.format_file)
+        include.write_text(render_include(cfg, "blue", "d-old", Split("blue", "green", 10, "d-old", "d-new",
+                                                                      found.restated, TOKEN)))
     return cfg, d
 
 
@@ -247,3 +255,73 @@ def test_state_round_trips_the_canary_and_long_lived():
     old = {k: v for k, v in st.to_json().items() if k != "long_lived"}
     old["in_progress"].pop("canary")
     assert State.from_json(old, "shop").in_progress.canary is None
+
+
+@pytest.mark.parametrize("glob_include, problem", [
+    ("", "no include glob in the http block picks up a file of ours"),
+    ("include {d}/conf.d/one.conf;", "no include glob in the http block picks up a file of ours"),
+    ("include {d}/conf.d/*.inc;", "no include glob in the http block picks up a file of ours"),
+    ("include {d}/conf.d/*.conf;", None),
+    ("include {d}/conf.d/*;", None),
+])
+def test_set_form_log_format_goes_next_to_an_http_level_glob(tmp_path, glob_include, problem):
+    """log_format is http-only: the set form puts it in a file of ours that an http-level include glob reads
+    (Debian's conf.d/*.conf); with none, BeforeInstall's check names what to add, in one line."""
+    (tmp_path / "ngx" / "conf.d").mkdir(parents=True)
+    (tmp_path / "ngx" / "conf.d" / "one.conf").write_text("")
+    cfg, d = _nginx_tree(tmp_path, "set", glob_include=glob_include)
+    found = user_access_logs(cfg)
+    if problem is None:
+        assert found.problem is None and found.format_file == d / "conf.d" / "bluegreen-hooks-shop.conf", found
+        return
+    assert found.format_file is None and problem in (found.problem or ""), found.problem
+    assert f"add `include {d}/bluegreen-hooks/*.conf;` near the top of the http block of {d}/nginx.conf" \
+        in (found.problem or "")
+    assert "\n" not in (found.problem or "")
+
+
+def test_set_form_log_format_glob_read_after_the_server_is_refused(tmp_path):
+    """A glob nginx reads after the server block would define the format too late ("unknown log format")."""
+    cfg, d = _nginx_tree(tmp_path, "set", glob_include="")
+    conf = (d / "nginx.conf").read_text()
+    (d / "nginx.conf").write_text(conf[:conf.rindex("}")] + f"    include {d}/conf.d/*.conf;\n}}\n")
+    assert "read after the server block" in (user_access_logs(cfg).problem or "")
+
+
+def test_set_form_format_file_not_ours_is_refused_and_ours_is_kept(tmp_path):
+    cfg, d = _nginx_tree(tmp_path, "set")
+    path = d / "conf.d" / "bluegreen-hooks-shop.conf"
+    path.write_text("server { }\n")
+    assert "exists and is not ours" in (user_access_logs(cfg).problem or "")
+    path.unlink()
+    assert nginx_canary.write_format_file(cfg, path) is True and nginx_canary.write_format_file(cfg, path) is False
+    assert log_format_directive("bluegreen_shop") in path.read_text()
+
+
+def test_upstream_hash_key_lands_on_the_second_server():
+    """nginx's hash balancer: ((crc32(key) >> 16) & 0x7fff) % total picks the server by cumulative weight."""
+    import zlib
+
+    for share in (1, 10, 50, 99):
+        key = nginx_canary.hash_key_for_second(100 - share, 100)
+        assert ((zlib.crc32(key.encode()) >> 16) & 0x7FFF) % 100 >= 100 - share
+
+
+def test_bad_token_is_never_written():
+    cfg = cfg_of(nginx={"form": "set"})
+    with pytest.raises(ValueError):
+        render_include(cfg, "blue", "d-old", Split("blue", "green", 10, "d-old", "d-new", (), 'x"; return 200'))
+
+
+def test_before_install_check_refuses_the_set_form_without_an_http_glob(tmp_path):
+    """BeforeInstall's check (lifecycle/canary.check_logging) fails with one line naming what to add."""
+    from bluegreen_hooks.errors import NginxError
+    from bluegreen_hooks.lifecycle.canary import check_logging
+
+    cfg, d = _nginx_tree(tmp_path, "set", glob_include="")
+    with pytest.raises(NginxError) as err:
+        check_logging(cfg)
+    msg = str(err.value)
+    assert msg.startswith('canary: cannot log what clients experience: nginx/form = "set" needs a log_format at '
+                          "nginx's http level"), msg
+    assert f"add `include {d}/bluegreen-hooks/*.conf;`" in msg and "\n" not in msg

@@ -279,7 +279,7 @@ def _compose_cmd(cfg: Config) -> tuple[str, ...]:
 
 def _canary_lines(plan: Plan) -> list[str]:
     """The canary's steps (lifecycle/canary.py), shown before the promote (the switch below)."""
-    from bluegreen_hooks.host.nginx_canary import log_path, real_share
+    from bluegreen_hooks.host.nginx_canary import clients_log, real_share
 
     cfg, cc, live = plan.cfg, plan.cfg.canary, plan.live
     if cc is None or live is None:
@@ -289,10 +289,14 @@ def _canary_lines(plan: Plan) -> list[str]:
     return [f"canary: {steps} of requests to {plan.target}, then 100 %; each step through write, nginx test, "
             f"reload, check (form {cfg.nginx.form})",
             f"  each step watched {cc.step_seconds:g}s, extended up to {cc.step_limit:g}s while {plan.target} has "
-            f"fewer than {cc.min_requests} requests; answers counted from {log_path(cfg, plan.target)} and "
-            f"{log_path(cfg, live)}",
-            f"  abort when {plan.target}'s 5xx share > {cc.max_error_rate * 100:g} % and above {live}'s: back to "
-            f"0 % at once, {plan.target} removed, ApplicationStart fails",
+            f"fewer than {cc.min_requests} requests (then on_too_few = \"{cc.on_too_few}\"); every attempt counted "
+            f"per colour from {clients_log(cfg)}; probes of "
+            f"{', '.join(cc.probe_paths or (cfg.nginx.validate_path,))} forced to {plan.target} "
+            + (f"every {cc.probe_interval:g}s (timeout {cc.probe_timeout:g}s)" if cc.probe_interval else "(off)"),
+            f"  abort when {plan.target}'s failed share (5xx, refused, reset, timeout, client gave up) is above "
+            f"{cc.max_error_rate * 100:g} % (95 % Wilson lower bound) and above {live}'s, or its p95/p99 is more "
+            f"than {cc.latency_factor:g}x and {cc.latency_margin * 1000:g} ms above {live}'s: back to 0 % at "
+            f"once, {plan.target} removed, ApplicationStart fails",
             "  promote (100 %):"]
 
 

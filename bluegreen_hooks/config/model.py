@@ -136,6 +136,7 @@ class Config:
     stale_after: float
     history: int
     retire: str = "wait"               # deploy/retire: "background" hands the drain and stop to lifecycle/background.py
+    watch_seconds: float = 0.0         # deploy/watch_seconds: watch live traffic after the switch (lifecycle/watch.py)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     compose: ComposeConfig | None = None
     canary: CanaryConfig | None = None     # [canary]: shift a share first (docs/canary.md)

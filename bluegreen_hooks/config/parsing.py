@@ -66,6 +66,7 @@ _CONTAINER_KEYS = ("image", "build", "dockerfile", "build_args", "build_network"
 _NGINX_KEYS = ("include", "form", "variable", "upstream", "colour_variable", "test", "reload", "pid_file",
                "public_url", "validate_path", "colour_header", "verify_timeout", "dump")
 _VARIABLE = "an nginx variable name without '$'"
+DEFAULT_WATCH_SECONDS = 0.0   # deploy/watch_seconds: off unless asked (docs/canary.md, "The watch window")
 RETIRE = re.compile(r"wait|background")   # deploy/retire: ValidateService drains and stops, or hands it over
 
 
@@ -78,6 +79,7 @@ class _Deploy(NamedTuple):
     stale_after: float
     history: int
     retire: str
+    watch_seconds: float
 
 
 def default_reload() -> tuple[str, ...]:
@@ -118,7 +120,7 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     health = parse_health(top.sub("health", ("path", "statuses", "timeout", "deadline", "interval", "max_interval")))
     nginx = parse_nginx(top.sub("nginx", _NGINX_KEYS), app, health, as_root)
     deploy_table = top.sub("deploy", ("drain_timeout", "keep_images", "state_dir", "stale_after", "history",
-                                      "retire", *DEPLOY_KEYS))
+                                      "retire", "watch_seconds", *DEPLOY_KEYS))
     deploy = parse_deploy(deploy_table, environ)
     compose = None
     if top.get("compose") is not None:
@@ -128,7 +130,7 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
         path=path, app=app, ports=ports, host=host, container=container, health=health, nginx=nginx,
         drain_timeout=deploy.drain_timeout, keep_images=deploy.keep_images, state_dir=deploy.state_dir,
         stale_after=deploy.stale_after, history=deploy.history, retire=deploy.retire, raw=raw, compose=compose,
-        canary=canary,
+        canary=canary, watch_seconds=deploy.watch_seconds,
         maintenance=parse_maintenance(top, deploy_table), metrics=parse_metrics(deploy_table),
         notify=parse_notify(top),
         tasks=parse_tasks(path.name, top.get("tasks"), compose is not None))
@@ -255,7 +257,8 @@ def parse_deploy(r: Reader, environ: Mapping[str, str]) -> _Deploy:
         keep_images=r.integer("keep_images", DEFAULT_KEEP_IMAGES, 0, 100),
         state_dir=Path(state_dir), stale_after=r.number("stale_after", DEFAULT_STALE_AFTER, 1, 86400),
         history=r.integer("history", DEFAULT_HISTORY, 1, 100000),
-        retire=r.string("retire", "wait", RETIRE, '"wait" or "background"'))
+        retire=r.string("retire", "wait", RETIRE, '"wait" or "background"'),
+        watch_seconds=r.number("watch_seconds", DEFAULT_WATCH_SECONDS, 0, 3600))
 
 
 def find(bundle: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:

@@ -1,5 +1,7 @@
 """The automatic canary: after the new colour is healthy, ApplicationStart sends it a share of the real
-requests step by step ([canary] steps), judges each step from nginx's own per-colour access logs, then
+requests step by step ([canary] steps), judges each step from nginx's own log of what clients experienced,
+per colour and per attempt (observe/clients.py: failures AND latency, fail closed), with probes of its own
+forced to the new colour, then
 promotes (100 %, and the lifecycle goes on: ValidateService drains and stops the old colour) or aborts
 (0 % at once, the new colour removed, the event fails with the figures).
 
@@ -13,17 +15,22 @@ Every step goes through ``nginx.apply`` (write → ``nginx -t`` → reload → c
 """
 from __future__ import annotations
 
+import secrets
+import threading
 import time
+import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, HookError, NginxError
 from bluegreen_hooks.host import nginx, nginx_canary
-from bluegreen_hooks.host.nginx_canary import Split, Tally
+from bluegreen_hooks.host.nginx_canary import Split
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Canary, Colour, is_deployment_id
+from bluegreen_hooks.observe import clients
 
 REQUESTS = ("promote", "abort")
 POLL = 0.25          # how often a step looks at the logs and at an operator's request (seconds)
@@ -68,49 +75,153 @@ def check_plan(cfg: Config) -> str:
     return f"canary plan fits: at most {need:.0f}s of ApplicationStart's {timeout}s"
 
 
-def check_logging(cfg: Config) -> tuple[str, ...]:
-    """The user's access_log lines to restate; raise NginxError when the canary could not count answers."""
+def check_logging(cfg: Config) -> nginx_canary.Logging:
+    """The user's access_log lines to restate and (set form) where our http-level log format goes; raise
+    NginxError (one line naming what to add) when the canary could not count what clients experienced."""
     found = nginx_canary.user_access_logs(cfg)
     if found.problem:
-        raise NginxError(f"canary: cannot log answers per colour: {found.problem}; fix the nginx config or "
-                         f"remove the [canary] table")
-    return found.restated
+        raise NginxError(f"canary: cannot log what clients experience: {found.problem}")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- probes
+
+class Prober:
+    """Our own requests to the public URL, forced to the new colour by the canary's token (``ROUTE_HEADER``),
+    one path at a time (``probe_paths``, else nginx/validate_path), every ``probe_interval`` seconds, each
+    with ``probe_timeout``. nginx logs them like any request (marked by their ids); the client side of each
+    is kept too: a probe answered by the other colour means the routing failed, and fails the step."""
+
+    def __init__(self, cfg: Config, token: str, new: Colour) -> None:
+        cc = cfg.canary
+        assert cc is not None
+        self.cfg, self.token, self.new = cfg, token, new
+        self.paths = cc.probe_paths or (cfg.nginx.validate_path,)
+        self.interval, self.timeout = cc.probe_interval, cc.probe_timeout
+        self.ids: set[str] = set()
+        self.sent = self.failed = self.elsewhere = 0
+        self.last_failure = ""
+        self.reached = False             # a probe was answered by the new colour (before: a stale nginx worker)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="canary-probes", daemon=True)
+
+    def start(self) -> Prober:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.timeout + 2)
+
+    def counts(self) -> tuple[int, int, int]:
+        with self._lock:
+            return self.sent, self.failed, self.elsewhere
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path in self.paths:
+                if self._stop.is_set():
+                    return
+                self.one(path)
+                self._stop.wait(self.interval)
+
+    def one(self, path: str) -> None:
+        pid = uuid.uuid4().hex[:16]
+        with self._lock:
+            self.ids.add(pid)
+            self.sent += 1
+        headers = {nginx_canary.ROUTE_HEADER: self.token, clients.PROBE_HEADER: pid,
+                   "User-Agent": "bluegreen-hooks-probe"}
+        try:
+            a = nginx.probe(self.cfg, path, timeout=self.timeout, headers=headers)
+        except OSError as exc:
+            with self._lock:
+                self.failed += 1
+                self.last_failure = f"{path}: {type(exc).__name__}: {exc}"
+            return
+        with self._lock:
+            if a.status >= 500:
+                self.failed += 1
+                self.last_failure = f"{path}: HTTP {a.status}"
+            if a.colour == self.new:
+                self.reached = True
+            elif a.colour and self.reached:
+                self.elsewhere += 1
+                self.last_failure = f"{path}: answered by {a.colour}, not {self.new}"
+
+    def to_json(self) -> dict[str, object]:
+        sent, failed, elsewhere = self.counts()
+        return {"sent": sent, "failed": failed, "elsewhere": elsewhere, "paths": list(self.paths)}
 
 
 # ---------------------------------------------------------------------------------------------- the run
 
 @dataclass
 class Judged:
-    """One step's outcome: the verdict (ok | abort | promote | extended-ok), both tallies, seconds."""
+    """One step's outcome: the verdict (ok | abort | promote | extend), both tallies, seconds, why."""
 
     verdict: str
-    new: Tally
-    old: Tally
+    new: clients.Tally
+    old: clients.Tally
     seconds: float
     by: str | None = None
+    reasons: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def rules(cfg: Config) -> clients.Rules:
+    cc = cfg.canary
+    assert cc is not None
+    on: clients.OnTooFew = "extend" if cc.on_too_few == "extend" else (
+        "promote" if cc.on_too_few == "promote" else "abort")
+    return clients.Rules(max_error_rate=cc.max_error_rate, min_requests=cc.min_requests,
+                         latency_factor=cc.latency_factor, latency_margin=cc.latency_margin, on_too_few=on)
+
+
+@dataclass
+class Watch:
+    """What a run needs to count: the log reader, the probes, a window carried over (on_too_few = extend)."""
+
+    reader: clients.LogReader
+    prober: Prober
+    colour_of: Callable[[str], str | None]
+    carried: list[clients.Entry]
 
 
 def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Switch:
     """Walk the steps, then promote; on a bad step or an operator's abort go back to ``old`` and raise
     CanaryAborted. Any other failure (SIGTERM, an nginx error) also puts all traffic back on ``old``."""
     cfg = ctx.cfg
-    restated = check_logging(cfg)
+    logging = check_logging(cfg)
     st = ctx.store.read(quarantine=False).state
     old_dep = st.live_deployment if st.live_deployment and is_deployment_id(st.live_deployment) else "unknown"
     nginx_canary.remove_logs(cfg)
+    if logging.format_file is not None and nginx_canary.write_format_file(cfg, logging.format_file):
+        ctx.say(f"canary: the log format is in {logging.format_file} (nginx's http level; kept for later "
+                f"deployments)")
+    token = secrets.token_hex(16)
+    w = Watch(clients.LogReader(nginx_canary.clients_log(cfg), offset=0), Prober(cfg, token, new),
+              clients.colour_by_port(nginx_canary.colour_ports(cfg)), [])
     _save(ctx, Canary(old, new, 0, started=time.time()))
     try:
-        for i, share in enumerate(cfg.canary.steps if cfg.canary else ()):
-            judged = _step(ctx, Split(old, new, share, old_dep, deployment_id, restated), i)
+        steps_ = cfg.canary.steps if cfg.canary else ()
+        for i, share in enumerate(steps_):
+            judged = _step(ctx, Split(old, new, share, old_dep, deployment_id, logging.restated, token), i, w)
             if judged.verdict == "abort":
+                w.prober.stop()
                 raise _abort(ctx, old, new, share, judged, old_dep)
             if judged.verdict == "promote":
                 ctx.say(f"canary: promote requested by {judged.by}: skipping the remaining steps")
                 break
+        w.prober.stop()
         sw = nginx.switch(cfg, new, deployment_id, ctx.say)
     except CanaryAborted:
         raise
     except BaseException:
+        w.prober.stop()
         _back(ctx, old, old_dep, "the canary was interrupted", drain=False)
         raise
     _end(ctx, "promoted", None, 100)
@@ -119,11 +230,17 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Swi
     return sw
 
 
-def _step(ctx: Context, split: Split, i: int) -> Judged:
+def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
     cfg = ctx.cfg
     text = nginx.render_include(cfg, split.old, split.old_deployment, split)
-    nginx.apply(cfg, text, lambda before: nginx.reloaded(cfg, before))
-    start = nginx_canary.offsets(cfg)
+
+    def check(before: list[list[int]]) -> None:
+        nginx.reloaded(cfg, before)
+        routed(cfg, split)
+
+    nginx.apply(cfg, text, check)
+    if i == 0:
+        w.prober.start()
     steps = cfg.canary.steps if cfg.canary else ()
     exact = f", {nginx_canary.real_share(split.share):.1f} % exactly" if cfg.nginx.form == "set" else ""
     ctx.say(f"canary step {i + 1} of {len(steps)}: {split.share} % of requests to {split.new}{exact} "
@@ -132,57 +249,96 @@ def _step(ctx: Context, split: Split, i: int) -> Judged:
         ip = st.holder(ctx.deployment_id)
         if ip is not None and ip.canary is not None:
             ip.canary.share, ip.canary.step = split.share, i
-    judged = watch(ctx, split, start)
+    sent0 = w.prober.counts()
+    judged = watch(ctx, split, w)
+    if judged.verdict == "extend" and i == len(steps) - 1:      # nothing left to carry the window into
+        judged.verdict = "abort"
+        judged.reasons = (*judged.notes[:1], "still too few at the last step (on_too_few = \"extend\")")
+    sent1 = w.prober.counts()
+    probes = {"sent": sent1[0] - sent0[0], "failed": sent1[1] - sent0[1], "elsewhere": sent1[2] - sent0[2]}
     rec = {"share": split.share, "seconds": round(judged.seconds, 2), "verdict": judged.verdict,
-           "new": judged.new.to_json(), "old": judged.old.to_json()}
+           "new": judged.new.to_json(), "old": judged.old.to_json(), "reasons": list(judged.reasons),
+           "notes": list(judged.notes), "probes": probes}
     with ctx.store.update() as st:
         ip = st.holder(ctx.deployment_id)
         if ip is not None and ip.canary is not None:
             ip.canary.steps.append(rec)
-    ctx.say(f"canary step {i + 1} at {split.share} %: {split.new} {_figures(judged.new)}, {split.old} "
-            f"{_figures(judged.old)} in {judged.seconds:.1f}s: {judged.verdict}")
+    ctx.say(f"canary step {i + 1} at {split.share} %: {split.new} {judged.new.figures()}, {split.old} "
+            f"{judged.old.figures()}; probes {probes['sent']} sent, {probes['failed']} failed, in "
+            f"{judged.seconds:.1f}s: {judged.verdict}" + "".join(f"\n  {x}" for x in judged.reasons + judged.notes))
     return judged
 
 
-def _figures(t: Tally) -> str:
-    return f"{t.requests} requests, 5xx {t.rate * 100:.1f} % ({t.errors})"
+def routed(cfg: Config, split: Split) -> None:
+    """The step's check after the reload (set form): a request with the canary's token is answered by the new
+    colour (when nginx sends the colour header); raise NginxError, and nginx.apply puts the previous include
+    back. Not in the upstream form: there nginx may rightly send the token's request to the old colour (it
+    took a failing new server out for fail_timeout), and the step's judgement of the log is what counts."""
+    if not split.token or cfg.nginx.form != "set" or nginx.verify_mode(cfg) != "header":
+        return
+    headers = {nginx_canary.ROUTE_HEADER: split.token, "User-Agent": "bluegreen-hooks-probe"}
+    last = ["no answer"]
+
+    def answered() -> bool:
+        try:
+            a = nginx.probe(cfg, cfg.health.path, timeout=2.0, headers=headers)
+        except OSError as exc:
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return False
+        last[0] = f"HTTP {a.status} from {a.colour or '(no colour header)'}"
+        return a.colour == split.new
+
+    if not poll(answered, cfg.nginx.verify_timeout, interval=0.01, max_interval=0.05):
+        raise NginxError(f"canary: a request with the probe token to {cfg.nginx.public_url}{cfg.health.path} was not "
+                         f"answered by {split.new} (last: {last[0]})")
 
 
-def watch(ctx: Context, split: Split, start: dict[Colour, int]) -> Judged:
+def watch(ctx: Context, split: Split, w: Watch) -> Judged:
     """Watch one step: at least step_seconds, extended up to max_wait while the new colour has fewer than
-    min_requests; an operator's promote/abort ends it at once. Then judge."""
+    min_requests (probes included) or either colour fewer than 20 clients' latencies; clear harm (3 failed
+    attempts with the bound above max_error_rate) or an operator's promote/abort ends it at once. Then judge
+    (observe/clients.judge)."""
     cfg, cc = ctx.cfg, ctx.cfg.canary
     assert cc is not None
+    r = rules(cfg)
     t0, said = time.monotonic(), [False]
+    entries = list(w.carried)
+    w.carried = []
+    # what was logged since the last look counts in this step: in step 1 it is all this include's traffic (the
+    # log exists only during the canary), later the reload's few hundred ms: fail closed, nothing is dropped
 
-    def done() -> Judged | None:
+    def look(final: bool) -> Judged | None:
         elapsed = time.monotonic() - t0
-        new, old = nginx_canary.tally(cfg, split.new, start[split.new]), nginx_canary.tally(cfg, split.old,
-                                                                                         start[split.old])
+        entries.extend(w.reader.read())
+        t = clients.tally(entries, w.colour_of, probe_ids=set(w.prober.ids))
+        new, old = t[split.new], t[split.old]
         request = _request(ctx)
         if request is not None:
             return Judged(request[0], new, old, elapsed, request[1])
-        if elapsed < cc.step_seconds:
+        v = clients.judge(new, old, r, can_wait=not final and elapsed < cc.step_limit)
+        if v.outcome == "abort" and (final or elapsed >= cc.step_seconds or new.failed >= 3):
+            return Judged("abort", new, old, elapsed, reasons=v.reasons, notes=v.notes)
+        sent, _, elsewhere = w.prober.counts()
+        if elsewhere:      # nginx took the new colour out after failures (upstream form), or the routing broke
+            return Judged("abort", new, old, elapsed, reasons=(
+                f"{elsewhere} of {sent} probes were not answered by {split.new} ({w.prober.last_failure}; "
+                f"{split.new} {new.figures()})",))
+        if elapsed < cc.step_seconds and not final:
             return None
-        if new.requests < cc.min_requests and elapsed < cc.step_limit:
+        if v.outcome == "wait":
             if not said[0]:
-                ctx.say(f"canary: only {new.requests} requests through {split.new} after {elapsed:.1f}s "
-                        f"(min_requests {cc.min_requests}): step extended, up to {cc.step_limit:g}s")
+                ctx.say(f"canary: only {new.attempts} requests through {split.new} ({len(new.latencies)} of "
+                        f"clients, {len(old.latencies)} through {split.old}) after {elapsed:.1f}s (min_requests "
+                        f"{cc.min_requests}, {r.min_latency_samples} latencies each): step extended, up to "
+                        f"{cc.step_limit:g}s")
                 said[0] = True
             return None
-        return Judged(_verdict(cc.max_error_rate, new, old), new, old, elapsed)
+        if v.outcome == "extend":
+            w.carried = entries
+        return Judged(v.outcome, new, old, elapsed, reasons=v.reasons, notes=v.notes)
 
-    judged = poll(done, cc.step_limit + 5, interval=POLL, max_interval=POLL)
-    if judged is None:   # the poll's own deadline: judge what there is
-        new, old = nginx_canary.tally(cfg, split.new, start[split.new]), nginx_canary.tally(cfg, split.old,
-                                                                                         start[split.old])
-        judged = Judged(_verdict(cc.max_error_rate, new, old), new, old, time.monotonic() - t0)
-    return judged
-
-
-def _verdict(max_rate: float, new: Tally, old: Tally) -> str:
-    """abort when the new colour's 5xx share is above max_error_rate AND above the old colour's."""
-    return "abort" if new.rate > max_rate and new.rate > old.rate else "ok"
+    judged = poll(lambda: look(False), cc.step_limit + 5, interval=POLL, max_interval=POLL)
+    return judged if judged is not None else look(True) or Judged("abort", clients.Tally(), clients.Tally(), 0.0)
 
 
 def _request(ctx: Context) -> tuple[str, str | None] | None:
@@ -195,18 +351,12 @@ def _request(ctx: Context) -> tuple[str, str | None] | None:
 def _abort(ctx: Context, old: Colour, new: Colour, share: int, j: Judged, old_dep: str | None) -> CanaryAborted:
     """Back to 0 % at once, wait for the canary's nginx workers, and the error the event fails with."""
     if j.by:
-        msg = (f"canary aborted at {share} % by {j.by}: new colour 5xx {j.new.rate * 100:.1f} % "
-               f"({j.new.errors} of {j.new.requests}) vs old {j.old.rate * 100:.1f} % "
-               f"({j.old.errors} of {j.old.requests})")
+        msg = f"canary aborted at {share} % by {j.by}: new colour {new} {j.new.figures()}; old {j.old.figures()}"
     else:
-        msg = (f"canary aborted at {share} %: new colour 5xx {j.new.rate * 100:.1f} % ({j.new.errors} of "
-               f"{j.new.requests}) vs old {j.old.rate * 100:.1f} % ({j.old.errors} of {j.old.requests}), "
-               f"max_error_rate {ctx.cfg.canary.max_error_rate * 100 if ctx.cfg.canary else 0:g} %")
+        msg = f"canary aborted at {share} %: new colour {new} " + "; ".join(j.reasons)
     ctx.say(msg)
     _back(ctx, old, old_dep, msg)
     return CanaryAborted(f"{msg}; {new} removed")
-
-
 def _back(ctx: Context, old: Colour, old_dep: str | None, cause: str, drain: bool = True) -> None:
     """All traffic to ``old`` at once; let the canary's nginx workers finish (``drain``); remember why."""
     back = nginx.switch(ctx.cfg, old, old_dep if old_dep and is_deployment_id(old_dep) else "unknown", ctx.say)

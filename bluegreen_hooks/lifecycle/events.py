@@ -87,6 +87,10 @@ def before_install(ctx: Context) -> None:
 
         ctx.say(canary.check_plan(cfg))
         canary.check_logging(cfg)
+    if cfg.watch_seconds > 0 and d.live is not None:
+        from bluegreen_hooks.lifecycle import watch
+
+        ctx.say(watch.check_plan(ctx))
     ctx.finish("BeforeInstall")
 
 
@@ -143,6 +147,12 @@ def application_start(ctx: Context) -> None:
 
         live, target = d.live, d.target
         route = lambda: canary.run(ctx, live, target, dep)  # noqa: E731
+    elif cfg.watch_seconds > 0 and d.live is not None and not ctx.store.read().state.maintenance \
+            and be.running().get(d.live):   # the failure-absorbing switch (lifecycle/watch.py)
+        from bluegreen_hooks.lifecycle import watch
+
+        live, target = d.live, d.target
+        route = lambda: watch.switch_in(ctx, live, target, dep)  # noqa: E731
     try:
         up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route=route,
                             before_switch=tasks.before_switch, on_failure=tasks.on_failure)
@@ -257,10 +267,13 @@ def validate_service(ctx: Context) -> None:
     ip = _validation_claim(ctx)
     target: Colour = ip.target or "blue"
     old = ip.from_colour
+    # the watch window first (lifecycle/watch.py): it watches the port and the clients from the first second,
+    # where a validation probe would wait out verify_timeout while a dead colour fails every request
+    workers = ip.old_workers + _watch(ctx, be, target, old)
     try:
         ctx.say(maintenance.validate(cfg, ctx.store, target))
     except NginxError as exc:
-        raise _switch_back(ctx, be, target, old, str(exc)) from exc
+        raise _switch_back(ctx, be, target, old, _with_watch(ctx, old, target, str(exc))) from exc
     tasks = TaskRunner(ctx, be, target, old, dep)
     try:
         tasks.run("after_validate")
@@ -272,9 +285,9 @@ def validate_service(ctx: Context) -> None:
         if cfg.retire == "background":   # it stops nothing when the old colour no longer runs
             from bluegreen_hooks.lifecycle import background
 
-            handed_over = background.hand_over(ctx, old, target, ip.old_workers)
+            handed_over = background.hand_over(ctx, old, target, workers)
         if not handed_over:
-            steps.retire(ctx, be, old, target, ip.old_workers, "old nginx workers finished their requests", keep=True)
+            steps.retire(ctx, be, old, target, workers, "old nginx workers finished their requests", keep=True)
     if not handed_over:   # the background retire prunes once the old colour is stopped
         steps.prune(ctx, be)
     with ctx.store.update() as st:
@@ -282,6 +295,43 @@ def validate_service(ctx: Context) -> None:
         if mine is not None:
             record_deployment(st, mine, "succeeded", time.time())
     ctx.say(f"deployment {dep} succeeded: {target} live")
+
+
+def _watch(ctx: Context, be: Backend, target: Colour, old: Colour | None) -> list[list[int]]:
+    """deploy/watch_seconds (lifecycle/watch.py): watch the new colour's live traffic while ``old`` stays ready;
+    switch back and fail with the figures when it does worse than the rules. Returns the nginx workers of the
+    watch that may still proxy to ``old`` (drained before it stops)."""
+    if not (ctx.cfg.watch_seconds > 0 and old and old != target and be.running().get(old)):
+        return []   # the watch is off: nothing more is imported or done
+    from bluegreen_hooks.lifecycle import watch
+
+    watched, workers = watch.run(ctx, old, target, ctx.deployment_id)
+    receipt = watched.receipt(ctx.cfg.watch_seconds, ctx.cfg.nginx.form)
+    if watched.verdict == "ok":
+        watch.save_receipt(ctx, receipt)
+        return workers
+    receipt["verdict"] = "switched back"
+    watch.save_receipt(ctx, receipt)
+    from bluegreen_hooks.host import nginx_watch
+
+    try:
+        raise _switch_back(ctx, be, target, old, watched.cause(), "the watch window failed")
+    finally:
+        nginx_watch.remove_logs(ctx.cfg)
+
+
+def _with_watch(ctx: Context, old: Colour | None, target: Colour, cause: str) -> str:
+    """``cause``, and what clients got in the watch window so far when it runs (lifecycle/watch.py)."""
+    if not (old and ctx.cfg.watch_seconds > 0):
+        return cause
+    from bluegreen_hooks.host import nginx_watch
+    from bluegreen_hooks.lifecycle import watch
+
+    try:
+        figures = watch.figures_now(ctx, old, target)
+    finally:
+        nginx_watch.remove_logs(ctx.cfg)
+    return f"{cause}; {figures}" if figures else cause
 
 
 def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str,

@@ -61,6 +61,36 @@ def _deployment(app: str, d: Record | None) -> Iterator[Metric]:
             g = GaugeMetricFamily(name, doc, labels=["app", "colour"])
             g.add_metric(labels, round(float(timings[key]) * factor, 6))
             yield g
+    yield from _receipt(app, d.get("receipt"))
+
+
+def _receipt(app: str, r: Any) -> Iterator[Metric]:
+    """The last deployment's receipt (lifecycle/watch.py): what clients got from each colour in its window."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    if not isinstance(r, dict):
+        return
+    labels = ["app", "colour", "role"]
+    req = GaugeMetricFamily("bluegreen_last_window_requests", "Attempts nginx logged per colour in the last "
+                            "deployment's watch window (role new|old)", labels=labels)
+    failed = GaugeMetricFamily("bluegreen_last_window_failed", "Failed attempts per colour and kind in the last "
+                               "deployment's watch window", labels=[*labels, "kind"])
+    p95 = GaugeMetricFamily("bluegreen_last_window_p95_seconds", "p95 upstream response time per colour in the "
+                            "last deployment's watch window", labels=labels)
+    for role in ("new", "old"):
+        c = r.get(role)
+        if not isinstance(c, dict):
+            continue
+        key = [app, str(c.get("colour")), role]
+        req.add_metric(key, float(c.get("requests") or 0))
+        for kind, n in (c.get("failures") or {}).items():
+            failed.add_metric([*key, str(kind)], float(n))
+        if isinstance(c.get("p95"), (int, float)):
+            p95.add_metric(key, float(c["p95"]))
+    ok = GaugeMetricFamily("bluegreen_last_window_ok", "1 if the last deployment's watch window judged the new "
+                           "colour ok, 0 if it switched back", labels=["app"])
+    ok.add_metric([app], 1.0 if r.get("verdict") == "ok" else 0.0)
+    yield from (req, failed, p95, ok)
 
 
 def _rollback(app: str, d: Record | None) -> Iterator[Metric]:

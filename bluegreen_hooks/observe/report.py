@@ -52,6 +52,7 @@ def fields(st: State, deployment_id: str, event: str, outcome: str, seconds: flo
         "last_line": last or cause or (f"maintenance page: {m.message}" if m and event == "Maintenance"
                                        else f"{event} {outcome}"),
         "maintenance": m.to_json() if m else None,
+        "receipt": (ended or {}).get("receipt"),     # what clients got in its watch window (lifecycle/watch.py)
         "user": (st.events[-1].get("user") if st.events else None)}
 
 

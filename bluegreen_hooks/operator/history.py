@@ -33,17 +33,40 @@ def deployment_line(d: dict[str, Any]) -> str:
             f"{(d.get('from') or '-') + ' -> ' + (d.get('target') or '-'):<14} {d.get('seconds') or 0:8.2f}s  "
             f"image {d.get('image') or '-'}" + (f" ({images_text(d['images'])})" if d.get("images") else "")
             + (f"  cause: {d['cause']}" if d.get("cause") else "")
-            + canary_text(d.get("canary")))
+            + canary_text(d.get("canary")) + receipt_text(d.get("receipt")))
+
+
+def receipt_text(r: Any) -> str:
+    """A deployment's receipt (lifecycle/watch.py): the window's verdict and what each colour's clients got."""
+    if not isinstance(r, dict):
+        return ""
+
+    def side(c: Any) -> str:
+        if not isinstance(c, dict):
+            return "-"
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted((c.get("failures") or {}).items()))
+        p95 = f", p95 {c['p95']:.3f}s" if isinstance(c.get("p95"), (int, float)) else ""
+        return (f"{c.get('colour')} {c.get('requests', 0)} requests, {c.get('failed', 0)} failed"
+                + (f" ({kinds})" if kinds else "") + p95)
+    return (f"  {r.get('window', 'watch')} {r.get('verdict')} after {r.get('seconds', 0)}s: {side(r.get('new'))}; "
+            f"{side(r.get('old'))}")
 
 
 def canary_text(c: Any) -> str:
     """A deployment's canary: how it ended and each step's figures (new colour, then old)."""
     if not isinstance(c, dict):
         return ""
+    def side(t: Any) -> str:       # records before issue 24 count "5xx"; later ones every failed attempt
+        t = t if isinstance(t, dict) else {}
+        if "failed" not in t:
+            return f"{t.get('requests', 0)} requests {t.get('5xx', 0)} 5xx"
+        kinds = ", ".join(f"{k} {v}" for k, v in (t.get("failures") or {}).items())
+        p95 = f", p95 {t['p95']}s" if t.get("p95") is not None else ""
+        return f"{t.get('requests', 0)} requests {t.get('failed', 0)} failed{f' ({kinds})' if kinds else ''}{p95}"
+
     steps = "; ".join(
-        f"{s.get('share')} %: {c.get('new')} {s.get('new', {}).get('requests', 0)} requests "
-        f"{s.get('new', {}).get('5xx', 0)} 5xx, {c.get('old')} {s.get('old', {}).get('requests', 0)} requests "
-        f"{s.get('old', {}).get('5xx', 0)} 5xx, {s.get('seconds', 0)}s {s.get('verdict')}"
+        f"{s.get('share')} %: {c.get('new')} {side(s.get('new'))}, {c.get('old')} {side(s.get('old'))}, "
+        f"{s.get('seconds', 0)}s {s.get('verdict')}"
         for s in c.get("steps", []) if isinstance(s, dict))
     cause = f" ({c['cause']})" if c.get("cause") else ""
     return f"  canary {c.get('phase')}{cause}" + (f": {steps}" if steps else "")

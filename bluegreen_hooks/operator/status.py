@@ -237,6 +237,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         "canary": ({"deployment": st.in_progress.id, **st.in_progress.canary.to_json()}
                    if st.in_progress is not None and st.in_progress.canary is not None else None),
         "maintenance": maintenance,
+        "receipt": _receipt(st),
         "retiring": _retiring(st, store),
         "nginx": {"running": ngx.pid is not None, "pid": ngx.pid, "include": str(cfg.nginx.include),
                   "include_colour": ngx.colour, "include_deployment": ngx.deployment, "public": ngx.public},
@@ -246,6 +247,15 @@ def gather_status(cfg: Config) -> dict[str, Any]:
         "warnings": warnings,
         "ok": not warnings,
     }
+
+
+def _receipt(st: State) -> dict[str, Any] | None:
+    """The receipt of the deployment in progress (its watch window so far) or of the last one that has one."""
+    r = st.in_progress.extra.get("receipt") if st.in_progress is not None else None
+    if st.in_progress is not None and isinstance(r, dict):
+        return {"deployment": st.in_progress.id, **r}
+    d = next((d for d in reversed(st.deployments) if isinstance(d.get("receipt"), dict)), None)
+    return {"deployment": d.get("id"), "outcome": d.get("outcome"), **d["receipt"]} if d else None
 
 
 def _retiring(st: State, store: Any) -> dict[str, Any] | None:
@@ -307,6 +317,11 @@ def print_status(s: dict[str, Any]) -> None:
         print(f"canary:      {c['new']} gets {c['share']} % of requests ({c['phase']}, step {c['step'] + 1}, "
               f"deployment {c['deployment']})" + (f"; {c['request']} requested by {c['requested_by']}"
                                                   if c["request"] else ""))
+    rc = s.get("receipt")
+    if rc:
+        from bluegreen_hooks.operator.history import receipt_text
+
+        print(f"receipt      {rc['deployment']}:{receipt_text(rc)}")
     pub = n["public"]
     answer = (f"answers HTTP {pub['status']} from {pub['colour'] or '(no colour header)'}" if pub["status"]
               else f"does not answer ({pub['error']})" if pub["error"] else "not probed")

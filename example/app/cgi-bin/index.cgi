@@ -1,5 +1,19 @@
 #!/bin/sh
 # / when FAIL_PERCENT is set: answers 500 on about FAIL_PERCENT % of requests (a bad canary), else the version.
+# HANG_ROOT=1: never answers; DROP_ROOT=1: the connection's httpd process dies, so the socket closes with no
+# answer; SLOW_MS=N: answers after N milliseconds.
+if [ "${HANG_ROOT:-0}" = 1 ]; then
+  sleep 600
+fi
+if [ "${DROP_ROOT:-0}" = 1 ]; then
+  kill -9 "$PPID"
+  exit 0
+fi
+ms=${SLOW_MS:-0}
+case $ms in ''|*[!0-9]*) ms=0 ;; esac
+if [ "$ms" -gt 0 ]; then
+  sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+fi
 r=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
 if [ $((r * 100 / 256)) -lt "${FAIL_PERCENT:-0}" ]; then
   printf 'Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nfailing on purpose (FAIL_PERCENT=%s)\n' \
