@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bluegreen_hooks.observe import clients
-from bluegreen_hooks.observe.clients import Rules, Tally, judge, parse_line, parse_lines, tally
+from bluegreen_hooks.observe import clients, stats
+from bluegreen_hooks.observe.clients import Tally, parse_line, parse_lines, tally
+from bluegreen_hooks.observe.judgement import Rules, judge
 
 COLOUR = clients.colour_by_port({"blue": [8081], "green": [8082]})
 OLD, NEW = "127.0.0.1:8081", "127.0.0.1:8082"
@@ -112,14 +113,14 @@ def test_probes_are_counted_but_not_in_latency_and_only_with_our_ids():
 
 
 def test_wilson_bounds_and_percentiles():
-    assert clients.wilson_lower(0, 50) == 0.0 and clients.wilson_lower(0, 0) == 0.0
-    assert clients.wilson_lower(1, 50) < 0.01 < clients.wilson_lower(3, 50)
-    assert clients.wilson_lower(3, 3) == pytest.approx(0.526, abs=0.005)
-    assert clients.wilson_lower(1, 1) > 0.25
-    assert clients.wilson_upper(0, 50) == pytest.approx(0.0513, abs=0.001)
-    assert clients.percentile([], 95) is None
-    assert clients.percentile([float(i) for i in range(1, 101)], 95) == 95.0
-    assert clients.percentile([3.0, 1.0, 2.0], 50) == 2.0 and clients.percentile([1.0], 99) == 1.0
+    assert stats.wilson_lower(0, 50) == 0.0 and stats.wilson_lower(0, 0) == 0.0
+    assert stats.wilson_lower(1, 50) < 0.01 < stats.wilson_lower(3, 50)
+    assert stats.wilson_lower(3, 3) == pytest.approx(0.526, abs=0.005)
+    assert stats.wilson_lower(1, 1) > 0.25
+    assert stats.wilson_upper(0, 50) == pytest.approx(0.0513, abs=0.001)
+    assert stats.percentile([], 95) is None
+    assert stats.percentile([float(i) for i in range(1, 101)], 95) == 95.0
+    assert stats.percentile([3.0, 1.0, 2.0], 50) == 2.0 and stats.percentile([1.0], 99) == 1.0
 
 
 def fill(n, failed=0, kind="5xx", latency=0.01, probes=0):

@@ -30,7 +30,7 @@ from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Canary, Colour, is_deployment_id
-from bluegreen_hooks.observe import clients
+from bluegreen_hooks.observe import clients, judgement
 
 REQUESTS = ("promote", "abort")
 POLL = 0.25          # how often a step looks at the logs and at an operator's request (seconds)
@@ -172,12 +172,12 @@ class Judged:
     notes: tuple[str, ...] = ()
 
 
-def rules(cfg: Config) -> clients.Rules:
+def rules(cfg: Config) -> judgement.Rules:
     cc = cfg.canary
     assert cc is not None
-    on: clients.OnTooFew = "extend" if cc.on_too_few == "extend" else (
+    on: judgement.OnTooFew = "extend" if cc.on_too_few == "extend" else (
         "promote" if cc.on_too_few == "promote" else "abort")
-    return clients.Rules(max_error_rate=cc.max_error_rate, min_requests=cc.min_requests,
+    return judgement.Rules(max_error_rate=cc.max_error_rate, min_requests=cc.min_requests,
                          latency_factor=cc.latency_factor, latency_margin=cc.latency_margin, on_too_few=on)
 
 
@@ -297,7 +297,7 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
     """Watch one step: at least step_seconds, extended up to max_wait while the new colour has fewer than
     min_requests (probes included) or either colour fewer than 20 clients' latencies; clear harm (3 failed
     attempts with the bound above max_error_rate) or an operator's promote/abort ends it at once. Then judge
-    (observe/clients.judge)."""
+    (observe/judgement.judge)."""
     cfg, cc = ctx.cfg, ctx.cfg.canary
     assert cc is not None
     r = rules(cfg)
@@ -315,7 +315,7 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
         request = _request(ctx)
         if request is not None:
             return Judged(request[0], new, old, elapsed, request[1])
-        v = clients.judge(new, old, r, can_wait=not final and elapsed < cc.step_limit)
+        v = judgement.judge(new, old, r, can_wait=not final and elapsed < cc.step_limit)
         if v.outcome == "abort" and (final or elapsed >= cc.step_seconds or new.failed >= 3):
             return Judged("abort", new, old, elapsed, reasons=v.reasons, notes=v.notes)
         sent, _, elsewhere = w.prober.counts()

@@ -31,7 +31,7 @@ from bluegreen_hooks.host import nginx, nginx_canary, nginx_watch
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Colour
-from bluegreen_hooks.observe import clients
+from bluegreen_hooks.observe import clients, judgement
 
 POLL = 0.25        # seconds between two looks at the logs and the new colour's port
 
@@ -42,7 +42,7 @@ class Watched:
 
     verdict: str
     reason: str
-    judged: clients.Verdict
+    judged: judgement.Verdict
     seconds: float
     new_colour: Colour
     old_colour: Colour
@@ -65,11 +65,11 @@ class Watched:
                 "old": {"colour": self.old_colour, **self.judged.old.to_json()}}
 
 
-def rules(ctx: Context) -> clients.Rules:
+def rules(ctx: Context) -> judgement.Rules:
     """The watch judges with [canary]'s numbers when there is a [canary] table, else its defaults; too few
     requests at the end of the window (a quiet site) let the deployment go on, said in its output."""
     cc = ctx.cfg.canary
-    return clients.Rules(max_error_rate=cc.max_error_rate if cc else DEFAULT_MAX_ERROR_RATE,
+    return judgement.Rules(max_error_rate=cc.max_error_rate if cc else DEFAULT_MAX_ERROR_RATE,
                          min_requests=cc.min_requests if cc else DEFAULT_MIN_REQUESTS, on_too_few="promote")
 
 
@@ -193,10 +193,10 @@ def _watch(ctx: Context, old: Colour, new: Colour, since: float) -> Watched:
         elapsed = time.monotonic() - t0
         tn, to = count(new), count(old)
         if not ports.answers(cfg.host, cfg.port(new)):
-            v = clients.Verdict("abort", (f"{new} refuses connections on port {cfg.port(new)}",), tn, to)
+            v = judgement.Verdict("abort", (f"{new} refuses connections on port {cfg.port(new)}",), tn, to)
             return Watched("back", v.reasons[0], v, elapsed, new, old)
         done = final or elapsed >= cfg.watch_seconds
-        v = clients.judge(tn, to, rule, can_wait=not done)
+        v = judgement.judge(tn, to, rule, can_wait=not done)
         if v.outcome == "abort":
             return Watched("back", v.summary, v, elapsed, new, old)
         if done:
@@ -237,7 +237,7 @@ def _so_far(ctx: Context, old: Colour, new: Colour, why: str) -> str:
     """The window's figures so far, kept as the deployment's receipt (verdict "switched back")."""
     count = _counter(ctx)
     tn, to = count(new), count(old)
-    v = clients.judge(tn, to, rules(ctx))
+    v = judgement.judge(tn, to, rules(ctx))
     w = Watched("switched back", why, v, 0.0, new, old)
     save_receipt(ctx, w.receipt(ctx.cfg.watch_seconds, ctx.cfg.nginx.form))
     return f"watch window so far: {new} {tn.figures()}, {old} {to.figures()}"

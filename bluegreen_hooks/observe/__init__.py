@@ -4,6 +4,10 @@ Embedded Metric Format lines, and notifications (webhook, Slack, SNS).
 * ``metrics``: the figures, computed from the app's State, as prometheus_client text or JSON;
 * ``emf``: one CloudWatch EMF JSON line per event (to a file or stdout);
 * ``notify``: one message when a deployment ends (``send(cfg, kind, fields, say)``), bounded and retried;
+* ``clients``: what clients experienced per colour and per attempt, from nginx's JSON access-log lines
+  (the canary and the watch window);
+* ``judgement``: a window's verdict from those tallies (Wilson bound on failures, p95/p99 latency), with
+  ``stats`` (percentiles, Wilson bounds);
 * ``report``: ``after_event``, called by lifecycle/runner.audit after every event, rollback and
   maintenance change; it never raises;
 * ``commands``: ``bluegreen-hooks metrics`` and ``bluegreen-hooks maintenance`` (argparse glue).

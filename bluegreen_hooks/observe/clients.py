@@ -1,4 +1,5 @@
-"""What clients experienced, per colour and per attempt, from nginx's own log lines; and the judgement.
+"""What clients experienced, per colour and per attempt, from nginx's own log lines (the judgement of a
+window is observe/judgement.py).
 
 Pure logic (no Docker, no nginx process): the canary (lifecycle/canary.py) and the watch window after a switch
 use it the same way::
@@ -11,7 +12,7 @@ use it the same way::
     entries = reader.read()                                # new Entry objects since the last read
     colour_of = clients.colour_by_port({"blue": [8081], "green": [8082]})
     tallies = clients.tally(entries, colour_of, probe_ids=ids_we_sent)
-    verdict = clients.judge(tallies["green"], tallies["blue"], clients.Rules(max_error_rate=0.01, min_requests=50))
+    verdict = judgement.judge(tallies["green"], tallies["blue"], judgement.Rules(max_error_rate=0.01, min_requests=50))
     verdict.outcome        # "ok" | "abort" | "wait" | "extend"
     verdict.reasons        # one sentence each, with the figures
     verdict.to_json()      # figures for the state file / receipt
@@ -56,7 +57,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
+
+from bluegreen_hooks.observe.stats import percentile
 
 FIELDS = {
     "msec": "$msec", "status": "$status", "method": "$request_method", "request_time": "$request_time",
@@ -66,9 +69,6 @@ FIELDS = {
 }
 PROBE_HEADER = "X-Bluegreen-Probe"          # per-request probe id, logged (the routing token is another header)
 FAILURE_KINDS = ("5xx", "refused", "reset", "timeout", "gave_up", "no_answer")
-OnTooFew = Literal["abort", "extend", "promote"]
-ON_TOO_FEW = ("abort", "extend", "promote")
-Z_ONE_SIDED_95 = 1.6448536269514722         # the 95 % one-sided normal quantile used by the Wilson bound
 MAX_LINE = 64 * 1024                        # a longer "line" without a newline is garbage: skipped
 
 
@@ -322,126 +322,3 @@ def tally(entries: Iterable[Entry], colour_of: Callable[[str], str | None],
             if not probe and a.response_time is not None:
                 t.latencies.append(a.response_time)
     return out
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """The nearest-rank ``p``-th percentile (the smallest value with at least p % of the values at or below
-    it); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def wilson_lower(failed: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
-    """The lower end of the Wilson score interval of a binomial share (one-sided at ``z``): the failure share
-    is above this with ~95 % confidence. 0 for no trials."""
-    if n <= 0:
-        return 0.0
-    p = failed / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, (centre - spread) / (1 + z2 / n))
-
-
-def wilson_upper(failed: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
-    """The upper end of the same interval (1 for no trials)."""
-    if n <= 0:
-        return 1.0
-    p = failed / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z2 / n))
-
-
-# ----------------------------------------------------------------------------------------------- judging
-
-@dataclass(frozen=True)
-class Rules:
-    """What a window must meet. Defaults: 1 % failures, 50 attempts, p95/p99 at most 2x the old colour's
-    and 100 ms more, too few → abort."""
-
-    max_error_rate: float = 0.01
-    min_requests: int = 50
-    latency_factor: float = 2.0          # new p95/p99 may be up to this times the old's ...
-    latency_margin: float = 0.1          # ... and more than this many seconds above it
-    on_too_few: OnTooFew = "abort"
-    min_latency_samples: int = 20        # p95 needs this many clients' attempts on each colour; p99 five times as many
-    z: float = Z_ONE_SIDED_95
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """``outcome``: ``ok`` (go on), ``abort``, ``wait`` (too few so far, time left: look again) or ``extend``
-    (too few at the end, on_too_few = "extend": carry the window into the next one). ``reasons``: a
-    sentence each, with figures; ``notes``: what was not judged and why."""
-
-    outcome: str
-    reasons: tuple[str, ...]
-    new: Tally
-    old: Tally
-    notes: tuple[str, ...] = ()
-
-    @property
-    def summary(self) -> str:
-        return "; ".join(self.reasons) if self.reasons else "; ".join(self.notes)
-
-    def to_json(self) -> dict[str, object]:
-        return {"outcome": self.outcome, "reasons": list(self.reasons), "notes": list(self.notes),
-                "new": self.new.to_json(), "old": self.old.to_json()}
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f} %"
-
-
-def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False) -> Verdict:
-    """Judge the new colour's window against the rules and the old colour's same window; fail closed.
-
-    * **failures**: abort when the one-sided 95 % Wilson lower bound of the new colour's failure share is
-      above ``max_error_rate`` and the new share is above the old colour's (an outage failing both alike is
-      not the new version's fault). The bound makes one unlucky error in a small sample no abort, while
-      3 failures of 3 already give a bound of 53 %.
-    * **latency**: abort when the new colour's p95 (and p99, with 5x ``min_latency_samples``) is above the
-      old's times ``latency_factor`` *and* more than ``latency_margin`` seconds above it.
-    * **too few** (fewer than ``min_requests`` attempts on the new colour, probes included, or fewer than
-      ``min_latency_samples`` clients' latencies on either colour): ``wait`` while ``can_wait``; then, for
-      too few attempts, ``on_too_few``: ``abort`` (the default), ``extend`` or ``promote`` (goes on: ``ok``,
-      with the reason said). Evidence of harm aborts even when the count is small.
-    """
-    reasons: list[str] = []
-    notes: list[str] = []
-    if new.failed and new.share > old.share:
-        bound = wilson_lower(new.failed, new.attempts, rules.z)
-        if bound > rules.max_error_rate:
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(new.failures.items()))
-            reasons.append(f"failed {_pct(new.share)} ({new.failed} of {new.attempts}: {kinds}; 95 % lower bound "
-                           f"{_pct(bound)}) vs old {_pct(old.share)} ({old.failed} of {old.attempts}), "
-                           f"max_error_rate {_pct(rules.max_error_rate)}")
-    for p, need in ((95, rules.min_latency_samples), (99, 5 * rules.min_latency_samples)):
-        if len(new.latencies) < need or len(old.latencies) < need:
-            notes.append(f"p{p} not judged: {len(new.latencies)} new / {len(old.latencies)} old latencies "
-                         f"(needs {need} each)")
-            continue
-        n_p, o_p = new.percentile(p), old.percentile(p)
-        assert n_p is not None and o_p is not None
-        if n_p > o_p * rules.latency_factor and n_p - o_p > rules.latency_margin:
-            reasons.append(f"p{p} {n_p:.3f}s vs old {o_p:.3f}s (more than {rules.latency_factor:g}x and "
-                           f"{rules.latency_margin * 1000:g} ms above)")
-    if reasons:
-        return Verdict("abort", tuple(reasons), new, old, tuple(notes))
-    if can_wait and min(len(new.latencies), len(old.latencies)) < rules.min_latency_samples:
-        return Verdict("wait", (), new, old, tuple(notes))
-    if new.attempts < rules.min_requests:
-        few = f"only {new.attempts} requests through the new colour (min_requests {rules.min_requests})"
-        if can_wait:
-            return Verdict("wait", (), new, old, (few,))
-        if rules.on_too_few == "abort":
-            return Verdict("abort", (few + ": on_too_few = \"abort\"",), new, old, tuple(notes))
-        if rules.on_too_few == "extend":
-            return Verdict("extend", (), new, old, (few + ": on_too_few = \"extend\"", *notes))
-        return Verdict("ok", (), new, old, (few + ": promoted anyway, on_too_few = \"promote\"", *notes))
-    return Verdict("ok", (), new, old, tuple(notes))
