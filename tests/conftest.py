@@ -17,13 +17,20 @@ import pytest
 from testbed import dockerd, images
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import IN_CI, Bed, ComposeStack, networks_created
+from tests.helpers import IN_CI, Bed, ComposeStack, networks_created, process_state_restored
 
 
 def _unavailable(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI must have the test bed: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def reset_process_state():
+    """Every test starts from the process-wide state the previous one found (helpers.process_state_restored)."""
+    with process_state_restored():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,19 @@
-"""Helpers for tests: poll with a deadline (never a bare sleep), HTTP GET, the ``Bed`` of one app and the
-``ComposeStack`` of one compose app (their fixtures are in conftest.py), ``IN_CI``."""
+"""Helpers for tests: poll with a deadline (never a bare sleep), the process-wide state put back after each test,
+HTTP GET, the ``Bed`` of one app and the ``ComposeStack`` of one compose app (their fixtures are in conftest.py),
+``IN_CI``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 from testbed.bundle import bed_config, make_bundle
 from testbed.compose import ONE_FILE, add_site, remove_projects, remove_site, write_per_colour
@@ -33,6 +37,44 @@ def wait_for(cond, timeout: float = 30, interval: float = 0.05, what: str = "con
         time.sleep(interval)
     last = f" (last error: {last_exc})" if last_exc else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
+
+
+@contextlib.contextmanager
+def process_state_restored() -> Iterator[None]:
+    """Put back, on the way out, the process-wide state a test run in-process may change (the autouse fixture
+    ``reset_process_state`` wraps every test in it): the SIGTERM stop flag and the no-sleep switch of
+    host/wait.py (``wait.on_sigterm`` sets the flag for good: every later wait would end at once with
+    Interrupted), the compose command cache, the health checks shared per Docker client, signal handlers,
+    the environment, the working directory and the umask."""
+    from bluegreen_hooks.host import wait
+    from bluegreen_hooks.runtime import compose_exec, healthcheck
+
+    environ, cwd = dict(os.environ), os.getcwd()
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        yield
+    finally:
+        wait._stop["requested"] = False
+        wait.testing(False)
+        for thread in compose_exec._detecting:   # a detection started here ends here, not in the next test
+            thread.join(compose_exec.VERSION_TIMEOUT)
+        compose_exec._detected.clear()
+        compose_exec._detecting.clear()
+        compose_exec._distutils.clear()
+        healthcheck._shared.clear()
+        for sig, handler in handlers.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        os.chdir(cwd)
+        os.umask(umask)
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, str, dict]:
