@@ -87,6 +87,41 @@ def get(url: str, timeout: float = 5) -> tuple[int, str, dict]:
         return e.code, e.read().decode(), dict(e.headers)
 
 
+class HeldRequests:
+    """``n`` requests through ``bed``'s nginx to the example app's /cgi-bin/hold, started now, on ``colour`` (the
+    live one): they stay in flight until ``release()`` (or ``join()``; the app ends them itself after 120 s),
+    however long the hooks in between take on a busy machine, where /cgi-bin/slow?N ends after N seconds."""
+
+    def __init__(self, bed, n: int = 3, colour: str = "blue") -> None:
+        import threading
+
+        from bluegreen_hooks.host import procfs
+
+        self.bed, self.colour, self.name, self.results = bed, colour, uuid.uuid4().hex[:12], []
+        url = f"{bed.url}/cgi-bin/hold?{self.name}"
+        self.threads = [threading.Thread(target=lambda: self.results.append(get(url, 180))) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+        port = bed.ports[0 if colour == "blue" else 1]
+        wait_for(lambda: procfs.connections_to(port) >= n, what=f"the {n} held requests open on {colour}")
+
+    def running(self) -> int:
+        return sum(t.is_alive() for t in self.threads)
+
+    def release(self) -> None:
+        """Let the held requests answer: the file /cgi-bin/hold waits for, made in the colour's container."""
+        for c in self.bed.containers(self.colour):
+            if c.status == "running":
+                c.exec_run(["touch", f"/tmp/release-{self.name}"])
+
+    def join(self) -> list[tuple[int, str]]:
+        """Release, wait for the requests; their (status, body) in the order they ended."""
+        self.release()
+        for t in self.threads:
+            t.join(180)
+        return [(status, body.strip()) for status, body, _ in self.results]
+
+
 class Bed:
     """One app's deployments on the shared test bed: its ports, state dir, bundles and what runs.
 
