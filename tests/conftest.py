@@ -17,7 +17,34 @@ import pytest
 from testbed import dockerd, images
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import IN_CI, Bed, ComposeStack, networks_created
+from tests.helpers import IN_CI, Bed, ComposeStack, networks_created, process_state_restored
+
+# the markers of the tests that need the test bed or a shared service; `--quick` (scripts/test --quick) runs the
+# rest, except the ones marked slow
+TEST_BED_MARKERS = ("integration", "aws", "agent")
+NOT_QUICK_MARKERS = (*TEST_BED_MARKERS, "slow")
+TEST_BED_FIXTURES = {"docker_client", "nginx", "docker_daemon"}
+# under --quick: a Docker client made without the fixtures finds no daemon here, and the test fails at once
+QUICK_DOCKER_HOST = "unix:///nonexistent/scripts-test-quick-runs-no-docker.sock"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--quick", action="store_true",
+                     help="only the tests that need no test bed (no Docker, nginx, S3 or CodeDeploy agent) and "
+                          "are not marked slow: unit, structure and fuzz tests")
+
+
+def pytest_configure(config):
+    if config.getoption("quick"):   # nothing started by a quick run can reach the shared services
+        os.environ["DOCKER_HOST"] = QUICK_DOCKER_HOST
+        for name in [k for k in os.environ if k == "CODEDEPLOY_LOCAL" or k.startswith("AWS_ENDPOINT_URL")]:
+            del os.environ[name]
+
+
+def _not_quick(request, what: str) -> None:
+    if request.config.getoption("quick"):
+        pytest.fail(f"{request.node.nodeid} reached {what} under --quick: a test that needs the test bed must be "
+                    f"marked {' / '.join(TEST_BED_MARKERS)} (tests using its fixtures are, by conftest)")
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -26,8 +53,16 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def reset_process_state():
+    """Every test starts from the process-wide state the previous one found (helpers.process_state_restored)."""
+    with process_state_restored():
+        yield
+
+
 @pytest.fixture(scope="session")
-def docker_daemon():
+def docker_daemon(request):
+    _not_quick(request, "the Docker daemon")
     try:
         daemon = dockerd.ensure_daemon()
     except Exception as exc:  # any failure means: no daemon here
@@ -74,7 +109,8 @@ def example_images(docker_client):
 
 
 @pytest.fixture(scope="session")
-def nginx(tmp_path_factory):
+def nginx(request, tmp_path_factory):
+    _not_quick(request, "nginx")
     if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
         _unavailable("nginx is not installed (apt-get install nginx-light)")
     server = Nginx(tmp_path_factory.mktemp("nginx")).start()
@@ -126,10 +162,15 @@ def port():
     return free_port()
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     for item in items:
-        if {"docker_client", "nginx", "docker_daemon"} & set(getattr(item, "fixturenames", ())):
+        if TEST_BED_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    if config.getoption("quick"):
+        left_out = [item for item in items if any(item.get_closest_marker(m) for m in NOT_QUICK_MARKERS)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if item not in left_out]
 
 
 @pytest.fixture

@@ -1,15 +1,19 @@
-"""Helpers for tests: poll with a deadline (never a bare sleep), HTTP GET, the ``Bed`` of one app and the
-``ComposeStack`` of one compose app (their fixtures are in conftest.py), ``IN_CI``."""
+"""Helpers for tests: poll with a deadline (never a bare sleep), the process-wide state put back after each test,
+HTTP GET, the ``Bed`` of one app and the ``ComposeStack`` of one compose app (their fixtures are in conftest.py),
+``IN_CI``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 from testbed.bundle import bed_config, make_bundle
 from testbed.compose import ONE_FILE, add_site, remove_projects, remove_site, write_per_colour
@@ -35,6 +39,44 @@ def wait_for(cond, timeout: float = 30, interval: float = 0.05, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
+
+
+@contextlib.contextmanager
+def process_state_restored() -> Iterator[None]:
+    """Put back, on the way out, the process-wide state a test run in-process may change (the autouse fixture
+    ``reset_process_state`` wraps every test in it): the SIGTERM stop flag and the no-sleep switch of
+    host/wait.py (``wait.on_sigterm`` sets the flag for good: every later wait would end at once with
+    Interrupted), the compose command cache, the health checks shared per Docker client, signal handlers,
+    the environment, the working directory and the umask."""
+    from bluegreen_hooks.host import wait
+    from bluegreen_hooks.runtime import compose_exec, healthcheck
+
+    environ, cwd = dict(os.environ), os.getcwd()
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        yield
+    finally:
+        wait._stop["requested"] = False
+        wait.testing(False)
+        for thread in compose_exec._detecting:   # a detection started here ends here, not in the next test
+            thread.join(compose_exec.VERSION_TIMEOUT)
+        compose_exec._detected.clear()
+        compose_exec._detecting.clear()
+        compose_exec._distutils.clear()
+        healthcheck._shared.clear()
+        for sig, handler in handlers.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        os.chdir(cwd)
+        os.umask(umask)
+
+
 def get(url: str, timeout: float = 5) -> tuple[int, str, dict]:
     """GET ``url``; return (status, body, headers). HTTP errors are returned, not raised."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
@@ -43,6 +85,41 @@ def get(url: str, timeout: float = 5) -> tuple[int, str, dict]:
             return r.status, r.read().decode(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(), dict(e.headers)
+
+
+class HeldRequests:
+    """``n`` requests through ``bed``'s nginx to the example app's /cgi-bin/hold, started now, on ``colour`` (the
+    live one): they stay in flight until ``release()`` (or ``join()``; the app ends them itself after 120 s),
+    however long the hooks in between take on a busy machine, where /cgi-bin/slow?N ends after N seconds."""
+
+    def __init__(self, bed, n: int = 3, colour: str = "blue") -> None:
+        import threading
+
+        from bluegreen_hooks.host import procfs
+
+        self.bed, self.colour, self.name, self.results = bed, colour, uuid.uuid4().hex[:12], []
+        url = f"{bed.url}/cgi-bin/hold?{self.name}"
+        self.threads = [threading.Thread(target=lambda: self.results.append(get(url, 180))) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+        port = bed.ports[0 if colour == "blue" else 1]
+        wait_for(lambda: procfs.connections_to(port) >= n, what=f"the {n} held requests open on {colour}")
+
+    def running(self) -> int:
+        return sum(t.is_alive() for t in self.threads)
+
+    def release(self) -> None:
+        """Let the held requests answer: the file /cgi-bin/hold waits for, made in the colour's container."""
+        for c in self.bed.containers(self.colour):
+            if c.status == "running":
+                c.exec_run(["touch", f"/tmp/release-{self.name}"])
+
+    def join(self) -> list[tuple[int, str]]:
+        """Release, wait for the requests; their (status, body) in the order they ended."""
+        self.release()
+        for t in self.threads:
+            t.join(180)
+        return [(status, body.strip()) for status, body, _ in self.results]
 
 
 class Bed:

@@ -1,8 +1,9 @@
 """deploy/retire = "background" (lifecycle/background.py) on real Docker and nginx, and under the real agent.
 
-Every test keeps 5 s requests in flight on the old colour at the switch: ValidateService must end while
-they still run, they must all complete with the old version, and the old colour must be stopped only
-after them, unless a deployment or a rollback takes over first.
+Every test keeps requests in flight on the old colour at the switch (the example app's /cgi-bin/hold: they
+end when the test releases them, not after a fixed time a busy machine may spend on one hook): ValidateService
+must end while they still run, they must all complete with the old version, and the old colour must be stopped
+only after them, unless a deployment or a rollback takes over first.
 """
 from __future__ import annotations
 
@@ -18,30 +19,10 @@ import pytest
 from bluegreen_hooks.host import procfs
 from testbed.bundle import deploy
 from testbed.load import Load
-from tests.helpers import get, ok, wait_for
+from tests.helpers import HeldRequests, get, ok, wait_for
 
-BACKGROUND = {"retire": "background"}
-
-
-class Slow:
-    """``n`` requests of ``seconds`` through nginx, started now; ``results`` once joined."""
-
-    def __init__(self, bed, n: int = 3, seconds: int = 5) -> None:
-        self.results: list = []
-        url = f"{bed.url}/cgi-bin/slow?{seconds}"
-        self.threads = [threading.Thread(target=lambda: self.results.append(get(url, seconds + 30)))
-                        for _ in range(n)]
-        for t in self.threads:
-            t.start()
-        wait_for(lambda: procfs.connections_to(bed.ports[0]) >= n, what=f"the {n} slow requests open on blue")
-
-    def running(self) -> int:
-        return sum(t.is_alive() for t in self.threads)
-
-    def join(self) -> list[tuple[int, str]]:
-        for t in self.threads:
-            t.join(60)
-        return [(status, body.strip()) for status, body, _ in self.results]
+# the drain never times out before a test releases its requests (the example app's hold ends by itself at 120 s)
+BACKGROUND = {"retire": "background", "drain_timeout": 150}
 
 
 def _status(bed, colour):
@@ -53,7 +34,7 @@ def _first_two(bed):
     ok(deploy(bed.bundle("v1"), "d-1"))
     b2 = bed.bundle("v2", deploy=BACKGROUND)
     ok(deploy(b2, "d-2", events=("BeforeInstall",)))
-    return b2, Slow(bed)
+    return b2, HeldRequests(bed)
 
 
 def test_validate_service_ends_while_requests_still_drain_and_the_old_colour_stops_after_them(bed):
@@ -88,7 +69,14 @@ def test_the_next_deployment_cancels_a_draining_retire_and_still_drains_before_r
     b2, slow = _first_two(bed)
     ok(deploy(b2, "d-2", events=("ApplicationStart", "ValidateService")))
     pid = bed.state()["retiring"]["pid"]
+
+    def release_once_cancelled():   # BeforeInstall ends the retire, then drains the held requests
+        wait_for(lambda: not procfs.process_alive(pid, None), timeout=150, what="the retire cancelled")
+        slow.release()
+
+    releaser = threading.Thread(target=release_once_cancelled, daemon=True)
     with Load(bed.url + "/", threads=2) as load:
+        releaser.start()
         runs = ok(deploy(bed.bundle("v3", deploy=BACKGROUND), "d-3", events=("BeforeInstall",)))
         assert "was draining: cancelled, blue keeps running" in runs[0].output, runs[0].output
         assert not procfs.process_alive(pid, None)
@@ -134,9 +122,9 @@ def test_status_shows_the_retire_while_it_runs(bed):
 def test_the_real_agent_finishes_the_deployment_without_waiting_for_the_retire(bed):
     """The detached retire holds none of the agent's pipes: the agent reports success while requests drain."""
     run = bed.agent()
-    settings = {**BACKGROUND, "drain_timeout": 90}
+    settings = BACKGROUND
     assert run(bed.bundle("v1", deploy=settings)).returncode == 0
-    slow = Slow(bed, n=2, seconds=40)   # longer than the agent takes for the whole deployment
+    slow = HeldRequests(bed, n=2)   # held until the agent has finished the whole deployment
     with Load(bed.url + "/", threads=2) as load:
         done = run(bed.bundle("v2", deploy=settings))
         assert done.returncode == 0, done.stdout
@@ -162,6 +150,7 @@ def test_a_retire_killed_outright_is_shown_as_gone_and_the_next_deployment_goes_
     retiring = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout)["retiring"]
     assert (retiring["colour"], retiring["running"]) == ("blue", False), retiring
     assert _status(bed, "blue") == ["running"]   # killed before it stopped anything
+    slow.release()
     with Load(bed.url + "/", threads=2) as load:
         ok(deploy(bed.bundle("v3"), "d-3"))
         assert slow.join() == [(200, "v1")] * 3
@@ -175,22 +164,15 @@ def test_rollback_with_retire_background_hands_the_stop_over_too(bed):
     ok(deploy(bed.bundle("v1", deploy=BACKGROUND), "d-1"))
     ok(deploy(bed.bundle("v2", deploy=BACKGROUND), "d-2"))
     wait_for(lambda: "retiring" not in bed.state() and _status(bed, "blue") == ["exited"], what="d-2's retire")
-    results: list = []   # green is live now: these requests go to green, the colour rolled back from
-    threads = [threading.Thread(target=lambda: results.append(get(bed.url + "/cgi-bin/slow?5", 35)))
-               for _ in range(2)]
-    for t in threads:
-        t.start()
-    wait_for(lambda: procfs.connections_to(bed.ports[1]) >= 2, what="the 2 slow requests open on green")
+    slow = HeldRequests(bed, n=2, colour="green")   # green is live now: the colour rolled back from
     argv = [sys.executable, "-m", "bluegreen_hooks", "rollback", "--json", "--state-dir", str(bed.state_dir)]
     with Load(bed.url + "/", threads=2) as load:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
         assert (result["to"], result["retiring"], result["stopped_other"]) == ("blue", True, False), result
-        assert any(t.is_alive() for t in threads) and _status(bed, "green") == ["running"]
-        for t in threads:
-            t.join(40)
-        assert [(s, b.strip()) for s, b, _ in results] == [(200, "v2")] * 2
+        assert slow.running() == 2 and _status(bed, "green") == ["running"]
+        assert slow.join() == [(200, "v2")] * 2
         wait_for(lambda: _status(bed, "green") == ["exited"], what="green stopped after its requests")
     assert load.result.failed == 0, load.result.summary()
     wait_for(lambda: "retiring" not in bed.state(), what="the retire record cleared")

@@ -310,6 +310,7 @@ def test_a_render_started_for_before_install_ends_when_docker_is_unreachable(bun
     """No Docker: BeforeInstall fails on that, and the `config` runs it had started are killed, not left behind."""
     from bluegreen_hooks import runtime
     from bluegreen_hooks.errors import DockerUnavailable
+    from tests.helpers import wait_for
 
     hang = tmp_path / "hanging-compose"
     hang.write_text("#!/usr/bin/python3\nimport time\ntime.sleep(60)\n")
@@ -327,7 +328,9 @@ def test_a_render_started_for_before_install_ends_when_docker_is_unreachable(bun
 
     cfg = load(bundle, {**raw(**TWO_ROUTED, command=[str(hang)]), "deploy": {"state_dir": str(tmp_path / "state")}})
     be = runtime.backend(cfg, client=object(), check=("d-1", ("blue", "green")))
-    assert len(running()) == 2                                          # the two renders, started
+    # the two renders, started: Popen returns while the child is still inside execve, before the kernel has
+    # set up its new command line (/proc/<pid>/cmdline is empty or the parent's for a moment), so poll
+    wait_for(lambda: len(running()) == 2, timeout=30, what="the two renders to start")
     be.cancel_pending()
     assert running() == []
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")

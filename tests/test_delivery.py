@@ -286,6 +286,7 @@ def interpreters() -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", interpreters(), ids=lambda p: Path(p).name)
 def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, capsys, base):
     """Two hooks at once on a python without docker/tenacity: one venv, built offline, then reused without pip."""

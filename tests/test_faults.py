@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks.host import procfs
 from testbed.bundle import bed_config, deploy, hook_env, make_bundle, run_hook
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import Bed, get, ok, wait_for
+from tests.helpers import Bed, HeldRequests, get, ok, wait_for
 
 THREADS = 3
 
@@ -649,18 +648,14 @@ def test_sigkill_during_the_nginx_switch_then_next_deployment(bed, tmp_path):
 
 
 def test_validate_service_stopped_while_draining_then_next_deployment_still_drains(bed):
-    """ValidateService gets SIGTERM while 5 s requests to the old colour are in flight: the next
-    deployment's BeforeInstall waits for those nginx workers before removing the old colour."""
+    """ValidateService gets SIGTERM while requests to the old colour are in flight (held until the next
+    deployment claims the app): the next deployment's BeforeInstall waits for those nginx workers before
+    removing the old colour."""
     ok(deploy(bed.bundle("v1"), "d-1"))
     b2 = bed.bundle("v2")
     ok(deploy(b2, "d-2", events=("BeforeInstall",)))
-    results = []
-    slow = [threading.Thread(target=lambda: results.append(get(bed.url + "/cgi-bin/slow?6", timeout=30)))
-            for _ in range(3)]
-    for t in slow:
-        t.start()
-    wait_for(lambda: procfs.connections_to(bed.ports[0]) >= 3, what="the 3 slow requests open on blue")
-    ok(deploy(b2, "d-2", events=("ApplicationStart",)))          # green live; the slow requests stay on blue
+    slow = HeldRequests(bed, n=3)
+    ok(deploy(b2, "d-2", events=("ApplicationStart",)))          # green live; the held requests stay on blue
     env = hook_env("d-2")
     env["PATH"] = str(Path(sys.executable).parent) + ":" + env["PATH"]
     proc = subprocess.Popen([str(b2 / "hooks" / "ValidateService")], env=env, stdout=subprocess.PIPE,
@@ -671,8 +666,14 @@ def test_validate_service_stopped_while_draining_then_next_deployment_still_drai
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "SIGTERM" in out.splitlines()[-1], out
     assert bed.running_colours() == ["blue", "green"]             # stopped before it removed blue
+
+    def release_once_claimed():   # the requests end while d-3's BeforeInstall runs (it drains them)
+        wait_for(lambda: (bed.state().get("in_progress") or {}).get("id") == "d-3", timeout=120,
+                 what="d-3's BeforeInstall to claim the app")
+        slow.release()
+
+    releaser = threading.Thread(target=release_once_claimed, daemon=True)
+    releaser.start()
     runs = ok(deploy(bed.bundle("v3"), "d-3", events=("BeforeInstall",)))
-    for t in slow:
-        t.join(30)
-    assert [(status, body.strip()) for status, body, _ in results] == [(200, "v1")] * 3
+    assert slow.join() == [(200, "v1")] * 3
     assert "nginx workers from before the last switch finished their requests to blue" in runs[0].output

@@ -168,3 +168,60 @@ def test_functions_are_at_most_60_lines():
             if lines > MAX_FUNCTION_LINES:
                 long[f"{name}.{fn.name}"] = lines
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+QUICK_PROBES = '''\
+import docker
+import pytest
+
+
+def test_pure():
+    assert True
+
+
+def test_on_the_test_bed(docker_client):
+    pass
+
+
+@pytest.mark.aws
+def test_marked_aws():
+    pass
+
+
+@pytest.mark.slow
+def test_marked_slow():
+    pass
+
+
+def test_docker_without_the_fixtures():
+    docker.from_env(timeout=5).ping()
+
+
+@pytest.fixture
+def sneaky(request):
+    return request.getfixturevalue("docker_daemon")
+
+
+def test_the_daemon_through_another_fixture(sneaky):
+    pass
+'''
+
+
+def test_quick_runs_no_test_that_needs_the_test_bed(tmp_path):
+    """`scripts/test --quick` (pytest --quick): tests marked integration/aws/agent (or using the test bed's
+    fixtures) or slow are deselected; a test that reaches Docker or the test bed anyway fails instead of passing by
+    luck or using the shared daemon."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n  integration: x\n  aws: x\n  agent: x\n  slow: x\n")
+    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
+    (tmp_path / "test_probes.py").write_text(QUICK_PROBES)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": ""}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--quick", "-p", "no:cacheprovider", "-q", "-rfE",
+                           "--strict-markers", "-c", str(tmp_path / "pytest.ini"), str(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert "1 failed, 1 passed, 3 deselected, 1 error" in out, out
+    failed = {(ln.split()[0], ln.split("::")[1].split()[0]) for ln in out.splitlines()
+              if ln.startswith(("FAILED", "ERROR"))}
+    assert failed == {("FAILED", "test_docker_without_the_fixtures"),   # no daemon at DOCKER_HOST
+                      ("ERROR", "test_the_daemon_through_another_fixture")}, out   # the fixture refuses
+    assert "reached the Docker daemon under --quick" in out, out

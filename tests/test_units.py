@@ -321,3 +321,31 @@ def test_holders_of_several_ports_agrees_with_one_port_at_a_time():
         for s in socks:
             s.close()
     assert procfs.holders_of([ports[0]]) == {ports[0]: []}   # closed: nobody holds it
+
+
+def test_process_wide_state_a_test_changes_is_put_back_after_it():
+    """The autouse reset (helpers.process_state_restored): a SIGTERM handled in-process (as the test above does)
+    leaves wait's stop flag set, and every later wait in the session would end at once with Interrupted; the
+    flag, the no-sleep switch, signal handlers, the environment and the per-client health checks are put back."""
+    import os
+    import signal
+
+    from bluegreen_hooks.errors import Interrupted
+    from bluegreen_hooks.host import wait
+    from bluegreen_hooks.runtime import healthcheck
+    from tests.helpers import process_state_restored
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with process_state_restored():
+        with pytest.raises(Interrupted):
+            wait.on_sigterm(signal.SIGTERM, None)
+        wait.testing(True)
+        signal.signal(signal.SIGTERM, wait.on_sigterm)
+        os.environ["BLUEGREEN_TEST_LEAK"] = "1"
+        healthcheck.early_checks(object())
+        with pytest.raises(Interrupted):   # what the next test's waits would get, without the reset
+            wait.poll(lambda: False, timeout=5, interval=0.01)
+    calls: list[int] = []
+    assert wait.poll(lambda: calls.append(1) or len(calls) >= 2, timeout=5, interval=0.01)   # it slept once
+    assert (wait._stop["requested"], wait._testing["on"], healthcheck._shared) == (False, False, {})
+    assert signal.getsignal(signal.SIGTERM) is handler and "BLUEGREEN_TEST_LEAK" not in os.environ
