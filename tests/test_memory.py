@@ -219,31 +219,36 @@ def test_memory_runs_out_while_the_new_colour_starts(bed, protected):
     restarts and keeps its memory, and the deployment fails in one line. ``unprotected`` (the same scores for
     both colours) shows what that protects against: the kernel then kills the bigger, live colour."""
     with _memory_cgroup(400) as cgroup:
-        env = {"HOST": "127.0.0.1", "ALLOC_MB": "250"}
-        keys = {"cgroup_parent": cgroup, **({} if protected else {"new_oom_score_adj": 0})}
-        ok(deploy(bed.bundle("v1", container={"env": env}, deploy=keys), "d-live"))
-        live = bed.containers("blue")[0]
-        wait_for(lambda: memory.usage_of(live.stats(stream=False, one_shot=True)) >= 240 * MIB, 30,
-                 what="the live colour to hold 250 MiB")
-        if protected:   # ValidateService lowered the live colour's score
-            assert {Path(f"/proc/{p}/oom_score_adj").read_text().strip() for p in memory.container_pids(live)} == {"0"}
-        bundle = bed.bundle("v2", container={"env": env}, deploy=keys, health={"deadline": 30})
-        with Load(bed.url + "/", threads=4) as load:
-            runs = deploy(bundle, "d-oom")
-        start = runs[-1]
-        assert start.event == "ApplicationStart" and start.returncode != 0, [(r.event, r.output) for r in runs]
-        live.reload()
-        if not protected:
-            assert live.attrs["RestartCount"] > 0 or live.status != "running" or load.result.failed > 0, \
-                "without the OOM scores the live colour should have been the one killed"
-            return
-        assert "ERROR ApplicationStart: green" in start.last_line and "blue keeps serving" in start.last_line, \
-            start.output
-        assert "allocation was killed" in start.output   # the new colour's log tail: killed while starting
-        assert load.result.failed == 0, load.result.summary()
-        assert live.status == "running" and live.attrs["RestartCount"] == 0
-        assert memory.usage_of(live.stats(stream=False, one_shot=True)) >= 240 * MIB   # it kept its memory
-        assert bed.state()["live"] == "blue" and get(bed.url + "/")[1].strip() == "v1"
-        for c in bed.containers():   # let the cgroup go
-            c.remove(force=True)
+        try:
+            _run_out_of_memory(bed, cgroup, protected)
+        finally:   # the cgroup can go only once its containers have
+            for c in bed.containers():
+                c.remove(force=True)
 
+
+def _run_out_of_memory(bed, cgroup, protected):
+    env = {"HOST": "127.0.0.1", "ALLOC_MB": "250"}
+    keys = {"cgroup_parent": cgroup, **({} if protected else {"new_oom_score_adj": 0})}
+    ok(deploy(bed.bundle("v1", container={"env": env}, deploy=keys), "d-live"))
+    live = bed.containers("blue")[0]
+    wait_for(lambda: memory.usage_of(live.stats(stream=False, one_shot=True)) >= 240 * MIB, 30,
+             what="the live colour to hold 250 MiB")
+    if protected:   # ValidateService lowered the live colour's score
+        assert {Path(f"/proc/{p}/oom_score_adj").read_text().strip() for p in memory.container_pids(live)} == {"0"}
+    bundle = bed.bundle("v2", container={"env": env}, deploy=keys, health={"deadline": 30})
+    with Load(bed.url + "/", threads=4) as load:
+        runs = deploy(bundle, "d-oom")
+    live.reload()
+    if not protected:   # the kernel took the bigger process: the live colour's
+        assert live.attrs["RestartCount"] > 0 or live.status != "running" or load.result.failed > 0, \
+            "without the OOM scores the live colour should have been the one killed"
+        return
+    start = runs[-1]
+    assert start.event == "ApplicationStart" and start.returncode != 0, [(r.event, r.output) for r in runs]
+    assert "ERROR ApplicationStart: green" in start.last_line and "blue keeps serving" in start.last_line, \
+        start.output
+    assert "allocation was killed" in start.output   # the new colour's log tail: killed while starting
+    assert load.result.failed == 0, load.result.summary()
+    assert live.status == "running" and live.attrs["RestartCount"] == 0
+    assert memory.usage_of(live.stats(stream=False, one_shot=True)) >= 240 * MIB   # it kept its memory
+    assert bed.state()["live"] == "blue" and get(bed.url + "/")[1].strip() == "v1"
