@@ -252,3 +252,39 @@ def _run_out_of_memory(bed, cgroup, protected):
     assert live.status == "running" and live.attrs["RestartCount"] == 0
     assert memory.usage_of(live.stats(stream=False, one_shot=True)) >= 240 * MIB   # it kept its memory
     assert bed.state()["live"] == "blue" and get(bed.url + "/")[1].strip() == "v1"
+
+
+# ------------------------------------------------------------------------------------------ compose stacks
+
+def _with_deploy_keys(bundle, **keys):
+    import tomllib
+
+    from testbed.bundle import toml_dumps
+
+    cfg = tomllib.loads((bundle / "bluegreen.toml").read_text())
+    cfg["deploy"].update(keys)
+    (bundle / "bluegreen.toml").write_text(toml_dumps(cfg))
+    return bundle
+
+
+def test_compose_colours_get_the_memory_override_and_the_preflight_counts_every_container(stack):
+    """compose: `up` gets an override file (mem_limit, the new colour's OOM score) for every service of the
+    user's file; once validated the score is lowered; the preflight measures all 3 live containers, and a
+    configured limit counts once per container."""
+    ok(deploy(_with_deploy_keys(stack.per_colour_bundle("v1"), mem_limit="64m"), "d-one"))
+    conts = stack.project("blue")
+    assert len(conts) == 3
+    for c in conts:
+        assert (c.attrs["HostConfig"]["Memory"], c.attrs["HostConfig"]["OomScoreAdj"]) == (64 * MIB, 500), c.name
+        assert {Path(f"/proc/{p}/oom_score_adj").read_text().strip() for p in memory.container_pids(c)} == {"0"}
+    limit = f"{_available_mib() // 3 + 4096}m"
+    runs = deploy(_with_deploy_keys(stack.per_colour_bundle("v2"), mem_limit=limit), "d-limit")
+    line = _refused(runs).last_line
+    assert "x 3 containers" in line and "MemAvailable is" in line and "blue keeps serving" in line, line
+    runs = deploy(_with_deploy_keys(stack.per_colour_bundle("v2"), memory_headroom=_available_mib() + 4096),
+                  "d-headroom")
+    line = _refused(runs).last_line
+    assert "blue's measured use, 3 containers" in line, line
+    assert stack.services("blue") == ["api", "web", "worker"] and stack.project("green") == []
+    runs = ok(deploy(stack.per_colour_bundle("v2"), "d-two"))
+    assert "memory ok: green needs ~" in runs[1].output and "blue's measured use, 3 containers" in runs[1].output

@@ -68,9 +68,31 @@ def base_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
 
 
 def up_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
-    """``up -d --remove-orphans`` (+ ``--build`` with compose/build)."""
+    """``-f <memory override> up -d --remove-orphans`` (+ ``--build`` with compose/build)."""
     assert cfg.compose is not None
-    return base_argv(cmd, cfg, colour) + ["up", "-d", "--remove-orphans"] + (["--build"] if cfg.compose.build else [])
+    return (base_argv(cmd, cfg, colour) + ["-f", str(memory_override_path(cfg, colour)), "up", "-d",
+                                           "--remove-orphans"] + (["--build"] if cfg.compose.build else []))
+
+
+def memory_override_path(cfg: Config, colour: Colour) -> Path:
+    """The override file ``up`` gets after the user's compose file (memory_override): in the state dir."""
+    return cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"
+
+
+def memory_override(cfg: Config, services: Sequence[str]) -> str:
+    """A compose override giving every service deploy/mem_limit, cgroup_parent and the new colour's OOM score
+    (docs/memory.md). No ``version:`` key: docker-compose 1.27+ (and v2) merge it with a file of any version."""
+    m = cfg.memory
+    keys = [f"    oom_score_adj: {m.new_oom_score_adj}"]
+    if m.mem_limit:
+        keys.append(f"    mem_limit: {m.mem_limit}")
+    if m.cgroup_parent:
+        keys.append(f'    cgroup_parent: "{m.cgroup_parent}"')
+    lines = ["# written by bluegreen-hooks before each `up` (deploy/mem_limit, new_oom_score_adj, cgroup_parent)",
+             "services:"]
+    for name in services:
+        lines += [f'  "{name}":', *keys]
+    return "\n".join(lines) + "\n"
 
 
 def pull_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
@@ -169,9 +191,20 @@ class ComposeBackend:
         """ApplicationStart: start ``up`` of ``colour`` now, before Docker is connected (steps.claim_early chose
         it); ``start`` collects it. The SDK's import and the claim then overlap compose's own start."""
         say(self._up_line(colour, " while Docker is connected"))
+        self.write_memory_override(colour, deployment_id)
         job = (up_argv(self.command, self.cfg, colour), variables(self.cfg, colour, deployment_id),
                self.cc.files[colour].parent)
         self._starting = (colour, deployment_id, Parallel([job], UP_TIMEOUT), time.monotonic())
+
+    def write_memory_override(self, colour: Colour, deployment_id: str) -> None:
+        """The override ``up`` applies on top of the user's file, for the services of the colour's rendered config."""
+        from bluegreen_hooks.host.files import write_atomic
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        services = rel.services_of(self.rendered(colour, deployment_id))
+        path = memory_override_path(self.cfg, colour)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, memory_override(self.cfg, services))
 
     def _render_jobs(self, deployment_id: str | None, colours: Sequence[Colour]) -> list:
         # `config` renders each colour's file with its variables, validating it as `config -q` does (bad
@@ -262,6 +295,7 @@ class ComposeBackend:
                 say(f"pulled the images of {project} in {time.monotonic() - t0:.1f}s")
             t0 = time.monotonic()
             say(self._up_line(colour))
+            self.write_memory_override(colour, deployment_id)
             self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
                       deployment_id)
         names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in self.listed(colour)]
