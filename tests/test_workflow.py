@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -94,5 +93,5 @@ jobs:
     assert job.summary == "one=1 two=failure sha=abc\n"
     assert job.uses == [{"uses": "actions/checkout@v5", "with": {}}]
     wf.write_text(wf.read_text().replace("vars.WHO", "secrets.WHO"))
-    with pytest.raises(workflow.UnsupportedExpression, match="secrets.WHO"):
+    with pytest.raises(workflow.UnsupportedExpression, match=r"secrets\.WHO"):
         workflow.run_job(wf, "j", tmp_path / "w", {}, {}, workflow.default_github())
