@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,3 +145,42 @@ def default_github(sha: str = "0" * 40) -> dict[str, str]:
 
 def path_with(*dirs: str) -> str:
     return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
+
+
+MVNW = """#!/bin/sh
+# stands in for Maven here: "builds" by writing its arguments into the Dockerfile's context
+set -eu
+echo "built by ./mvnw $*" > app/BUILT
+"""
+
+
+def user_checkout(dest: Path, config_toml: str, hooks: Mapping[str, str] | None = None) -> Path:
+    """A user's repository as the workflow expects it: build.py, appspec.yml, hooks/, bluegreen_hooks/, app/
+    (the example app), bluegreen.toml, src/ (left out of the bundle) and a ``./mvnw`` stand-in.
+
+    ``hooks`` ({event: script}) replaces bluegreen-hooks' hooks and appspec with these scripts (a revision
+    for a CodeDeploy agent that cannot reach the test bed's Docker daemon)."""
+    from testbed.bundle import ROOT
+
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "bluegreen_hooks", dest / "bluegreen_hooks", ignore=ignore)
+    shutil.copy2(ROOT / "build.py", dest / "build.py")
+    if hooks is None:
+        shutil.copytree(ROOT / "hooks", dest / "hooks", ignore=ignore)
+        shutil.copy2(ROOT / "appspec.yml", dest / "appspec.yml")
+    else:
+        (dest / "hooks").mkdir()
+        spec = ["version: 0.0", "os: linux", "hooks:"]
+        for event, script in hooks.items():
+            (dest / "hooks" / event).write_text(script)
+            (dest / "hooks" / event).chmod(0o755)
+            spec += [f"  {event}:", f"    - location: hooks/{event}", "      timeout: 60"]
+        (dest / "appspec.yml").write_text("\n".join(spec) + "\n")
+    shutil.copytree(ROOT / "example" / "app", dest / "app", ignore=ignore)
+    (dest / "src").mkdir()
+    (dest / "src" / "Main.java").write_text("class Main {}\n")
+    (dest / "bluegreen.toml").write_text(config_toml)
+    (dest / "mvnw").write_text(MVNW)
+    (dest / "mvnw").chmod(0o755)
+    return dest
