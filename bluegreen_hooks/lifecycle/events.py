@@ -45,6 +45,9 @@ def before_install(ctx: Context) -> None:
     check = (ctx.deployment_id, (other(live),) if live else COLOURS)
     be = runtime.backend(cfg, check=check)
     ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
+    from bluegreen_hooks.lifecycle import memory
+
+    measuring = memory.start(cfg, be, live)   # Docker's stats take up to ~1 s: they run while nginx is checked
     try:   # nginx is checked while compose still renders; be.check() collects the renders
         _check_nginx(ctx)
     except BaseException:
@@ -60,9 +63,7 @@ def before_install(ctx: Context) -> None:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
         return
     ctx.say(f"live colour: {d.live or 'none'}; target colour: {d.target}")
-    from bluegreen_hooks.lifecycle import memory
-
-    memory.preflight(cfg, be, d.live, d.target, ctx.say)   # before anything is removed or started
+    memory.preflight(cfg, be, d.live, d.target, ctx.say, started=measuring)   # before anything is removed or started
     drain_workers = d.state.drain_workers if d.state else []
     if drain_workers and be.running().get(d.target):
         # the target served traffic before the last switch (e.g. an earlier ValidateService was stopped

@@ -68,40 +68,67 @@ def usage_of(stats: dict[str, Any]) -> int | None:
     return usage
 
 
-def measure(containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> tuple[dict[str, int], list[str]]:
-    """Each running container's memory use (one-shot stats, in parallel); and the names not measured in time.
+class Measurement:
+    """One-shot stats of some containers, asked in parallel on daemon threads as soon as it is made; ``result``
+    waits at most until ``timeout`` after the start. A stats call that hangs is left behind, never waited for.
 
-    Daemon threads: a stats call that hangs past ``timeout`` is left behind, never waited for."""
-    results: dict[str, int] = {}
-    lock = threading.Lock()
+    Docker's one-shot stats answer at its collector's next tick (once a second), so a measurement takes up to
+    ~1 s of waiting (no CPU), whatever the number of containers: BeforeInstall starts it before its nginx
+    checks (``start``) and collects it after the claim."""
 
-    def one(cont: Any) -> None:
+    def __init__(self, containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> None:
+        self.containers = list(containers)
+        self.end = time.monotonic() + timeout
+        self._used: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._one, args=(c,), daemon=True, name=f"stats-{c.name}")
+                         for c in self.containers]
+        for t in self._threads:
+            t.start()
+
+    def _one(self, cont: Any) -> None:
         try:
             used = usage_of(cont.stats(stream=False, one_shot=True))
         except Exception:
             return
         if used is not None:
-            with lock:
-                results[cont.name] = used
+            with self._lock:
+                self._used[cont.name] = used
 
-    threads = [threading.Thread(target=one, args=(c,), daemon=True, name=f"stats-{c.name}") for c in containers]
-    for t in threads:
-        t.start()
-    end = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, end - time.monotonic()))
-    with lock:
-        done = dict(results)
-    return done, [c.name for c in containers if c.name not in done]
+    def result(self) -> tuple[dict[str, int], list[str]]:
+        """Each container's use, and the names not measured in time."""
+        for t in self._threads:
+            t.join(max(0.0, self.end - time.monotonic()))
+        with self._lock:
+            done = dict(self._used)
+        return done, [c.name for c in self.containers if c.name not in done]
 
 
-def estimate(cfg: Config, live: Colour, containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> Estimate:
-    """The new colour's memory: deploy/mem_limit per live container when set, else the live colour's usage."""
+def measure(containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> tuple[dict[str, int], list[str]]:
+    """Each container's memory use (one-shot stats, in parallel); and the names not measured in time."""
+    return Measurement(containers, timeout).result()
+
+
+def start(cfg: Config, be: Any, live: Colour | None) -> Measurement | None:
+    """Start measuring the live colour's running containers now (None when there is nothing to measure)."""
+    if cfg.memory.headroom is None or cfg.memory.mem_limit or live is None:
+        return None
+    conts = [c for c in be.containers(live) if c.status == "running"]
+    return Measurement(conts) if conts else None
+
+
+def estimate(cfg: Config, live: Colour, containers: Sequence[Any], timeout: float = STATS_TIMEOUT,
+             started: Measurement | None = None) -> Estimate:
+    """The new colour's memory: deploy/mem_limit per live container when set, else the live colour's usage
+    (from ``started`` when it measured these containers)."""
     if cfg.memory.mem_limit:
         n = max(1, len(containers))
         return Estimate(cfg.memory.mem_limit * n,
                         f"deploy/mem_limit {mib(cfg.memory.mem_limit)} x {n} container{'s' * (n != 1)}")
-    used, missing = measure(containers, timeout)
+    names = sorted(c.name for c in containers)
+    if started is None or sorted(c.name for c in started.containers) != names:
+        started = Measurement(containers, timeout)
+    used, missing = started.result()
     n = len(used)
     return Estimate(sum(used.values()), f"{live}'s measured use, {n} container{'s' * (n != 1)}", tuple(missing))
 
@@ -117,7 +144,7 @@ def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, a
 
 
 def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Say,
-              meminfo: Path = MEMINFO) -> Estimate | None:
+              meminfo: Path = MEMINFO, started: Measurement | None = None) -> Estimate | None:
     """BeforeInstall's memory check (see the module docstring); raises NotEnoughMemory, says what it found."""
     headroom = cfg.memory.headroom
     if headroom is None:
@@ -131,15 +158,18 @@ def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Sa
     if available is None:
         say(f"memory preflight: {meminfo} has no MemAvailable; skipped")
         return None
-    est = estimate(cfg, live, conts) if live else Estimate(cfg.memory.mem_limit or 0, "deploy/mem_limit, 1 container")
-    took = time.monotonic() - t0
+    if live:
+        est = estimate(cfg, live, conts, started=started)
+    else:   # the first deployment of a single container with deploy/mem_limit
+        est = Estimate(cfg.memory.mem_limit or 0, "deploy/mem_limit, 1 container")
+    waited = time.monotonic() - t0
     if est.unmeasured:
         say(f"memory preflight: no stats in {STATS_TIMEOUT:g}s for {', '.join(est.unmeasured)} (not counted)")
     why = refusal(target, live, est, headroom, available)
     if why:
         raise NotEnoughMemory(why)
     say(f"memory ok: {target} needs ~{mib(est.need)} ({est.how}) + {mib(headroom)} headroom, "
-        f"MemAvailable {mib(available)} (checked in {took:.2f}s)")
+        f"MemAvailable {mib(available)} (waited {waited:.2f}s for it)")
     return est
 
 
