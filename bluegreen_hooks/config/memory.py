@@ -56,7 +56,9 @@ def parse_size(value: object) -> int | None:
 
 
 def mib(size: int) -> str:
-    """``612 MiB`` (or ``1.4 GiB`` from 10 GiB on): how sizes appear in messages."""
+    """``612 MiB`` (``0.4 MiB`` under 10 MiB, ``21.6 GiB`` from 10 GiB on): how sizes appear in messages."""
+    if size < 10 * MIB:
+        return f"{size / MIB:.1f} MiB"
     return f"{size / MIB:,.0f} MiB" if size < 10 * 1024 * MIB else f"{size / 1024 / MIB:,.1f} GiB"
 
 
