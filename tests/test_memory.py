@@ -288,3 +288,15 @@ def test_compose_colours_get_the_memory_override_and_the_preflight_counts_every_
     assert stack.services("blue") == ["api", "web", "worker"] and stack.project("green") == []
     runs = ok(deploy(stack.per_colour_bundle("v2"), "d-two"))
     assert "memory ok: green needs ~" in runs[1].output and "blue's measured use, 3 containers" in runs[1].output
+
+
+def test_compose_memory_override_names_every_service_without_a_version_key():
+    from bluegreen_hooks.runtime.compose_release import memory_override
+
+    text = memory_override(_cfg(mem_limit="64m", cgroup_parent="/apps/shop"), ["api", "web.v2"])
+    assert "version" not in text
+    assert text.splitlines()[1:] == [
+        "services:",
+        '  "api":', "    oom_score_adj: 500", f"    mem_limit: {64 * MIB}", '    cgroup_parent: "/apps/shop"',
+        '  "web.v2":', "    oom_score_adj: 500", f"    mem_limit: {64 * MIB}", '    cgroup_parent: "/apps/shop"']
+    assert memory_override(_cfg(), ["web"]).splitlines()[1:] == ["services:", '  "web":', "    oom_score_adj: 500"]

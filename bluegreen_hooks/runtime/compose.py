@@ -79,22 +79,6 @@ def memory_override_path(cfg: Config, colour: Colour) -> Path:
     return cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"
 
 
-def memory_override(cfg: Config, services: Sequence[str]) -> str:
-    """A compose override giving every service deploy/mem_limit, cgroup_parent and the new colour's OOM score
-    (docs/memory.md). No ``version:`` key: docker-compose 1.27+ (and v2) merge it with a file of any version."""
-    m = cfg.memory
-    keys = [f"    oom_score_adj: {m.new_oom_score_adj}"]
-    if m.mem_limit:
-        keys.append(f"    mem_limit: {m.mem_limit}")
-    if m.cgroup_parent:
-        keys.append(f'    cgroup_parent: "{m.cgroup_parent}"')
-    lines = ["# written by bluegreen-hooks before each `up` (deploy/mem_limit, new_oom_score_adj, cgroup_parent)",
-             "services:"]
-    for name in services:
-        lines += [f'  "{name}":', *keys]
-    return "\n".join(lines) + "\n"
-
-
 def pull_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
     """``pull`` (with compose/build too, services that are built here may have nothing to pull)."""
     assert cfg.compose is not None
@@ -198,13 +182,10 @@ class ComposeBackend:
 
     def write_memory_override(self, colour: Colour, deployment_id: str) -> None:
         """The override ``up`` applies on top of the user's file, for the services of the colour's rendered config."""
-        from bluegreen_hooks.host.files import write_atomic
         from bluegreen_hooks.runtime import compose_release as rel
 
-        services = rel.services_of(self.rendered(colour, deployment_id))
         path = memory_override_path(self.cfg, colour)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, memory_override(self.cfg, services))
+        rel.write_memory_override(self.cfg, path, self.rendered(colour, deployment_id))
 
     def _render_jobs(self, deployment_id: str | None, colours: Sequence[Colour]) -> list:
         # `config` renders each colour's file with its variables, validating it as `config -q` does (bad
