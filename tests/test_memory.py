@@ -181,6 +181,21 @@ def test_the_validated_colour_gets_the_live_oom_score(bed):
     assert f"blue is live: OOM score 600 -> 100 ({len(pids)} of {len(pids)} process(es))" in runs[-1].output
 
 
+def test_a_rollback_gives_the_colour_it_brings_back_the_live_oom_score(bed, capsys):
+    """The stopped release starts again with the new colour's score (its recorded run arguments); once it is
+    live again, rollback lowers it, as ValidateService does."""
+    from bluegreen_hooks.cli import main
+
+    ok(deploy(bed.bundle("v1"), "d-one"))
+    ok(deploy(bed.bundle("v2"), "d-two"))
+    capsys.readouterr()
+    assert main(["rollback", "--state-dir", str(bed.state_dir)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "blue is live: OOM score 500 -> 0" in out, out
+    blue = bed.containers("blue")[0]
+    assert {Path(f"/proc/{p}/oom_score_adj").read_text().strip() for p in memory.container_pids(blue)} == {"0"}
+
+
 # ---------------------------------------------------------------------------------------- the OOM test
 
 @contextlib.contextmanager
