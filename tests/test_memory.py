@@ -120,6 +120,41 @@ def test_measure_asks_in_parallel_and_leaves_a_hung_call_behind():
     assert took < 3, took   # 3 x 0.3 s in parallel, the hung call cut at the 1 s bound
 
 
+class _FakeBackend:
+    """Only for preflight's decision paths: the live colour's containers (the real ones are tested below)."""
+
+    def __init__(self, conts):
+        self.conts = conts
+
+    def containers(self, colour):
+        return self.conts
+
+
+def test_preflight_paths_skip_refuse_and_name_unmeasured(tmp_path):
+    info = tmp_path / "meminfo"
+    info.write_text("MemAvailable:     512000 kB\n")   # 500 MiB
+    said = []
+    cont = _FakeContainer("shop-blue", 0, 300 * MIB)
+    cont.status = "running"
+    assert memory.preflight(_cfg(), _FakeBackend([]), None, "blue", said.append, info) is None
+    assert said[-1] == "memory preflight: nothing live to measure; skipped"
+    assert memory.preflight(_cfg(memory_headroom="off"), _FakeBackend([cont]), "blue", "green", said.append,
+                            info) is None
+    est = memory.preflight(_cfg(), _FakeBackend([cont]), "blue", "green", said.append, info)
+    assert est is not None and est.need == 300 * MIB and said[-1].startswith("memory ok: green needs ~300 MiB")
+    with pytest.raises(memory.NotEnoughMemory, match=r"green needs ~300 MiB .* but MemAvailable is 500 MiB"):
+        memory.preflight(_cfg(memory_headroom="300m"), _FakeBackend([cont]), "blue", "green", said.append, info)
+    with pytest.raises(memory.NotEnoughMemory, match=r"deploy/mem_limit 600 MiB x 1 container\)"):
+        memory.preflight(_cfg(mem_limit="600m"), _FakeBackend([]), None, "blue", said.append, info)
+    broken = _FakeContainer("shop-blue-2", 0)
+    broken.status = "running"
+    memory.preflight(_cfg(), _FakeBackend([cont, broken]), "blue", "green", said.append, info)
+    assert "no stats in 5s for shop-blue-2 (not counted)" in said[-2]
+    info.write_text("MemTotal: 1 kB\n")
+    assert memory.preflight(_cfg(), _FakeBackend([cont]), "blue", "green", said.append, info) is None
+    assert said[-1] == f"memory preflight: {info} has no MemAvailable; skipped"
+
+
 # ------------------------------------------------------------------------------------ against the real daemon
 
 def _available_mib() -> int:

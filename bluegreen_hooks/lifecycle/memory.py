@@ -161,7 +161,8 @@ def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Sa
     if live:
         est = estimate(cfg, live, conts, started=started)
     else:   # the first deployment of a single container with deploy/mem_limit
-        est = Estimate(cfg.memory.mem_limit or 0, "deploy/mem_limit, 1 container")
+        limit = cfg.memory.mem_limit or 0
+        est = Estimate(limit, f"deploy/mem_limit {mib(limit)} x 1 container")
     waited = time.monotonic() - t0
     if est.unmeasured:
         say(f"memory preflight: no stats in {STATS_TIMEOUT:g}s for {', '.join(est.unmeasured)} (not counted)")
