@@ -207,10 +207,10 @@ def test_the_validated_colour_gets_the_live_oom_score(bed):
     """The new colour starts with new_oom_score_adj; ValidateService gives the live one oom_score_adj.
 
     (A score below 0 needs CAP_SYS_RESOURCE, which this machine's root lacks: the test uses 100 and 600.)"""
-    runs = ok(deploy(bed.bundle("v1", deploy={"oom_score_adj": 100}), "d-one"))
+    runs = ok(deploy(bed.bundle("v1", deploy={"oom_score_adj": 100, "mem_limit": "64m"}), "d-one"))
     c = bed.containers("blue")[0]
     c.reload()
-    assert c.attrs["HostConfig"]["OomScoreAdj"] == 600
+    assert (c.attrs["HostConfig"]["OomScoreAdj"], c.attrs["HostConfig"]["Memory"]) == (600, 64 * MIB)
     pids = memory.container_pids(c)
     assert pids and {Path(f"/proc/{p}/oom_score_adj").read_text().strip() for p in pids} == {"100"}
     assert f"blue is live: OOM score 600 -> 100 ({len(pids)} of {len(pids)} process(es))" in runs[-1].output
