@@ -124,14 +124,15 @@ def test_argv_builders_exact_output(bundle, cmd):
     cfg = load(bundle, raw(**TWO_ROUTED))
     f = str(bundle / "docker-compose.green.yml")
     pre = " ".join(cmd) + f" -p shop-green -f {f}"
-    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} up -d --remove-orphans"
+    mem = compose.memory_override_path(cfg, "green")
+    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} -f {mem} up -d --remove-orphans"
     assert " ".join(compose.pull_argv(cmd, cfg, "green")) == f"{pre} pull"
     assert " ".join(compose.down_argv(cmd, cfg, "green", 10)) == f"{pre} down --remove-orphans --timeout 10"
     assert " ".join(compose.config_argv(cmd, cfg, "green")) == f"{pre} config -q"
     assert " ".join(compose.config_argv(cmd, cfg, "green", services=True)) == f"{pre} config --services"
     cfg = load(bundle, raw(**TWO_ROUTED, build=True, pull=True, remove_volumes=True, project="x_{colour}"))
     pre = " ".join(cmd) + f" -p x_green -f {f}"
-    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} up -d --remove-orphans --build"
+    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} -f {mem} up -d --remove-orphans --build"
     assert " ".join(compose.pull_argv(cmd, cfg, "green")) == f"{pre} pull --ignore-pull-failures"
     assert " ".join(compose.down_argv(cmd, cfg, "green", 2.6)) == f"{pre} down --remove-orphans --timeout 3 --volumes"
 
@@ -140,8 +141,8 @@ def test_v2_argv_is_a_list_of_separate_words(bundle):
     """`docker compose` is two argv words, never one string for a shell."""
     cfg = load(bundle, raw(file="docker-compose.yml"))
     assert compose.up_argv(compose.V2, cfg, "blue") == [
-        "docker", "compose", "-p", "shop-blue", "-f", str(bundle / "docker-compose.yml"), "up", "-d",
-        "--remove-orphans"]
+        "docker", "compose", "-p", "shop-blue", "-f", str(bundle / "docker-compose.yml"),
+        "-f", str(compose.memory_override_path(cfg, "blue")), "up", "-d", "--remove-orphans"]
 
 
 def test_variables_for_the_compose_file(bundle):

@@ -144,7 +144,8 @@ def test_plan_for_a_compose_app_shows_the_compose_commands(tmp_path):
     lines = plan.render(plan.plan_deployment(cfg, "d-2", w), ["ApplicationStart", "ValidateService"])
     text = "\n".join(lines)
     f = tmp_path / "docker-compose.yml"
-    assert f"start project shop-green: docker-compose -p shop-green -f {f} up -d --remove-orphans" in text
+    mem = cfg.state_dir / "shop-green.memory.yml"   # the memory override (docs/memory.md)
+    assert f"start project shop-green: docker-compose -p shop-green -f {f} -f {mem} up -d --remove-orphans" in text
     assert "BLUEGREEN_COLOUR=green" in text and "BLUEGREEN_PORT=8082" in text
     assert "  | set $service_url http://127.0.0.1:8082;" in text and "nginx reload: nginx -s reload" in text
     assert ("then: stop (keep, for a rollback) the containers of shop-blue: shop-blue-web-1 (running) "

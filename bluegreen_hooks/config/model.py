@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from bluegreen_hooks import model
 from bluegreen_hooks.config.canary import CanaryConfig
+from bluegreen_hooks.config.memory import MemoryConfig
 from bluegreen_hooks.config.operability import MaintenanceConfig, MetricsConfig, NotifyConfig
 from bluegreen_hooks.config.tasks import Task
 from bluegreen_hooks.model import COLOURS, Colour
@@ -144,6 +145,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     notify: NotifyConfig | None = None
     tasks: tuple[Task, ...] = ()       # [[tasks]] (config/tasks.py), in the order written
+    memory: MemoryConfig = field(default_factory=MemoryConfig)   # deploy/memory_headroom, mem_limit … (docs/memory.md)
 
     @property
     def extra_routes(self) -> tuple[ComposeRoute, ...]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from bluegreen_hooks.config.canary import CANARY_KEYS, parse_canary
 from bluegreen_hooks.config.compose import parse_compose
+from bluegreen_hooks.config.memory import MEMORY_KEYS, parse_memory
 from bluegreen_hooks.config.model import (
     CONFIG_ENV,
     CONFIG_NAME,
@@ -120,7 +121,7 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
     health = parse_health(top.sub("health", ("path", "statuses", "timeout", "deadline", "interval", "max_interval")))
     nginx = parse_nginx(top.sub("nginx", _NGINX_KEYS), app, health, as_root)
     deploy_table = top.sub("deploy", ("drain_timeout", "keep_images", "state_dir", "stale_after", "history",
-                                      "retire", "watch_seconds", *DEPLOY_KEYS))
+                                      "retire", "watch_seconds", *DEPLOY_KEYS, *MEMORY_KEYS))
     deploy = parse_deploy(deploy_table, environ)
     compose = None
     if top.get("compose") is not None:
@@ -132,7 +133,7 @@ def parse(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None 
         stale_after=deploy.stale_after, history=deploy.history, retire=deploy.retire, raw=raw, compose=compose,
         canary=canary, watch_seconds=deploy.watch_seconds,
         maintenance=parse_maintenance(top, deploy_table), metrics=parse_metrics(deploy_table),
-        notify=parse_notify(top),
+        notify=parse_notify(top), memory=parse_memory(deploy_table),
         tasks=parse_tasks(path.name, top.get("tasks"), compose is not None))
 
 

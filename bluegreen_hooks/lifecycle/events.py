@@ -57,6 +57,9 @@ def before_install(ctx: Context) -> None:
     check = (ctx.deployment_id, (other(live),) if live else COLOURS)
     be = runtime.backend(cfg, check=check)
     ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
+    from bluegreen_hooks.lifecycle import memory
+
+    measuring = memory.start(cfg, be, live)   # Docker's stats take up to ~1 s: they run while nginx is checked
     try:   # nginx is checked while compose still renders; be.check() collects the renders
         _check_nginx(ctx)
     except BaseException:
@@ -72,6 +75,7 @@ def before_install(ctx: Context) -> None:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
         return
     ctx.say(f"live colour: {d.live or 'none'}; target colour: {d.target}")
+    memory.preflight(cfg, be, d.live, d.target, ctx.say, started=measuring)   # before anything is removed or started
     drain_workers = d.state.drain_workers if d.state else []
     if drain_workers and be.running().get(d.target):
         # the target served traffic before the last switch (e.g. an earlier ValidateService was stopped
@@ -280,6 +284,9 @@ def validate_service(ctx: Context) -> None:
     except HookError as exc:
         raise _switch_back(ctx, be, target, old, str(exc), "a release task failed") from exc
     ctx.finish("validated", timings={**ip.timings, **tasks.timings})
+    from bluegreen_hooks.lifecycle import memory
+
+    memory.settle_live(cfg, be, target, ctx.say)   # live now: the OOM killer should prefer any other colour
     handed_over = False
     if old and old != target:
         if cfg.retire == "background":   # it stops nothing when the old colour no longer runs

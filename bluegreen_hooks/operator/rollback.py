@@ -191,6 +191,9 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
             "healthy": round(up.healthy_seconds, 3), "switch_ms": round(up.switch.seconds * 1000, 1)})
     live_after = time.monotonic() - t0   # what users feel: until nginx verified the old release serving
     say(f"{prev} is live again (deployment {prev_d}) after {live_after:.1f}s")
+    from bluegreen_hooks.lifecycle import memory
+
+    memory.settle_live(ctx.cfg, be, prev, say)   # a restarted release starts with the new colour's OOM score
     stopped = _retire(ctx, be, plan, up, keep_other, t0)
     seconds = time.monotonic() - t0
     audit(ctx, "succeeded", seconds, end_deployment=True)

@@ -68,9 +68,15 @@ def base_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
 
 
 def up_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
-    """``up -d --remove-orphans`` (+ ``--build`` with compose/build)."""
+    """``-f <memory override> up -d --remove-orphans`` (+ ``--build`` with compose/build)."""
     assert cfg.compose is not None
-    return base_argv(cmd, cfg, colour) + ["up", "-d", "--remove-orphans"] + (["--build"] if cfg.compose.build else [])
+    return (base_argv(cmd, cfg, colour) + ["-f", str(memory_override_path(cfg, colour)), "up", "-d",
+                                           "--remove-orphans"] + (["--build"] if cfg.compose.build else []))
+
+
+def memory_override_path(cfg: Config, colour: Colour) -> Path:
+    """The override file ``up`` gets after the user's compose file (memory_override): in the state dir."""
+    return cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"
 
 
 def pull_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
@@ -169,9 +175,17 @@ class ComposeBackend:
         """ApplicationStart: start ``up`` of ``colour`` now, before Docker is connected (steps.claim_early chose
         it); ``start`` collects it. The SDK's import and the claim then overlap compose's own start."""
         say(self._up_line(colour, " while Docker is connected"))
+        self.write_memory_override(colour, deployment_id)
         job = (up_argv(self.command, self.cfg, colour), variables(self.cfg, colour, deployment_id),
                self.cc.files[colour].parent)
         self._starting = (colour, deployment_id, Parallel([job], UP_TIMEOUT), time.monotonic())
+
+    def write_memory_override(self, colour: Colour, deployment_id: str) -> None:
+        """The override ``up`` applies on top of the user's file, for the services of the colour's rendered config."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        path = memory_override_path(self.cfg, colour)
+        rel.write_memory_override(self.cfg, path, self.rendered(colour, deployment_id))
 
     def _render_jobs(self, deployment_id: str | None, colours: Sequence[Colour]) -> list:
         # `config` renders each colour's file with its variables, validating it as `config -q` does (bad
@@ -262,6 +276,7 @@ class ComposeBackend:
                 say(f"pulled the images of {project} in {time.monotonic() - t0:.1f}s")
             t0 = time.monotonic()
             say(self._up_line(colour))
+            self.write_memory_override(colour, deployment_id)
             self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
                       deployment_id)
         names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in self.listed(colour)]

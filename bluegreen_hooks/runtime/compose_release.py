@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bluegreen_hooks.config import Config
 from bluegreen_hooks.host import releases
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.model import Colour
@@ -37,6 +38,28 @@ _SERVICE_LINE = re.compile(r"  ([A-Za-z0-9][A-Za-z0-9._-]*):\s*\Z")
 
 
 # ------------------------------------------------------------------------------ the rendered config (pure)
+
+def memory_override(cfg: Config, services: Sequence[str]) -> str:
+    """A compose override giving every service deploy/mem_limit, cgroup_parent and the new colour's OOM score
+    (docs/memory.md). No ``version:`` key: docker-compose 1.27+ (and v2) merge it with a file of any version."""
+    m = cfg.memory
+    keys = [f"    oom_score_adj: {m.new_oom_score_adj}"]
+    if m.mem_limit:
+        keys.append(f"    mem_limit: {m.mem_limit}")
+    if m.cgroup_parent:
+        keys.append(f'    cgroup_parent: "{m.cgroup_parent}"')
+    lines = ["# written by bluegreen-hooks before each `up` (deploy/mem_limit, new_oom_score_adj, cgroup_parent)",
+             "services:"]
+    for name in services:
+        lines += [f'  "{name}":', *keys]
+    return "\n".join(lines) + "\n"
+
+
+def write_memory_override(cfg: Config, path: Path, rendered: str) -> None:
+    """Write ``memory_override`` for the services of ``rendered`` (the colour's ``config`` output) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, memory_override(cfg, services_of(rendered)))
+
 
 def services_of(rendered: str) -> list[str]:
     """The service names of ``config`` output (canonical YAML: services at two spaces under ``services:``)."""

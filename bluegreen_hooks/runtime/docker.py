@@ -51,6 +51,19 @@ def run_kwargs(cfg: Config, colour: Colour, image: str, deployment_id: str) -> d
     if c.command:
         kwargs["command"] = list(c.command)
     kwargs["environment"] = env
+    kwargs.update(memory_kwargs(cfg))
+    return kwargs
+
+
+def memory_kwargs(cfg: Config) -> dict[str, Any]:
+    """deploy/mem_limit, cgroup_parent and the new colour's OOM score (docs/memory.md): a colour always starts
+    as the new one; ValidateService lowers the score to deploy/oom_score_adj once it is live."""
+    m = cfg.memory
+    kwargs: dict[str, Any] = {"oom_score_adj": m.new_oom_score_adj}
+    if m.mem_limit:
+        kwargs["mem_limit"] = m.mem_limit
+    if m.cgroup_parent:
+        kwargs["cgroup_parent"] = m.cgroup_parent
     return kwargs
 
 

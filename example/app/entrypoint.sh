@@ -9,6 +9,8 @@
 #   HANG_ROOT=1     / never answers (sleeps 600 s; /health stays ok)
 #   DROP_ROOT=1     / closes the connection without answering (/health stays ok)
 #   SLOW_MS=N       / answers after N milliseconds (/health stays fast)
+#   ALLOC_MB=N   hold N MiB of RAM from before listening until the end, as a JVM holds its heap; if that
+#                memory is taken away (OOM-killed), the app dies at once, as a JVM would (docs/memory.md)
 # Paths: /  -> the version; /health -> "ok"; /cgi-bin/slow?N -> the version after N seconds;
 #        /cgi-bin/stream -> an SSE stream of "data: <version> <n>" once a second.
 set -eu
@@ -31,6 +33,23 @@ if [ -n "${EXIT_CODE:-}" ]; then
   echo "example app $APP_VERSION: exiting with code $EXIT_CODE as asked" >&2
   exit "$EXIT_CODE"
 fi
+alloc=${ALLOC_MB:-0}
+holder=
+if [ "$alloc" != 0 ]; then
+  # tail keeps its input, one line without an end, in RAM until the input ends, which is never
+  rm -f /tmp/alloc.done
+  { head -c "${alloc}m" /dev/zero && touch /tmp/alloc.done && exec sleep 2147483647; } | tail >/dev/null &
+  holder=$!
+  echo "example app $APP_VERSION: allocating ${alloc} MiB"
+  while [ ! -e /tmp/alloc.done ]; do
+    if ! kill -0 "$holder" 2>/dev/null; then
+      echo "example app $APP_VERSION: the ${alloc} MiB allocation was killed (out of memory?)" >&2
+      exit 137
+    fi
+    sleep 0.05
+  done
+  echo "example app $APP_VERSION: holding ${alloc} MiB"
+fi
 if [ "${UNHEALTHY:-0}" = 1 ]; then
   echo "example app $APP_VERSION: UNHEALTHY=1, /health will answer 404" >&2
 else
@@ -41,4 +60,9 @@ echo "example app $APP_VERSION: listening on ${HOST}:${PORT}"
 httpd -f -p "${HOST}:${PORT}" -h "$www" &
 pid=$!
 trap 'echo "example app $APP_VERSION: stopping"; kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit 0' TERM INT
+if [ -n "$holder" ]; then   # the held memory is the app's: losing it kills the app
+  ( while kill -0 "$holder" 2>/dev/null; do sleep 0.2; done
+    echo "example app $APP_VERSION: its ${alloc} MiB were killed (out of memory?): dying" >&2
+    kill -KILL "$pid" ) &
+fi
 wait "$pid"

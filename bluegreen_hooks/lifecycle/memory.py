@@ -1,0 +1,221 @@
+"""Memory preflight and OOM protection (docs/memory.md).
+
+BeforeInstall: the new colour will need about what the live colour uses now (each live container's usage
+from Docker's one-shot stats, all asked in parallel and bounded by ``STATS_TIMEOUT``), or, with
+deploy/mem_limit, that limit per container. While both colours run, that must fit in ``MemAvailable``
+(/proc/meminfo: what can be allocated without swapping; the live colour's own memory is already outside
+it) with deploy/memory_headroom to spare; if not, the deployment is refused with one line naming both
+figures, before anything is started or stopped.
+
+ValidateService: the new colour started with deploy/new_oom_score_adj (higher than the live colour's, so
+the kernel kills it first under memory pressure during the switch window); once it is validated and live,
+its processes get deploy/oom_score_adj.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bluegreen_hooks.config import Config
+from bluegreen_hooks.config.memory import mib
+from bluegreen_hooks.errors import HookError
+from bluegreen_hooks.model import Colour
+from bluegreen_hooks.runtime.base import Say
+
+MEMINFO = Path("/proc/meminfo")
+STATS_TIMEOUT = 5.0   # seconds for all the live colour's stats calls together
+
+
+class NotEnoughMemory(HookError):
+    """The host cannot hold both colours: refused in BeforeInstall, nothing started or stopped."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the new colour will need, and how that was found (for the message)."""
+
+    need: int
+    how: str
+    unmeasured: tuple[str, ...] = ()
+
+
+def mem_available(meminfo: Path = MEMINFO) -> int | None:
+    """``MemAvailable`` in bytes (None where the kernel does not report it)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def usage_of(stats: dict[str, Any]) -> int | None:
+    """A container's memory use as ``docker stats`` shows it: usage less the page cache it could drop
+    (cgroup v1: total_inactive_file, else cache; cgroup v2: inactive_file)."""
+    ms = stats.get("memory_stats") or {}
+    usage = ms.get("usage")
+    if not isinstance(usage, int):
+        return None
+    st = ms.get("stats") or {}
+    for key in ("total_inactive_file", "inactive_file", "cache"):
+        if isinstance(st.get(key), int):
+            return max(0, usage - st[key])
+    return usage
+
+
+class Measurement:
+    """One-shot stats of some containers, asked in parallel on daemon threads as soon as it is made; ``result``
+    waits at most until ``timeout`` after the start. A stats call that hangs is left behind, never waited for.
+
+    Docker's one-shot stats answer at its collector's next tick (once a second), so a measurement takes up to
+    ~1 s of waiting (no CPU), whatever the number of containers: BeforeInstall starts it before its nginx
+    checks (``start``) and collects it after the claim."""
+
+    def __init__(self, containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> None:
+        self.containers = list(containers)
+        self.end = time.monotonic() + timeout
+        self._used: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._one, args=(c,), daemon=True, name=f"stats-{c.name}")
+                         for c in self.containers]
+        for t in self._threads:
+            t.start()
+
+    def _one(self, cont: Any) -> None:
+        try:
+            used = usage_of(cont.stats(stream=False, one_shot=True))
+        except Exception:
+            return
+        if used is not None:
+            with self._lock:
+                self._used[cont.name] = used
+
+    def result(self) -> tuple[dict[str, int], list[str]]:
+        """Each container's use, and the names not measured in time."""
+        for t in self._threads:
+            t.join(max(0.0, self.end - time.monotonic()))
+        with self._lock:
+            done = dict(self._used)
+        return done, [c.name for c in self.containers if c.name not in done]
+
+
+def measure(containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> tuple[dict[str, int], list[str]]:
+    """Each container's memory use (one-shot stats, in parallel); and the names not measured in time."""
+    return Measurement(containers, timeout).result()
+
+
+def start(cfg: Config, be: Any, live: Colour | None) -> Measurement | None:
+    """Start measuring the live colour's running containers now (None when there is nothing to measure)."""
+    if cfg.memory.headroom is None or cfg.memory.mem_limit or live is None:
+        return None
+    conts = [c for c in be.containers(live) if c.status == "running"]
+    return Measurement(conts) if conts else None
+
+
+def estimate(cfg: Config, live: Colour, containers: Sequence[Any], timeout: float = STATS_TIMEOUT,
+             started: Measurement | None = None) -> Estimate:
+    """The new colour's memory: deploy/mem_limit per live container when set, else the live colour's usage
+    (from ``started`` when it measured these containers)."""
+    if cfg.memory.mem_limit:
+        n = max(1, len(containers))
+        return Estimate(cfg.memory.mem_limit * n,
+                        f"deploy/mem_limit {mib(cfg.memory.mem_limit)} x {n} container{'s' * (n != 1)}")
+    names = sorted(c.name for c in containers)
+    if started is None or sorted(c.name for c in started.containers) != names:
+        started = Measurement(containers, timeout)
+    used, missing = started.result()
+    n = len(used)
+    return Estimate(sum(used.values()), f"{live}'s measured use, {n} container{'s' * (n != 1)}", tuple(missing))
+
+
+def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, available: int) -> str | None:
+    """The one-line refusal when ``est`` plus ``headroom`` does not fit in ``available`` (None when it fits)."""
+    if est.need + headroom <= available:
+        return None
+    serving = f"{live} keeps serving" if live else "nothing was serving"
+    return (f"not enough memory for both colours: {target} needs ~{mib(est.need)} ({est.how}) + {mib(headroom)} "
+            f"headroom (deploy/memory_headroom), but MemAvailable is {mib(available)}; {serving}; free memory, "
+            f"use a larger instance, set deploy/mem_limit lower, or lower deploy/memory_headroom")
+
+
+def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Say,
+              meminfo: Path = MEMINFO, started: Measurement | None = None) -> Estimate | None:
+    """BeforeInstall's memory check (see the module docstring); raises NotEnoughMemory, says what it found."""
+    headroom = cfg.memory.headroom
+    if headroom is None:
+        return None
+    t0 = time.monotonic()
+    conts = [c for c in be.containers(live) if c.status == "running"] if live else []
+    if not conts and not (cfg.memory.mem_limit and cfg.compose is None):
+        say("memory preflight: nothing live to measure; skipped")
+        return None
+    available = mem_available(meminfo)
+    if available is None:
+        say(f"memory preflight: {meminfo} has no MemAvailable; skipped")
+        return None
+    if live:
+        est = estimate(cfg, live, conts, started=started)
+    else:   # the first deployment of a single container with deploy/mem_limit
+        limit = cfg.memory.mem_limit or 0
+        est = Estimate(limit, f"deploy/mem_limit {mib(limit)} x 1 container")
+    waited = time.monotonic() - t0
+    if est.unmeasured:
+        say(f"memory preflight: no stats in {STATS_TIMEOUT:g}s for {', '.join(est.unmeasured)} (not counted)")
+    why = refusal(target, live, est, headroom, available)
+    if why:
+        raise NotEnoughMemory(why)
+    say(f"memory ok: {target} needs ~{mib(est.need)} ({est.how}) + {mib(headroom)} headroom, "
+        f"MemAvailable {mib(available)} (waited {waited:.2f}s for it)")
+    return est
+
+
+def set_oom_score(pids: Sequence[int], score: int, proc: Path = Path("/proc")) -> list[int]:
+    """Write ``score`` to each process's oom_score_adj; return the pids that could not be changed (gone,
+    or lowering without CAP_SYS_RESOURCE)."""
+    failed = []
+    for pid in pids:
+        try:
+            (proc / str(pid) / "oom_score_adj").write_text(f"{score}\n")
+        except OSError:
+            failed.append(pid)
+    return failed
+
+
+def container_pids(cont: Any) -> list[int]:
+    """The host pids of a running container's processes (``docker top``)."""
+    try:
+        top = cont.top(ps_args="-eo pid")
+    except Exception:
+        return []
+    titles = [t.upper() for t in top.get("Titles") or []]
+    col = titles.index("PID") if "PID" in titles else 0
+    out = []
+    for row in top.get("Processes") or []:
+        try:
+            out.append(int(row[col]))
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def settle_live(cfg: Config, be: Any, colour: Colour, say: Say) -> None:
+    """The validated new colour is live: its processes get deploy/oom_score_adj (from new_oom_score_adj)."""
+    m = cfg.memory
+    if m.new_oom_score_adj == m.live_oom_score_adj:
+        return
+    pids = [p for c in be.containers(colour) if c.status == "running" for p in container_pids(c)]
+    if not pids:
+        return
+    failed = set_oom_score(pids, m.live_oom_score_adj)
+    if len(failed) == len(pids):
+        say(f"{colour} keeps OOM score {m.new_oom_score_adj}: lowering it to {m.live_oom_score_adj} needs "
+            f"CAP_SYS_RESOURCE (root); the next new colour starts with the same score, so the kernel no longer "
+            f"prefers it under memory pressure")
+        return
+    say(f"{colour} is live: OOM score {m.new_oom_score_adj} -> {m.live_oom_score_adj} "
+        f"({len(pids) - len(failed)} of {len(pids)} process(es))")
