@@ -51,8 +51,9 @@ def write_atomic(path: Path, data: str | bytes, mode: int | None = None, fsync_d
 # --------------------------------------------------------------------------- paths named by the config
 # Every file or folder the package opens that a config value names (nginx/include and nginx/pid_file,
 # deploy/metrics_dir, deploy/emf, notify/webhook_file and auth_file, maintenance/bypass_token_file, the
-# state directory) goes through these: its type is checked before it is opened, and files are opened with
-# O_NONBLOCK (a FIFO there would block open() or read() for ever) and checked again on the descriptor.
+# state directory ``deploy/state_dir`` and every file opened in it) goes through these: its type is checked
+# before it is opened, and files are opened with O_NONBLOCK (a FIFO there would block open() or read() for
+# ever) and checked again on the descriptor.
 
 _TYPES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
@@ -79,6 +80,12 @@ def check_type(path: Path, key: str, kind: Kind = "file", follow: bool = True) -
         return None
     except OSError as exc:
         raise ConfigError(f"{key}: cannot use {path}: {exc.strerror}") from exc
+    return require(st, path, key, kind)
+
+
+def require(st: os.stat_result, path: Path, key: str, kind: Kind = "file") -> os.stat_result:
+    """``st`` when it is of ``kind``; else the ConfigError of ``wrong_type`` (for callers that stat themselves,
+    e.g. host/trust.py's checks of the state directory, which also check the owner and the mode)."""
     ok = stat.S_ISREG(st.st_mode) if kind == "file" else stat.S_ISDIR(st.st_mode)
     if not ok:
         raise wrong_type(path, key, st.st_mode, kind)

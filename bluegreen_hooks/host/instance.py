@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bluegreen_hooks.host import files
 from bluegreen_hooks.host.files import write_atomic
+from bluegreen_hooks.host.trust import STATE_KEY
 
 INSTANCE_ID_ENV = "BLUEGREEN_INSTANCE_ID"
 CLOUD_INIT_ID = Path("/var/lib/cloud/data/instance-id")
@@ -51,7 +53,7 @@ def record(state_dir: Path, environ: Mapping[str, str], deployment_id: str, even
 def read(state_dir: Path) -> dict[str, Any] | None:
     """What the last hook recorded, or None."""
     try:
-        data = json.loads((Path(state_dir) / FILE).read_text())
+        data = json.loads(files.read_text(Path(state_dir) / FILE, STATE_KEY, follow=False))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

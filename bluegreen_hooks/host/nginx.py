@@ -151,10 +151,23 @@ def worker_pids(cfg: Config) -> list[list[int]]:
     return children(master) if master is not None else []
 
 
+def pid_file_problem(cfg: Config) -> str | None:
+    """Why nginx/pid_file cannot be read for its type (``nginx/pid_file: … is a FIFO (named pipe), not a
+    regular file; …``), or None: so that "nginx is not running" is said only when it is what is wrong."""
+    try:
+        files.check_type(cfg.nginx.pid_file, "nginx/pid_file")
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def check_running(cfg: Config) -> int:
-    """The master pid; raise NginxError when nginx does not run."""
+    """The master pid; raise NginxError when nginx does not run (ConfigError when nginx/pid_file is not a file)."""
     pid = master_pid(cfg)
     if pid is None:
+        problem = pid_file_problem(cfg)
+        if problem:
+            raise ConfigError(problem)
         raise NginxError(f"nginx is not running (no live pid in {cfg.nginx.pid_file}); start nginx, "
                          f"or set nginx/pid_file, then retry")
     return pid

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bluegreen_hooks.host import files as typed
 from bluegreen_hooks.host.files import write_atomic
+from bluegreen_hooks.host.trust import STATE_KEY
 from bluegreen_hooks.model import is_deployment_id
 
 META = "release.json"
@@ -44,9 +46,9 @@ class Release:
         return self.path / name
 
     def text(self, name: str) -> str | None:
-        try:
-            return (self.path / name).read_text(encoding="utf-8")
-        except OSError:
+        try:   # never through a symlink, never blocking on a FIFO (a ConfigError naming the path)
+            return typed.read_text(self.path / name, STATE_KEY, follow=False)
+        except (OSError, ValueError):
             return None
 
     def image_ids(self) -> set[str]:
@@ -89,6 +91,7 @@ def save(state_dir: Path, app: str, deployment: str, files: dict[str, str], meta
     path = _path(state_dir, app, deployment)
     for d in (folder(state_dir, app), path):
         d.mkdir(mode=0o700, exist_ok=True)
+        typed.check_type(d, STATE_KEY, "folder", follow=False)   # never chmod or write through a link
         os.chmod(d, 0o700)
     for name, text in files.items():
         write_atomic(path / name, text, mode=0o600)
@@ -102,8 +105,9 @@ def load(state_dir: Path, app: str, deployment: str | None) -> Release | None:
     if not deployment or not is_deployment_id(deployment):
         return None
     path = _path(state_dir, app, deployment)
-    try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    try:   # a FIFO, a symlink or a folder there is refused in one line (it hung status), never followed
+        typed.check_type(path, STATE_KEY, "folder", follow=False)
+        meta = json.loads(typed.read_text(path / META, STATE_KEY, follow=False))
     except (OSError, ValueError):
         return None
     return Release(path, meta) if isinstance(meta, dict) and meta.get("deployment") == deployment else None
@@ -112,6 +116,7 @@ def load(state_dir: Path, app: str, deployment: str | None) -> Release | None:
 def listing(state_dir: Path, app: str) -> list[Release]:
     """Every recorded release of ``app``, oldest first."""
     try:
+        typed.check_type(folder(state_dir, app), STATE_KEY, "folder", follow=False)
         names = os.listdir(folder(state_dir, app))
     except OSError:
         return []

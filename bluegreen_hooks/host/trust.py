@@ -4,8 +4,9 @@ The state directory holds ``<app>.json`` (the state), ``<app>.lock`` and ``<app>
 live config whose nginx commands the operator commands run). Like sshd's StrictModes and sudo's checks of
 sudoers, a folder or file there is refused when another user could have written it: it must be owned by
 the running user (or root) and not writable by its group or by others, and a file must not be a symbolic
-link. Files are opened with ``O_NOFOLLOW`` and checked again on the open descriptor (``fstat``), so a
-file swapped in between the check and the open is refused too.
+link. The type (a folder, a regular file: never a FIFO or a device) is checked by host/files.py's one helper,
+a ConfigError naming deploy/state_dir and the path. Files are opened with ``O_NOFOLLOW`` and checked again
+on the open descriptor (``fstat``), so a file swapped in between the check and the open is refused too.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import stat
 from pathlib import Path
 
 from bluegreen_hooks.errors import StateError
+from bluegreen_hooks.host import files
+
+STATE_KEY = "deploy/state_dir"   # the key named when a path in the state directory has the wrong type
 
 
 def _owners() -> tuple[int, ...]:
@@ -50,13 +54,21 @@ def refuse(path: Path, why: str, kind: str = "file") -> StateError:
                       f"refusing to use it ({_fix(path, kind)})")
 
 
+def _typed(st: os.stat_result, path: Path, kind: files.Kind) -> os.stat_result:
+    """A symlink is refused as untrusted (``refuse``); any other wrong type (a FIFO, a device, a folder for a
+    file...) by host/files.py's one type check, a ConfigError naming deploy/state_dir and the path."""
+    if stat.S_ISLNK(st.st_mode):
+        raise refuse(path, "is a symbolic link", kind)
+    return files.require(st, path, STATE_KEY, kind)
+
+
 def check_folder(path: Path) -> None:
     """Refuse the folder ``path`` when it is untrusted; a missing folder is fine (we create it 0700)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
-    why = problem(st, "folder")
+    why = problem(_typed(st, path, "folder"), "folder")
     if why:
         raise refuse(path, why, "folder")
 
@@ -68,14 +80,14 @@ def check_file(path: Path) -> None:
         st = os.lstat(path)
     except FileNotFoundError:
         return
-    why = problem(st)
+    why = problem(_typed(st, path, "file"))
     if why:
         raise refuse(path, why)
 
 
 def check_fd(fd: int, path: Path) -> None:
     """Refuse an opened file whose descriptor says it is untrusted (the race-free check after open)."""
-    why = problem(os.fstat(fd))
+    why = problem(_typed(os.fstat(fd), path, "file"))
     if why:
         raise refuse(path, why)
 

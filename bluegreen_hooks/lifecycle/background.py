@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Callable
 
 from bluegreen_hooks.config.model import STATE_DIR_ENV
-from bluegreen_hooks.errors import HookError, Interrupted
-from bluegreen_hooks.host import procfs
+from bluegreen_hooks.errors import ConfigError, HookError, Interrupted
+from bluegreen_hooks.host import files, procfs
 from bluegreen_hooks.host.store import Store
+from bluegreen_hooks.host.trust import STATE_KEY
 from bluegreen_hooks.host.wait import on_sigterm, poll
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.steps import Context
@@ -55,13 +56,14 @@ def hand_over(ctx: Context, old: Colour, live: Colour, workers: list[list[int]])
     env = {**os.environ, STATE_DIR_ENV: str(ctx.cfg.state_dir),
            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     try:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        # a FIFO there blocked this open for ever: host/files.py refuses it (and a symlink) at once
+        fd = files.open_file(log, STATE_KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, follow=False)
         try:   # no pipe of the agent's stays open in it: the agent waits for those to close
             proc = subprocess.Popen([sys.executable, "-m", __name__, str(copy), ctx.deployment_id], env=env,
                                     stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd="/", start_new_session=True)
         finally:
             os.close(fd)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         with ctx.store.update() as st:
             st.retiring = None
         ctx.say(f"warning: could not start the background retire ({exc}); retiring {old} here")

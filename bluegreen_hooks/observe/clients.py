@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bluegreen_hooks.host import files
 from bluegreen_hooks.observe.stats import percentile
 
 FIELDS = {
@@ -190,7 +191,8 @@ class LogReader:
 
     def read(self) -> list[Entry]:
         try:
-            with open(self.path, "rb") as f:
+            # never blocking on a FIFO, never through a symlink: a ConfigError naming the path (host/files.py)
+            with os.fdopen(files.open_file(self.path, "deploy/state_dir", follow=False), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.offset:
                     self.offset = 0

@@ -52,8 +52,8 @@ def nginx_view(cfg: Config) -> NginxView:
     pid = nginx.master_pid(cfg)
     public: dict[str, Any] = {"url": cfg.nginx.public_url + cfg.health.path, "status": None, "colour": None,
                               "error": None}
-    if pid is None:
-        warnings.append(f"nginx is not running (no live pid in {cfg.nginx.pid_file})")
+    if pid is None:   # a FIFO (a folder...) at nginx/pid_file is named as such, not as "nginx is not running"
+        warnings.append(nginx.pid_file_problem(cfg) or f"nginx is not running (no live pid in {cfg.nginx.pid_file})")
     elif text:
         try:
             a = nginx.probe(cfg, cfg.health.path, timeout=cfg.health.timeout)
