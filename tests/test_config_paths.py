@@ -158,6 +158,73 @@ def test_the_helper_checks_the_type_on_the_descriptor_and_never_blocks(tmp_path)
     assert files.read_file(link, "k") == b"x" and files.check_type(tmp_path / "missing", "k") is None
 
 
+
+# The state directory's files, each as the package opens it, in a child killed after QUICK seconds: the code
+# prints the error's class and text (or "read" when it read the file), so a hang fails the test instead.
+_STATE_OPS = {
+    "shop.json": "from bluegreen_hooks.host.store import Store\nStore(D, 'shop').read()",
+    "shop.lock": "from bluegreen_hooks.host.store import Store\nwith Store(D, 'shop').locked(): pass",
+    "shop.releases/d-ABCDEFGHI/release.json": "from bluegreen_hooks.host import releases\n"
+                                             "releases.summary(D, 'shop')",
+    "shop.clients.log": "from bluegreen_hooks.observe.clients import LogReader\n"
+                        "LogReader(D / 'shop.clients.log', 0).read()",
+    ".instance.json": "from bluegreen_hooks.host import instance\ninstance.read(D)",
+}
+
+
+def _in_child(state_dir: Path, code: str) -> str:
+    prog = (f"import sys\nfrom pathlib import Path\nD = Path({str(state_dir)!r})\ntry:\n"
+            + "".join(f"    {line}\n" for line in code.splitlines())
+            + "    print('read')\nexcept Exception as exc:\n    print(type(exc).__name__ + ': ' + str(exc))\n")
+    proc = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=QUICK,
+                          stdin=subprocess.DEVNULL, cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0 and proc.stderr == "", proc
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("name", list(_STATE_OPS))
+def test_a_fifo_or_symlink_in_the_state_dir_is_refused_quickly_naming_it(tmp_path, name):
+    """Each file the package opens in the state directory (state, lock, release record, canary clients log,
+    instance record) as a FIFO: refused at once by host/files.py's type check, one line naming deploy/state_dir
+    and the path (a release record, the clients log and the instance record hung for ever). As a symlink:
+    refused, never followed (trust's message for the state and the lock). The state dir itself as a FIFO:
+    refused naming it."""
+    state_dir = tmp_path / "state"
+    path = state_dir / name
+    path.parent.mkdir(parents=True, mode=0o700)
+    state_dir.chmod(0o700)
+    os.mkfifo(path, 0o600)
+    out = _in_child(state_dir, _STATE_OPS[name])
+    assert out == f"ConfigError: deploy/state_dir: {path} is a FIFO (named pipe), not a regular file; refusing to " \
+                  f"open it", out
+    path.unlink()
+    target = tmp_path / "elsewhere"
+    target.write_text('{"deployment": "d-ABCDEFGHI"}')
+    target.chmod(0o600)
+    path.symlink_to(target)
+    out = _in_child(state_dir, _STATE_OPS[name])
+    assert out.startswith((f"StateError: {path} is a symbolic link", f"ConfigError: deploy/state_dir: {path} is a "
+                           f"symbolic link, not a regular file")), out
+    assert target.read_text() == '{"deployment": "d-ABCDEFGHI"}'
+    fifo_dir = tmp_path / "fifo-dir"
+    os.mkfifo(fifo_dir)
+    out = _in_child(fifo_dir, "from bluegreen_hooks.host.store import Store\nStore(D, 'shop').check()")
+    assert out == f"ConfigError: deploy/state_dir: {fifo_dir} is a FIFO (named pipe), not a folder; refusing to " \
+                  f"open it", out
+
+
+def test_a_fifo_at_nginx_pid_file_is_named_by_status(bed, tmp_path):
+    """status with a FIFO at nginx/pid_file said "nginx is not running"; now its warning names the key, the path
+    and the type, in one line, within seconds."""
+    fifo = tmp_path / "nginx.pid"
+    os.mkfifo(fifo)
+    b = bed.bundle("v1", nginx={"pid_file": str(fifo)})
+    proc = cli("status", "--config", str(b / "bluegreen.toml"))
+    want = f"WARNING: nginx/pid_file: {fifo} is a FIFO (named pipe), not a regular file; refusing to open it"
+    assert want in proc.stdout.splitlines(), proc
+    assert "nginx is not running" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr, proc
+
+
 # ------------------------------------------------------------------------------------------ 9. *_env values
 
 def test_an_unset_bypass_token_env_with_keep_is_refused_by_before_install(bed, monkeypatch):

@@ -54,40 +54,41 @@ def refuse(path: Path, why: str, kind: str = "file") -> StateError:
                       f"refusing to use it ({_fix(path, kind)})")
 
 
-def _typed(st: os.stat_result, path: Path, kind: files.Kind) -> os.stat_result:
+def _typed(st: os.stat_result, path: Path, kind: files.Kind, key: str | None) -> os.stat_result:
     """A symlink is refused as untrusted (``refuse``); any other wrong type (a FIFO, a device, a folder for a
-    file...) by host/files.py's one type check, a ConfigError naming deploy/state_dir and the path."""
+    file...) by host/files.py's one type check, a ConfigError naming ``key`` and the path (``key`` None: a path
+    outside the state directory, e.g. --config, left to ``problem``)."""
     if stat.S_ISLNK(st.st_mode):
         raise refuse(path, "is a symbolic link", kind)
-    return files.require(st, path, STATE_KEY, kind)
+    return files.require(st, path, key, kind) if key else st
 
 
-def check_folder(path: Path) -> None:
+def check_folder(path: Path, key: str | None = STATE_KEY) -> None:
     """Refuse the folder ``path`` when it is untrusted; a missing folder is fine (we create it 0700)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
-    why = problem(_typed(st, path, "folder"), "folder")
+    why = problem(_typed(st, path, "folder", key), "folder")
     if why:
         raise refuse(path, why, "folder")
 
 
-def check_file(path: Path) -> None:
+def check_file(path: Path, key: str | None = STATE_KEY) -> None:
     """Refuse the file ``path`` when it is untrusted (a symlink, another owner, group/world-writable);
     a missing file is fine."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
-    why = problem(_typed(st, path, "file"))
+    why = problem(_typed(st, path, "file", key))
     if why:
         raise refuse(path, why)
 
 
-def check_fd(fd: int, path: Path) -> None:
+def check_fd(fd: int, path: Path, key: str | None = STATE_KEY) -> None:
     """Refuse an opened file whose descriptor says it is untrusted (the race-free check after open)."""
-    why = problem(_typed(os.fstat(fd), path, "file"))
+    why = problem(_typed(os.fstat(fd), path, "file", key))
     if why:
         raise refuse(path, why)
 

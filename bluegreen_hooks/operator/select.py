@@ -67,8 +67,9 @@ def config_copy(state_dir: Path, app: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"{path}: no copy of {app}'s live config (ApplicationStart writes it); "
                           f"pass --config PATH to the app's bluegreen.toml")
-    trust.check_folder(path.parent)
-    trust.check_file(path)
+    key = trust.STATE_KEY if path.parent == state_dir else None   # a recorded config elsewhere: not the state dir's
+    trust.check_folder(path.parent, key)
+    trust.check_file(path, key)
     return path
 
 
@@ -84,7 +85,7 @@ def find_config(state_dir: Path | None = None, app: str | None = None, config: P
         environ[config_mod.STATE_DIR_ENV] = str(state_dir)
     if config is not None:
         path = Path(config).resolve()
-        trust.check_file(path)     # its nginx commands run as root: refuse one another user could change
+        trust.check_file(path, None)   # its nginx commands run as root: refuse one another user could change
         return config_mod.load(path, environ, check_files=False)
     sd = Path(state_dir) if state_dir is not None else default_state_dir()
     environ[config_mod.STATE_DIR_ENV] = str(sd)
