@@ -121,9 +121,11 @@ class Prober:
             self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop sending; ``wait``: for the probe in flight too (up to ``probe_timeout``). Without it the thread
+        (a daemon) ends by itself once that probe is answered or times out."""
         self._stop.set()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(self.timeout + 2)
 
     def sent_ids(self) -> set[str]:

@@ -195,8 +195,8 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
                 + ("go on (on_too_few = \"promote\")" if rule.on_too_few == "promote" else "switch back"))
         try:
             watched = _watch(ctx, old, new, since, prober.start())
-        finally:
-            prober.stop()
+        finally:   # a probe in flight may hang up to probe_timeout: the switch back does not wait for it
+            prober.stop(wait=False)
         if watched.verdict == "ok":
             done = nginx.switch(cfg, new, deployment_id, ctx.say)
             nginx_watch.remove_logs(cfg)
