@@ -242,3 +242,35 @@ def test_after_a_canary_the_watch_window_follows_the_promote(wbed, form):
     assert "canary promoted" in runs[-2].output and "watch window: 15s" in runs[-1].output, runs[-1].output
     dep = wbed.state()["deployments"][-1]
     assert dep["canary"]["phase"] == "promoted" and dep["receipt"]["verdict"] == "ok", dep
+
+
+def test_a_quiet_version_whose_root_hangs_is_caught_by_the_watch_probes(wbed, form):
+    """No client load at all, no [canary]: v2's `/` hangs (/health is fine, so it gets healthy and the switch
+    happens). Only the watch's own probes of nginx/validate_path `/` through the public URL see it: each gives up
+    after probe_timeout (nginx logs 499), the window switches back, and blue serves afterwards."""
+    ok(deploy(bundle(wbed, "v1", nginx={"validate_path": "/"}), "d-one"))
+    runs = deploy(bundle(wbed, "v2", "hang", nginx={"validate_path": "/"}), "d-quiet")
+    last = switched_back(wbed, runs, "gave_up")
+    assert last.last_line.startswith("ERROR ValidateService: the watch window failed ("), last.last_line
+    out = runs[-1].output
+    assert "probes of / every 0.5s (timeout 5s)" in out and "fewer than 15 requests" in out, out
+    dep = wbed.state()["deployments"][-1]
+    assert dep["receipt"]["new"]["failures"]["gave_up"] >= 1, dep["receipt"]
+    assert [get(wbed.url + "/")[1].strip() for _ in range(5)] == ["v1"] * 5
+    print(f"\nquiet hang ({form}): {last.last_line}")
+
+
+def test_a_quiet_healthy_version_passes_the_watch_on_its_probes(wbed, form):
+    """No client load: the watch's probes alone (nginx/validate_path, every 0.5 s) meet min_requests (15 for a
+    15 s window), none fails, and the deployment succeeds with green live."""
+    ok(deploy(bundle(wbed, "v1"), "d-one"))
+    runs = ok(deploy(bundle(wbed, "v2"), "d-two"))
+    out = runs[-1].output
+    assert "probes of /health every 0.5s" in out, out
+    dep = wbed.state()["deployments"][-1]
+    new = dep["receipt"]["new"]
+    assert dep["outcome"] == "succeeded" and dep["receipt"]["verdict"] == "ok", dep
+    assert new["requests"] >= 15 and new["failed"] == 0, new
+    assert new["probes"] >= 15 and ", 0 failed: ok" in out, out
+    wait_for(lambda: wbed.running_colours() == ["green"], what="blue stopped after the window")
+    print(f"\nquiet healthy ({form}): receipt new {new}")

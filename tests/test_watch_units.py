@@ -82,3 +82,29 @@ def test_the_receipt_in_history_metrics_and_the_state():
     assert 'bluegreen_last_window_ok{app="shop"} 0.0' in prom
     assert 'bluegreen_last_window_failed{app="shop",colour="green",kind="refused",role="new"} 3.0' in prom
     assert 'bluegreen_last_window_requests{app="shop",colour="blue",role="old"} 500.0' in prom
+
+
+def test_the_watch_fails_closed_on_too_few_and_its_probes_can_meet_min_requests():
+    """No [canary]: too few requests at the end of the window switch back (on_too_few "abort"), and min_requests
+    is at most half the probes the window sends (a quiet site passes on probes alone); with a [canary] its numbers,
+    "extend" aborting (no window to extend into), "promote" going on. The probes: validate_path, else probe_paths."""
+    from types import SimpleNamespace
+
+    from bluegreen_hooks.lifecycle import watch
+    from bluegreen_hooks.lifecycle.canary import Prober, probe_settings
+
+    dep = {"state_dir": "/var/lib/bg", "watch_seconds": 15}
+    cfg = cfg_of(deploy=dep, nginx={"validate_path": "/"})
+    r = watch.rules(SimpleNamespace(cfg=cfg))
+    assert (r.on_too_few, r.min_requests, r.max_error_rate) == ("abort", 15, 0.01)
+    assert watch.rules(SimpleNamespace(cfg=cfg_of(deploy={**dep, "watch_seconds": 600}))).min_requests == 50
+    assert watch.rules(SimpleNamespace(cfg=cfg_of(deploy={**dep, "watch_seconds": 0.5}))).min_requests == 1
+    assert probe_settings(cfg) == (("/",), 0.5, 5.0)
+    p = Prober(cfg, "", "green")
+    assert (p.paths, p.token, p.sent_ids()) == (("/",), "", set())
+    for choice, expect in (("abort", "abort"), ("extend", "abort"), ("promote", "promote")):
+        c = cfg_of(deploy=dep, canary={"min_requests": 7, "on_too_few": choice, "probe_paths": ["/a", "/b"],
+                                       "probe_interval": 0.2, "probe_timeout": 1})
+        r = watch.rules(SimpleNamespace(cfg=c))
+        assert (r.on_too_few, r.min_requests) == (expect, 7), choice
+        assert probe_settings(c) == (("/a", "/b"), 0.2, 1.0)

@@ -86,18 +86,28 @@ def check_logging(cfg: Config) -> nginx_canary.Logging:
 
 # ---------------------------------------------------------------------------------------------- probes
 
+def probe_settings(cfg: Config) -> tuple[tuple[str, ...], float, float]:
+    """(paths, interval, timeout) of the probes: [canary]'s ``probe_paths`` (else nginx/validate_path),
+    ``probe_interval`` and ``probe_timeout``; with no [canary] (the watch window alone) nginx/validate_path
+    and [canary]'s defaults."""
+    from bluegreen_hooks.config.canary import DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT
+
+    cc = cfg.canary
+    if cc is None:
+        return (cfg.nginx.validate_path,), DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT
+    return cc.probe_paths or (cfg.nginx.validate_path,), cc.probe_interval, cc.probe_timeout
+
+
 class Prober:
-    """Our own requests to the public URL, forced to the new colour by the canary's token (``ROUTE_HEADER``),
-    one path at a time (``probe_paths``, else nginx/validate_path), every ``probe_interval`` seconds, each
-    with ``probe_timeout``. nginx logs them like any request (marked by their ids); the client side of each
-    is kept too: a probe answered by the other colour means the routing failed, and fails the step."""
+    """Our own requests to the public URL, one path at a time (``probe_settings``), every ``probe_interval``
+    seconds, each with ``probe_timeout``. During the canary they carry its token (``ROUTE_HEADER``), which
+    forces them to the new colour; in the watch window (``token`` "") the new colour is nginx's primary and
+    they need none. nginx logs them like any request (marked by their ids); the client side of each is kept
+    too: during the canary a probe answered by the other colour means the routing failed, and fails the step."""
 
     def __init__(self, cfg: Config, token: str, new: Colour) -> None:
-        cc = cfg.canary
-        assert cc is not None
         self.cfg, self.token, self.new = cfg, token, new
-        self.paths = cc.probe_paths or (cfg.nginx.validate_path,)
-        self.interval, self.timeout = cc.probe_interval, cc.probe_timeout
+        self.paths, self.interval, self.timeout = probe_settings(cfg)
         self.ids: set[str] = set()
         self.sent = self.failed = self.elsewhere = 0
         self.last_failure = ""
@@ -111,10 +121,17 @@ class Prober:
             self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop sending; ``wait``: for the probe in flight too (up to ``probe_timeout``). Without it the thread
+        (a daemon) ends by itself once that probe is answered or times out."""
         self._stop.set()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(self.timeout + 2)
+
+    def sent_ids(self) -> set[str]:
+        """The ids of the probes sent so far (a copy: the probe thread adds to them)."""
+        with self._lock:
+            return set(self.ids)
 
     def counts(self) -> tuple[int, int, int]:
         with self._lock:
@@ -133,8 +150,9 @@ class Prober:
         with self._lock:
             self.ids.add(pid)
             self.sent += 1
-        headers = {nginx_canary.ROUTE_HEADER: self.token, clients.PROBE_HEADER: pid,
-                   "User-Agent": "bluegreen-hooks-probe"}
+        headers = {clients.PROBE_HEADER: pid, "User-Agent": "bluegreen-hooks-probe"}
+        if self.token:
+            headers[nginx_canary.ROUTE_HEADER] = self.token
         try:
             a = nginx.probe(self.cfg, path, timeout=self.timeout, headers=headers)
         except OSError as exc:

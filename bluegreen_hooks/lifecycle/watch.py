@@ -4,13 +4,17 @@ before it lets the old one go.
 For ``watch_seconds`` the old colour keeps running (not stopped: a switch back is one nginx reload) and
 the include is in watch form (host/nginx_watch.py): per-colour access logs and, in the upstream form, the
 old colour as nginx's ``backup`` server, so a new colour that dies costs a retry, not an error. Every
-``POLL`` seconds the watch reads the logs and knocks on the new colour's port:
+``POLL`` seconds the watch reads the logs and knocks on the new colour's port. Its own probes (the canary's
+``Prober``: every ``probe_paths`` entry, else nginx/validate_path, through the public URL, where the new colour is
+the primary, with ``probe_timeout``) count in the log like any client, so a quiet site is judged too:
 
 * the new colour's port refuses connections (its containers died or were killed): switch back at once;
 * the new colour's failed share (5xx, and 499: clients that gave up while it was pending) is above the
   rules (``max_error_rate``, from [canary] or its defaults, with at least ``MIN_FAILED`` failures): switch
   back at once;
-* the window ends: the include goes back to the plain form and the deployment goes on (drain, retire).
+* the window ends: judged once more, fail closed: fewer than ``min_requests`` on the new colour (probes
+  included) switch back unless [canary]'s ``on_too_few`` is "promote" (``rules``); else the include goes back to
+  the plain form and the deployment goes on (drain, retire).
 
 A switch back goes through the validation's own path (``events._switch_back``: the old colour's include,
 test, reload, verify; the state's live colour; the new colour drained and removed) and the deployment
@@ -24,14 +28,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from bluegreen_hooks.config import Config
 from bluegreen_hooks.config.canary import DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS
 from bluegreen_hooks.host import nginx, nginx_canary, nginx_watch
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Colour
 from bluegreen_hooks.observe import clients, judgement
+
+if TYPE_CHECKING:
+    from bluegreen_hooks.lifecycle.canary import Prober
 
 POLL = 0.25        # seconds between two looks at the logs and the new colour's port
 
@@ -66,11 +74,27 @@ class Watched:
 
 
 def rules(ctx: Context) -> judgement.Rules:
-    """The watch judges with [canary]'s numbers when there is a [canary] table, else its defaults; too few
-    requests at the end of the window (a quiet site) let the deployment go on, said in its output."""
-    cc = ctx.cfg.canary
-    return judgement.Rules(max_error_rate=cc.max_error_rate if cc else DEFAULT_MAX_ERROR_RATE,
-                         min_requests=cc.min_requests if cc else DEFAULT_MIN_REQUESTS, on_too_few="promote")
+    """The watch judges with [canary]'s numbers when there is a [canary] table, else its defaults, and fails
+    closed: too few requests on the new colour at the end of the window switch back (``on_too_few``: [canary]'s;
+    "extend" has no window to extend into and aborts too; "promote" lets the deployment go on, said in its
+    output). With no [canary] the probes alone must be able to meet ``min_requests`` on a quiet site: it is
+    at most half the probes the window can send (``min_requests_default``)."""
+    cfg = ctx.cfg
+    cc = cfg.canary
+    if cc is None:
+        return judgement.Rules(max_error_rate=DEFAULT_MAX_ERROR_RATE, min_requests=min_requests_default(cfg),
+                               on_too_few="abort")
+    return judgement.Rules(max_error_rate=cc.max_error_rate, min_requests=cc.min_requests,
+                           on_too_few="promote" if cc.on_too_few == "promote" else "abort")
+
+
+def min_requests_default(cfg: Config) -> int:
+    """min_requests of a watch with no [canary]: [canary]'s default (50), but at most half the probes sent in
+    ``watch_seconds`` at the default probe_interval (a 15 s window: 15), and at least 1."""
+    from bluegreen_hooks.lifecycle.canary import probe_settings
+
+    _, interval, _ = probe_settings(cfg)
+    return max(1, min(DEFAULT_MIN_REQUESTS, int(cfg.watch_seconds / interval / 2)))
 
 
 def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Switch:
@@ -158,10 +182,21 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
     if nginx_watch.include_watch(cfg, nginx.read_include(cfg)) != (new, old):
         workers = switch_in(ctx, old, new, deployment_id).old_workers
         since = time.time()
+    from bluegreen_hooks.lifecycle.canary import Prober
+
+    prober = Prober(cfg, "", new)
     try:   # from here on the include is in watch form: whatever ends the window leaves the plain one
+        rule = rules(ctx)
         ctx.say(f"watch window: {cfg.watch_seconds:g}s of live traffic on {new}, {old} kept running"
-                + f" as nginx's backup server (a failed attempt on {new} is retried there)")
-        watched = _watch(ctx, old, new, since)
+                + f" as nginx's backup server (a failed attempt on {new} is retried there); probes "
+                + (f"of {', '.join(prober.paths)} every {prober.interval:g}s (timeout {prober.timeout:g}s)"
+                   if prober.interval > 0 else "off")
+                + f"; fewer than {rule.min_requests} requests on {new} by the end: "
+                + ("go on (on_too_few = \"promote\")" if rule.on_too_few == "promote" else "switch back"))
+        try:
+            watched = _watch(ctx, old, new, since, prober.start())
+        finally:   # a probe in flight may hang up to probe_timeout: the switch back does not wait for it
+            prober.stop(wait=False)
         if watched.verdict == "ok":
             done = nginx.switch(cfg, new, deployment_id, ctx.say)
             nginx_watch.remove_logs(cfg)
@@ -181,13 +216,13 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
     return watched, workers
 
 
-def _watch(ctx: Context, old: Colour, new: Colour, since: float) -> Watched:
+def _watch(ctx: Context, old: Colour, new: Colour, since: float, prober: Prober | None = None) -> Watched:
     from bluegreen_hooks.host import ports
 
     cfg = ctx.cfg
     t0 = time.monotonic() - max(0.0, min(time.time() - since, cfg.watch_seconds))
     rule = rules(ctx)
-    count = _counter(ctx)
+    count = _counter(ctx, prober.sent_ids if prober is not None else None)
 
     def look(final: bool) -> Watched | None:
         elapsed = time.monotonic() - t0
@@ -206,22 +241,26 @@ def _watch(ctx: Context, old: Colour, new: Colour, since: float) -> Watched:
     left = cfg.watch_seconds - (time.monotonic() - t0)
     watched = poll(lambda: look(False), left + 5, interval=POLL, max_interval=POLL) or look(True)
     assert watched is not None
-    ctx.say(f"watch window: {watched.figures()}: "
+    probes = ""
+    if prober is not None and prober.interval > 0:
+        sent, failed, _ = prober.counts()
+        probes = f"; probes {sent} sent, {failed} failed" + (f" (last: {prober.last_failure})" if failed else "")
+    ctx.say(f"watch window: {watched.figures()}{probes}: "
             + (f"ok{' (' + watched.reason + ')' if watched.judged.notes else ''}" if watched.verdict == "ok"
                else f"switching back ({watched.reason})"))
     return watched
 
 
-def _counter(ctx: Context) -> Callable[[Colour], clients.Tally]:
+def _counter(ctx: Context, probe_ids: Callable[[], set[str]] | None = None) -> Callable[[Colour], clients.Tally]:
     """``count(colour)``: what clients got from ``colour`` (every attempt) since the switch into the watch form
-    (the log was removed then)."""
+    (the log was removed then); ``probe_ids()``: the ids of the watch's own probes so far."""
     reader = clients.LogReader(nginx_canary.clients_log(ctx.cfg), 0)
     colour_of = nginx_watch.colour_by_port(ctx.cfg)
     seen: list[clients.Entry] = []
 
     def count(colour: Colour) -> clients.Tally:
         seen.extend(reader.read())
-        return clients.tally(seen, colour_of)[colour]
+        return clients.tally(seen, colour_of, probe_ids=probe_ids() if probe_ids is not None else set())[colour]
     return count
 
 
