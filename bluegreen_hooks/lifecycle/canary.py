@@ -328,7 +328,7 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
     def look(final: bool) -> Judged | None:
         elapsed = time.monotonic() - t0
         entries.extend(w.reader.read())
-        t = clients.tally(entries, w.colour_of, probe_ids=set(w.prober.ids))
+        t = clients.tally(entries, w.colour_of, probe_ids=w.prober.sent_ids())
         new, old = t[split.new], t[split.old]
         request = _request(ctx)
         if request is not None:

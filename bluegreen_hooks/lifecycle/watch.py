@@ -10,7 +10,7 @@ the primary, with ``probe_timeout``) count in the log like any client, so a quie
 
 * the new colour's port refuses connections (its containers died or were killed): switch back at once;
 * the new colour's failed share (5xx, and 499: clients that gave up while it was pending) is above the
-  rules (``max_error_rate``, from [canary] or its defaults, with at least ``MIN_FAILED`` failures): switch
+  rules (``max_error_rate``, from [canary] or its defaults, judged by observe/judgement.judge): switch
   back at once;
 * the window ends: judged once more, fail closed: fewer than ``min_requests`` on the new colour (probes
   included) switch back unless [canary]'s ``on_too_few`` is "promote" (``rules``); else the include goes back to
