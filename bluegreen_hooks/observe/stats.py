@@ -17,24 +17,21 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def wilson_lower(failed: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
-    """The lower end of the Wilson score interval of a binomial share (one-sided at ``z``): the failure share
-    is above this with ~95 % confidence. 0 for no trials."""
-    if n <= 0:
-        return 0.0
+def _wilson(failed: int, n: int, z: float) -> tuple[float, float]:
+    """The Wilson score interval of ``failed`` of ``n`` (n > 0) at ``z``: (lower, upper), unclipped."""
     p = failed / n
     z2 = z * z
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, (centre - spread) / (1 + z2 / n))
+    return (centre - spread) / (1 + z2 / n), (centre + spread) / (1 + z2 / n)
+
+
+def wilson_lower(failed: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
+    """The lower end of the Wilson score interval of a binomial share (one-sided at ``z``): the failure share
+    is above this with ~95 % confidence. 0 for no trials."""
+    return max(0.0, _wilson(failed, n, z)[0]) if n > 0 else 0.0
 
 
 def wilson_upper(failed: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
     """The upper end of the same interval (1 for no trials)."""
-    if n <= 0:
-        return 1.0
-    p = failed / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z2 / n))
+    return min(1.0, _wilson(failed, n, z)[1]) if n > 0 else 1.0
