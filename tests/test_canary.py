@@ -1,6 +1,7 @@
 """The automatic canary on real Docker + nginx under load: promote, abort, extend, operator, SIGKILL, both forms."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,23 +66,32 @@ def form(request):
     return request.param
 
 
-@pytest.fixture
-def cbed(logging_nginx, docker_client, app_name, tmp_path, request):
-    """A Bed on the logging nginx in the include form of ``form`` (set when the test does not ask)."""
-    form = request.getfixturevalue("form") if "form" in request.fixturenames else "set"
+@contextlib.contextmanager
+def form_bed(logging_nginx, docker_client, app_name, tmp_path, form, prefix):
+    """A Bed on the logging nginx in include form ``form`` ("set" or "upstream"), its site removed after."""
     include = tmp_path / "conf.d" / "backend-url.inc"
     if form == "set":
-        site = logging_nginx.add_site(f"c-{uuid.uuid4().hex[:8]}", include)
+        site = logging_nginx.add_site(f"{prefix}-{uuid.uuid4().hex[:8]}", include)
     else:
         up = f"{app_name}_backend"
-        site = logging_nginx.add_site(f"c-{uuid.uuid4().hex[:8]}", include,
+        site = logging_nginx.add_site(f"{prefix}-{uuid.uuid4().hex[:8]}", include,
                                       f"# bluegreen-hooks: app={app_name} colour=blue deployment=placeholder\n"
                                       + UPSTREAM_PLACEHOLDER.replace("UPSTREAM", up),
                                       UPSTREAM_SITE.replace("UPSTREAM", up))
     bed = Bed(app_name, docker_client, logging_nginx, site, tmp_path)
     bed.form = form
-    yield bed
-    logging_nginx.remove_site(site)
+    try:
+        yield bed
+    finally:
+        logging_nginx.remove_site(site)
+
+
+@pytest.fixture
+def cbed(logging_nginx, docker_client, app_name, tmp_path, request):
+    """A Bed on the logging nginx in the include form of ``form`` (set when the test does not ask)."""
+    form = request.getfixturevalue("form") if "form" in request.fixturenames else "set"
+    with form_bed(logging_nginx, docker_client, app_name, tmp_path, form, "c") as bed:
+        yield bed
 
 
 def canary_bundle(bed, version, canary=None, **overrides):

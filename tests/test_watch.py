@@ -14,8 +14,8 @@ import pytest
 from bluegreen_hooks.cli import main
 from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.load import Load
-from tests.helpers import Bed, get, ok, wait_for
-from tests.test_canary import UPSTREAM_PLACEHOLDER, UPSTREAM_SITE, _start_hook, logging_nginx  # noqa: F401
+from tests.helpers import get, ok, wait_for
+from tests.test_canary import _start_hook, form_bed, logging_nginx  # noqa: F401
 from tests.test_notify import Receiver
 
 WATCH = {"watch_seconds": 15}
@@ -32,19 +32,8 @@ def form(request):
 @pytest.fixture
 def wbed(logging_nginx, docker_client, app_name, tmp_path, form):  # noqa: F811
     """A Bed on the logging nginx in the include form ``form``."""
-    include = tmp_path / "conf.d" / "backend-url.inc"
-    if form == "set":
-        site = logging_nginx.add_site(f"w-{uuid.uuid4().hex[:8]}", include)
-    else:
-        up = f"{app_name}_backend"
-        site = logging_nginx.add_site(f"w-{uuid.uuid4().hex[:8]}", include,
-                                      f"# bluegreen-hooks: app={app_name} colour=blue deployment=placeholder\n"
-                                      + UPSTREAM_PLACEHOLDER.replace("UPSTREAM", up),
-                                      UPSTREAM_SITE.replace("UPSTREAM", up))
-    bed = Bed(app_name, docker_client, logging_nginx, site, tmp_path)
-    bed.form = form
-    yield bed
-    logging_nginx.remove_site(site)
+    with form_bed(logging_nginx, docker_client, app_name, tmp_path, form, "w") as bed:
+        yield bed
 
 
 def bundle(bed, version, bad=None, **overrides):
