@@ -21,7 +21,7 @@ from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.host import files
 from testbed.bundle import deploy, hook_env, run_hook
-from tests.helpers import Bed, ok
+from tests.helpers import ok
 
 QUICK = 20   # seconds: every refusal below takes well under one; a hang is killed and fails the test
 
@@ -30,11 +30,6 @@ QUICK = 20   # seconds: every refusal below takes well under one; a hang is kill
 def _no_state_dir_env(monkeypatch):
     monkeypatch.delenv(config_mod.STATE_DIR_ENV, raising=False)
     monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
-
-
-@pytest.fixture
-def bed(docker_client, nginx, site, app_name, tmp_path):
-    return Bed(app_name, docker_client, nginx, site, tmp_path)
 
 
 def cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
