@@ -111,6 +111,9 @@ def _run(ctx: Context, r: Retiring | None) -> str:
         ctx.say(f"nothing to retire for {ctx.deployment_id} (taken over already)")
         return "cancelled"
     be = runtime.backend(ctx.cfg)
+    from bluegreen_hooks.lifecycle import memory
+
+    memory.settle_live(ctx.cfg, be, r.live, ctx.say)   # ValidateService left the live colour's OOM score to us
 
     def still_mine() -> bool:   # under the lock: from "stopping" on, nobody cancels it any more
         with ctx.store.update() as st:

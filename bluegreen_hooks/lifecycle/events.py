@@ -284,18 +284,19 @@ def validate_service(ctx: Context) -> None:
     except HookError as exc:
         raise _switch_back(ctx, be, target, old, str(exc), "a release task failed") from exc
     ctx.finish("validated", timings={**ip.timings, **tasks.timings})
-    from bluegreen_hooks.lifecycle import memory
-
-    memory.settle_live(cfg, be, target, ctx.say)   # live now: the OOM killer should prefer any other colour
     handed_over = False
-    if old and old != target:
-        if cfg.retire == "background":   # it stops nothing when the old colour no longer runs
-            from bluegreen_hooks.lifecycle import background
+    if old and old != target and cfg.retire == "background":   # it stops nothing when the old colour no longer runs
+        from bluegreen_hooks.lifecycle import background
 
-            handed_over = background.hand_over(ctx, old, target, workers)
-        if not handed_over:
+        # the retire process connects to Docker anyway: it gives the live colour its OOM score, so this hook
+        # ends without loading the SDK
+        handed_over = background.hand_over(ctx, old, target, workers)
+    if not handed_over:   # the background retire settles the score, stops and prunes
+        from bluegreen_hooks.lifecycle import memory
+
+        memory.settle_live(cfg, be, target, ctx.say)   # live now: the OOM killer should prefer any other colour
+        if old and old != target:
             steps.retire(ctx, be, old, target, workers, "old nginx workers finished their requests", keep=True)
-    if not handed_over:   # the background retire prunes once the old colour is stopped
         steps.prune(ctx, be)
     with ctx.store.update() as st:
         mine = st.holder(dep)
