@@ -56,6 +56,7 @@ def test_validate_service_ends_while_requests_still_drain_and_the_old_colour_sto
     wait_for(lambda: "retiring" not in bed.state(), what="the retire record cleared")
     log = (bed.state_dir / f"{bed.app}.retire.log").read_text()
     assert "old nginx workers finished their requests" in log and "blue retired: green serves alone" in log, log
+    assert "green is live: OOM score 500 -> 0" in log, log   # the retire process settled it, not ValidateService
     assert get(bed.url + "/")[1].strip() == "v2"
     wait_for(lambda: _retire_events(bed) == [("d-2", "succeeded", "blue")], timeout=10,   # an event of d-2
              what="the retire in the history")
