@@ -152,21 +152,19 @@ def worker_pids(cfg: Config) -> list[list[int]]:
 
 
 def pid_file_problem(cfg: Config) -> str | None:
-    """Why nginx/pid_file cannot be read for its type (``nginx/pid_file: … is a FIFO (named pipe), not a
-    regular file; …``), or None: so that "nginx is not running" is said only when it is what is wrong."""
+    """Why nginx/pid_file is no file nginx could have written (a FIFO…), or None: "not running" is said otherwise."""
     try:
         files.check_type(cfg.nginx.pid_file, "nginx/pid_file")
+        return None
     except ConfigError as exc:
         return str(exc)
-    return None
 
 
 def check_running(cfg: Config) -> int:
     """The master pid; raise NginxError when nginx does not run (ConfigError when nginx/pid_file is not a file)."""
     pid = master_pid(cfg)
     if pid is None:
-        problem = pid_file_problem(cfg)
-        if problem:
+        if problem := pid_file_problem(cfg):
             raise ConfigError(problem)
         raise NginxError(f"nginx is not running (no live pid in {cfg.nginx.pid_file}); start nginx, "
                          f"or set nginx/pid_file, then retry")
