@@ -349,3 +349,18 @@ def test_process_wide_state_a_test_changes_is_put_back_after_it():
     assert wait.poll(lambda: calls.append(1) or len(calls) >= 2, timeout=5, interval=0.01)   # it slept once
     assert (wait._stop["requested"], wait._testing["on"], healthcheck._shared) == (False, False, {})
     assert signal.getsignal(signal.SIGTERM) is handler and "BLUEGREEN_TEST_LEAK" not in os.environ
+
+
+def test_a_port_holder_that_ended_since_the_walk_is_not_foreign():
+    """CI saw a switch back refused: busybox httpd's per-request child was found holding the port, then
+    exited before its cgroup was read, and an unreadable cgroup named it foreign. A live process of no
+    container still is."""
+    import os
+    import subprocess
+
+    from bluegreen_hooks.host import ports
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert ports.foreign_holder(1, [], found=[(gone.pid, "httpd -f")]) is None
+    assert ports.foreign_holder(1, [], found=[(os.getpid(), "python")]) == f"pid {os.getpid()} (python)"

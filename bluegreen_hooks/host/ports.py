@@ -69,7 +69,10 @@ def foreign_holder(port: int, containers: list[dict], found: list[tuple[int, str
     ids = [str(a["Id"]) for a in containers if a.get("Id")]
     mains = {int((a.get("State") or {}).get("Pid") or 0) for a in containers} - {0}
     for pid, cmd in holders(port) if found is None else found:
-        if any(i in procfs.cgroup(pid) for i in ids) or mains & set(procfs.ancestors(pid)):
+        group = procfs.cgroup(pid)
+        if not group and not procfs.process_alive(pid, None):
+            continue   # it ended since the walk (a forking server's per-request child): it holds nothing now
+        if any(i in group for i in ids) or mains & set(procfs.ancestors(pid)):
             continue
         if "docker-proxy" in cmd and any(_published(a, port) for a in containers):
             continue
