@@ -9,6 +9,8 @@
 #   HANG_ROOT=1     / never answers (sleeps 600 s; /health stays ok)
 #   DROP_ROOT=1     / closes the connection without answering (/health stays ok)
 #   SLOW_MS=N       / answers after N milliseconds (/health stays fast)
+#   STOP_AFTER=N    after N requests to /, the server stops listening (its httpd exits; the container keeps
+#                   running, so the port refuses connections: a version that dies after it got healthy)
 #   ALLOC_MB=N   hold N MiB of RAM from before listening until the end, as a JVM holds its heap; if that
 #                memory is taken away (OOM-killed), the app dies at once, as a JVM would (docs/memory.md)
 # Paths: /  -> the version; /health -> "ok"; /cgi-bin/slow?N -> the version after N seconds;
@@ -17,12 +19,14 @@ set -eu
 www=/tmp/www
 mkdir -p "$www/cgi-bin"
 cp /app/cgi-bin/* "$www/cgi-bin/"
-if [ "${FAIL_PERCENT:-0}" = 0 ] && [ "${HANG_ROOT:-0}" = 0 ] && [ "${DROP_ROOT:-0}" = 0 ] && [ "${SLOW_MS:-0}" = 0 ]
+rm -f /tmp/root-requests
+if [ "${FAIL_PERCENT:-0}" = 0 ] && [ "${HANG_ROOT:-0}" = 0 ] && [ "${DROP_ROOT:-0}" = 0 ] && [ "${SLOW_MS:-0}" = 0 ] \
+  && [ "${STOP_AFTER:-0}" = 0 ]
 then
   printf '%s\n' "$APP_VERSION" > "$www/index.html"
 else
   echo "example app $APP_VERSION: / by cgi-bin/index.cgi (FAIL_PERCENT=${FAIL_PERCENT:-0} HANG_ROOT=${HANG_ROOT:-0}" \
-    "DROP_ROOT=${DROP_ROOT:-0} SLOW_MS=${SLOW_MS:-0})" >&2
+    "DROP_ROOT=${DROP_ROOT:-0} SLOW_MS=${SLOW_MS:-0} STOP_AFTER=${STOP_AFTER:-0})" >&2
 fi
 delay=${START_DELAY:-0}
 if [ "$delay" != 0 ]; then
@@ -60,9 +64,17 @@ echo "example app $APP_VERSION: listening on ${HOST}:${PORT}"
 httpd -f -p "${HOST}:${PORT}" -h "$www" &
 pid=$!
 trap 'echo "example app $APP_VERSION: stopping"; kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit 0' TERM INT
+echo "$pid" > /tmp/httpd.pid   # STOP_AFTER: index.cgi stops httpd after N requests to /
 if [ -n "$holder" ]; then   # the held memory is the app's: losing it kills the app
   ( while kill -0 "$holder" 2>/dev/null; do sleep 0.2; done
     echo "example app $APP_VERSION: its ${alloc} MiB were killed (out of memory?): dying" >&2
     kill -KILL "$pid" ) &
+fi
+if [ "${STOP_AFTER:-0}" != 0 ]; then
+  wait "$pid" || true
+  echo "example app $APP_VERSION: stopped listening after $STOP_AFTER requests to / (STOP_AFTER), still running" >&2
+  trap 'exit 0' TERM INT
+  sleep 2147483647 &
+  wait $!
 fi
 wait "$pid"

@@ -1,7 +1,14 @@
 #!/bin/sh
 # / when FAIL_PERCENT is set: answers 500 on about FAIL_PERCENT % of requests (a bad canary), else the version.
 # HANG_ROOT=1: never answers; DROP_ROOT=1: the connection's httpd process dies, so the socket closes with no
-# answer; SLOW_MS=N: answers after N milliseconds.
+# answer; SLOW_MS=N: answers after N milliseconds; STOP_AFTER=N: the Nth request to / (and every later one, while
+# a connection is still accepted) stops httpd, which then refuses connections (entrypoint.sh keeps the container up).
+if [ "${STOP_AFTER:-0}" != 0 ]; then
+  echo >> /tmp/root-requests
+  if [ "$(wc -c < /tmp/root-requests)" -ge "$STOP_AFTER" ]; then
+    kill "$(cat /tmp/httpd.pid)" 2>/dev/null
+  fi
+fi
 if [ "${HANG_ROOT:-0}" = 1 ]; then
   sleep 600
 fi
