@@ -1,0 +1,94 @@
+"""issue 24's failure kinds "connect refused" and "timeout (504)" on real Docker + nginx under GET load, in both
+include forms, caught by the canary (ApplicationStart) and by the watch window (ValidateService, no [canary]);
+docs/canary.md, "Failure kinds caught".
+
+* refused: v2 gets healthy, then stops listening after a number of requests to `/` (example app ``STOP_AFTER``:
+  its httpd exits, the container keeps running), so nginx's attempts on it are refused (502, no connect time);
+* timeout: v2's `/` never answers and the site's ``proxy_read_timeout`` (2 s) fires long before the clients give
+  up (10 s), so nginx ends the attempt with 504, not 499 (which the hang tests of test_canary / test_watch see).
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from testbed.bundle import deploy
+from testbed.load import Load
+from tests.helpers import ok
+from tests.test_canary import _assert_aborted_old_serves, _bad_canary, form_bed, logging_nginx  # noqa: F401
+from tests.test_watch import after, bundle, switched_back
+
+READ_TIMEOUT = 2          # the timeout tests' site: proxy_read_timeout, seconds
+CLIENT_TIMEOUT = 10.0     # the load's clients wait this long: nginx's 504 comes first
+
+
+def bad_env(kind: str, requests_before: int) -> dict[str, str]:
+    """v2's environment for ``kind``: refuses after ``requests_before`` requests to `/`, or `/` hangs."""
+    if kind == "refused":
+        return {"HOST": "127.0.0.1", "STOP_AFTER": str(requests_before)}
+    return {"HOST": "127.0.0.1", "HANG_ROOT": "1"}
+
+
+@pytest.fixture(params=["set", "upstream"])
+def form(request):
+    return request.param
+
+
+@pytest.fixture
+def kbed(logging_nginx, docker_client, app_name, tmp_path, form, kind):  # noqa: F811
+    """A Bed on the logging nginx in include form ``form``; for ``kind`` "timeout" its site's location has
+    ``proxy_read_timeout`` READ_TIMEOUT (instead of the test sites' 120 s)."""
+    with form_bed(logging_nginx, docker_client, app_name, tmp_path, form, "k") as bed:
+        if kind == "timeout":
+            conf = bed.site.conf
+            text = conf.read_text()
+            assert "proxy_read_timeout 120s;" in text, text
+            conf.write_text(text.replace("proxy_read_timeout 120s;", f"proxy_read_timeout {READ_TIMEOUT}s;"))
+            logging_nginx.reload_and_wait()
+        yield bed
+
+
+@pytest.mark.parametrize("kind", ["refused", "timeout"])
+def test_canary_aborts_a_version_that_refuses_or_times_out(kbed, form, kind):
+    """refused: at 10 % v2 stops listening after 30 requests to `/`; timeout: v2's `/` hangs and nginx answers 504
+    after 2 s. Set form: the clients the canary's share sent to green got 502 / 504 during the step (nothing
+    retries them); upstream form: nginx's `hash` balancer retried each failed attempt on blue (0 failed clients).
+    Either way green's attempts are counted by kind, the canary aborts at 10 %, and blue serves afterwards with
+    0 failed."""
+    runs, r, after_abort = _bad_canary(kbed, form, bad_env(kind, 30), load_timeout=CLIENT_TIMEOUT)
+    # upstream form: nginx leaves the failing green out, so the probes may end the step first ("not answered")
+    step = _assert_aborted_old_serves(kbed, runs, r, after_abort, kind, "not answered by green")
+    assert step["new"]["failures"].get(kind, 0) >= 1, step
+    assert step["old"]["failed"] == 0, step
+    failed = [s for s in r.samples if not s.ok]
+    if form == "upstream":
+        assert not failed, r.summary()            # each failed attempt on green was retried on blue
+    else:
+        # nginx's own answer for green's attempts: 502 (refused) / 504 (read timeout), never a client timeout
+        assert {s.cause for s in failed} <= {"refused": {"http_502"}, "timeout": {"http_504"}}[kind], r.summary()
+        if kind == "timeout":
+            assert failed, r.summary()      # the set form's clients waited READ_TIMEOUT, then got nginx's 504
+    print(f"\ncanary {kind} ({form}): {r.summary()}; step new {step['new']}; last line: {runs[-1].last_line}")
+
+
+@pytest.mark.parametrize("kind", ["refused", "timeout"])
+def test_watch_switches_back_from_a_version_that_refuses_or_times_out(kbed, form, kind):
+    """No [canary], watch_seconds 15. refused: v2 stops listening after 300 requests to `/` (a second or two of
+    the load after the switch); timeout: v2's `/` hangs and nginx's read timeout (2 s) fires. During the window
+    blue is nginx's backup server (both forms), so every failed attempt on green is retried there: 0 failed
+    clients. The watch sees the refusing port / the 504 attempts, switches back, and blue serves afterwards."""
+    ok(deploy(bundle(kbed, "v1"), "d-one"))
+    with Load(kbed.url + "/", threads=4, timeout=CLIENT_TIMEOUT) as load:
+        runs = deploy(bundle(kbed, "v2", container={"env": bad_env(kind, 300)}), "d-bad")
+        t_end = time.monotonic() - load._t0
+        later = after(load, t_end)
+    kinds = ("refused", "refuses connections") if kind == "refused" else ("timeout",)
+    last = switched_back(kbed, runs, *kinds)
+    r = load.result
+    receipt = kbed.state()["deployments"][-1]["receipt"]
+    if kind == "timeout":
+        assert receipt["new"]["failures"].get("timeout", 0) >= 1, receipt
+    assert r.failed == 0, r.summary()             # absorbed: retried on the backup
+    assert not [s for s in later if not s.ok] and {s.header for s in later} == {"blue"}
+    print(f"\nwatch {kind} ({form}): {r.summary()}; receipt new {receipt['new']}; last line: {last.last_line}")
