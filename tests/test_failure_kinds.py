@@ -64,6 +64,7 @@ def test_canary_aborts_a_version_that_refuses_or_times_out(kbed, form, kind):
     failed = [s for s in r.samples if not s.ok]
     if form == "upstream":
         assert not failed, r.summary()            # each failed attempt on green was retried on blue
+        assert step["new"]["saved_by_retry"] >= 1, step
     else:
         # nginx's own answer for green's attempts: 502 (refused) / 504 (read timeout), never a client timeout
         assert {s.cause for s in failed} <= {"refused": {"http_502"}, "timeout": {"http_504"}}[kind], r.summary()
@@ -92,3 +93,20 @@ def test_watch_switches_back_from_a_version_that_refuses_or_times_out(kbed, form
     assert r.failed == 0, r.summary()             # absorbed: retried on the backup
     assert not [s for s in later if not s.ok] and {s.header for s in later} == {"blue"}
     print(f"\nwatch {kind} ({form}): {r.summary()}; receipt new {receipt['new']}; last line: {last.last_line}")
+
+
+@pytest.mark.parametrize("form, kind", [("upstream", "503")])
+def test_upstream_canary_does_not_retry_an_answer_of_the_new_colour(kbed, form, kind):
+    """What a canary step absorbs in the upstream form (docs/nginx.md): nginx's `hash` balancer retries a failed
+    attempt on the other server for nginx's default `proxy_next_upstream error timeout` (refused, reset, read
+    timeout: 0 failed clients in the tests above), but an answer of the app, even a 503, is passed through:
+    v2 answers 503 on 20 % of `/`, the clients get those 503s during the 10 % step, counted as `5xx`; aborted,
+    and blue serves afterwards with 0 failed."""
+    runs, r, after_abort = _bad_canary(kbed, form, {"HOST": "127.0.0.1", "FAIL_PERCENT": "20", "FAIL_STATUS": "503"},
+                                       load_timeout=CLIENT_TIMEOUT)
+    step = _assert_aborted_old_serves(kbed, runs, r, after_abort, "5xx", "not answered by green")
+    failed = [s for s in r.samples if not s.ok]
+    assert failed and {s.cause for s in failed} == {"http_503"}, r.summary()     # not retried on blue
+    assert all(s.header == "green" for s in failed), r.summary()
+    assert step["new"]["failures"].get("5xx", 0) >= 1 and step["new"]["saved_by_retry"] == 0, step
+    print(f"\ncanary 503 ({form}): {r.summary()}; step new {step['new']}; last line: {runs[-1].last_line}")

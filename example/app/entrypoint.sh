@@ -6,6 +6,7 @@
 #   UNHEALTHY=1  /health answers 404 (a version that never gets healthy)
 #   EXIT_CODE=N  exit with N instead of serving   (a version that dies at start)
 #   FAIL_PERCENT=N  / answers 500 on about N % of requests (a bad canary; /health stays ok)
+#   FAIL_STATUS=5xx the status of those failures (default 500; e.g. 503, which nginx may retry elsewhere)
 #   HANG_ROOT=1     / never answers (sleeps 600 s; /health stays ok)
 #   DROP_ROOT=1     / closes the connection without answering (/health stays ok)
 #   SLOW_MS=N       / answers after N milliseconds (/health stays fast)

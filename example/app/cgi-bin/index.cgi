@@ -1,5 +1,6 @@
 #!/bin/sh
-# / when FAIL_PERCENT is set: answers 500 on about FAIL_PERCENT % of requests (a bad canary), else the version.
+# / when FAIL_PERCENT is set: answers 500 (FAIL_STATUS: another 5xx) on about FAIL_PERCENT % of requests (a bad
+# canary), else the version.
 # HANG_ROOT=1: never answers; DROP_ROOT=1: the connection's httpd process dies, so the socket closes with no
 # answer; SLOW_MS=N: answers after N milliseconds; STOP_AFTER=N: the Nth request to / (and every later one, while
 # a connection is still accepted) stops httpd, which then refuses connections (entrypoint.sh keeps the container up).
@@ -23,8 +24,10 @@ if [ "$ms" -gt 0 ]; then
 fi
 r=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
 if [ $((r * 100 / 256)) -lt "${FAIL_PERCENT:-0}" ]; then
-  printf 'Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nfailing on purpose (FAIL_PERCENT=%s)\n' \
-    "$FAIL_PERCENT"
+  st=${FAIL_STATUS:-500}
+  case $st in 5[0-9][0-9]) ;; *) st=500 ;; esac
+  printf 'Status: %s Failing\r\nContent-Type: text/plain\r\n\r\nfailing on purpose (FAIL_PERCENT=%s)\n' \
+    "$st" "$FAIL_PERCENT"
 else
   printf 'Content-Type: text/plain\r\n\r\n%s\n' "$APP_VERSION"
 fi
