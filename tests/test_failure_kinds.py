@@ -1,11 +1,13 @@
-"""issue 24's failure kinds "connect refused" and "timeout (504)" on real Docker + nginx under GET load, in both
-include forms, caught by the canary (ApplicationStart) and by the watch window (ValidateService, no [canary]);
-docs/canary.md, "Failure kinds caught".
+"""issue 24's failure kinds "connect refused" and "timeout (504)", and an answered 503, on real Docker + nginx
+under GET load, in both include forms, caught by the canary (ApplicationStart) and by the watch window
+(ValidateService, no [canary]); docs/canary.md, "Failure kinds caught".
 
 * refused: v2 gets healthy, then stops listening after a number of requests to `/` (example app ``STOP_AFTER``:
   its httpd exits, the container keeps running), so nginx's attempts on it are refused (502, no connect time);
 * timeout: v2's `/` never answers and the site's ``proxy_read_timeout`` (2 s) fires long before the clients give
-  up (10 s), so nginx ends the attempt with 504, not 499 (which the hang tests of test_canary / test_watch see).
+  up (10 s), so nginx ends the attempt with 504, not 499 (which the hang tests of test_canary / test_watch see);
+* 503: v2's `/` answers 503 itself (example app ``FAIL_STATUS``): what each switch retries on the old colour
+  (docs/nginx.md: the watch's include does, the upstream canary's nginx defaults do not).
 """
 from __future__ import annotations
 
