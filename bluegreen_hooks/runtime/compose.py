@@ -156,6 +156,12 @@ class ComposeBackend:
                          f"compose config of {project_name(self.cfg, colour)}", CHECK_TIMEOUT, deployment_id,
                          ConfigError).stdout
 
+    def declared_memory(self, colour: Colour, deployment_id: str) -> dict[str, Any]:
+        """{service: DeclaredMemory}: the memory limits the colour's compose file declares (its rendered config)."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        return dict(rel.declared_memory(self.rendered(colour, deployment_id)))
+
     def start_check(self, deployment_id: str | None, colours: Sequence[Colour]) -> None:
         """Start rendering the compose files of ``colours`` now; ``check`` collects them. Read-only: runtime.backend
         starts them before it connects to Docker. Anything wrong is left for ``check`` to report in its order."""
