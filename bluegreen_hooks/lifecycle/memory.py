@@ -30,6 +30,7 @@ from bluegreen_hooks.runtime.base import Say
 MEMINFO = Path("/proc/meminfo")
 STATS_TIMEOUT = 5.0   # seconds for all the live colour's stats calls together
 LABEL_SERVICE = "com.docker.compose.service"   # runtime/compose.py's: a compose container's service
+LOWER_LIMITS = "lower those limits or use a larger instance"   # the refusal's advice with compose file limits
 
 
 class NotEnoughMemory(HookError):
@@ -43,6 +44,7 @@ class Estimate:
     need: int
     how: str
     unmeasured: tuple[str, ...] = ()
+    fix: str = "free memory, use a larger instance, set deploy/mem_limit lower, or lower deploy/memory_headroom"
 
 
 def mem_available(meminfo: Path = MEMINFO) -> int | None:
@@ -131,20 +133,22 @@ def estimate(cfg: Config, live: Colour | None, containers: Sequence[Any], timeou
     limited = {svc: d for svc, d in (declared or {}).items() if d.limit}
     need, how = sum(d.limit * d.containers for d in limited.values()), []
     if limited:
-        how.append("mem_limit in the compose file: " + ", ".join(
+        how.append("compose file limits: " + ", ".join(
             f"{svc} {mib(d.limit)}" + (f" x {d.containers}" if d.containers != 1 else "")
             for svc, d in sorted(limited.items())))
     rest = [c for c in containers if (getattr(c, "labels", None) or {}).get(LABEL_SERVICE) not in limited]
     if limited and not rest:
-        return Estimate(need, how[0])
+        return Estimate(need, how[0], fix=LOWER_LIMITS)
     names = {c.name for c in rest}
     if started is None or not names <= {c.name for c in started.containers}:
         started = Measurement(rest, timeout)
     used, missing = started.result()
     used = {name: u for name, u in used.items() if name in names}
     n = len(used)
-    how.append(f"{live}'s measured use{' of the others' if limited else ''}, {n} container{'s' * (n != 1)}")
-    return Estimate(need + sum(used.values()), "; ".join(how), tuple(m for m in missing if m in names))
+    how.append(f"{live}'s use of {n} other container{'s' * (n != 1)}" if limited else
+               f"{live}'s measured use, {n} container{'s' * (n != 1)}")
+    return Estimate(need + sum(used.values()), "; ".join(how), tuple(m for m in missing if m in names),
+                    *([LOWER_LIMITS] if limited else []))
 
 
 def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, available: int) -> str | None:
@@ -153,8 +157,7 @@ def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, a
         return None
     serving = f"{live} keeps serving" if live else "nothing was serving"
     return (f"not enough memory for both colours: {target} needs ~{mib(est.need)} ({est.how}) + {mib(headroom)} "
-            f"headroom (deploy/memory_headroom), but MemAvailable is {mib(available)}; {serving}; free memory, "
-            f"use a larger instance, set deploy/mem_limit lower, or lower deploy/memory_headroom")
+            f"headroom (deploy/memory_headroom), but MemAvailable is {mib(available)}; {serving}; {est.fix}")
 
 
 def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Say,
