@@ -171,8 +171,11 @@ def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Sa
     if headroom is None:
         return None
     t0 = time.monotonic()
-    declared = (be.declared_memory(target, deployment_id)
-                if cfg.compose is not None and not cfg.memory.mem_limit and deployment_id else {})
+    declared: dict[str, Any] = {}
+    if cfg.compose is not None and not cfg.memory.mem_limit and deployment_id:
+        from bluegreen_hooks.runtime.compose_release import declared_memory
+
+        declared = dict(declared_memory(be.rendered(target, deployment_id)))   # BeforeInstall's render, cached
     all_declared = bool(declared) and all(d.limit for d in declared.values())
     conts = [c for c in be.containers(live) if c.status == "running"] if live else []
     if not conts and not (cfg.memory.mem_limit and cfg.compose is None) and not all_declared:

@@ -260,6 +260,42 @@ def tag_images(client: Any, app: str, deployment: str, listed: Sequence[dict[str
         return dict(pool.map(one, sorted(todo)))
 
 
+class EarlyTags:
+    """``tag_images`` of a colour whose ``up`` just ended, started on a thread at once (ComposeBackend.start), so
+    that the labelling (a label-only image per service: ~0.2 s when Docker has it cached, up to ~2 s for a new
+    image) overlaps the health wait instead of following the switch. ``record`` collects it (compose_restore);
+    a start that fails undoes it (ComposeBackend.remove_colour): a release that never went live has no record
+    for ``prune`` to find its tags by."""
+
+    def __init__(self, client: Any, app: str, colour: Colour, deployment: str,
+                 listed: Sequence[dict[str, Any]]) -> None:
+        self.client, self.colour, self.deployment = client, colour, deployment
+        self.containers = sorted(c["Id"] for c in listed)
+        self.tags = sorted({f"{tag_name(app, svc)}:{deployment}" for c in listed
+                            if (svc := (c.get("Labels") or {}).get(LABEL_SERVICE))})
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labels")
+        self._future = pool.submit(tag_images, client, app, deployment, listed)
+        pool.shutdown(wait=False)
+
+    def result(self, colour: Colour, deployment: str, listed: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        """The tags (as ``tag_images`` returns them) when they are of these containers, else None (undone)."""
+        if (colour, deployment, sorted(c["Id"] for c in listed)) == (self.colour, self.deployment, self.containers):
+            with contextlib.suppress(Exception):
+                return dict(self._future.result())
+        self.undo()
+        return None
+
+    def undo(self) -> None:
+        """Wait for the labelling, then remove the tags it made (their label-only images with them)."""
+        import docker.errors
+
+        with contextlib.suppress(Exception):
+            self._future.result()
+        for tag in self.tags:
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.images.remove(tag, noprune=False)
+
+
 def prune(client: Any, state_dir: Path, app: str, keep: int, needed: set[str], say: Say) -> int:
     """Drop the releases beyond the ``keep`` newest (never one in ``needed``): their per-release tags,
     then the images compose built for them when no kept release and no other name uses them."""

@@ -37,7 +37,10 @@ def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, A
     cfg = be.cfg
     project = cfg.compose.project_name(cfg.app, colour)
     conts = be.listed(colour)
-    images = rel.tag_images(be.client, cfg.app, deployment_id, conts)
+    early, be.labelling = be.labelling, None   # started when `up` ended (rel.EarlyTags)
+    images = early.result(colour, deployment_id, conts) if early is not None else None
+    if images is None:
+        images = rel.tag_images(be.client, cfg.app, deployment_id, conts)
     text, built = rel.pin_images(be.rendered(colour, deployment_id), {s: i["tag"] for s, i in images.items()})
     meta = {"colour": colour, "backend": "compose", "project": project, "images": images,
             "built_names": _built_names(project, built), "containers": sorted(c["Id"] for c in conts)}
