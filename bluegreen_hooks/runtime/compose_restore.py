@@ -16,7 +16,6 @@ from bluegreen_hooks.host import health, releases
 from bluegreen_hooks.model import Colour
 from bluegreen_hooks.runtime import compose_release as rel
 from bluegreen_hooks.runtime.base import Say, guard_not_live
-from bluegreen_hooks.runtime.compose import memory_override_path
 from bluegreen_hooks.runtime.compose_exec import run_compose
 from bluegreen_hooks.runtime.healthcheck import early_checks
 
@@ -84,7 +83,7 @@ def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, sa
             be.remove_colour(colour, live, say, grace=0)
         say(f"re-creating {project} from release {deployment_id}: its recorded config and images (up --no-build)")
         # the release's memory keys (limits, the new colour's OOM score, cgroup_parent), as its deployment's `up`
-        override = memory_override_path(cfg, colour)
+        override = cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"   # compose.memory_override_path (a cycle)
         rel.write_memory_override(cfg, override, release.file("compose.yml").read_text(encoding="utf-8"))
         argv = [*be.command, "-p", project, "-f", str(release.file("compose.yml")), "-f", str(override), "up", "-d",
                 "--no-build", "--remove-orphans"]
