@@ -148,7 +148,7 @@ def estimate(cfg: Config, live: Colour | None, containers: Sequence[Any], timeou
     how.append(f"{live}'s use of {n} other container{'s' * (n != 1)}" if limited else
                f"{live}'s measured use, {n} container{'s' * (n != 1)}")
     return Estimate(need + sum(used.values()), "; ".join(how), tuple(m for m in missing if m in names),
-                    *([LOWER_LIMITS] if limited else []))
+                    **({"fix": LOWER_LIMITS} if limited else {}))
 
 
 def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, available: int) -> str | None:
