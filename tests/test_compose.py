@@ -82,6 +82,10 @@ def test_per_colour_service_never_healthy_means_no_switch_and_stack_removed(stac
     assert r.failed == 0 and r.versions_seen == {"v1"}, r.summary()
     assert stack.state()["live"] == "blue" and get(stack.url + "/")[1].strip() == "v1"
     assert stack.networks() == stack.networks_before
+    # the labelling started when green's `up` ended (compose_release.EarlyTags) is undone: no release, no tags
+    tags = {t for img in stack.client.api.images() for t in img.get("RepoTags") or []
+            if t.startswith(f"bluegreen-{stack.app}/")}
+    assert tags == {f"bluegreen-{stack.app}/{svc}:d-h1" for svc in ("api", "web", "worker")}, tags
 
 
 def test_one_file_with_variables_switches_and_refuses_an_unhealthy_stack(stack, example_images):

@@ -4,6 +4,7 @@ cgroup-limited run where memory runs out while the new colour starts, under load
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import time
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen_hooks.config import parse
-from bluegreen_hooks.config.memory import MIB, parse_size
+from bluegreen_hooks.config.memory import MIB, mib, parse_size
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.lifecycle import memory
 from bluegreen_hooks.runtime import docker as containers
@@ -360,3 +361,168 @@ def test_compose_memory_override_names_every_service_without_a_version_key():
         '  "api":', "    oom_score_adj: 500", f"    mem_limit: {64 * MIB}", '    cgroup_parent: "/apps/shop"',
         '  "web.v2":', "    oom_score_adj: 500", f"    mem_limit: {64 * MIB}", '    cgroup_parent: "/apps/shop"']
     assert memory_override(_cfg(), ["web"]).splitlines()[1:] == ["services:", '  "web":', "    oom_score_adj: 500"]
+
+
+def _declare_limits(bundle, colour="green", deploy_form=(), **limits):
+    """Give services of ``colour``'s compose file a memory limit: ``mem_limit``, or for the services in
+    ``deploy_form`` ``deploy.resources.limits.memory``."""
+    f = bundle / f"docker-compose.{colour}.yml"
+    text = f.read_text()
+    for svc, limit in limits.items():
+        key = (f"    deploy:\n      resources:\n        limits:\n          memory: {limit}\n" if svc in deploy_form
+               else f"    mem_limit: {limit}\n")
+        assert f"\n  {svc}:\n" in text
+        text = text.replace(f"\n  {svc}:\n", f"\n  {svc}:\n{key}", 1)
+    f.write_text(text)
+    return bundle
+
+
+def test_the_preflight_counts_the_limits_the_new_compose_file_declares(stack):
+    """No deploy/mem_limit: the limits the new colour's compose file declares (mem_limit, or
+    deploy.resources.limits.memory) count for their services, the live colour's measured use for the others.
+    Too big: refused in one line naming them, nothing of green created; fitting: deployed with those limits."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-one"))
+    big = _available_mib() + 4096
+    runs = deploy(_declare_limits(stack.per_colour_bundle("v2"), web=f"{big}m", api="64m"), "d-big")
+    before = _refused(runs)
+    line = before.last_line
+    assert f"green needs ~{mib((big + 64) * MIB)} (compose file limits: api 64 MiB, web {mib(big * MIB)}" \
+        in line, line   # + worker's measured use (busybox: a few MiB)
+    assert "; blue's use of 1 other container)" in before.output, before.output
+    assert "MemAvailable is" in line and "blue keeps serving; lower those limits or use a larger instance" in line
+    assert " ... " not in line and "\n" not in line   # short enough for the runner's last-line limit (not cut)
+    assert stack.services("blue") == ["api", "web", "worker"] and stack.project("green") == []
+    bundle = _declare_limits(stack.per_colour_bundle("v2"), deploy_form=("worker",), web="64m", api="48m",
+                             worker="32M")
+    runs = ok(deploy(bundle, "d-two"))
+    before = next(r for r in runs if r.event == "BeforeInstall").output
+    assert ("memory ok: green needs ~144 MiB (compose file limits: api 48 MiB, web 64 MiB, "
+            "worker 32 MiB) + 128 MiB headroom") in before, before
+    limits = {c.labels["com.docker.compose.service"]: c.attrs["HostConfig"]["Memory"] for c in stack.project("green")}
+    assert limits == {"web": 64 * MIB, "api": 48 * MIB, "worker": 32 * MIB}
+
+
+def test_compose_rollback_re_creates_the_release_with_its_memory_override(stack, capsys):
+    """A compose release re-created from its record by ``rollback`` (its containers gone) gets the memory
+    override its deployment's ``up`` had, from that release's config (deploy/mem_limit of v1; v2 has none):
+    the limit, the new colour's OOM score in HostConfig, and the live score once it is live again."""
+    from bluegreen_hooks.cli import main
+
+    ok(deploy(_with_deploy_keys(stack.per_colour_bundle("v1"), mem_limit="64m"), "d-one"))
+    ok(deploy(stack.per_colour_bundle("v2"), "d-two"))
+    for c in stack.project("blue"):
+        c.remove(force=True)
+    capsys.readouterr()
+    assert main(["rollback", "--state-dir", str(stack.state_dir)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "re-creating" in out.out + out.err
+    assert "blue is live: OOM score 500 -> 0" in out.out + out.err
+    conts = stack.project("blue")
+    assert sorted(c.labels["com.docker.compose.service"] for c in conts) == ["api", "web", "worker"]
+    for c in conts:
+        assert (c.attrs["HostConfig"]["Memory"], c.attrs["HostConfig"]["OomScoreAdj"]) == (64 * MIB, 500), c.name
+        assert _main_scores(c) == {"0"}
+    assert get(stack.url + "/")[1].strip() == "v1"
+
+
+V1_25 = """\
+version: "2.4"
+services:
+  web:
+    image: x
+    mem_limit: 512m
+    scale: 2
+  api:
+    image: x
+    mem_limit: 300000000
+  worker:
+    image: x
+    command: ["sh", "-c", "echo mem_limit: 9g"]
+    environment:
+      mem_limit: 9g
+"""
+V3_8 = """\
+version: "3.8"
+services:
+  web:
+    image: x
+    mem_limit: 256m
+    deploy:
+      replicas: 3
+      resources:
+        limits:
+          memory: 1.5G
+          cpus: "0.5"
+        reservations:
+          memory: 100M
+  api:
+    image: x
+    deploy:
+      resources:
+        reservations:
+          memory: 2g
+"""
+# compose v2's `config`: sizes in bytes, quoted
+V2_RENDERED = """\
+name: shop-green
+services:
+  web:
+    deploy:
+      resources:
+        limits:
+          memory: "536870912"
+    image: x
+    mem_limit: "536870912"
+  api:
+    image: x
+    mem_limit: '268435456'
+    scale: 2
+volumes:
+  data:
+    mem_limit: 1g
+"""
+
+
+def test_declared_memory_reads_compose_configs_output(tmp_path, compose_cmd):
+    """The limits and container counts per service, from `config`'s output of 2.x and 3.x files (rendered by
+    the real docker-compose) and from compose v2's form; a limit-like value elsewhere (an environment
+    variable, a command, a volume) and a reservation are not limits."""
+    from bluegreen_hooks.runtime.compose_release import DeclaredMemory, declared_memory
+
+    rendered = {}
+    for name, text in (("v2.yml", V1_25), ("v3.yml", V3_8)):
+        (tmp_path / name).write_text(text)
+        proc = subprocess.run([*compose_cmd, "-f", name, "config"], capture_output=True, text=True, cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stderr
+        rendered[name] = proc.stdout
+    assert declared_memory(rendered["v2.yml"]) == {"web": DeclaredMemory(512 * MIB, 2),
+                                                   "api": DeclaredMemory(300000000, 1),
+                                                   "worker": DeclaredMemory(None, 1)}
+    assert declared_memory(rendered["v3.yml"]) == {"web": DeclaredMemory(1536 * MIB, 3),   # deploy's wins
+                                                   "api": DeclaredMemory(None, 1)}
+    assert declared_memory(V2_RENDERED) == {"web": DeclaredMemory(512 * MIB, 1), "api": DeclaredMemory(256 * MIB, 2)}
+    assert declared_memory("services:\n  web:\n    mem_limit: lots\n") == {"web": DeclaredMemory(None, 1)}
+
+
+def test_the_estimate_mixes_declared_limits_and_measured_use():
+    """compose: services with a declared limit count it (times their containers), the live containers of the
+    others are measured; deploy/mem_limit wins over both."""
+    from bluegreen_hooks.runtime.compose_release import DeclaredMemory
+
+    conts = []
+    for svc, used in (("web", 300), ("web", 300), ("api", 40), ("worker", 10)):
+        c = _FakeContainer(f"shop-blue-{svc}-{len(conts)}", 0, used * MIB)
+        c.labels = {"com.docker.compose.service": svc}
+        conts.append(c)
+    declared = {"web": DeclaredMemory(512 * MIB, 2), "api": DeclaredMemory(None, 1), "worker": DeclaredMemory(None)}
+    est = memory.estimate(_cfg(), "blue", conts, declared=declared)
+    assert est.need == (1024 + 50) * MIB
+    assert est.how == "compose file limits: web 512 MiB x 2; blue's use of 2 other containers"
+    assert est.fix == memory.LOWER_LIMITS and memory.estimate(_cfg(), "blue", conts).fix.startswith("free memory")
+    all_declared = {**declared, "api": DeclaredMemory(64 * MIB), "worker": DeclaredMemory(32 * MIB)}
+    est = memory.estimate(_cfg(), "blue", conts, declared=all_declared)
+    assert (est.need, est.unmeasured) == ((1024 + 96) * MIB, ())
+    assert est.how == "compose file limits: api 64 MiB, web 512 MiB x 2, worker 32 MiB"
+    est = memory.estimate(_cfg(mem_limit="100m"), "blue", conts, declared=all_declared)
+    assert (est.need, est.how) == (400 * MIB, "deploy/mem_limit 100 MiB x 4 containers")

@@ -75,7 +75,8 @@ def before_install(ctx: Context) -> None:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
         return
     ctx.say(f"live colour: {d.live or 'none'}; target colour: {d.target}")
-    memory.preflight(cfg, be, d.live, d.target, ctx.say, started=measuring)   # before anything is removed or started
+    memory.preflight(cfg, be, d.live, d.target, ctx.say, started=measuring,   # before anything is removed or started
+                     deployment_id=ctx.deployment_id)
     drain_workers = d.state.drain_workers if d.state else []
     if drain_workers and be.running().get(d.target):
         # the target served traffic before the last switch (e.g. an earlier ValidateService was stopped

@@ -2,10 +2,11 @@
 
 BeforeInstall: the new colour will need about what the live colour uses now (each live container's usage
 from Docker's one-shot stats, all asked in parallel and bounded by ``STATS_TIMEOUT``), or, with
-deploy/mem_limit, that limit per container. While both colours run, that must fit in ``MemAvailable``
-(/proc/meminfo: what can be allocated without swapping; the live colour's own memory is already outside
-it) with deploy/memory_headroom to spare; if not, the deployment is refused with one line naming both
-figures, before anything is started or stopped.
+deploy/mem_limit, that limit per container; a compose service whose new compose file declares a limit
+(``mem_limit`` or ``deploy.resources.limits.memory``) counts with that limit instead. While both colours
+run, that must fit in ``MemAvailable`` (/proc/meminfo: what can be allocated without swapping; the live
+colour's own memory is already outside it) with deploy/memory_headroom to spare; if not, the deployment
+is refused with one line naming both figures, before anything is started or stopped.
 
 ValidateService: the new colour started with deploy/new_oom_score_adj (higher than the live colour's, so
 the kernel kills it first under memory pressure during the switch window); once it is validated and live,
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from bluegreen_hooks.runtime.base import Say
 
 MEMINFO = Path("/proc/meminfo")
 STATS_TIMEOUT = 5.0   # seconds for all the live colour's stats calls together
+LABEL_SERVICE = "com.docker.compose.service"   # runtime/compose.py's: a compose container's service
+LOWER_LIMITS = "lower those limits or use a larger instance"   # the refusal's advice with compose file limits
 
 
 class NotEnoughMemory(HookError):
@@ -41,6 +44,7 @@ class Estimate:
     need: int
     how: str
     unmeasured: tuple[str, ...] = ()
+    fix: str = "free memory, use a larger instance, set deploy/mem_limit lower, or lower deploy/memory_headroom"
 
 
 def mem_available(meminfo: Path = MEMINFO) -> int | None:
@@ -117,20 +121,34 @@ def start(cfg: Config, be: Any, live: Colour | None) -> Measurement | None:
     return Measurement(conts) if conts else None
 
 
-def estimate(cfg: Config, live: Colour, containers: Sequence[Any], timeout: float = STATS_TIMEOUT,
-             started: Measurement | None = None) -> Estimate:
-    """The new colour's memory: deploy/mem_limit per live container when set, else the live colour's usage
-    (from ``started`` when it measured these containers)."""
+def estimate(cfg: Config, live: Colour | None, containers: Sequence[Any], timeout: float = STATS_TIMEOUT,
+             started: Measurement | None = None, declared: Mapping[str, Any] | None = None) -> Estimate:
+    """The new colour's memory: deploy/mem_limit per live container when set; else the limits the new colour's
+    compose file declares (``declared``: {service: DeclaredMemory}) for its services that have one, and the
+    live colour's usage (from ``started`` when it measured these containers) for the others."""
     if cfg.memory.mem_limit:
         n = max(1, len(containers))
         return Estimate(cfg.memory.mem_limit * n,
                         f"deploy/mem_limit {mib(cfg.memory.mem_limit)} x {n} container{'s' * (n != 1)}")
-    names = sorted(c.name for c in containers)
-    if started is None or sorted(c.name for c in started.containers) != names:
-        started = Measurement(containers, timeout)
+    limited = {svc: d for svc, d in (declared or {}).items() if d.limit}
+    need, how = sum(d.limit * d.containers for d in limited.values()), []
+    if limited:
+        how.append("compose file limits: " + ", ".join(
+            f"{svc} {mib(d.limit)}" + (f" x {d.containers}" if d.containers != 1 else "")
+            for svc, d in sorted(limited.items())))
+    rest = [c for c in containers if (getattr(c, "labels", None) or {}).get(LABEL_SERVICE) not in limited]
+    if limited and not rest:
+        return Estimate(need, how[0], fix=LOWER_LIMITS)
+    names = {c.name for c in rest}
+    if started is None or not names <= {c.name for c in started.containers}:
+        started = Measurement(rest, timeout)
     used, missing = started.result()
+    used = {name: u for name, u in used.items() if name in names}
     n = len(used)
-    return Estimate(sum(used.values()), f"{live}'s measured use, {n} container{'s' * (n != 1)}", tuple(missing))
+    how.append(f"{live}'s use of {n} other container{'s' * (n != 1)}" if limited else
+               f"{live}'s measured use, {n} container{'s' * (n != 1)}")
+    return Estimate(need + sum(used.values()), "; ".join(how), tuple(m for m in missing if m in names),
+                    **({"fix": LOWER_LIMITS} if limited else {}))
 
 
 def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, available: int) -> str | None:
@@ -139,27 +157,36 @@ def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, a
         return None
     serving = f"{live} keeps serving" if live else "nothing was serving"
     return (f"not enough memory for both colours: {target} needs ~{mib(est.need)} ({est.how}) + {mib(headroom)} "
-            f"headroom (deploy/memory_headroom), but MemAvailable is {mib(available)}; {serving}; free memory, "
-            f"use a larger instance, set deploy/mem_limit lower, or lower deploy/memory_headroom")
+            f"headroom (deploy/memory_headroom), but MemAvailable is {mib(available)}; {serving}; {est.fix}")
 
 
 def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Say,
-              meminfo: Path = MEMINFO, started: Measurement | None = None) -> Estimate | None:
-    """BeforeInstall's memory check (see the module docstring); raises NotEnoughMemory, says what it found."""
+              meminfo: Path = MEMINFO, started: Measurement | None = None,
+              deployment_id: str | None = None) -> Estimate | None:
+    """BeforeInstall's memory check (see the module docstring); raises NotEnoughMemory, says what it found.
+
+    compose without deploy/mem_limit: the limits the target's compose file declares (``mem_limit``,
+    ``deploy.resources.limits.memory``; BeforeInstall's rendered config) count for their services."""
     headroom = cfg.memory.headroom
     if headroom is None:
         return None
     t0 = time.monotonic()
+    declared: dict[str, Any] = {}
+    if cfg.compose is not None and not cfg.memory.mem_limit and deployment_id:
+        from bluegreen_hooks.runtime.compose_release import declared_memory
+
+        declared = dict(declared_memory(be.rendered(target, deployment_id)))   # BeforeInstall's render, cached
+    all_declared = bool(declared) and all(d.limit for d in declared.values())
     conts = [c for c in be.containers(live) if c.status == "running"] if live else []
-    if not conts and not (cfg.memory.mem_limit and cfg.compose is None):
+    if not conts and not (cfg.memory.mem_limit and cfg.compose is None) and not all_declared:
         say("memory preflight: nothing live to measure; skipped")
         return None
     available = mem_available(meminfo)
     if available is None:
         say(f"memory preflight: {meminfo} has no MemAvailable; skipped")
         return None
-    if live:
-        est = estimate(cfg, live, conts, started=started)
+    if live or all_declared:
+        est = estimate(cfg, live, conts, started=started, declared=declared)
     else:   # the first deployment of a single container with deploy/mem_limit
         limit = cfg.memory.mem_limit or 0
         est = Estimate(limit, f"deploy/mem_limit {mib(limit)} x 1 container")

@@ -112,6 +112,7 @@ class ComposeBackend:
         self._command = tuple(command) if command else (tuple(self.cc.command) if self.cc.command else None)
         self._rendering: tuple[tuple[Colour, ...], str | None, Parallel] | None = None
         self._starting: tuple[Colour, str, Parallel, float] | None = None   # start_early's `up`
+        self.labelling: Any = None   # compose_release.EarlyTags of the colour `start` brought up
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -279,8 +280,12 @@ class ComposeBackend:
             self.write_memory_override(colour, deployment_id)
             self._run(up_argv(self.command, self.cfg, colour), colour, f"compose up of {project}", UP_TIMEOUT,
                       deployment_id)
-        names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in self.listed(colour)]
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        listed = self.listed(colour)
+        names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in listed]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
+        self.labelling = rel.EarlyTags(self.client, self.cfg.app, colour, deployment_id, listed)   # overlaps health
         for r in self.cfg.extra_routes:
             health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour],
                                 check_now=early_checks(self.client))
@@ -322,6 +327,9 @@ class ComposeBackend:
         from bluegreen_hooks.runtime import compose_release as rel
 
         guard_not_live(colour, live, "remove")
+        if self.labelling is not None and self.labelling.colour == colour:   # a start that failed: its tags go too
+            self.labelling.undo()
+            self.labelling = None
         grace = self.cc.stop_grace_period if grace is None else grace
         project = project_name(self.cfg, colour)
         conts = self.containers(colour)

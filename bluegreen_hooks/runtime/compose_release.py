@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ Say = Any
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 _SERVICE_LINE = re.compile(r"  ([A-Za-z0-9][A-Za-z0-9._-]*):\s*\Z")
+_KEY_LINE = re.compile(r"( +)([A-Za-z0-9_.'\"-]+):(?: (.*))?\Z")   # a mapping key and its value, if on its line
 
 
 # ------------------------------------------------------------------------------ the rendered config (pure)
@@ -72,6 +74,46 @@ def services_of(rendered: str) -> list[str]:
         if inside and m:
             out.append(m.group(1))
     return sorted(out)
+
+
+@dataclass(frozen=True)
+class DeclaredMemory:
+    """A service's memory limit as the user's compose file declares it (bytes; None: no limit, or one that does
+    not read as a size) and how many containers ``up`` starts for it."""
+
+    limit: int | None
+    containers: int = 1
+
+
+def declared_memory(rendered: str) -> dict[str, DeclaredMemory]:
+    """Per service of ``config`` output (canonical YAML, two spaces a level): its ``mem_limit``, or
+    ``deploy.resources.limits.memory`` when that is set (docker-compose 1.29 gives a service with
+    ``deploy.resources.limits`` that limit; compose v2 wants both equal), and its ``deploy.replicas`` or
+    ``scale`` (default 1). Sizes as compose writes them: ``512m``, ``1G``, ``"536870912"`` (v2: bytes)."""
+    from bluegreen_hooks.config.memory import parse_size
+
+    keys: dict[str, dict[tuple[str, ...], str]] = {}
+    path: list[str] = []
+    inside = False
+    for line in rendered.splitlines():
+        if line and not line[0].isspace():
+            inside = line.rstrip() == "services:"
+            continue
+        m = _KEY_LINE.match(line)
+        if not inside or not m or len(m.group(1)) % 2:
+            continue
+        del path[len(m.group(1)) // 2 - 1:]
+        path.append(m.group(2).strip("'\""))
+        if len(path) > 1 and m.group(3):
+            keys.setdefault(path[0], {})[tuple(path[1:])] = m.group(3).strip().strip("'\"")
+    out = {}
+    for svc in services_of(rendered):
+        k = keys.get(svc, {})
+        size = k.get(("deploy", "resources", "limits", "memory"), k.get(("mem_limit",)))
+        count = k.get(("deploy", "replicas"), k.get(("scale",), "1"))
+        out[svc] = DeclaredMemory(parse_size(size) if size is not None else None,
+                                  int(count) if count.isdigit() else 1)
+    return out
 
 
 def pin_images(rendered: str, tags: dict[str, str]) -> tuple[str, dict[str, str | None]]:
@@ -216,6 +258,42 @@ def tag_images(client: Any, app: str, deployment: str, listed: Sequence[dict[str
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
         return dict(pool.map(one, sorted(todo)))
+
+
+class EarlyTags:
+    """``tag_images`` of a colour whose ``up`` just ended, started on a thread at once (ComposeBackend.start), so
+    that the labelling (a label-only image per service: ~0.2 s when Docker has it cached, up to ~2 s for a new
+    image) overlaps the health wait instead of following the switch. ``record`` collects it (compose_restore);
+    a start that fails undoes it (ComposeBackend.remove_colour): a release that never went live has no record
+    for ``prune`` to find its tags by."""
+
+    def __init__(self, client: Any, app: str, colour: Colour, deployment: str,
+                 listed: Sequence[dict[str, Any]]) -> None:
+        self.client, self.colour, self.deployment = client, colour, deployment
+        self.containers = sorted(c["Id"] for c in listed)
+        self.tags = sorted({f"{tag_name(app, svc)}:{deployment}" for c in listed
+                            if (svc := (c.get("Labels") or {}).get(LABEL_SERVICE))})
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labels")
+        self._future = pool.submit(tag_images, client, app, deployment, listed)
+        pool.shutdown(wait=False)
+
+    def result(self, colour: Colour, deployment: str, listed: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        """The tags (as ``tag_images`` returns them) when they are of these containers, else None (undone)."""
+        if (colour, deployment, sorted(c["Id"] for c in listed)) == (self.colour, self.deployment, self.containers):
+            with contextlib.suppress(Exception):
+                return dict(self._future.result())
+        self.undo()
+        return None
+
+    def undo(self) -> None:
+        """Wait for the labelling, then remove the tags it made (their label-only images with them)."""
+        import docker.errors
+
+        with contextlib.suppress(Exception):
+            self._future.result()
+        for tag in self.tags:
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.images.remove(tag, noprune=False)
 
 
 def prune(client: Any, state_dir: Path, app: str, keep: int, needed: set[str], say: Say) -> int:

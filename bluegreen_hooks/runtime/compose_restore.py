@@ -3,8 +3,9 @@
 ``record`` (ApplicationStart, once the new stack runs): tag every service's image per release, save the
 rendered config with those tags and the config copy (host/releases.py). ``restore`` (rollback): when the
 release's own containers are still there (ValidateService stops them, it does not remove them), start
-them through the SDK; else re-create the project from the recorded config with ``up -d --no-build``.
-Never from the current bundle's files or config.
+them through the SDK; else re-create the project from the recorded config with ``up -d --no-build`` and the
+memory override of the release's config (runtime/compose_release.memory_override), as its deployment's ``up``
+had. Never from the current bundle's files or config.
 """
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, A
     cfg = be.cfg
     project = cfg.compose.project_name(cfg.app, colour)
     conts = be.listed(colour)
-    images = rel.tag_images(be.client, cfg.app, deployment_id, conts)
+    early, be.labelling = be.labelling, None   # started when `up` ended (rel.EarlyTags)
+    images = early.result(colour, deployment_id, conts) if early is not None else None
+    if images is None:
+        images = rel.tag_images(be.client, cfg.app, deployment_id, conts)
     text, built = rel.pin_images(be.rendered(colour, deployment_id), {s: i["tag"] for s, i in images.items()})
     meta = {"colour": colour, "backend": "compose", "project": project, "images": images,
             "built_names": _built_names(project, built), "containers": sorted(c["Id"] for c in conts)}
@@ -78,8 +82,11 @@ def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, sa
         if conts:
             be.remove_colour(colour, live, say, grace=0)
         say(f"re-creating {project} from release {deployment_id}: its recorded config and images (up --no-build)")
-        argv = [*be.command, "-p", project, "-f", str(release.file("compose.yml")), "up", "-d", "--no-build",
-                "--remove-orphans"]
+        # the release's memory keys (limits, the new colour's OOM score, cgroup_parent), as its deployment's `up`
+        override = cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"   # compose.memory_override_path (a cycle)
+        rel.write_memory_override(cfg, override, release.file("compose.yml").read_text(encoding="utf-8"))
+        argv = [*be.command, "-p", project, "-f", str(release.file("compose.yml")), "-f", str(override), "up", "-d",
+                "--no-build", "--remove-orphans"]
         run_compose(argv, {}, release.path, f"compose up of {project} (release {deployment_id})", UP_TIMEOUT)
     for r in cfg.extra_routes:
         health.wait_healthy(cfg, colour, lambda: be.watch(colour), say, port=r.ports[colour],
