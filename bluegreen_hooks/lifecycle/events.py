@@ -138,28 +138,22 @@ def application_start(ctx: Context) -> None:
         raise HookError(f"target colour {d.target} is live; refusing to replace it (run `bluegreen-hooks status`)")
     if not started and not be.running().get(d.target):   # our own container of the target may hold it
         steps.check_target_ports(cfg, d.target)
+    route, undo = _route(ctx, be, d)
     t_image = time.monotonic()
     try:
         image = be.prepare(dep, ctx.say)
     except (HookError, Interrupted) as exc:   # the build or pull failed: say what keeps serving, what to do
+        undo()
         raise steps.with_serving(as_hook_error(exc), d.live, False, getattr(exc, "next_step", "")) from exc
     t_start = time.monotonic()
     tasks = TaskRunner(ctx, be, d.target, d.live, dep)
-    route = None
-    if cfg.canary is not None and d.live is not None and be.running().get(d.live):
-        from bluegreen_hooks.lifecycle import canary
 
-        live, target = d.live, d.target
-        route = lambda: canary.run(ctx, live, target, dep)  # noqa: E731
-    elif cfg.watch_seconds > 0 and d.live is not None and not ctx.store.read().state.maintenance \
-            and be.running().get(d.live):   # the failure-absorbing switch (lifecycle/watch.py)
-        from bluegreen_hooks.lifecycle import watch
-
-        live, target = d.live, d.target
-        route = lambda: watch.switch_in(ctx, live, target, dep)  # noqa: E731
+    def on_failure(exc: BaseException) -> None:
+        tasks.on_failure(exc)
+        undo()
     try:
         up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route=route,
-                            before_switch=tasks.before_switch, on_failure=tasks.on_failure)
+                            before_switch=tasks.before_switch, on_failure=on_failure)
     except (HookError, Interrupted) as exc:
         raise steps.with_serving(as_hook_error(exc), d.live, bool(ctx.log_tail)) from exc
     timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),
@@ -179,6 +173,26 @@ def application_start(ctx: Context) -> None:
         with ctx.store.update() as st:
             finish_event(st, dep, "switched", time.time(), timings=timings)
     ctx.say(f"{d.target} is live for {dep}; {d.live or 'no colour'} keeps running until ValidateService")
+
+
+def _route(ctx: Context, be: Backend, d: Decision) -> tuple[Callable[[], nginx.Switch] | None, Callable[[], None]]:
+    """How ApplicationStart moves traffic once the new colour is healthy: the canary ([canary]), the switch into
+    the watch form (deploy/watch_seconds: the failure-absorbing switch, lifecycle/watch.py; from now on nginx
+    logs what clients get from the live colour, the watch's latency baseline), else None (nginx.switch); and
+    ``undo`` for a start that fails before the switch (the plain include again)."""
+    cfg, dep, live, target = ctx.cfg, ctx.deployment_id, d.live, d.target
+    if live is None or not be.running().get(live):
+        return None, lambda: None
+    if cfg.canary is not None:
+        from bluegreen_hooks.lifecycle import canary
+
+        return lambda: canary.run(ctx, live, target, dep), lambda: None
+    if cfg.watch_seconds > 0 and not ctx.store.read().state.maintenance:
+        from bluegreen_hooks.lifecycle import watch
+
+        undo = watch.start_baseline(ctx, live, (d.state.live_deployment if d.state else None) or dep)
+        return lambda: watch.switch_in(ctx, live, target, dep), undo
+    return None, lambda: None
 
 
 def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:

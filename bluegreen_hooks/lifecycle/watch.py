@@ -40,6 +40,7 @@ from bluegreen_hooks.observe import clients, judgement
 
 if TYPE_CHECKING:
     from bluegreen_hooks.lifecycle.canary import Prober
+    from bluegreen_hooks.observe.baseline import Baseline
 
 POLL = 0.25        # seconds between two looks at the logs and the new colour's port
 
@@ -54,10 +55,13 @@ class Watched:
     seconds: float
     new_colour: Colour
     old_colour: Colour
+    baseline: Baseline | None = None    # the old colour's latency before the switch (observe/baseline.py)
 
     def figures(self) -> str:
+        b = self.baseline
+        before = f"; {self.old_colour} p95 {b.p95:.3f}s before the switch" if b and b.p95 is not None else ""
         return (f"{self.new_colour} {self.judged.new.figures()}, {self.old_colour} {self.judged.old.figures()} "
-                f"in the {self.seconds:.1f}s since the switch")
+                f"in the {self.seconds:.1f}s since the switch{before}")
 
     def cause(self) -> str:
         """The switch back's cause for the last line: the judgement's reasons carry their figures; a dead
@@ -70,7 +74,8 @@ class Watched:
         return {"window": "watch", "form": form, "watch_seconds": cfg_seconds, "seconds": round(self.seconds, 2),
                 "verdict": self.verdict, "reason": self.reason, "notes": list(self.judged.notes),
                 "new": {"colour": self.new_colour, **self.judged.new.to_json()},
-                "old": {"colour": self.old_colour, **self.judged.old.to_json()}}
+                "old": {"colour": self.old_colour, **self.judged.old.to_json()},
+                **({"baseline": self.baseline.to_json()} if self.baseline is not None else {})}
 
 
 def rules(ctx: Context) -> judgement.Rules:
@@ -104,6 +109,7 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
 
     cfg = ctx.cfg
     logging = canary.check_logging(cfg)
+    take_baseline(ctx, old)
     nginx_watch.remove_logs(cfg)
     absorb = cfg.nginx.form == "upstream"
     if logging.format_file is not None:   # set form: the log format and the watch's upstream groups
@@ -134,6 +140,61 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
             + (f"{old} is its backup server until the watch window ends" if absorb else
                f"{old} keeps running until the watch window ends"))
     return sw
+
+
+def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> Callable[[], None]:
+    """ApplicationStart with the watch on, before the new colour starts: the include logs what clients get from
+    ``live`` (same routing: host/nginx_watch.render_baseline), so the switch can take ``live``'s latency
+    baseline (observe/baseline.py). Returns ``undo``: the plain include again and the log removed, for a start
+    that fails before the switch."""
+    from bluegreen_hooks.lifecycle.canary import check_logging
+
+    cfg = ctx.cfg
+    logging = check_logging(cfg)
+    if logging.format_file is not None:   # set form: the log format at nginx's http level
+        nginx_canary.write_format_file(cfg, logging.format_file)
+    nginx_watch.remove_logs(cfg)
+    text = nginx_watch.render_baseline(cfg, live, live_deployment, logging.restated)
+    nginx.apply(cfg, text, lambda before: "routing unchanged")
+    ctx.say(f"watch: nginx logs what clients get from {live} until the switch (its latency baseline)")
+
+    def undo() -> None:
+        try:
+            if nginx_watch.include_baseline(cfg, nginx.read_include(cfg)) == live:
+                nginx.apply(cfg, nginx.render_include(cfg, live, live_deployment), lambda before: "routing unchanged")
+        except Exception as exc:   # the start's own error is the one to report; the next switch replaces it
+            ctx.say(f"warning: could not put back the plain include of {live}: {exc}")
+        finally:
+            nginx_watch.remove_logs(cfg)
+    return undo
+
+
+def take_baseline(ctx: Context, old: Colour) -> Baseline:
+    """At the switch into the watch form: ``old``'s latency baseline from the log's tail (when ApplicationStart
+    logged it, ``start_baseline``), recorded in the deployment's state for ValidateService and said."""
+    from bluegreen_hooks.observe import baseline
+
+    cfg = ctx.cfg
+    if nginx_watch.include_baseline(cfg, nginx.read_include(cfg)) == old:
+        reader = clients.LogReader(nginx_canary.clients_log(cfg))
+        reader.offset = max(0, reader.offset - baseline.TAIL_BYTES)   # a torn first line is skipped
+        base = baseline.of(reader.read(), nginx_watch.colour_by_port(cfg), old, time.time())
+    else:
+        base = baseline.Baseline(old, why="the canary's steps judged latency" if cfg.canary is not None else
+                                 "nginx did not log clients before the switch")
+    with ctx.store.update() as st:
+        ip = st.holder(ctx.deployment_id)
+        if ip is not None:   # kept in the record's extra keys (like the receipt)
+            ip.extra["watch_baseline"] = base.to_json()
+    ctx.say(f"watch: {base.describe(rules(ctx).min_latency_samples)}")
+    return base
+
+
+def recorded_baseline(ctx: Context, old: Colour) -> Baseline:
+    from bluegreen_hooks.observe.baseline import Baseline
+
+    ip = ctx.store.read().state.holder(ctx.deployment_id)
+    return Baseline.from_json(ip.extra.get("watch_baseline") if ip is not None else None, old)
 
 
 def _verify_not_backup(ctx: Context, old: Colour, new: Colour, before: list[list[int]]) -> None:
@@ -223,19 +284,20 @@ def _watch(ctx: Context, old: Colour, new: Colour, since: float, prober: Prober 
     t0 = time.monotonic() - max(0.0, min(time.time() - since, cfg.watch_seconds))
     rule = rules(ctx)
     count = _counter(ctx, prober.sent_ids if prober is not None else None)
+    base = recorded_baseline(ctx, old)    # latency: the new colour against the old one's before the switch
 
     def look(final: bool) -> Watched | None:
         elapsed = time.monotonic() - t0
         tn, to = count(new), count(old)
         if not ports.answers(cfg.host, cfg.port(new)):
             v = judgement.Verdict("abort", (f"{new} refuses connections on port {cfg.port(new)}",), tn, to)
-            return Watched("back", v.reasons[0], v, elapsed, new, old)
+            return Watched("back", v.reasons[0], v, elapsed, new, old, base)
         done = final or elapsed >= cfg.watch_seconds
-        v = judgement.judge(tn, to, rule, can_wait=not done)
+        v = judgement.judge(tn, to, rule, can_wait=not done, baseline=base)
         if v.outcome == "abort":
-            return Watched("back", v.summary, v, elapsed, new, old)
+            return Watched("back", v.summary, v, elapsed, new, old, base)
         if done:
-            return Watched("ok", v.summary or "within the rules", v, elapsed, new, old)
+            return Watched("ok", v.summary or "within the rules", v, elapsed, new, old, base)
         return None
 
     left = cfg.watch_seconds - (time.monotonic() - t0)
