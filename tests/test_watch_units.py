@@ -78,6 +78,9 @@ def test_the_receipt_in_history_metrics_and_the_state():
     line = deployment_line(d)
     assert "watch switched back after 2.1s: green 40 requests, 3 failed (refused 3), p95 0.004s; blue 500" in line
     assert receipt_text(None) == ""
+    with_baseline = receipt_text({**RECEIPT, "baseline": {"colour": "blue", "samples": 412, "p95": 0.2624}})
+    assert with_baseline.endswith("; blue p95 0.262s before the switch (412 requests)"), with_baseline
+    assert receipt_text({**RECEIPT, "baseline": {"colour": "blue", "samples": 0, "p95": None}}) == receipt_text(RECEIPT)
     prom = metrics.exposition("shop", st)
     assert 'bluegreen_last_window_ok{app="shop"} 0.0' in prom
     assert 'bluegreen_last_window_failed{app="shop",colour="green",kind="refused",role="new"} 3.0' in prom
