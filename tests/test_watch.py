@@ -133,6 +133,22 @@ def test_watch_switches_back_from_a_version_five_times_slower(wbed, form):
     print(f"\nslow ({form}): {r.summary()}; baseline {receipt['baseline']}; last line: {last.last_line}")
 
 
+def test_a_start_that_fails_before_the_switch_puts_the_plain_include_back(wbed, form):
+    """The baseline form is ApplicationStart's (it logs blue's latency while green starts): a green that never
+    gets healthy (START_DELAY: its port refuses past health/deadline) fails the event, and the include is the
+    plain one of blue again (no baseline log left growing), blue serving."""
+    ok(deploy(bundle(wbed, "v1"), "d-one"))
+    never = bundle(wbed, "v2", container={"env": {"HOST": "127.0.0.1", "START_DELAY": "600"}},
+                   health={"deadline": 3})
+    runs = deploy(never, "d-never")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert "watch: nginx logs what clients get from blue until the switch" in last.output, last.output
+    assert "colour=blue" in wbed.include() and "baseline" not in wbed.include() and "access_log" not in wbed.include()
+    assert not (wbed.state_dir / f"{wbed.app}.clients.log").exists()
+    assert get(wbed.url + "/")[1].strip() == "v1"
+
+
 def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker_client):
     """GET load; v2's containers get SIGKILL 1 s after nginx switched to it: the watch switches back, and the
     absorbing switch (both forms: the old colour is the backup server) leaves at most 0.1 % of the GETs failed."""

@@ -181,13 +181,14 @@ def _route(ctx: Context, be: Backend, d: Decision) -> tuple[Callable[[], nginx.S
     logs what clients get from the live colour, the watch's latency baseline), else None (nginx.switch); and
     ``undo`` for a start that fails before the switch (the plain include again)."""
     cfg, dep, live, target = ctx.cfg, ctx.deployment_id, d.live, d.target
-    if live is None or not be.running().get(live):
+    if live is None:
         return None, lambda: None
-    if cfg.canary is not None:
+    if cfg.canary is not None and be.running().get(live):
         from bluegreen_hooks.lifecycle import canary
 
         return lambda: canary.run(ctx, live, target, dep), lambda: None
-    if cfg.watch_seconds > 0 and not ctx.store.read().state.maintenance:
+    if cfg.canary is None and cfg.watch_seconds > 0 and not ctx.store.read().state.maintenance \
+            and be.running().get(live):
         from bluegreen_hooks.lifecycle import watch
 
         undo = watch.start_baseline(ctx, live, (d.state.live_deployment if d.state else None) or dep)
