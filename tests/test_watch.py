@@ -115,12 +115,12 @@ def test_watch_switches_back_from_a_version_five_times_slower(wbed, form):
     r, last = load.result, runs[-1]
     assert r.failed == 0, (r.summary(), [(round(s.t, 2), s.cause, s.header) for s in r.samples if not s.ok][:10],
                            last.output)
+    assert re.search(r"watch: latency baseline of blue: \d+ clients' requests in the \S+s before the switch, "
+                     r"p95 0\.[2-9]", runs[-2].output), runs[-2].output          # ApplicationStart's line
     assert (last.event, last.returncode) == ("ValidateService", 1), last.output
     assert re.search(r"^ERROR ValidateService: the watch window failed \(green p95 (\S+)s vs old (\S+)s before "
                      r"the switch \(more than 2x and 100 ms above\)", last.last_line), last.output
     assert last.last_line.endswith("traffic is back on blue"), last.last_line
-    assert re.search(r"watch: latency baseline of blue: \d+ clients' requests in the \S+s before the switch, "
-                     r"p95 0\.[2-9]", runs[-2].output), runs[-2].output          # ApplicationStart's line
     st = wbed.state()
     assert (st["live"], st["in_progress"]) == ("blue", None)
     receipt = st["deployments"][-1]["receipt"]

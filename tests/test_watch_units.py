@@ -221,3 +221,17 @@ def test_the_baseline_include_routes_as_the_plain_one_logs_and_passes_nginx_test
     cfg.nginx.include.write_text(text)
     proc = subprocess.run(list(cfg.nginx.test), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr + text
+
+
+def test_the_switch_waits_for_a_short_baseline_until_the_log_ran_ten_seconds():
+    """observe/baseline.wait_seconds: a new colour healthy 0.7 s after the log began, with 17 of the 20 requests a
+    p95 needs, waits up to 9.3 s more (the caller polls and ends as soon as 20 are in); none at all yet, the
+    same; enough already, or a log that ran 10 s (a quiet site), or no baseline log (after a canary): no wait."""
+    from bluegreen_hooks.observe.baseline import Baseline, wait_seconds
+
+    assert wait_seconds(Baseline("blue", 17, 0.2, 0.2, 0.7), 20, 0.7) == pytest.approx(9.3)
+    assert wait_seconds(Baseline("blue", 0), 20, 1.0) == 9.0
+    assert wait_seconds(Baseline("blue", 20, 0.2, 0.2, 0.7), 20, 0.7) == 0.0
+    assert wait_seconds(Baseline("blue", 3, 0.2, 0.2, 8.0), 20, 10.0) == 0.0
+    assert wait_seconds(Baseline("blue", 0), 20, 42.0) == 0.0
+    assert wait_seconds(Baseline("blue", why="after a canary"), 20, 0.0) == 0.0

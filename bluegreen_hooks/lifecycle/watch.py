@@ -102,14 +102,16 @@ def min_requests_default(cfg: Config) -> int:
     return max(1, min(DEFAULT_MIN_REQUESTS, int(cfg.watch_seconds / interval / 2)))
 
 
-def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Switch:
+def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str, logging_since: float | None = None
+              ) -> nginx.Switch:
     """ApplicationStart's switch when the watch is on: straight into the watch form (so the failure-absorbing
-    upstream is in place from the first request the new colour gets), verified like ``nginx.switch``."""
+    upstream is in place from the first request the new colour gets), verified like ``nginx.switch``; first
+    ``old``'s latency baseline from the log ``start_baseline`` began at ``logging_since``."""
     from bluegreen_hooks.lifecycle import canary
 
     cfg = ctx.cfg
     logging = canary.check_logging(cfg)
-    take_baseline(ctx, old)
+    take_baseline(ctx, old, logging_since)
     nginx_watch.remove_logs(cfg)
     absorb = cfg.nginx.form == "upstream"
     if logging.format_file is not None:   # set form: the log format and the watch's upstream groups
@@ -142,11 +144,11 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
     return sw
 
 
-def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> Callable[[], None]:
+def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> tuple[float, Callable[[], None]]:
     """ApplicationStart with the watch on, before the new colour starts: the include logs what clients get from
     ``live`` (same routing: host/nginx_watch.render_baseline), so the switch can take ``live``'s latency
-    baseline (observe/baseline.py). Returns ``undo``: the plain include again and the log removed, for a start
-    that fails before the switch."""
+    baseline (observe/baseline.py). Returns when the log began, and ``undo``: the plain include again and the
+    log removed, for a start that fails before the switch."""
     from bluegreen_hooks.lifecycle.canary import check_logging
 
     cfg = ctx.cfg
@@ -156,6 +158,7 @@ def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> Callable
     nginx_watch.remove_logs(cfg)
     text = nginx_watch.render_baseline(cfg, live, live_deployment, logging.restated)
     nginx.apply(cfg, text, lambda before: "routing unchanged")
+    since = time.monotonic()
     ctx.say(f"watch: nginx logs what clients get from {live} until the switch (its latency baseline)")
 
     def undo() -> None:
@@ -166,19 +169,33 @@ def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> Callable
             ctx.say(f"warning: could not put back the plain include of {live}: {exc}")
         finally:
             nginx_watch.remove_logs(cfg)
-    return undo
+    return since, undo
 
 
-def take_baseline(ctx: Context, old: Colour) -> Baseline:
+def take_baseline(ctx: Context, old: Colour, logging_since: float | None = None) -> Baseline:
     """At the switch into the watch form: ``old``'s latency baseline from the log's tail (when ApplicationStart
-    logged it, ``start_baseline``), recorded in the deployment's state for ValidateService and said."""
+    logged it since ``logging_since``, monotonic: ``start_baseline``; too short yet, the switch waits up to
+    baseline.WAIT_SECONDS of log), recorded in the deployment's state for ValidateService and said."""
     from bluegreen_hooks.observe import baseline
 
     cfg = ctx.cfg
     if nginx_watch.include_baseline(cfg, nginx.read_include(cfg)) == old:
         reader = clients.LogReader(nginx_canary.clients_log(cfg))
         reader.offset = max(0, reader.offset - baseline.TAIL_BYTES)   # a torn first line is skipped
-        base = baseline.of(reader.read(), nginx_watch.colour_by_port(cfg), old, time.time())
+        entries, colour_of, need = reader.read(), nginx_watch.colour_by_port(cfg), rules(ctx).min_latency_samples
+        base = baseline.of(entries, colour_of, old, time.time())
+        logged = time.monotonic() - logging_since if logging_since is not None else baseline.WAIT_SECONDS
+        wait = baseline.wait_seconds(base, need, logged)
+        if wait:
+            ctx.say(f"watch: {base.samples} of {old}'s requests logged in {logged:.1f}s; the switch waits up to "
+                    f"{wait:.1f}s more for {need} (its latency baseline)")
+
+            def enough() -> bool:
+                nonlocal base
+                entries.extend(reader.read())
+                base = baseline.of(entries, colour_of, old, time.time())
+                return base.samples >= need
+            poll(enough, wait, interval=POLL, max_interval=POLL)
     else:
         base = baseline.Baseline(old, why="the canary's steps judged latency" if cfg.canary is not None else
                                  "nginx did not log clients before the switch")

@@ -5,7 +5,8 @@ retries, so there is no same-window latency of the old colour to compare with. T
 from the same client log (observe/clients.py's format), which ApplicationStart turns on while the new colour
 starts (host/nginx_watch.render_baseline), and recorded at the switch in the deployment's state, so
 ValidateService (a later process) judges the new colour's p95/p99 against it with the canary's latency rule
-(observe/judgement.judge, ``latency_factor`` and ``latency_margin``).
+(observe/judgement.judge, ``latency_factor`` and ``latency_margin``). A new colour healthy sooner than
+``WAIT_SECONDS`` after the log began waits for the baseline up to then (``wait_seconds``), not longer.
 
 Pure logic. The window: the old colour's *successful* attempts of clients' requests (not 499, no failure kind)
 in the last ``SECONDS`` before the switch, at most the last ``MAX_SAMPLES`` of them (fresh and bounded; at the
@@ -26,6 +27,7 @@ from bluegreen_hooks.observe.stats import percentile
 SECONDS = 60.0            # the baseline covers at most the last 60 s before the switch ...
 MAX_SAMPLES = 1000        # ... and at most the old colour's last 1000 successful attempts in them
 TAIL_BYTES = 4 << 20      # the log's tail read at the switch (a line is ~300 bytes: some 14,000 requests)
+WAIT_SECONDS = 10.0       # a baseline still short waits for the log to have run this long before the switch
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,15 @@ class Baseline:
             samples = 0     # no figure to compare with: nothing judged against it
         return cls(colour, samples, num("p95"), num("p99"),
                    num("seconds") or 0.0, str(data.get("why") or ""))
+
+
+def wait_seconds(base: Baseline, need: int, logged_for: float, bound: float = WAIT_SECONDS) -> float:
+    """How much longer the switch waits for the old colour's requests: until the log has run ``bound`` seconds
+    (the new colour got healthy sooner), ended early once ``need`` are in (the caller polls); 0 when there
+    are enough or the log ran that long (a quiet site: waiting longer would only delay the deployment)."""
+    if base.samples >= need or base.why:
+        return 0.0
+    return max(0.0, bound - logged_for)
 
 
 def of(entries: Iterable[Entry], colour_of: Callable[[str], str | None], colour: str, until: float,
