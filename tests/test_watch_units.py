@@ -191,6 +191,8 @@ def test_the_watch_judges_latency_against_the_baseline_before_the_switch():
                                                    "(needs 20 each)", few
     assert judge(fill(100, latency=1.0), retries, r, baseline=Baseline("blue", 5, 0.2, 0.2, 1.0),
                  can_wait=True).outcome == "wait"
+    later = judge(fill(100, latency=1.0), retries, r, baseline=Baseline("blue", 500, 0.2, 0.21, 30.0), latency=False)
+    assert later.outcome == "ok" and not later.notes, later          # the window judges latency at its end
     p95_only = judge(fill(100, latency=1.0), retries, r, baseline=Baseline("blue", 100, 0.2, None, 5.0))
     assert p95_only.outcome == "abort" and "p99 not judged: no old p99 before the switch" in p95_only.notes
 

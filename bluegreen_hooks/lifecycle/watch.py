@@ -13,8 +13,10 @@ the primary, with ``probe_timeout``) count in the log like any client, so a quie
   rules (``max_error_rate``, from [canary] or its defaults, judged by observe/judgement.judge): switch
   back at once;
 * the window ends: judged once more, fail closed: fewer than ``min_requests`` on the new colour (probes
-  included) switch back unless [canary]'s ``on_too_few`` is "promote" (``rules``); else the include goes back to
-  the plain form and the deployment goes on (drain, retire).
+  included) switch back unless [canary]'s ``on_too_few`` is "promote" (``rules``); and latency, once, over the
+  window after its first ``WARM_UP`` seconds: the new colour's p95/p99 against the old colour's baseline
+  before the switch (observe/baseline.py, recorded by ApplicationStart) with the canary's latency rule;
+  else the include goes back to the plain form and the deployment goes on (drain, retire).
 
 A switch back goes through the validation's own path (``events._switch_back``: the old colour's include,
 test, reload, verify; the state's live colour; the new colour drained and removed) and the deployment
@@ -27,7 +29,7 @@ ValidateService (the old colour's stop waits for the window); see docs/canary.md
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from bluegreen_hooks.config import Config
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from bluegreen_hooks.observe.baseline import Baseline
 
 POLL = 0.25        # seconds between two looks at the logs and the new colour's port
+WARM_UP = 3.0      # seconds after the switch whose latencies the window's latency judgement leaves out
 
 
 @dataclass
@@ -310,7 +313,9 @@ def _watch(ctx: Context, old: Colour, new: Colour, since: float, prober: Prober 
             v = judgement.Verdict("abort", (f"{new} refuses connections on port {cfg.port(new)}",), tn, to)
             return Watched("back", v.reasons[0], v, elapsed, new, old, base)
         done = final or elapsed >= cfg.watch_seconds
-        v = judgement.judge(tn, to, rule, can_wait=not done, baseline=base)
+        if done:   # latency once, over the window after its warm-up: a few slow first requests decide nothing
+            tn = replace(tn, latencies=count(new, since + WARM_UP).latencies)
+        v = judgement.judge(tn, to, rule, can_wait=not done, baseline=base, latency=done)
         if v.outcome == "abort":
             return Watched("back", v.summary, v, elapsed, new, old, base)
         if done:
@@ -330,16 +335,17 @@ def _watch(ctx: Context, old: Colour, new: Colour, since: float, prober: Prober 
     return watched
 
 
-def _counter(ctx: Context, probe_ids: Callable[[], set[str]] | None = None) -> Callable[[Colour], clients.Tally]:
-    """``count(colour)``: what clients got from ``colour`` (every attempt) since the switch into the watch form
-    (the log was removed then); ``probe_ids()``: the ids of the watch's own probes so far."""
+def _counter(ctx: Context, probe_ids: Callable[[], set[str]] | None = None) -> Callable[..., clients.Tally]:
+    """``count(colour, since)``: what clients got from ``colour`` (every attempt) since the switch into the watch
+    form (the log was removed then), or since ``since`` (epoch); ``probe_ids()``: the ids of our probes so far."""
     reader = clients.LogReader(nginx_canary.clients_log(ctx.cfg), 0)
     colour_of = nginx_watch.colour_by_port(ctx.cfg)
     seen: list[clients.Entry] = []
 
-    def count(colour: Colour) -> clients.Tally:
+    def count(colour: Colour, since: float | None = None) -> clients.Tally:
         seen.extend(reader.read())
-        return clients.tally(seen, colour_of, probe_ids=probe_ids() if probe_ids is not None else set())[colour]
+        return clients.tally(seen, colour_of, probe_ids=probe_ids() if probe_ids is not None else set(),
+                             since=since)[colour]
     return count
 
 

@@ -60,8 +60,8 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f} %"
 
 
-def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False, baseline: Baseline | None = None
-          ) -> Verdict:
+def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False, baseline: Baseline | None = None,
+          latency: bool = True) -> Verdict:
     """Judge the new colour's window against the rules and the old colour's same window; fail closed.
 
     * **failures**: abort when the one-sided 95 % Wilson lower bound of the new colour's failure share is
@@ -71,7 +71,7 @@ def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False, basel
     * **latency**: abort when the new colour's p95 (and p99, with 5x ``min_latency_samples``) is above the
       old's times ``latency_factor`` *and* more than ``latency_margin`` seconds above it. With a ``baseline``
       (the watch window) the old colour's figures are the baseline's, from before the switch; too small a
-      baseline leaves latency unjudged (a note says so).
+      baseline leaves latency unjudged (a note says so). ``latency=False``: not judged in this look.
     * **too few** (fewer than ``min_requests`` attempts on the new colour, probes included, or fewer than
       ``min_latency_samples`` clients' latencies on either colour): ``wait`` while ``can_wait``; then, for
       too few attempts, ``on_too_few``: ``abort`` (the default), ``extend`` or ``promote`` (goes on: ``ok``,
@@ -88,7 +88,7 @@ def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False, basel
                            f"max_error_rate {_pct(rules.max_error_rate)}")
     n_old = len(old.latencies) if baseline is None else baseline.samples
     before = "" if baseline is None else " before the switch"
-    for p, need in ((95, rules.min_latency_samples), (99, 5 * rules.min_latency_samples)):
+    for p, need in ((95, rules.min_latency_samples), (99, 5 * rules.min_latency_samples)) if latency else ():
         if len(new.latencies) < need or n_old < need:
             notes.append(f"p{p} not judged: {len(new.latencies)} new / {n_old} old latencies{before} "
                          f"(needs {need} each)")
