@@ -150,6 +150,32 @@ def test_a_start_that_fails_before_the_switch_puts_the_plain_include_back(wbed, 
     assert get(wbed.url + "/")[1].strip() == "v1"
 
 
+def test_a_killed_start_leaves_the_baseline_form_which_the_next_beforeinstall_ends(wbed, form):
+    """ApplicationStart SIGKILLed while green starts (the include in baseline form, its log growing): the next
+    deployment's BeforeInstall puts the plain include of blue back and removes the log; blue served throughout."""
+    ok(deploy(bundle(wbed, "v1"), "d-one"))
+    b = bundle(wbed, "v2", container={"env": {"HOST": "127.0.0.1", "START_DELAY": "600"}})
+    log = wbed.state_dir / f"{wbed.app}.clients.log"
+    with Load(wbed.url + "/", threads=2) as load:
+        ok(deploy(b, "d-killed", events=("ApplicationStop", "BeforeInstall")))
+        proc = _start_hook(b, "ApplicationStart", "d-killed")
+        try:
+            for line in proc.stdout:   # ends at the latest when the hook ends (health/deadline)
+                if "watch: nginx logs what clients get from blue" in line:
+                    break
+            wait_for(lambda: log.exists() and log.stat().st_size > 0, what="blue's requests in the baseline log")
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+        assert "baseline=on" in wbed.include() and "colour=blue" in wbed.include()
+        runs = ok(deploy(bundle(wbed, "v3"), "d-next", events=("ApplicationStop", "BeforeInstall")))
+    assert "an interrupted ApplicationStart left the watch's baseline form: plain include of blue again" \
+        in runs[-1].output, runs[-1].output
+    assert "baseline" not in wbed.include() and "colour=blue" in wbed.include() and "access_log" not in wbed.include()
+    assert not log.exists()
+    assert load.result.failed == 0 and load.result.versions_seen == {"v1"}, load.result.summary()
+
+
 def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker_client):
     """GET load; v2's containers get SIGKILL 1 s after nginx switched to it: the watch switches back, and the
     absorbing switch (both forms: the old colour is the backup server) leaves at most 0.1 % of the GETs failed."""

@@ -91,6 +91,18 @@ def render_baseline(cfg: Config, live: Colour, deployment_id: str, restated: tup
     return head + body + f"access_log {log} {fmt} if=${_proxied_variable(cfg)};\n" + restate
 
 
+def plain_again(cfg: Config, live: Colour, deployment_id: str) -> bool:
+    """The plain include of ``live`` instead of its baseline form (a start that failed, or was killed, before the
+    switch), the clients log removed; False (nothing done) when the include is not in ``live``'s baseline form."""
+    if include_baseline(cfg, nginx.read_include(cfg)) != live:
+        return False
+    try:
+        nginx.apply(cfg, nginx.render_include(cfg, live, deployment_id), lambda before: "routing unchanged")
+    finally:
+        remove_logs(cfg)
+    return True
+
+
 def include_baseline(cfg: Config, text: str | None) -> Colour | None:
     """The live colour when the include is in baseline form (for this app), else None."""
     m = _BASELINE_RE.search(text or "")

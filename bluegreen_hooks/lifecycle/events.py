@@ -75,6 +75,10 @@ def before_install(ctx: Context) -> None:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
         return
     ctx.say(f"live colour: {d.live or 'none'}; target colour: {d.target}")
+    from bluegreen_hooks.host import nginx_watch
+
+    if d.live and nginx_watch.plain_again(cfg, d.live, (d.state.live_deployment if d.state else None) or "unknown"):
+        ctx.say(f"an interrupted ApplicationStart left the watch's baseline form: plain include of {d.live} again")
     memory.preflight(cfg, be, d.live, d.target, ctx.say, started=measuring)   # before anything is removed or started
     drain_workers = d.state.drain_workers if d.state else []
     if drain_workers and be.running().get(d.target):

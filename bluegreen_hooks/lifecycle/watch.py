@@ -166,12 +166,9 @@ def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> tuple[fl
 
     def undo() -> None:
         try:
-            if nginx_watch.include_baseline(cfg, nginx.read_include(cfg)) == live:
-                nginx.apply(cfg, nginx.render_include(cfg, live, live_deployment), lambda before: "routing unchanged")
-        except Exception as exc:   # the start's own error is the one to report; the next switch replaces it
+            nginx_watch.plain_again(cfg, live, live_deployment)
+        except Exception as exc:   # the start's own error is the one to report; the next BeforeInstall retries
             ctx.say(f"warning: could not put back the plain include of {live}: {exc}")
-        finally:
-            nginx_watch.remove_logs(cfg)
     return since, undo
 
 
