@@ -438,10 +438,11 @@ def test_canary_that_drops_connections_is_aborted(cbed, form):
     print(f"\ndrop ({form}): {r.summary()}; step {step['new']}; last line: {runs[-1].last_line}")
 
 
-def test_canary_five_times_slower_is_aborted_by_latency(cbed):
-    """v1 answers / in 200 ms, v2 in 1 s (200 OK, no error at all): the p95 rule aborts it, 0 failed. (Long
-    sleeps: on busy shared cores each CGI request also waits 100-300 ms for a CPU, which would hide a 5x
-    slowdown of 50 ms vs 250 ms at p95.)"""
+def test_canary_five_times_slower_is_aborted_by_latency(cbed, form):
+    """v1 answers / in 200 ms, v2 in 1 s (200 OK, no error at all): the p95 rule aborts it, 0 failed, in both
+    include forms (set: the $request_id split; upstream: the weighted upstream). (Long sleeps: on busy shared
+    cores each CGI request also waits 100-300 ms for a CPU, which would hide a 5x slowdown of 50 ms vs 250 ms
+    at p95.)"""
     ok(deploy(canary_bundle(cbed, "v1", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "200"}}), "d-one"))
     slow = canary_bundle(cbed, "v2", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "1000"}},
                          canary={"max_wait": 40})
@@ -459,7 +460,7 @@ def test_canary_five_times_slower_is_aborted_by_latency(cbed):
     assert cbed.state()["live"] == "blue"
     after = [s for s in r.samples if s.t > shares.windows()[-1][2] + 0.5]
     assert after and {s.version for s in after} == {"v1"}
-    print(f"\nslow: {r.summary()}; last line: {last.last_line}")
+    print(f"\nslow ({form}): {r.summary()}; last line: {last.last_line}")
 
 
 def test_probes_alone_catch_a_hanging_root_on_a_quiet_app(cbed):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -97,6 +98,84 @@ def test_watch_switches_back_from_a_version_that_hangs_drops_or_fails(wbed, form
     assert not [s for s in later if not s.ok], [s.cause for s in later if not s.ok]
     assert {s.header for s in later} == {"blue"}
     print(f"\n{kind} ({form}): {load.result.summary()}; last line: {last.last_line}")
+
+
+def test_watch_switches_back_from_a_version_five_times_slower(wbed, form):
+    """No [canary]: v1 answers / in 200 ms, v2 in 1 s (200 OK, no error at all). While green starts, nginx logs
+    what clients get from blue (ApplicationStart's baseline form); at the switch blue's p95 before it is
+    recorded, and at the window's end the watch compares green's p95 after its 3 s warm-up with it (the
+    canary's rule: 2x and 100 ms): switched back,
+    the figures in the last line and the receipt, 0 failed requests, blue serves afterwards. (Long sleeps:
+    see test_canary's latency test.)"""
+    ok(deploy(bundle(wbed, "v1", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "200"}}), "d-one"))
+    # green listens 3 s after it starts: blue's requests logged meanwhile are its baseline (the switch never waits
+    # for one; a colour healthy within a second on a quiet site gets its latency unjudged, and says so)
+    slow = bundle(wbed, "v2", container={"env": {"HOST": "127.0.0.1", "SLOW_MS": "1000", "START_DELAY": "3"}})
+    with Load(wbed.url + "/", threads=6) as load:
+        runs = deploy(slow, "d-slow")
+        t_end = time.monotonic() - load._t0
+        later = after(load, t_end, n=60)
+    r, last = load.result, runs[-1]
+    assert r.failed == 0, (r.summary(), [(round(s.t, 2), s.cause, s.header) for s in r.samples if not s.ok][:10],
+                           last.output)
+    assert re.search(r"watch: latency baseline of blue: \d+ clients' requests in the \S+s before the switch, "
+                     r"p95 0\.[2-9]", runs[-2].output), runs[-2].output          # ApplicationStart's line
+    assert (last.event, last.returncode) == ("ValidateService", 1), last.output
+    assert re.search(r"^ERROR ValidateService: the watch window failed \((green )?p95 \S+s vs old \S+s before "
+                     r"the switch \(more than 2x and 100 ms above\)", last.last_line), last.output
+    assert last.last_line.endswith("traffic is back on blue"), last.last_line
+    st = wbed.state()
+    assert (st["live"], st["in_progress"]) == ("blue", None)
+    receipt = st["deployments"][-1]["receipt"]
+    assert receipt["verdict"] == "switched back" and receipt["new"]["failed"] == 0, receipt
+    assert receipt["baseline"]["colour"] == "blue" and receipt["baseline"]["samples"] >= 20, receipt
+    assert receipt["new"]["p95"] > 2 * receipt["baseline"]["p95"], receipt
+    assert {s.header for s in later} == {"blue"} and {s.version for s in later} == {"v1"}
+    wait_for(lambda: wbed.running_colours() == ["blue"], what="green removed")
+    assert "colour=blue" in wbed.include() and "watch=" not in wbed.include() and "baseline" not in wbed.include()
+    print(f"\nslow ({form}): {r.summary()}; baseline {receipt['baseline']}; last line: {last.last_line}")
+
+
+def test_a_start_that_fails_before_the_switch_puts_the_plain_include_back(wbed, form):
+    """The baseline form is ApplicationStart's (it logs blue's latency while green starts): a green that never
+    gets healthy (START_DELAY: its port refuses past health/deadline) fails the event, and the include is the
+    plain one of blue again (no baseline log left growing), blue serving."""
+    ok(deploy(bundle(wbed, "v1"), "d-one"))
+    never = bundle(wbed, "v2", container={"env": {"HOST": "127.0.0.1", "START_DELAY": "600"}},
+                   health={"deadline": 3})
+    runs = deploy(never, "d-never")
+    last = runs[-1]
+    assert (last.event, last.returncode) == ("ApplicationStart", 1), last.output
+    assert "watch: nginx logs what clients get from blue until the switch" in last.output, last.output
+    assert "colour=blue" in wbed.include() and "baseline" not in wbed.include() and "access_log" not in wbed.include()
+    assert not (wbed.state_dir / f"{wbed.app}.clients.log").exists()
+    assert get(wbed.url + "/")[1].strip() == "v1"
+
+
+def test_a_killed_start_leaves_the_baseline_form_which_the_next_beforeinstall_ends(wbed, form):
+    """ApplicationStart SIGKILLed while green starts (the include in baseline form, its log growing): the next
+    deployment's BeforeInstall puts the plain include of blue back and removes the log; blue served throughout."""
+    ok(deploy(bundle(wbed, "v1"), "d-one"))
+    b = bundle(wbed, "v2", container={"env": {"HOST": "127.0.0.1", "START_DELAY": "600"}})
+    log = wbed.state_dir / f"{wbed.app}.clients.log"
+    with Load(wbed.url + "/", threads=2) as load:
+        ok(deploy(b, "d-killed", events=("ApplicationStop", "BeforeInstall")))
+        proc = _start_hook(b, "ApplicationStart", "d-killed")
+        try:
+            for line in proc.stdout:   # ends at the latest when the hook ends (health/deadline)
+                if "watch: nginx logs what clients get from blue" in line:
+                    break
+            wait_for(lambda: log.exists() and log.stat().st_size > 0, what="blue's requests in the baseline log")
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+        assert "baseline=on" in wbed.include() and "colour=blue" in wbed.include()
+        runs = ok(deploy(bundle(wbed, "v3"), "d-next", events=("ApplicationStop", "BeforeInstall")))
+    assert "an interrupted ApplicationStart left the watch's baseline form: plain include of blue again" \
+        in runs[-1].output, runs[-1].output
+    assert "baseline" not in wbed.include() and "colour=blue" in wbed.include() and "access_log" not in wbed.include()
+    assert not log.exists()
+    assert load.result.failed == 0 and load.result.versions_seen == {"v1"}, load.result.summary()
 
 
 def test_kill_9_of_the_new_colour_one_second_after_the_switch(wbed, form, docker_client):

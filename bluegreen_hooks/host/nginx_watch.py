@@ -38,6 +38,7 @@ NEXT_UPSTREAM_TIMEOUT = 10    # seconds: the bound on one request's attempts (pr
 FAIL_TIMEOUT = 10             # seconds the new colour is left out after one failed attempt (max_fails=1)
 NEXT_UPSTREAM = ("proxy_next_upstream error timeout http_502 http_503 http_504;\nproxy_next_upstream_tries 2;\n"
                  "proxy_next_upstream_timeout {timeout}s;\n")
+_BASELINE_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green) deployment=\S+ baseline=on\b", re.M)
 _WATCH_RE = re.compile(r"^# bluegreen-hooks: app=(\S+) colour=(blue|green) deployment=\S+ watch=(blue|green)\b",
                        re.M)
 
@@ -71,6 +72,43 @@ def render(cfg: Config, new: Colour, old: Colour, deployment_id: str, restated: 
              + "    default \"\";\n}\n")
     body += NEXT_UPSTREAM.format(timeout=NEXT_UPSTREAM_TIMEOUT)
     return head + body + f"access_log {log} {fmt} if=${_proxied_variable(cfg)};\n" + restate
+
+
+def render_baseline(cfg: Config, live: Colour, deployment_id: str, restated: tuple[str, ...] = ()) -> str:
+    """ApplicationStart's include while the new colour starts (the watch is on): the plain include of ``live``
+    (nothing routed differently) and the clients log, so the switch finds ``live``'s latency as clients saw
+    it just before (observe/baseline.py). The set form's ``log_format`` is in our http-level file
+    (nginx_canary.write_format_file)."""
+    head, _, body = nginx.render_include(cfg, live, deployment_id).partition("\n")
+    head += " baseline=on\n"
+    restate = "".join(f"{line}\n" for line in restated)
+    log, fmt = clients_log(cfg), format_name(cfg)
+    if cfg.nginx.form == "set":
+        return head + body + f"access_log {log} {fmt};\n" + restate
+    names = [name for name, _ in _targets(cfg, live)]   # log only what is proxied to our upstream(s)
+    body += (f"{clients.log_format_directive(fmt)}\nmap $proxy_host ${_proxied_variable(cfg)} {{\n"
+             + "".join(f"    {n} 1;\n" for n in names) + "    default \"\";\n}\n")
+    return head + body + f"access_log {log} {fmt} if=${_proxied_variable(cfg)};\n" + restate
+
+
+def plain_again(cfg: Config, live: Colour, deployment_id: str) -> bool:
+    """The plain include of ``live`` instead of its baseline form (a start that failed, or was killed, before the
+    switch), the clients log removed; False (nothing done) when the include is not in ``live``'s baseline form."""
+    if include_baseline(cfg, nginx.read_include(cfg)) != live:
+        return False
+    try:
+        nginx.apply(cfg, nginx.render_include(cfg, live, deployment_id), lambda before: "routing unchanged")
+    finally:
+        remove_logs(cfg)
+    return True
+
+
+def include_baseline(cfg: Config, text: str | None) -> Colour | None:
+    """The live colour when the include is in baseline form (for this app), else None."""
+    m = _BASELINE_RE.search(text or "")
+    if not m or m.group(1) != cfg.app:
+        return None
+    return "blue" if m.group(2) == "blue" else "green"
 
 
 def set_upstream(cfg: Config, i: int) -> str:

@@ -75,6 +75,10 @@ def before_install(ctx: Context) -> None:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
         return
     ctx.say(f"live colour: {d.live or 'none'}; target colour: {d.target}")
+    from bluegreen_hooks.host import nginx_watch
+
+    if d.live and nginx_watch.plain_again(cfg, d.live, (d.state.live_deployment if d.state else None) or "unknown"):
+        ctx.say(f"an interrupted ApplicationStart left the watch's baseline form: plain include of {d.live} again")
     memory.preflight(cfg, be, d.live, d.target, ctx.say, started=measuring,   # before anything is removed or started
                      deployment_id=ctx.deployment_id)
     drain_workers = d.state.drain_workers if d.state else []
@@ -139,28 +143,22 @@ def application_start(ctx: Context) -> None:
         raise HookError(f"target colour {d.target} is live; refusing to replace it (run `bluegreen-hooks status`)")
     if not started and not be.running().get(d.target):   # our own container of the target may hold it
         steps.check_target_ports(cfg, d.target)
+    route, undo = _route(ctx, be, d)
     t_image = time.monotonic()
     try:
         image = be.prepare(dep, ctx.say)
     except (HookError, Interrupted) as exc:   # the build or pull failed: say what keeps serving, what to do
+        undo()
         raise steps.with_serving(as_hook_error(exc), d.live, False, getattr(exc, "next_step", "")) from exc
     t_start = time.monotonic()
     tasks = TaskRunner(ctx, be, d.target, d.live, dep)
-    route = None
-    if cfg.canary is not None and d.live is not None and be.running().get(d.live):
-        from bluegreen_hooks.lifecycle import canary
 
-        live, target = d.live, d.target
-        route = lambda: canary.run(ctx, live, target, dep)  # noqa: E731
-    elif cfg.watch_seconds > 0 and d.live is not None and not ctx.store.read().state.maintenance \
-            and be.running().get(d.live):   # the failure-absorbing switch (lifecycle/watch.py)
-        from bluegreen_hooks.lifecycle import watch
-
-        live, target = d.live, d.target
-        route = lambda: watch.switch_in(ctx, live, target, dep)  # noqa: E731
+    def on_failure(exc: BaseException) -> None:
+        tasks.on_failure(exc)
+        undo()
     try:
         up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route=route,
-                            before_switch=tasks.before_switch, on_failure=tasks.on_failure)
+                            before_switch=tasks.before_switch, on_failure=on_failure)
     except (HookError, Interrupted) as exc:
         raise steps.with_serving(as_hook_error(exc), d.live, bool(ctx.log_tail)) from exc
     timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),
@@ -180,6 +178,27 @@ def application_start(ctx: Context) -> None:
         with ctx.store.update() as st:
             finish_event(st, dep, "switched", time.time(), timings=timings)
     ctx.say(f"{d.target} is live for {dep}; {d.live or 'no colour'} keeps running until ValidateService")
+
+
+def _route(ctx: Context, be: Backend, d: Decision) -> tuple[Callable[[], nginx.Switch] | None, Callable[[], None]]:
+    """How ApplicationStart moves traffic once the new colour is healthy: the canary ([canary]), the switch into
+    the watch form (deploy/watch_seconds: the failure-absorbing switch, lifecycle/watch.py; from now on nginx
+    logs what clients get from the live colour, the watch's latency baseline), else None (nginx.switch); and
+    ``undo`` for a start that fails before the switch (the plain include again)."""
+    cfg, dep, live, target = ctx.cfg, ctx.deployment_id, d.live, d.target
+    if live is None:
+        return None, lambda: None
+    if cfg.canary is not None and be.running().get(live):
+        from bluegreen_hooks.lifecycle import canary
+
+        return lambda: canary.run(ctx, live, target, dep), lambda: None
+    if cfg.canary is None and cfg.watch_seconds > 0 and not ctx.store.read().state.maintenance \
+            and be.running().get(live):
+        from bluegreen_hooks.lifecycle import watch
+
+        since, undo = watch.start_baseline(ctx, live, (d.state.live_deployment if d.state else None) or dep)
+        return lambda: watch.switch_in(ctx, live, target, dep, since), undo
+    return None, lambda: None
 
 
 def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:

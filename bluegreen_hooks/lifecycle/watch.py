@@ -13,8 +13,10 @@ the primary, with ``probe_timeout``) count in the log like any client, so a quie
   rules (``max_error_rate``, from [canary] or its defaults, judged by observe/judgement.judge): switch
   back at once;
 * the window ends: judged once more, fail closed: fewer than ``min_requests`` on the new colour (probes
-  included) switch back unless [canary]'s ``on_too_few`` is "promote" (``rules``); else the include goes back to
-  the plain form and the deployment goes on (drain, retire).
+  included) switch back unless [canary]'s ``on_too_few`` is "promote" (``rules``); and latency, once, over the
+  window after its first ``WARM_UP`` seconds: the new colour's p95/p99 against the old colour's baseline
+  before the switch (observe/baseline.py, recorded by ApplicationStart) with the canary's latency rule;
+  else the include goes back to the plain form and the deployment goes on (drain, retire).
 
 A switch back goes through the validation's own path (``events._switch_back``: the old colour's include,
 test, reload, verify; the state's live colour; the new colour drained and removed) and the deployment
@@ -27,7 +29,7 @@ ValidateService (the old colour's stop waits for the window); see docs/canary.md
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from bluegreen_hooks.config import Config
@@ -40,8 +42,10 @@ from bluegreen_hooks.observe import clients, judgement
 
 if TYPE_CHECKING:
     from bluegreen_hooks.lifecycle.canary import Prober
+    from bluegreen_hooks.observe.baseline import Baseline
 
 POLL = 0.25        # seconds between two looks at the logs and the new colour's port
+WARM_UP = 3.0      # seconds after the switch whose latencies the window's latency judgement leaves out
 
 
 @dataclass
@@ -54,10 +58,13 @@ class Watched:
     seconds: float
     new_colour: Colour
     old_colour: Colour
+    baseline: Baseline | None = None    # the old colour's latency before the switch (observe/baseline.py)
 
     def figures(self) -> str:
+        b = self.baseline
+        before = f"; {self.old_colour} p95 {b.p95:.3f}s before the switch" if b and b.p95 is not None else ""
         return (f"{self.new_colour} {self.judged.new.figures()}, {self.old_colour} {self.judged.old.figures()} "
-                f"in the {self.seconds:.1f}s since the switch")
+                f"in the {self.seconds:.1f}s since the switch{before}")
 
     def cause(self) -> str:
         """The switch back's cause for the last line: the judgement's reasons carry their figures; a dead
@@ -70,7 +77,8 @@ class Watched:
         return {"window": "watch", "form": form, "watch_seconds": cfg_seconds, "seconds": round(self.seconds, 2),
                 "verdict": self.verdict, "reason": self.reason, "notes": list(self.judged.notes),
                 "new": {"colour": self.new_colour, **self.judged.new.to_json()},
-                "old": {"colour": self.old_colour, **self.judged.old.to_json()}}
+                "old": {"colour": self.old_colour, **self.judged.old.to_json()},
+                **({"baseline": self.baseline.to_json()} if self.baseline is not None else {})}
 
 
 def rules(ctx: Context) -> judgement.Rules:
@@ -97,13 +105,16 @@ def min_requests_default(cfg: Config) -> int:
     return max(1, min(DEFAULT_MIN_REQUESTS, int(cfg.watch_seconds / interval / 2)))
 
 
-def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Switch:
+def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str, logging_since: float | None = None
+              ) -> nginx.Switch:
     """ApplicationStart's switch when the watch is on: straight into the watch form (so the failure-absorbing
-    upstream is in place from the first request the new colour gets), verified like ``nginx.switch``."""
+    upstream is in place from the first request the new colour gets), verified like ``nginx.switch``; first
+    ``old``'s latency baseline from the log ``start_baseline`` began at ``logging_since``."""
     from bluegreen_hooks.lifecycle import canary
 
     cfg = ctx.cfg
     logging = canary.check_logging(cfg)
+    take_baseline(ctx, old, logging_since)
     nginx_watch.remove_logs(cfg)
     absorb = cfg.nginx.form == "upstream"
     if logging.format_file is not None:   # set form: the log format and the watch's upstream groups
@@ -134,6 +145,65 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> ngi
             + (f"{old} is its backup server until the watch window ends" if absorb else
                f"{old} keeps running until the watch window ends"))
     return sw
+
+
+def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> tuple[float, Callable[[], None]]:
+    """ApplicationStart with the watch on, before the new colour starts: the include logs what clients get from
+    ``live`` (same routing: host/nginx_watch.render_baseline), so the switch can take ``live``'s latency
+    baseline (observe/baseline.py). Returns when the log began, and ``undo``: the plain include again and the
+    log removed, for a start that fails before the switch."""
+    from bluegreen_hooks.lifecycle.canary import check_logging
+
+    cfg = ctx.cfg
+    logging = check_logging(cfg)
+    if logging.format_file is not None:   # set form: the log format at nginx's http level
+        nginx_canary.write_format_file(cfg, logging.format_file)
+    nginx_watch.remove_logs(cfg)
+    text = nginx_watch.render_baseline(cfg, live, live_deployment, logging.restated)
+    nginx.apply(cfg, text, lambda before: "routing unchanged")
+    since = time.monotonic()
+    ctx.say(f"watch: nginx logs what clients get from {live} until the switch (its latency baseline)")
+
+    def undo() -> None:
+        try:
+            nginx_watch.plain_again(cfg, live, live_deployment)
+        except Exception as exc:   # the start's own error is the one to report; the next BeforeInstall retries
+            ctx.say(f"warning: could not put back the plain include of {live}: {exc}")
+    return since, undo
+
+
+def take_baseline(ctx: Context, old: Colour, logging_since: float | None = None) -> Baseline:
+    """At the switch into the watch form: ``old``'s latency baseline from the log's tail (ApplicationStart logged
+    it since ``logging_since``, monotonic: ``start_baseline``), recorded in the deployment's state for
+    ValidateService and said. A short one is not waited for (the watch's cost stays its window): the watch then
+    judges errors and too-few only, and says so."""
+    from bluegreen_hooks.observe import baseline
+
+    cfg = ctx.cfg
+    if nginx_watch.include_baseline(cfg, nginx.read_include(cfg)) == old:
+        reader = clients.LogReader(nginx_canary.clients_log(cfg))
+        reader.offset = max(0, reader.offset - baseline.TAIL_BYTES)   # a torn first line is skipped
+        entries, colour_of, need = reader.read(), nginx_watch.colour_by_port(cfg), rules(ctx).min_latency_samples
+        base = baseline.of(entries, colour_of, old, time.time())
+        if base.samples < need and logging_since is not None:
+            ctx.say(f"watch: {base.samples} of {old}'s requests logged in the {time.monotonic() - logging_since:.1f}s "
+                    f"before the switch, fewer than the {need} a p95 needs: latency is not judged this time")
+    else:
+        base = baseline.Baseline(old, why="the canary's steps judged latency" if cfg.canary is not None else
+                                 "nginx did not log clients before the switch")
+    with ctx.store.update() as st:
+        ip = st.holder(ctx.deployment_id)
+        if ip is not None:   # kept in the record's extra keys (like the receipt)
+            ip.extra["watch_baseline"] = base.to_json()
+    ctx.say(f"watch: {base.describe(rules(ctx).min_latency_samples)}")
+    return base
+
+
+def recorded_baseline(ctx: Context, old: Colour) -> Baseline:
+    from bluegreen_hooks.observe.baseline import Baseline
+
+    ip = ctx.store.read().state.holder(ctx.deployment_id)
+    return Baseline.from_json(ip.extra.get("watch_baseline") if ip is not None else None, old)
 
 
 def _verify_not_backup(ctx: Context, old: Colour, new: Colour, before: list[list[int]]) -> None:
@@ -223,19 +293,22 @@ def _watch(ctx: Context, old: Colour, new: Colour, since: float, prober: Prober 
     t0 = time.monotonic() - max(0.0, min(time.time() - since, cfg.watch_seconds))
     rule = rules(ctx)
     count = _counter(ctx, prober.sent_ids if prober is not None else None)
+    base = recorded_baseline(ctx, old)    # latency: the new colour against the old one's before the switch
 
     def look(final: bool) -> Watched | None:
         elapsed = time.monotonic() - t0
         tn, to = count(new), count(old)
         if not ports.answers(cfg.host, cfg.port(new)):
             v = judgement.Verdict("abort", (f"{new} refuses connections on port {cfg.port(new)}",), tn, to)
-            return Watched("back", v.reasons[0], v, elapsed, new, old)
+            return Watched("back", v.reasons[0], v, elapsed, new, old, base)
         done = final or elapsed >= cfg.watch_seconds
-        v = judgement.judge(tn, to, rule, can_wait=not done)
+        if done:   # latency once, over the window after its warm-up: a few slow first requests decide nothing
+            tn = replace(tn, latencies=count(new, since + WARM_UP).latencies)
+        v = judgement.judge(tn, to, rule, can_wait=not done, baseline=base, latency=done)
         if v.outcome == "abort":
-            return Watched("back", v.summary, v, elapsed, new, old)
+            return Watched("back", v.summary, v, elapsed, new, old, base)
         if done:
-            return Watched("ok", v.summary or "within the rules", v, elapsed, new, old)
+            return Watched("ok", v.summary or "within the rules", v, elapsed, new, old, base)
         return None
 
     left = cfg.watch_seconds - (time.monotonic() - t0)
@@ -251,16 +324,17 @@ def _watch(ctx: Context, old: Colour, new: Colour, since: float, prober: Prober 
     return watched
 
 
-def _counter(ctx: Context, probe_ids: Callable[[], set[str]] | None = None) -> Callable[[Colour], clients.Tally]:
-    """``count(colour)``: what clients got from ``colour`` (every attempt) since the switch into the watch form
-    (the log was removed then); ``probe_ids()``: the ids of the watch's own probes so far."""
+def _counter(ctx: Context, probe_ids: Callable[[], set[str]] | None = None) -> Callable[..., clients.Tally]:
+    """``count(colour, since)``: what clients got from ``colour`` (every attempt) since the switch into the watch
+    form (the log was removed then), or since ``since`` (epoch); ``probe_ids()``: the ids of our probes so far."""
     reader = clients.LogReader(nginx_canary.clients_log(ctx.cfg), 0)
     colour_of = nginx_watch.colour_by_port(ctx.cfg)
     seen: list[clients.Entry] = []
 
-    def count(colour: Colour) -> clients.Tally:
+    def count(colour: Colour, since: float | None = None) -> clients.Tally:
         seen.extend(reader.read())
-        return clients.tally(seen, colour_of, probe_ids=probe_ids() if probe_ids is not None else set())[colour]
+        return clients.tally(seen, colour_of, probe_ids=probe_ids() if probe_ids is not None else set(),
+                             since=since)[colour]
     return count
 
 

@@ -3,7 +3,8 @@
 Pure logic. The statistics: the failure share is judged by the one-sided 95 % Wilson score lower bound of a
 binomial share (observe/stats.py ``wilson_lower``), so a single unlucky error in a small sample is no abort while a few
 failures of a few requests are; latency by nearest-rank percentiles (stats ``percentile``) against the old
-colour's in the same window. ``judge`` says which rule fired, with the figures.
+colour's in the same window, or (the watch window, where the old colour gets only retries) against its
+``baseline`` before the switch (observe/baseline.py). ``judge`` says which rule fired, with the figures.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from bluegreen_hooks.observe.stats import Z_ONE_SIDED_95, wilson_lower
 
 if TYPE_CHECKING:
+    from bluegreen_hooks.observe.baseline import Baseline
     from bluegreen_hooks.observe.clients import Tally
 
 OnTooFew = Literal["abort", "extend", "promote"]
@@ -58,7 +60,8 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f} %"
 
 
-def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False) -> Verdict:
+def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False, baseline: Baseline | None = None,
+          latency: bool = True) -> Verdict:
     """Judge the new colour's window against the rules and the old colour's same window; fail closed.
 
     * **failures**: abort when the one-sided 95 % Wilson lower bound of the new colour's failure share is
@@ -66,7 +69,9 @@ def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False) -> Ve
       not the new version's fault). The bound makes one unlucky error in a small sample no abort, while
       3 failures of 3 already give a bound of 53 %.
     * **latency**: abort when the new colour's p95 (and p99, with 5x ``min_latency_samples``) is above the
-      old's times ``latency_factor`` *and* more than ``latency_margin`` seconds above it.
+      old's times ``latency_factor`` *and* more than ``latency_margin`` seconds above it. With a ``baseline``
+      (the watch window) the old colour's figures are the baseline's, from before the switch; too small a
+      baseline leaves latency unjudged (a note says so). ``latency=False``: not judged in this look.
     * **too few** (fewer than ``min_requests`` attempts on the new colour, probes included, or fewer than
       ``min_latency_samples`` clients' latencies on either colour): ``wait`` while ``can_wait``; then, for
       too few attempts, ``on_too_few``: ``abort`` (the default), ``extend`` or ``promote`` (goes on: ``ok``,
@@ -81,19 +86,23 @@ def judge(new: Tally, old: Tally, rules: Rules, *, can_wait: bool = False) -> Ve
             reasons.append(f"failed {_pct(new.share)} ({new.failed} of {new.attempts}: {kinds}; 95 % lower bound "
                            f"{_pct(bound)}) vs old {_pct(old.share)} ({old.failed} of {old.attempts}), "
                            f"max_error_rate {_pct(rules.max_error_rate)}")
-    for p, need in ((95, rules.min_latency_samples), (99, 5 * rules.min_latency_samples)):
-        if len(new.latencies) < need or len(old.latencies) < need:
-            notes.append(f"p{p} not judged: {len(new.latencies)} new / {len(old.latencies)} old latencies "
+    n_old = len(old.latencies) if baseline is None else baseline.samples
+    before = "" if baseline is None else " before the switch"
+    for p, need in ((95, rules.min_latency_samples), (99, 5 * rules.min_latency_samples)) if latency else ():
+        if len(new.latencies) < need or n_old < need:
+            notes.append(f"p{p} not judged: {len(new.latencies)} new / {n_old} old latencies{before} "
                          f"(needs {need} each)")
             continue
-        n_p, o_p = new.percentile(p), old.percentile(p)
-        assert n_p is not None and o_p is not None
+        n_p, o_p = new.percentile(p), old.percentile(p) if baseline is None else baseline.percentile(p)
+        if n_p is None or o_p is None:     # a recorded baseline without its p99
+            notes.append(f"p{p} not judged: no old p{p}{before}")
+            continue
         if n_p > o_p * rules.latency_factor and n_p - o_p > rules.latency_margin:
-            reasons.append(f"p{p} {n_p:.3f}s vs old {o_p:.3f}s (more than {rules.latency_factor:g}x and "
+            reasons.append(f"p{p} {n_p:.3f}s vs old {o_p:.3f}s{before} (more than {rules.latency_factor:g}x and "
                            f"{rules.latency_margin * 1000:g} ms above)")
     if reasons:
         return Verdict("abort", tuple(reasons), new, old, tuple(notes))
-    if can_wait and min(len(new.latencies), len(old.latencies)) < rules.min_latency_samples:
+    if can_wait and min(len(new.latencies), n_old) < rules.min_latency_samples:
         return Verdict("wait", (), new, old, tuple(notes))
     if new.attempts < rules.min_requests:
         few = f"only {new.attempts} requests through the new colour (min_requests {rules.min_requests})"

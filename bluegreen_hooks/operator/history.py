@@ -48,8 +48,11 @@ def receipt_text(r: Any) -> str:
         p95 = f", p95 {c['p95']:.3f}s" if isinstance(c.get("p95"), (int, float)) else ""
         return (f"{c.get('colour')} {c.get('requests', 0)} requests, {c.get('failed', 0)} failed"
                 + (f" ({kinds})" if kinds else "") + p95)
+    b = r.get("baseline")     # the old colour's latency before the switch (observe/baseline.py)
+    before = (f"; {b.get('colour')} p95 {b['p95']:.3f}s before the switch ({b.get('samples')} requests)"
+              if isinstance(b, dict) and isinstance(b.get("p95"), (int, float)) else "")
     return (f"  {r.get('window', 'watch')} {r.get('verdict')} after {r.get('seconds', 0)}s: {side(r.get('new'))}; "
-            f"{side(r.get('old'))}")
+            f"{side(r.get('old'))}{before}")
 
 
 def canary_text(c: Any) -> str:
