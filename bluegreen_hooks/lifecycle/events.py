@@ -196,8 +196,8 @@ def _route(ctx: Context, be: Backend, d: Decision) -> tuple[Callable[[], nginx.S
             and be.running().get(live):
         from bluegreen_hooks.lifecycle import watch
 
-        since, undo = watch.start_baseline(ctx, live, (d.state.live_deployment if d.state else None) or dep)
-        return lambda: watch.switch_in(ctx, live, target, dep, since), undo
+        began, undo = watch.start_baseline(ctx, live, (d.state.live_deployment if d.state else None) or dep)
+        return lambda: watch.switch_in(ctx, live, target, dep, began()), undo
     return None, lambda: None
 
 

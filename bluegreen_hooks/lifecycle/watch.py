@@ -28,6 +28,7 @@ ValidateService (the old colour's stop waits for the window); see docs/canary.md
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
@@ -147,29 +148,42 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str, loggin
     return sw
 
 
-def start_baseline(ctx: Context, live: Colour, live_deployment: str) -> tuple[float, Callable[[], None]]:
+def start_baseline(ctx: Context, live: Colour, live_deployment: str
+                   ) -> tuple[Callable[[], float], Callable[[], None]]:
     """ApplicationStart with the watch on, before the new colour starts: the include logs what clients get from
     ``live`` (same routing: host/nginx_watch.render_baseline), so the switch can take ``live``'s latency
-    baseline (observe/baseline.py). Returns when the log began, and ``undo``: the plain include again and the
-    log removed, for a start that fails before the switch."""
+    baseline (observe/baseline.py). The reload runs on a thread while the new colour is built and started. Returns
+    ``began`` (waits for it: when the log began, or its error, so no switch goes over a failed nginx change) and
+    ``undo``: the plain include again and the log removed, for a start that fails before the switch."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from bluegreen_hooks.lifecycle.canary import check_logging
 
     cfg = ctx.cfg
-    logging = check_logging(cfg)
-    if logging.format_file is not None:   # set form: the log format at nginx's http level
-        nginx_canary.write_format_file(cfg, logging.format_file)
-    nginx_watch.remove_logs(cfg)
-    text = nginx_watch.render_baseline(cfg, live, live_deployment, logging.restated)
-    nginx.apply(cfg, text, lambda before: "routing unchanged")
-    since = time.monotonic()
-    ctx.say(f"watch: nginx logs what clients get from {live} until the switch (its latency baseline)")
+    logging = check_logging(cfg)   # a refusal comes first, before anything starts
+
+    def apply() -> float:
+        if logging.format_file is not None:   # set form: the log format at nginx's http level
+            nginx_canary.write_format_file(cfg, logging.format_file)
+        nginx_watch.remove_logs(cfg)
+        text = nginx_watch.render_baseline(cfg, live, live_deployment, logging.restated)
+        nginx.apply(cfg, text, lambda before: "routing unchanged")
+        return time.monotonic()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline")
+    reload = pool.submit(apply)
+    pool.shutdown(wait=False)
+    ctx.say(f"watch: nginx logs what clients get from {live} until the switch (its latency baseline; the reload "
+            f"runs while the new colour starts)")
 
     def undo() -> None:
         try:
+            with contextlib.suppress(Exception):   # its own failure left the include as it was (nginx.apply)
+                reload.result()
             nginx_watch.plain_again(cfg, live, live_deployment)
         except Exception as exc:   # the start's own error is the one to report; the next BeforeInstall retries
             ctx.say(f"warning: could not put back the plain include of {live}: {exc}")
-    return since, undo
+    return reload.result, undo
 
 
 def take_baseline(ctx: Context, old: Colour, logging_since: float | None = None) -> Baseline:
