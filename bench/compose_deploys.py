@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,20 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testbed import dockerd, images
-from testbed.bundle import EVENTS, bed_config, hook_env, make_bundle
+from testbed.bundle import EVENTS, bed_config, make_bundle, run_hook
 from testbed.compose import add_site, remove_projects, write_per_colour
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-
-
-def run_hook(bundle: Path, event: str, deployment_id: str) -> tuple[int, float, str]:
-    env = hook_env(deployment_id)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    t0 = time.monotonic()
-    proc = subprocess.run([str(bundle / "hooks" / event)], env=env, cwd="/", stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    return proc.returncode, time.monotonic() - t0, proc.stdout
 
 
 def main() -> int:
@@ -84,7 +74,9 @@ def main() -> int:
         nonlocal failures
         b, t0 = bundle(i), time.monotonic()
         for event in EVENTS:   # ApplicationStop from the previous bundle, as the agent runs it
-            code, secs, out = run_hook(work / f"b{i - 1}" if event == "ApplicationStop" and i else b, event, f"d-{i}")
+            run = run_hook(work / f"b{i - 1}" if event == "ApplicationStop" and i else b, event, f"d-{i}",
+                           timeout=3600, python=sys.executable)
+            code, secs, out = run.returncode, run.seconds, run.output
             if record:
                 per_event[event].append(secs)
             if args.verbose:

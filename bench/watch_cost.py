@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testbed import dockerd, images
-from testbed.bundle import EVENTS, bed_config, hook_env, make_bundle
+from testbed.bundle import EVENTS, bed_config, make_bundle, run_hook
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
@@ -39,16 +39,6 @@ from testbed.ports import free_port
 VARIANTS = ("before", "off", "watch")
 
 
-def run_hook(bundle: Path, event: str, deployment_id: str) -> tuple[int, float, str]:
-    """Run a hook as the agent would (own process group, cwd /, stdin closed); (exit status, seconds, output)."""
-    import subprocess
-
-    env = hook_env(deployment_id)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    t0 = time.monotonic()
-    proc = subprocess.run([str(bundle / "hooks" / event)], env=env, cwd="/", stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    return proc.returncode, time.monotonic() - t0, proc.stdout
 
 
 class Variant:
@@ -77,7 +67,8 @@ class Variant:
         b, d = self.bundle(i), f"d-{self.name}-{i}"
         t0 = time.monotonic()
         for event in EVENTS:
-            code, secs, out = run_hook(b, event, d)
+            run = run_hook(b, event, d, timeout=3600, python=sys.executable)
+            code, secs, out = run.returncode, run.seconds, run.output
             if measure:
                 self.per_event[event].append(secs)
             if code != 0:
