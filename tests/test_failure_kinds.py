@@ -56,14 +56,17 @@ def kbed(logging_nginx, docker_client, app_name, tmp_path, form, kind):  # noqa:
 
 @pytest.mark.parametrize("kind", ["refused", "timeout"])
 def test_canary_aborts_a_version_that_refuses_or_times_out(kbed, form, kind):
-    """refused: at 10 % v2 stops listening after 30 requests to `/`; timeout: v2's `/` hangs and nginx answers 504
-    after 2 s. Set form: the clients the canary's share sent to green got 502 / 504 during the step (nothing
-    retries them); upstream form: nginx's `hash` balancer retried each failed attempt on blue (0 failed clients).
-    Either way green's attempts are counted by kind, the canary aborts at 10 %, and blue serves afterwards with
-    0 failed."""
+    """refused: v2 stops listening after 30 requests to `/` (at 10 %, or at 50 % when 10 % sent it fewer); timeout:
+    v2's `/` hangs and nginx answers 504 after 2 s. Set form: the clients the canary's share sent to green got 502 /
+    504 during the step (nothing retries them); upstream form: nginx's `hash` balancer retried each failed attempt
+    on blue (0 failed clients). Either way green's attempts are counted by kind, the canary aborts, and blue serves
+    afterwards with 0 failed."""
     runs, r, after_abort = _bad_canary(kbed, form, bad_env(kind, 30), load_timeout=CLIENT_TIMEOUT)
-    # upstream form: nginx leaves the failing green out, so the probes may end the step first ("not answered")
-    step = _assert_aborted_old_serves(kbed, runs, r, after_abort, kind, "not answered by green")
+    # upstream form: nginx leaves the failing green out, so the probes may end the step first ("not answered").
+    # refused: green answers its first 30 requests; when the 10 % step sent it fewer (the upstream form's hash
+    # split; CI saw 50 % once), it rightly passed that step and refuses in the next one
+    at = (10, 50) if kind == "refused" else (10,)
+    step = _assert_aborted_old_serves(kbed, runs, r, after_abort, kind, "not answered by green", at=at)
     assert step["new"]["failures"].get(kind, 0) >= 1, step
     assert step["old"]["failed"] == 0, step
     failed = [s for s in r.samples if not s.ok]
