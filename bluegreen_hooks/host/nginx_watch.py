@@ -67,12 +67,16 @@ def render(cfg: Config, new: Colour, old: Colour, deployment_id: str, restated: 
                  f"    server {t_old} backup;\n}}\n")
     # the colour that gave the answer is the last address (the header says who answered)
     body += f"map $upstream_addr ${cv} {{\n    {_addr_regex(cfg, old)} {old};\n    default {new};\n}}\n"
-    names = [name for name, _ in _targets(cfg, new)]   # log only what is proxied to our upstream(s)
-    body += (f"map $proxy_host ${_proxied_variable(cfg)} {{\n" + "".join(f"    {n} 1;\n" for n in names)
-             + "    default \"\";\n}\n")
+    body += _proxied_map(cfg, new)
     body += NEXT_UPSTREAM.format(timeout=NEXT_UPSTREAM_TIMEOUT)
     return head + body + f"access_log {log} {fmt} if=${_proxied_variable(cfg)};\n" + restate
 
+
+def _proxied_map(cfg: Config, colour: Colour) -> str:
+    """The upstream form's access_log condition: log only what is proxied to our upstream(s) of ``colour``."""
+    names = [name for name, _ in _targets(cfg, colour)]
+    return (f"map $proxy_host ${_proxied_variable(cfg)} {{\n" + "".join(f"    {n} 1;\n" for n in names)
+            + "    default \"\";\n}\n")
 
 def render_baseline(cfg: Config, live: Colour, deployment_id: str, restated: tuple[str, ...] = ()) -> str:
     """ApplicationStart's include while the new colour starts (the watch is on): the plain include of ``live``
@@ -85,9 +89,7 @@ def render_baseline(cfg: Config, live: Colour, deployment_id: str, restated: tup
     log, fmt = clients_log(cfg), format_name(cfg)
     if cfg.nginx.form == "set":
         return head + body + f"access_log {log} {fmt};\n" + restate
-    names = [name for name, _ in _targets(cfg, live)]   # log only what is proxied to our upstream(s)
-    body += (f"{clients.log_format_directive(fmt)}\nmap $proxy_host ${_proxied_variable(cfg)} {{\n"
-             + "".join(f"    {n} 1;\n" for n in names) + "    default \"\";\n}\n")
+    body += f"{clients.log_format_directive(fmt)}\n" + _proxied_map(cfg, live)
     return head + body + f"access_log {log} {fmt} if=${_proxied_variable(cfg)};\n" + restate
 
 
