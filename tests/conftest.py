@@ -60,6 +60,15 @@ def reset_process_state():
         yield
 
 
+@pytest.fixture(autouse=True)
+def no_operator_env(monkeypatch):
+    """No test sees the operator's own BLUEGREEN_STATE_DIR / BLUEGREEN_CONFIG: each names its state dir."""
+    from bluegreen_hooks.config import model
+
+    monkeypatch.delenv(model.STATE_DIR_ENV, raising=False)
+    monkeypatch.delenv(model.CONFIG_ENV, raising=False)
+
+
 @pytest.fixture(scope="session")
 def docker_daemon(request):
     _not_quick(request, "the Docker daemon")

@@ -152,6 +152,20 @@ class Bed:
     def include(self):
         return self.site.include.read_text()
 
+    def cli(self, *argv):
+        """An operator command (status, rollback, maintenance ...) on this app's state dir: its exit code."""
+        from bluegreen_hooks.cli import main
+
+        return main([*argv, "--state-dir", str(self.state_dir)])
+
+    def snapshot(self):
+        """What must not change when a deployment is refused or fails: the live facts, the include, the
+        containers and their statuses."""
+        st = self.state()
+        return {"live": {k: st[k] for k in ("live", "live_deployment", "live_image", "previous")},
+                "include": self.site.include.read_bytes(),
+                "containers": sorted((c.id, c.status) for c in self.containers())}
+
     def agent(self):
         """``run(bundle)``: one deployment of ``bundle`` by the real CodeDeploy agent (``CODEDEPLOY_LOCAL``), in a
         root of this test's; skips without the agent (fails under CI)."""

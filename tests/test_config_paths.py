@@ -17,19 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.host import files
 from testbed.bundle import deploy, hook_env, run_hook
 from tests.helpers import ok
 
 QUICK = 20   # seconds: every refusal below takes well under one; a hang is killed and fails the test
-
-
-@pytest.fixture(autouse=True)
-def _no_state_dir_env(monkeypatch):
-    monkeypatch.delenv(config_mod.STATE_DIR_ENV, raising=False)
-    monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
 
 
 def cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:

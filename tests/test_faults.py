@@ -24,24 +24,9 @@ from testbed.bundle import bed_config, deploy, hook_env, make_bundle, run_hook
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import Bed, HeldRequests, get, ok, wait_for
+from tests.helpers import HeldRequests, get, ok, wait_for
 
 THREADS = 3
-
-
-class FaultBed(Bed):
-    def snapshot(self):
-        """What must not change when a deployment is refused or fails."""
-        st = self.state()
-        return {"live": {k: st[k] for k in ("live", "live_deployment", "live_image", "previous")},
-                "include": self.site.include.read_bytes(),
-                "containers": sorted((c.id, c.status) for c in self.containers())}
-
-
-@pytest.fixture
-def bed(docker_client, nginx, site, app_name, tmp_path):
-    """The shared ``Bed`` plus ``snapshot()``: what must not change when a deployment is refused."""
-    return FaultBed(app_name, docker_client, nginx, site, tmp_path)
 
 
 def assert_consistent(bed, live, deployment):

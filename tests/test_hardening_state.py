@@ -21,18 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.cli import main
 from testbed.bundle import bed_config, deploy, hook_env, run_hook, toml_dumps
 from tests.helpers import get, ok, wait_for
 
 OTHER_UID = 65534   # nobody
-
-
-@pytest.fixture(autouse=True)
-def _no_state_dir_env(monkeypatch):
-    monkeypatch.delenv(config_mod.STATE_DIR_ENV, raising=False)
-    monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
 
 
 def cli(bed, capsys, *argv):

@@ -34,22 +34,6 @@ server {{
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_state_dir_env(monkeypatch):
-    monkeypatch.delenv(config_mod.STATE_DIR_ENV, raising=False)
-    monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
-
-
-class MaintBed(Bed):
-    def cli(self, *argv):
-        return main([*argv, "--state-dir", str(self.state_dir)])
-
-
-@pytest.fixture
-def bed(docker_client, nginx, site, app_name, tmp_path):
-    return MaintBed(app_name, docker_client, nginx, site, tmp_path)
-
-
 def request(url: str, path: str = "/", headers: dict | None = None, source: str | None = None):
     """One GET on a fresh connection (from ``source`` when given): (status, lower-cased headers, body)."""
     parts = urlsplit(url)
@@ -131,7 +115,7 @@ def test_failed_nginx_config_test_changes_nothing(docker_client, nginx, app_name
     include is restored, nginx is not reloaded, the state has no maintenance, 0 failed requests."""
     site = nginx.add_site(f"loc-{app_name}", tmp_path / "conf.d" / "backend-url.inc", template=LOCATION_SITE)
     try:
-        bed = MaintBed(app_name, docker_client, nginx, site, tmp_path)
+        bed = Bed(app_name, docker_client, nginx, site, tmp_path)
         ok(deploy(bed.bundle("v1"), "d-one"))
         text, workers = bed.include(), nginx.worker_pids()
         capsys.readouterr()

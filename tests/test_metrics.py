@@ -7,10 +7,8 @@ import json
 import time
 
 import jsonschema
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.cli import main
 from bluegreen_hooks.model import InProgress, State, record_deployment
 from bluegreen_hooks.observe import metrics
@@ -42,12 +40,6 @@ EMF_SCHEMA = {
         "Colour": {"type": "string"}, "Deployment": {"type": "string"},
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_state_dir_env(monkeypatch):
-    monkeypatch.delenv(config_mod.STATE_DIR_ENV, raising=False)
-    monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
 
 
 def samples(text: str) -> dict[tuple, float]:

@@ -17,7 +17,7 @@ from bluegreen_hooks.cli import main
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.observe import notify
 from testbed.bundle import deploy, toml_dumps
-from tests.helpers import Bed, ok
+from tests.helpers import ok
 
 TOKEN = "Bearer tok-9f8e7d6c5b4a"
 
@@ -87,17 +87,6 @@ def receiver():
     yield make
     for r in made:
         r.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_state_dir_env(monkeypatch):
-    monkeypatch.delenv(config_mod.STATE_DIR_ENV, raising=False)
-    monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
-
-
-@pytest.fixture
-def bed(docker_client, nginx, site, app_name, tmp_path):
-    return Bed(app_name, docker_client, nginx, site, tmp_path)
 
 
 @pytest.mark.parametrize("url, msg", [

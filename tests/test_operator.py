@@ -22,26 +22,9 @@ from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import Bed, get, ok, wait_for
+from tests.helpers import get, ok, wait_for
 
 EVENTS_TO_START = ("ApplicationStop", "BeforeInstall", "ApplicationStart")
-
-
-@pytest.fixture(autouse=True)
-def _no_state_dir_env(monkeypatch):
-    monkeypatch.delenv(config_mod.STATE_DIR_ENV, raising=False)
-    monkeypatch.delenv(config_mod.CONFIG_ENV, raising=False)
-
-
-class OperatorBed(Bed):
-    def cli(self, *argv):
-        return main([*argv, "--state-dir", str(self.state_dir)])
-
-
-@pytest.fixture
-def bed(docker_client, nginx, site, app_name, tmp_path):
-    """The shared ``Bed`` plus ``cli()``: the operator commands on this app's state dir."""
-    return OperatorBed(app_name, docker_client, nginx, site, tmp_path)
 
 
 def status_json(bed, capsys):

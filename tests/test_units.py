@@ -8,7 +8,7 @@ import pytest
 from bluegreen_hooks import config
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.host import health, nginx, wait
-from bluegreen_hooks.lifecycle import runner as events
+from bluegreen_hooks.lifecycle import runner
 from bluegreen_hooks.runtime import docker as containers
 
 BASE = {"app": "shop", "container": {"image": "shop:1"}}
@@ -165,7 +165,7 @@ def test_first_error_picks_the_emerg_line():
 
 
 def test_last_line_is_short_and_keeps_its_end():
-    line = events.last_line("ApplicationStart", "x" * 500 + " next step: redeploy")
+    line = runner.last_line("ApplicationStart", "x" * 500 + " next step: redeploy")
     assert len(line) <= 300 and line.startswith("ERROR ApplicationStart: xxx") and line.endswith("next step: redeploy")
 
 
