@@ -27,7 +27,7 @@ from bluegreen_hooks.model import AGENT_EVENTS
 # modules that add commands (each defines add_commands(subparsers))
 COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen_hooks.delivery.commands",
                                    "bluegreen_hooks.operator.commands", "bluegreen_hooks.operator.setup_host",
-                                   "bluegreen_hooks.operator.ops_commands")
+                                   "bluegreen_hooks.operator.parsers")
 
 
 def _hook(args: argparse.Namespace) -> int:

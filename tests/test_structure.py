@@ -170,6 +170,26 @@ def test_functions_are_at_most_60_lines():
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
+
+def test_every_subpackage_has_a_map_naming_each_of_its_modules():
+    """Each subpackage's ``__init__`` docstring says where things live: every module in it is named there, so a
+    newcomer finds a concern from one page; an indented map line naming a module that does not exist fails too."""
+    import re
+
+    missing, stale = {}, {}
+    for package in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")):
+        init = package / "__init__.py"
+        assert init.exists(), f"{package.name}/ has no __init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        modules = {m.stem for m in package.glob("*.py") if m.stem != "__init__"}
+        if unnamed := sorted(m for m in modules if not re.search(rf"\b{m}\b", doc)):
+            missing[package.name] = unnamed
+        mapped = set(re.findall(r"^    ([a-z_]+(?:\.py)?)\s{2,}", doc, re.M))
+        if unknown := sorted(n for n in mapped if n.removesuffix(".py") not in modules):
+            stale[package.name] = unknown
+    assert not missing, f"modules not named in their package's map: {missing}"
+    assert not stale, f"package maps naming modules that do not exist: {stale}"
+
 QUICK_PROBES = '''\
 import docker
 import pytest

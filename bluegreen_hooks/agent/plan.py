@@ -42,7 +42,7 @@ class Seen:
 
 
 @dataclass
-class Plan:
+class DryRunPlan:
     cfg: Config
     deployment_id: str
     decision: Decision
@@ -141,7 +141,7 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
 # ---------------------------------------------------------------------------------------------- planning
 
 def plan_deployment(cfg: Config, deployment_id: str, seen: Seen, now: float | None = None,
-                    event: str = "BeforeInstall") -> Plan:
+                    event: str = "BeforeInstall") -> DryRunPlan:
     """The decision the events would take for ``deployment_id`` given ``seen`` (the same ``decide()``)."""
     d = decide(seen.state, seen.world, deployment_id, event, me(), time.time() if now is None else now,
                cfg.stale_after, procfs.process_alive)
@@ -158,7 +158,7 @@ def plan_deployment(cfg: Config, deployment_id: str, seen: Seen, now: float | No
                      f"{seen.world.include_colour}; the include would be rewritten for {d.repair}")
     if seen.docker_problem:
         notes.append(f"Docker not reachable, containers unknown: {seen.docker_problem}")
-    return Plan(cfg, deployment_id, d, notes, seen)
+    return DryRunPlan(cfg, deployment_id, d, notes, seen)
 
 
 # ---------------------------------------------------------------------------------------------- printing
@@ -167,7 +167,7 @@ def _argv(argv: Iterable[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def event_lines(plan: Plan, event: str) -> list[str]:
+def event_lines(plan: DryRunPlan, event: str) -> list[str]:
     """What ``event`` would do, one line per step."""
     if event == "ApplicationStop":
         return [f"nothing to stop: the live colour ({plan.live or 'none'}) is never stopped here"]
@@ -185,12 +185,12 @@ def event_lines(plan: Plan, event: str) -> list[str]:
     return [f"no bluegreen-hooks step for {event}"]
 
 
-def _task_lines(plan: Plan, when: str) -> list[str]:
+def _task_lines(plan: DryRunPlan, when: str) -> list[str]:
     """The release tasks of stage ``when`` (config/tasks.py), each run inside the target colour."""
     return [f"{t.describe()} in {plan.target}" for t in plan.cfg.tasks if t.when == when]
 
 
-def _before_install_lines(plan: Plan) -> list[str]:
+def _before_install_lines(plan: DryRunPlan) -> list[str]:
     cfg, w, n = plan.cfg, plan.world, plan.cfg.nginx
     out = [f"check config {cfg.path.name}: app {cfg.app}, blue :{cfg.port('blue')}, green :{cfg.port('green')}",
            "check Docker is reachable"
@@ -216,7 +216,7 @@ def _health_line(cfg: Config, colour: Colour) -> str:
             f"deadline {cfg.health.deadline:g}s" + "".join(f"; and :{r.ports[colour]}" for r in cfg.extra_routes))
 
 
-def _compose_start_lines(plan: Plan) -> list[str]:
+def _compose_start_lines(plan: DryRunPlan) -> list[str]:
     from bluegreen_hooks.runtime import compose
 
     cfg, target = plan.cfg, plan.target
@@ -229,7 +229,7 @@ def _compose_start_lines(plan: Plan) -> list[str]:
             f"  with {env}", _health_line(cfg, target)]
 
 
-def _container_start_lines(plan: Plan) -> list[str]:
+def _container_start_lines(plan: DryRunPlan) -> list[str]:
     cfg, w, c = plan.cfg, plan.world, plan.cfg.container
     kw = plan.run_kwargs()
     have = "" if not w or w.image_exists is None else (" (tag exists: rebuilt/retagged)" if w.image_exists else "")
@@ -248,7 +248,7 @@ def _container_start_lines(plan: Plan) -> list[str]:
             _health_line(cfg, plan.target)]
 
 
-def _validate_lines(plan: Plan) -> list[str]:
+def _validate_lines(plan: DryRunPlan) -> list[str]:
     cfg, w, n = plan.cfg, plan.world, plan.cfg.nginx
     out = [f"validate: GET {n.public_url}{n.validate_path} answers HTTP "
            f"{'/'.join(map(str, cfg.health.statuses))} with {n.colour_header}: {plan.target}"]
@@ -277,7 +277,7 @@ def _compose_cmd(cfg: Config) -> tuple[str, ...]:
     return (cfg.compose.command if cfg.compose else None) or ("docker", "compose")
 
 
-def _canary_lines(plan: Plan) -> list[str]:
+def _canary_lines(plan: DryRunPlan) -> list[str]:
     """The canary's steps (lifecycle/canary.py), shown before the promote (the switch below)."""
     from bluegreen_hooks.host.nginx_canary import clients_log, real_share
 
@@ -300,7 +300,7 @@ def _canary_lines(plan: Plan) -> list[str]:
             "  promote (100 %):"]
 
 
-def _switch_lines(plan: Plan) -> list[str]:
+def _switch_lines(plan: DryRunPlan) -> list[str]:
     cfg, n = plan.cfg, plan.cfg.nginx
     out = _canary_lines(plan) + [f"write {n.include}:"] + [f"  | {ln}" for ln in plan.include_text.splitlines()]
     return [*out, f"nginx test: {_argv(n.test)}", f"nginx reload: {_argv(n.reload)}",
@@ -308,7 +308,7 @@ def _switch_lines(plan: Plan) -> list[str]:
             f"keep running: {plan.live or 'nothing'} (stopped by ValidateService)"]
 
 
-def render(plan: Plan, events: Iterable[str]) -> list[str]:
+def render(plan: DryRunPlan, events: Iterable[str]) -> list[str]:
     """The plan as text: a header, notes, then each event's steps."""
     out = [f"DRY RUN (nothing is changed): deployment {plan.deployment_id} of {plan.cfg.app}; "
            f"live {plan.live or 'none'}, target {plan.target}"]

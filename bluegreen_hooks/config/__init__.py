@@ -7,7 +7,9 @@ See docs/config.md for every key and its default.
 
 * ``model``: the frozen objects (``Config`` and one per table) and their derived values;
 * ``reader``: typed getters for one table, the value patterns (always matched in full);
-* ``parsing``: one parse function per table, ``parse``/``load``/``find``; ``compose``: the [compose] table.
+* ``parsing``: one parse function per table, ``parse``/``load``/``find``;
+* one module per table family: ``compose`` ([compose]), ``canary`` ([canary]), ``memory`` (the memory keys of
+  [deploy]), ``operability`` ([maintenance], [notify] and their [deploy] keys), ``tasks`` ([[tasks]]).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from bluegreen_hooks.agent.appspec import bad_relpath, check_bundle, norm
 from bluegreen_hooks.agent.appspec import decode as decode_appspec
 from bluegreen_hooks.agent.appspec import parse as parse_appspec
 from bluegreen_hooks.config import Config, load
-from bluegreen_hooks.delivery.selection import EVERY_FILE, Rules, walk
+from bluegreen_hooks.delivery.bundle_files import EVERY_FILE, Rules, walk
 from bluegreen_hooks.delivery.wheels import (
     requirements_txt,
     runtime_wheels,

@@ -13,6 +13,7 @@ from typing import Callable
 
 from bluegreen_hooks.agent.appspec import FILE_EXISTS
 from bluegreen_hooks.delivery.bundle import bundle, read_bundle
+from bluegreen_hooks.delivery.bundle_files import Rules
 from bluegreen_hooks.delivery.deploy import (
     DeployOptions,
     check_group,
@@ -29,7 +30,6 @@ from bluegreen_hooks.delivery.s3 import (
     head_revision,
     push,
 )
-from bluegreen_hooks.delivery.selection import Rules
 from bluegreen_hooks.delivery.wheels import DEFAULT_WHEEL_CACHE, WHEEL_CACHE_ENV
 from bluegreen_hooks.errors import DeliveryError
 from bluegreen_hooks.host.files import write_atomic
@@ -37,7 +37,7 @@ from bluegreen_hooks.host.files import write_atomic
 Command = Callable[[argparse.Namespace], int]
 
 
-class Interrupted(DeliveryError):
+class Cancelled(DeliveryError):
     """Ctrl-C during bundle, push or deploy (exit 130, as a shell reports SIGINT)."""
 
     exit_code = 130
@@ -49,7 +49,7 @@ def _interruptible(func: Command) -> Command:
         try:
             return func(args)
         except KeyboardInterrupt as exc:
-            raise Interrupted("interrupted") from exc
+            raise Cancelled("interrupted") from exc
     return run
 
 

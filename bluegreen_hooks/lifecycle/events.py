@@ -18,7 +18,7 @@ from bluegreen_hooks.decide import Decision
 from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxError, ValidationFailed, as_hook_error
 from bluegreen_hooks.host import config_paths, include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
-from bluegreen_hooks.lifecycle import maintenance, steps
+from bluegreen_hooks.lifecycle import during_maintenance, steps
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.lifecycle.tasks import TaskRunner
 from bluegreen_hooks.lifecycle.traffic import TRAFFIC_HANDLERS
@@ -37,7 +37,7 @@ def check_inputs(cfg: Config) -> None:
     environment: ConfigError naming the key and the path or variable."""
     include_guard.check(cfg)    # the include must be a file we may replace
     config_paths.check_paths(cfg)   # no other path of the config a FIFO, device or folder where a file belongs
-    maintenance.check_environment(cfg)   # values read from the environment: now, not after the build
+    during_maintenance.check_environment(cfg)   # values read from the environment: now, not after the build
     if cfg.notify is not None:
         from bluegreen_hooks.observe import notify
 
@@ -66,7 +66,7 @@ def before_install(ctx: Context) -> None:
         be.cancel_pending()
         raise
     be.check(ctx.say, *check)
-    maintenance.guard(cfg, ctx.store, ctx.say)
+    during_maintenance.guard(cfg, ctx.store, ctx.say)
     from bluegreen_hooks.lifecycle import background
 
     background.take_over(ctx.store, ctx.say)   # a background retire of the last deployment still running
@@ -128,14 +128,14 @@ def _check_nginx(ctx: Context) -> None:
 
 def application_start(ctx: Context) -> None:
     cfg, dep = ctx.cfg, ctx.deployment_id
-    maintenance.guard(cfg, ctx.store, ctx.say)
+    during_maintenance.guard(cfg, ctx.store, ctx.say)
     be, d, started = _claim_start(ctx)
     ip = d.state.in_progress if d.state else None
     if d.done or ip is None:
         ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
         return
     if ip.stage in ("switched", "validated") and d.live == d.target:
-        ctx.say(maintenance.validate(cfg, ctx.store, d.target, path=cfg.health.path))
+        ctx.say(during_maintenance.validate(cfg, ctx.store, d.target, path=cfg.health.path))
         ctx.say(f"deployment {dep} already switched nginx to {d.target}: nothing to do")
         ctx.finish("switched")
         return
@@ -295,7 +295,7 @@ def validate_service(ctx: Context) -> None:
     # where a validation probe would wait out verify_timeout while a dead colour fails every request
     workers = ip.old_workers + _watch(ctx, be, target, old)
     try:
-        ctx.say(maintenance.validate(cfg, ctx.store, target))
+        ctx.say(during_maintenance.validate(cfg, ctx.store, target))
     except NginxError as exc:
         raise _switch_back(ctx, be, target, old, _with_watch(ctx, old, target, str(exc))) from exc
     tasks = TaskRunner(ctx, be, target, old, dep)

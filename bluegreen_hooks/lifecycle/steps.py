@@ -150,11 +150,12 @@ def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> No
     """An interrupted switch: make the include say what nginx serves again (no reload needed)."""
     ctx.say(f"nginx serves {served} but {ctx.cfg.nginx.include} names {world.include_colour} (an interrupted "
             f"switch): include rewritten for {served}")
-    from bluegreen_hooks.lifecycle import maintenance
+    from bluegreen_hooks.lifecycle import during_maintenance
 
     running = world.running.get(served)
     dep = (running.deployment if running else None) or st.live_deployment or ""
-    text, _ = maintenance.include_for(ctx.cfg, st.maintenance, served, dep if is_deployment_id(dep) else "unknown")
+    deployment = dep if is_deployment_id(dep) else "unknown"
+    text, _ = during_maintenance.include_for(ctx.cfg, st.maintenance, served, deployment)
     nginx.write_include(ctx.cfg, text)
 
 
@@ -250,10 +251,10 @@ def with_serving(exc: HookError, live: Colour | None, see_output: bool, next_ste
 
 def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
     """Point nginx at ``colour`` through the validated switch (write, test, reload, verify); during
-    maintenance behind the maintenance page (lifecycle/maintenance.py)."""
-    from bluegreen_hooks.lifecycle import maintenance
+    maintenance behind the maintenance page (lifecycle/during_maintenance.py)."""
+    from bluegreen_hooks.lifecycle import during_maintenance
 
-    return maintenance.switch(ctx.cfg, ctx.store, colour, include_id, ctx.say)
+    return during_maintenance.switch(ctx.cfg, ctx.store, colour, include_id, ctx.say)
 
 
 def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:

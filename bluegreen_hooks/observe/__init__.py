@@ -9,8 +9,9 @@ Embedded Metric Format lines, and notifications (webhook, Slack, SNS).
 * ``judgement``: a window's verdict from those tallies (Wilson bound on failures, p95/p99 latency), with
   ``stats`` (percentiles, Wilson bounds);
 * ``report``: ``after_event``, called by lifecycle/runner.audit after every event, rollback and
-  maintenance change; it never raises;
-* ``commands``: ``bluegreen-hooks metrics`` and ``bluegreen-hooks maintenance`` (argparse glue).
+  maintenance change; it never raises.
+
+The ``metrics`` and ``maintenance`` commands' parsers live in operator/parsers.py.
 
 This package's ``__init__`` imports nothing: prometheus_client, tenacity and boto3 are imported lazily.
 """

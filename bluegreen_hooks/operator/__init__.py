@@ -10,9 +10,12 @@ Rollback takes the same claim as a deployment (``state.claim``), switches nginx 
 validated ``nginx.switch`` (write, ``nginx -t``, reload, verify), then drains the old nginx workers and
 stops the colour it rolled back from (``--keep-other`` leaves it running). See docs/operator.md.
 
-* ``select``: finding the app (its Config) and reading its state without changing anything;
-* ``status``, ``history``, ``rollback``, ``doctor``: one command each, taking a Config and plain values;
-* ``commands``: the argparse parsers and the glue that turns arguments into those values.
+* ``find_app``: finding the app (its Config) and reading its state without changing anything;
+* ``status``, ``history``, ``rollback``, ``doctor`` (with ``doctor_host``), ``maintenance``, ``canary``
+  (promote/abort), ``unlock``, ``setup_host``: one command each, taking a Config and plain values;
+* ``state_view``: status/history from the state file alone; ``text``: how the commands write times and JSON;
+* ``commands``: the argparse parsers and the glue that turns arguments into those values; ``parsers``: the
+  same for ``maintenance`` and ``metrics``.
 
 This package's ``__init__`` imports nothing: building the parsers must not import docker.
 """

@@ -11,7 +11,7 @@ from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import HookError
 from bluegreen_hooks.host.store import me
 from bluegreen_hooks.host.wait import poll
-from bluegreen_hooks.operator.select import open_store
+from bluegreen_hooks.operator.find_app import open_store
 
 ACTIONS = ("promote", "abort")
 

@@ -29,7 +29,7 @@ EXIT_UNLOCK = ("exit codes: 0 released (or nothing held the app); 1 the state co
 # ---------------------------------------------------------------------------------------------- the glue
 
 def _find_config(args: argparse.Namespace) -> Config:
-    from bluegreen_hooks.operator.select import find_config
+    from bluegreen_hooks.operator.find_app import find_config
 
     return find_config(args.state_dir, args.app, args.config)
 
@@ -114,7 +114,7 @@ def _canary(args: argparse.Namespace) -> int:
 
 
 def _unlock(args: argparse.Namespace) -> int:
-    from bluegreen_hooks.operator.select import choose_app, default_state_dir
+    from bluegreen_hooks.operator.find_app import choose_app, default_state_dir
     from bluegreen_hooks.operator.text import dump
     from bluegreen_hooks.operator.unlock import unlock
 

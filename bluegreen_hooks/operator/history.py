@@ -6,7 +6,7 @@ from typing import Any
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.host.releases import images_text
 from bluegreen_hooks.host.store import Store
-from bluegreen_hooks.operator.select import open_store, read_state
+from bluegreen_hooks.operator.find_app import open_store, read_state
 from bluegreen_hooks.operator.text import utc
 
 

@@ -52,7 +52,7 @@ def rollback_id(now: float | None = None, pid: int | None = None) -> str:
 
 
 @dataclass
-class Plan:
+class RollbackPlan:
     """What a rollback goes from and to, decided under the claim."""
 
     live: Colour                   # the colour rolled back from
@@ -87,20 +87,20 @@ def _refuse_unless_possible(cfg: Config, st: State, running: Any) -> tuple[Colou
     return live, prev
 
 
-def _plan(cfg: Config, st: State, be: Backend, running: Any) -> Plan:
+def _plan(cfg: Config, st: State, be: Backend, running: Any) -> RollbackPlan:
     """Switch when the previous colour still runs its release, else restart its image (when the backend can)."""
     live, prev = _refuse_unless_possible(cfg, st, running)
     release = (live, st.live_deployment, st.live_image, prev, st.previous_deployment, st.previous_image)
     up = running.get(prev)
     if up and (be.kind != "docker" or up.deployment == st.previous_deployment or not st.previous_image):
-        return Plan(*release, up=up, start_image=None)
+        return RollbackPlan(*release, up=up, start_image=None)
     why_not = be.can_restart(prev, st.previous_image, st.previous_deployment)
     if why_not:
         raise NoPreviousRelease(why_not)
-    return Plan(*release, up=None, start_image=st.previous_image)
+    return RollbackPlan(*release, up=None, start_image=st.previous_image)
 
 
-def _claim(ctx: Context, be: Backend) -> Plan:
+def _claim(ctx: Context, be: Backend) -> RollbackPlan:
     """Observe (no lock), then under the lock: reconcile, refuse or plan, and claim the app."""
     from bluegreen_hooks.lifecycle import background
 
@@ -125,7 +125,7 @@ def _claim(ctx: Context, be: Backend) -> Plan:
     return plan
 
 
-def _bring_back(ctx: Context, be: Backend, plan: Plan) -> tuple[steps.BroughtUp, str | None]:
+def _bring_back(ctx: Context, be: Backend, plan: RollbackPlan) -> tuple[steps.BroughtUp, str | None]:
     """The previous colour live again (started first if needed); the switch and its deployment id."""
     prev_d = plan.prev_d
     if plan.up is not None:
@@ -206,7 +206,7 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
             "switch_ms": round(up.switch.seconds * 1000, 1)}
 
 
-def _retire(ctx: Context, be: Backend, plan: Plan, up: steps.BroughtUp, keep_other: bool,
+def _retire(ctx: Context, be: Backend, plan: RollbackPlan, up: steps.BroughtUp, keep_other: bool,
             t0: float) -> bool | None:
     """Drain the old nginx workers, then stop the colour rolled back from (unless ``keep_other``); with
     deploy/retire = "background", hand both to a detached process (None is returned then)."""

@@ -10,7 +10,7 @@ from typing import Any
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.model import State
-from bluegreen_hooks.operator.select import choose_app, default_state_dir
+from bluegreen_hooks.operator.find_app import choose_app, default_state_dir
 from bluegreen_hooks.operator.text import ago, utc
 
 

@@ -17,7 +17,7 @@ from bluegreen_hooks.errors import DockerUnavailable, NginxError
 from bluegreen_hooks.host import health, instance, nginx, procfs, releases
 from bluegreen_hooks.host.releases import images_text
 from bluegreen_hooks.model import COLOURS, Colour, State
-from bluegreen_hooks.operator.select import open_store, read_state
+from bluegreen_hooks.operator.find_app import open_store, read_state
 from bluegreen_hooks.operator.text import ago, first_line, utc
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, Backend, connect
 

@@ -1,4 +1,18 @@
-"""Runtime backends: how a colour of the app runs (see runtime/base.py for the protocol)."""
+"""Runtime backends: how a colour of the app runs (see runtime/base.py for the protocol).
+
+Where things live:
+
+    base             the Backend protocol, our labels, the Docker connection, log tails
+    docker           the default backend: one container per colour through the docker SDK
+    docker_release   a single-container release recorded and brought back (rollback)
+    compose          compose stacks: each colour a docker-compose project
+    compose_exec     running compose commands (v2 or v1), one at a time or several at once
+    compose_release  per-release images, the rendered config cache, stop/remove/start
+    compose_restore  a compose release recorded and brought back (rollback)
+    images           image ownership by label
+    healthcheck      run a container's own HEALTHCHECK at once
+    owner            which of our containers holds a process
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -32,7 +32,7 @@ def _maintenance(args: argparse.Namespace) -> int:
 
 def _metrics(args: argparse.Namespace) -> int:
     from bluegreen_hooks.observe import metrics
-    from bluegreen_hooks.operator.select import open_store, read_state
+    from bluegreen_hooks.operator.find_app import open_store, read_state
     from bluegreen_hooks.operator.text import dump
 
     cfg = _find_config(args)
