@@ -5,12 +5,13 @@ Pure and import-light (no docker, no tenacity): hooks, the local runner and the 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 Colour = Literal["blue", "green"]
 COLOURS: tuple[Colour, ...] = get_args(Colour)
+Say = Callable[[str], None]   # how every step reports a line (the event's reporter, or print)
 
 # the events bluegreen-hooks acts on, in the order the CodeDeploy agent runs them
 EVENTS: tuple[str, ...] = ("ApplicationStop", "BeforeInstall", "ApplicationStart", "ValidateService")

@@ -1,4 +1,4 @@
-"""Names that reach Docker, compose and nginx: valid for them, not just for us.
+"""Names that reach Docker, compose and nginx: valid for them, not just for us; and the ids of our own operations.
 
 The app name becomes the container name ``<app>-<colour>``, the image repository ``bluegreen-<app>``
 and (with [compose]) the project ``<app>-<colour>``; container/image is pulled as written. Docker's
@@ -17,7 +17,11 @@ colour). Every pattern is used with ``fullmatch``. Pure.
 """
 from __future__ import annotations
 
+import os
 import re
+import time
+from datetime import datetime, timezone
+from typing import Literal
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
@@ -40,3 +44,10 @@ def is_image(value: str) -> bool:
     """True when ``value`` is a whole Docker image reference (name at most 255 characters)."""
     m = IMAGE.fullmatch(value) if len(value) <= 512 else None
     return m is not None and len(m.group("name")) <= 255
+
+
+def operation_id(kind: Literal["rollback", "maintenance"], now: float | None = None, pid: int | None = None) -> str:
+    """``<kind>-<UTC timestamp>-<pid>``: the id an operator's rollback or maintenance change is claimed, recorded
+    and audited under (unique per process, so two in the same second never share a claim)."""
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{kind}-{stamp}-{os.getpid() if pid is None else pid}"

@@ -1,6 +1,7 @@
 """Pure logic, no services: config validation, include rendering, state claims, verdicts, argv/kwargs builders."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,11 @@ def test_a_port_holder_that_ended_since_the_walk_is_not_foreign():
     gone.wait()
     assert ports.foreign_holder(1, [], found=[(gone.pid, "httpd -f")]) is None
     assert ports.foreign_holder(1, [], found=[(os.getpid(), "python")]) == f"pid {os.getpid()} (python)"
+
+
+def test_an_operator_operation_id_names_its_kind_time_and_process():
+    from bluegreen_hooks.names import operation_id
+
+    assert operation_id("rollback", now=0, pid=42) == "rollback-19700101T000000Z-42"
+    assert operation_id("maintenance", now=86400.5, pid=7) == "maintenance-19700102T000000Z-7"
+    assert operation_id("rollback").endswith(f"-{os.getpid()}")

@@ -11,16 +11,13 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import HookError, NginxError
 from bluegreen_hooks.host import maintenance as page
 from bluegreen_hooks.host import nginx
 from bluegreen_hooks.host.store import Store
-from bluegreen_hooks.model import Colour, Maintenance
-
-Say = Callable[[str], None]
+from bluegreen_hooks.model import Colour, Maintenance, Say
 
 
 class MaintenanceOn(HookError):

@@ -19,10 +19,8 @@ from bluegreen_hooks.decide import Decision, World, decide
 from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.host.store import Store, me
-from bluegreen_hooks.model import Colour, State, Who, finish_event, is_deployment_id
+from bluegreen_hooks.model import Colour, Say, State, Who, finish_event, is_deployment_id
 from bluegreen_hooks.runtime.base import Backend, RunningMap
-
-Say = Callable[[str], None]
 
 
 @dataclass

@@ -31,10 +31,10 @@ from bluegreen_hooks.config.operability import NotifyConfig, check_webhook_url
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.host import files
 from bluegreen_hooks.host.wait import retrying
+from bluegreen_hooks.model import Say
 
 KINDS = ("deployment_succeeded", "deployment_failed", "rollback_succeeded", "rollback_failed", "canary_aborted",
          "maintenance_on", "maintenance_off", "maintenance_failed")
-Say = Callable[[str], None]
 _ICONS = {"succeeded": ":white_check_mark:", "failed": ":x:", "aborted": ":warning:", "on": ":construction:",
           "off": ":white_check_mark:"}
 

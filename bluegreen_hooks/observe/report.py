@@ -7,13 +7,11 @@ deployment (or a rollback, or changed maintenance), and never raises: a failure 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.host.store import Store
-from bluegreen_hooks.model import Record, State, count
-
-Say = Callable[[str], None]
+from bluegreen_hooks.model import Record, Say, State, count
 
 
 def ended_now(st: State, deployment_id: str, started: float) -> Record | None:

@@ -10,10 +10,8 @@ maintenance began, or the one a deployment made live behind the page (deploy/dur
 """
 from __future__ import annotations
 
-import os
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import claim
@@ -22,17 +20,11 @@ from bluegreen_hooks.host import maintenance as page
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.lifecycle.runner import audit
 from bluegreen_hooks.lifecycle.steps import Context
-from bluegreen_hooks.model import Colour, Maintenance, State, is_deployment_id
+from bluegreen_hooks.model import Colour, Maintenance, Say, State, is_deployment_id
+from bluegreen_hooks.names import operation_id
 from bluegreen_hooks.operator.text import ago, first_line
 
 MAINTENANCE_EVENT = "Maintenance"
-Say = Callable[[str], None]
-
-
-def maintenance_id(now: float | None = None, pid: int | None = None) -> str:
-    """``maintenance-<UTC timestamp>-<pid>``: the id a maintenance change is claimed and audited under."""
-    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"maintenance-{stamp}-{os.getpid() if pid is None else pid}"
 
 
 def _claim(ctx: Context) -> State:
@@ -80,7 +72,7 @@ def turn_on(cfg: Config, say: Say, message: str | None = None, retry_after: int 
         raise ConfigError("maintenance needs nginx/form = \"set\": the upstream form's include is read at the http "
                           "level, where nginx cannot answer requests itself (see docs/operator.md)")
     token = page.read_bypass_token(cfg)     # a missing secret is refused before anything changes
-    t0, ctx = time.monotonic(), Context(cfg, maintenance_id(), MAINTENANCE_EVENT, say)
+    t0, ctx = time.monotonic(), Context(cfg, operation_id("maintenance"), MAINTENANCE_EVENT, say)
     st = _claim(ctx)
     before = st.maintenance
     try:
@@ -104,7 +96,7 @@ def turn_on(cfg: Config, say: Say, message: str | None = None, retry_after: int 
 
 def turn_off(cfg: Config, say: Say) -> dict[str, Any]:
     """Send traffic to the live colour again (nothing to do when maintenance is off). Raises HookError."""
-    t0, ctx = time.monotonic(), Context(cfg, maintenance_id(), MAINTENANCE_EVENT, say)
+    t0, ctx = time.monotonic(), Context(cfg, operation_id("maintenance"), MAINTENANCE_EVENT, say)
     st = _claim(ctx)
     before = st.maintenance
     try:

@@ -8,11 +8,9 @@ is audited like an event (``runner.audit``) under a ``rollback-…`` deployment 
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.decide import claim, interrupted_switch, reconcile
@@ -21,13 +19,12 @@ from bluegreen_hooks.host import procfs
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.runner import audit
 from bluegreen_hooks.lifecycle.steps import Context
-from bluegreen_hooks.model import Colour, Running, State, finish_event, is_deployment_id
+from bluegreen_hooks.model import Colour, Running, Say, State, finish_event, is_deployment_id
+from bluegreen_hooks.names import operation_id
 from bluegreen_hooks.operator.text import first_line
 from bluegreen_hooks.runtime.base import Backend
 
 ROLLBACK_EVENT = "Rollback"
-
-Say = Callable[[str], None]
 
 
 class NoPreviousRelease(HookError):
@@ -42,13 +39,6 @@ class RollbackFailed(HookError):
     def __init__(self, msg: str, exit_code: int = 1) -> None:
         super().__init__(msg)
         self.exit_code = exit_code
-
-
-def rollback_id(now: float | None = None, pid: int | None = None) -> str:
-    """``rollback-<UTC timestamp>-<pid>``: the deployment id a rollback is recorded under (unique per
-    process, so two rollbacks in the same second never share a claim)."""
-    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"rollback-{stamp}-{os.getpid() if pid is None else pid}"
 
 
 @dataclass
@@ -169,7 +159,7 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
     from bluegreen_hooks import runtime
 
     t0 = time.monotonic()
-    ctx = Context(cfg, rollback_id(), ROLLBACK_EVENT, say)
+    ctx = Context(cfg, operation_id("rollback"), ROLLBACK_EVENT, say)
     be = runtime.backend(cfg)
     plan = _claim(ctx, be)
     live, prev = plan.live, plan.prev

@@ -25,10 +25,11 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, SetupError
+from bluegreen_hooks.model import Say
 
 VENV_ROOT_ENV = "BLUEGREEN_VENV_ROOT"          # the same variable hooks/launch reads
 DEFAULT_VENV_ROOT = "/opt/bluegreen-hooks"
@@ -39,7 +40,6 @@ SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "
 _SPECIAL = re.compile(r"[*?\[\]\\,:=!#\s\"'`$;&|<>(){}]")
 NGINX_KEYS = ("test", "reload", "dump")
 
-Say = Callable[[str], None]
 
 
 def venv_root(environ: dict[str, str] | None = None) -> Path:

@@ -8,10 +8,10 @@ Docker start fast.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from bluegreen_hooks.errors import DockerUnavailable
-from bluegreen_hooks.model import COLOURS, Colour, Running
+from bluegreen_hooks.model import COLOURS, Colour, Running, Say
 
 LABEL_APP = "bluegreen.app"
 LABEL_COLOUR = "bluegreen.colour"
@@ -19,7 +19,6 @@ LABEL_DEPLOYMENT = "bluegreen.deployment"
 LABEL_IMAGE = "bluegreen.image"
 DOCKER_TIMEOUT = 300
 
-Say = Callable[[str], None]
 RunningMap = dict[Colour, Optional[Running]]
 
 

@@ -28,11 +28,10 @@ from typing import Any
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.host import releases
 from bluegreen_hooks.host.files import write_atomic
-from bluegreen_hooks.model import Colour
+from bluegreen_hooks.model import Colour, Say
 from bluegreen_hooks.names import PATH_COMPONENT
 from bluegreen_hooks.runtime import images
 
-Say = Any
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 _SERVICE_LINE = re.compile(r"  ([A-Za-z0-9][A-Za-z0-9._-]*):\s*\Z")
