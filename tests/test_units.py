@@ -373,3 +373,14 @@ def test_an_operator_operation_id_names_its_kind_time_and_process():
     assert operation_id("rollback", now=0, pid=42) == "rollback-19700101T000000Z-42"
     assert operation_id("maintenance", now=86400.5, pid=7) == "maintenance-19700102T000000Z-7"
     assert operation_id("rollback").endswith(f"-{os.getpid()}")
+
+
+def test_a_colours_ports_are_its_first_routed_port_then_each_further_routed_service(tmp_path):
+    for name in ("b.yml", "g.yml"):
+        (tmp_path / name).write_text("services: {}\n")
+    cfg = config.parse({"app": "shop", "colours": {"blue": 8081, "green": 8082},
+                        "compose": {"files": {"blue": "b.yml", "green": "g.yml"}, "routed": ["web", "api"],
+                                    "routes": {"api": {"blue": 9081, "green": 9082}}}},
+                       tmp_path / "bluegreen.toml")
+    assert cfg.colour_port_keys("green") == [("colours/green", 8082), ("compose/routes/api/green", 9082)]
+    assert cfg.colour_ports("blue") == [8081, 9081]

@@ -160,6 +160,16 @@ class Config:
     def port(self, colour: Colour) -> int:
         return self.ports[colour]
 
+    def colour_port_keys(self, colour: Colour) -> list[tuple[str, int]]:
+        """Every port ``colour`` serves on, each with the config key that sets it: colours/<colour> first, then
+        each further routed compose service's."""
+        return [(f"colours/{colour}", self.ports[colour])] + [
+            (f"compose/routes/{r.service}/{colour}", r.ports[colour]) for r in self.extra_routes]
+
+    def colour_ports(self, colour: Colour) -> list[int]:
+        """Every port ``colour`` serves on (``colour_port_keys`` without the keys)."""
+        return [port for _, port in self.colour_port_keys(colour)]
+
     @staticmethod
     def other(colour: Colour) -> Colour:
         return model.other(colour)

@@ -81,7 +81,7 @@ def format_text(cfg: Config) -> str:
 
 def colour_ports(cfg: Config) -> dict[str, list[int]]:
     """The ports of every routed service, per colour (to give each attempt's address its colour)."""
-    return {c: [cfg.port(c)] + [r.ports[c] for r in cfg.extra_routes] for c in COLOURS}
+    return {c: cfg.colour_ports(c) for c in COLOURS}
 
 
 def prefix_regex(share: int) -> str:

@@ -19,13 +19,9 @@ from bluegreen_hooks.model import Colour
 WORKER_EXIT_WAIT = 10.0   # how long to watch the old nginx workers exit once their streams closed
 
 
-def ports(cfg: Config, colour: Colour) -> list[int]:
-    return [cfg.port(colour)] + [r.ports[colour] for r in cfg.extra_routes]
-
-
 def still_open(cfg: Config, colour: Colour) -> int:
     """Established connections to ``colour``'s ports now (nginx's proxied streams among them)."""
-    return sum(procfs.connections_to(p) for p in ports(cfg, colour))
+    return sum(procfs.connections_to(p) for p in cfg.colour_ports(colour))
 
 
 def report(cfg: Config, store: Store, say: Callable[[str], None], deployment_id: str, colour: Colour,

@@ -112,8 +112,7 @@ def claim_early(ctx: Context) -> Colour | None:
                                                              split is not None)
         if target is None:
             return None
-        keys = [cfg.port(target)] + [r.ports[target] for r in cfg.extra_routes]
-        if any(ports.answers(cfg.host, port) for port in keys):   # take() and the usual checks say what
+        if any(ports.answers(cfg.host, port) for port in cfg.colour_ports(target)):   # take() and the checks say what
             return None
         busy, _ = claim(st, ctx.deployment_id, ctx.event, target, ctx.who, time.time(), cfg.stale_after,
                         procfs.process_alive, ctx.group)
@@ -170,12 +169,9 @@ def check_target_ports(cfg: Config, target: Colour) -> None:
     """Refuse when something that is not our container answers on the target colour's port(s): it would
     make our container fail to bind, or answer the health check in its place (host/ports.py)."""
     from bluegreen_hooks.host import ports
-
-    keys = [(f"colours/{target}", cfg.port(target))]
-    keys += [(f"compose/routes/{r.service}/{target}", r.ports[target]) for r in cfg.extra_routes]
     from bluegreen_hooks.runtime import owner
 
-    ports.check_free(cfg.host, keys, target, owner=owner.describe)
+    ports.check_free(cfg.host, cfg.colour_port_keys(target), target, owner=owner.describe)
 
 
 def check_ports_owned(cfg: Config, be: Backend, colour: Colour) -> None:
@@ -183,9 +179,7 @@ def check_ports_owned(cfg: Config, be: Backend, colour: Colour) -> None:
     its ports (a squatter answering in its place): every path that switches nginx checks this first."""
     from bluegreen_hooks.host import ports
 
-    keys = [(f"colours/{colour}", cfg.port(colour))]
-    keys += [(f"compose/routes/{r.service}/{colour}", r.ports[colour]) for r in cfg.extra_routes]
-    ports.check_held_by(cfg.host, keys, [c.attrs for c in be.containers(colour)], colour)
+    ports.check_held_by(cfg.host, cfg.colour_port_keys(colour), [c.attrs for c in be.containers(colour)], colour)
 
 
 @dataclass
