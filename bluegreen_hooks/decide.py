@@ -103,7 +103,7 @@ def reconcile(st: State, include_colour: Colour | None, running: Mapping[Colour,
         if live is None or info is None:
             st.clear_live()
         else:
-            st.set_live(live, info.deployment, info.image, now)
+            st.record_switch(live, info.deployment, info.image, now, st.drain_workers)
     return notes
 
 

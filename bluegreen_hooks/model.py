@@ -35,10 +35,9 @@ def other(colour: Colour) -> Colour:
     return "green" if colour == "blue" else "blue"
 
 
-# --------------------------------------------------------------------------------------------- the state
-# One app's state file, typed. The JSON keys are the file format (docs/operator.md); ``from_json``
-# checks every type and raises BadState naming the key, so a file that parses as JSON but has the
-# wrong shape is treated like a corrupt one (quarantined and rebuilt), never half-trusted.
+# ---- the state: one app's state file, typed. The JSON keys are the file format (docs/operator.md); ``from_json``
+# checks every type and raises BadState naming the key: a file that parses as JSON but has the wrong shape is
+# treated like a corrupt one (quarantined and rebuilt), never half-trusted.
 
 SCHEMA = 1
 Record = dict[str, Any]      # one history record (a deployment or an event run): plain JSON
@@ -328,13 +327,15 @@ class State:
         """``deployment_id`` is live and no longer in progress: every event of it is a no-op."""
         return self.live_deployment == deployment_id and self.holder(deployment_id) is None
 
-    def set_live(self, colour: Colour, deployment_id: str | None, image: str | None, now: float) -> None:
-        """Record ``colour`` as live; the colour live before it becomes ``previous``."""
+    def record_switch(self, colour: Colour, deployment_id: str | None, image: str | None, now: float,
+                      old_workers: list[list[int]]) -> None:
+        """Record ``colour`` as live (the colour live before it becomes ``previous``) and, after a switch, the
+        nginx workers from before it (``old_workers``: they may still proxy to the colour that was live)."""
         if self.live != colour:
             self.previous, self.previous_deployment, self.previous_image = (
                 self.live, self.live_deployment, self.live_image)
             self.live_since = now
-        self.live, self.live_deployment, self.live_image = colour, deployment_id, image
+        self.live, self.live_deployment, self.live_image, self.drain_workers = colour, deployment_id, image, old_workers
 
     def clear_live(self) -> None:
         self.live = self.live_since = self.live_deployment = self.live_image = None
@@ -361,9 +362,8 @@ class Who:
 
 
 def finish_event(st: State, deployment_id: str, stage: str, now: float, **extra: Any) -> None:
-    """Mark the holder's current event as done (the deployment stays in progress).
-
-    ``extra``: image, old_workers or timings of the deployment."""
+    """Mark the holder's current event as done (the deployment stays in progress); ``extra``: image, old_workers
+    or timings of the deployment."""
     ip = st.holder(deployment_id)
     if ip is None:
         return

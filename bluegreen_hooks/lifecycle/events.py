@@ -253,8 +253,7 @@ def _record_switch(ctx: Context, target: Colour, image: str, sw: nginx.Switch, t
     write_atomic(live_config, cfg.path.read_text(encoding="utf-8"), mode=0o600)  # for the operator commands
     now = time.time()
     with ctx.store.update() as st:
-        st.set_live(target, ctx.deployment_id, image, now)
-        st.drain_workers = sw.old_workers   # they may still proxy to the colour that was live
+        st.record_switch(target, ctx.deployment_id, image, now, sw.old_workers)
         st.config = str(live_config)
         finish_event(st, ctx.deployment_id, "switched", now, image=image, old_workers=sw.old_workers,
                      timings=timings)
@@ -374,8 +373,7 @@ def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, 
     steps.check_ports_owned(ctx.cfg, be, old)
     back = steps.switch(ctx, old, st.previous_deployment or ctx.deployment_id)
     with ctx.store.update() as st2:
-        st2.set_live(old, st.previous_deployment, st.previous_image, time.time())
-        st2.drain_workers = back.old_workers
+        st2.record_switch(old, st.previous_deployment, st.previous_image, time.time(), back.old_workers)
     ctx.log_tail = be.logs_tail(target)
     # the workers from before the switch back may still be proxying requests to the target: let them finish
     steps.retire(ctx, be, target, old, back.old_workers, f"nginx workers finished their requests to {target}")

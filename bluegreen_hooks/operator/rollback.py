@@ -175,8 +175,7 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
             raise RollbackFailed(f"rollback failed: {exc}; {live} keeps serving", exc.exit_code) from exc
         raise
     with ctx.store.update() as st:
-        st.set_live(prev, prev_d, plan.prev_image, time.time())
-        st.drain_workers = up.switch.old_workers   # as a deployment's switch records them
+        st.record_switch(prev, prev_d, plan.prev_image, time.time(), up.switch.old_workers)
         finish_event(st, ctx.deployment_id, "switched", time.time(), timings={
             "healthy": round(up.healthy_seconds, 3), "switch_ms": round(up.switch.seconds * 1000, 1)})
     live_after = time.monotonic() - t0   # what users feel: until nginx verified the old release serving
