@@ -31,13 +31,16 @@ COMMAND_MODULES: tuple[str, ...] = ("bluegreen_hooks.agent.commands", "bluegreen
 
 
 def _hook(args: argparse.Namespace) -> int:
-    from bluegreen_hooks.lifecycle.runner import run_event
+    from bluegreen_hooks.lifecycle.runner import Describe, run_event
 
     environ = dict(os.environ)
     if args.deployment_id:
         environ["DEPLOYMENT_ID"] = args.deployment_id
-    return run_event(args.event, (args.bundle or Path.cwd()).resolve(), environ,
-                     dry_run=getattr(args, "dry_run", False))
+    describe: Describe | None = None
+    if getattr(args, "dry_run", False):   # the dry run's planner lives in the agent layer, above the runner
+        from bluegreen_hooks.agent import plan
+        describe = plan.describe
+    return run_event(args.event, (args.bundle or Path.cwd()).resolve(), environ, describe=describe)
 
 
 def parser(only_hook: bool = False, prog: str = "bluegreen-hooks") -> argparse.ArgumentParser:

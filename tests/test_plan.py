@@ -4,6 +4,7 @@ master/worker pids are identical before and after."""
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -173,6 +174,8 @@ def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
 
 # ------------------------------------------------------------------- the dry run decides as the real event
 
+GROUP = "g-0a1b2c3d"   # the CodeDeploy deployment group id the agent passes every hook
+
 def _scenario(bed, name: str) -> None:
     """Bring the bed into one reconcile branch (see test_dry_run_decides_what_before_install_then_does)."""
     import json as _json
@@ -193,6 +196,12 @@ def _scenario(bed, name: str) -> None:
                              "event": "ApplicationStart", "event_done": False, "pid": 2 ** 22 + 1, "pid_start": 1,
                              "host": _os.uname().nodename}
         path.write_text(_json.dumps(st))
+    elif name == "same group, between events":   # its ApplicationStart ended (e.g. failed outside our hooks)
+        now = time.time()                           # and the agent moved on: fresh, between events, same group
+        st["in_progress"] = {"id": "d-dead", "target": "green", "started": now, "updated": now,
+                             "stage": "BeforeInstall", "event": "ApplicationStart", "event_done": True,
+                             "pid": 2 ** 22 + 1, "pid_start": 1, "host": _os.uname().nodename, "group": GROUP}
+        path.write_text(_json.dumps(st))
     elif name == "interrupted switch":                             # include rewritten, nginx never reloaded
         _ok(_deploy(bed.bundle("v3"), "d-3", events=("BeforeInstall", "ApplicationStart")))  # blue live, green runs
         st = _json.loads(path.read_text())
@@ -212,11 +221,12 @@ def _scenario(bed, name: str) -> None:
         path.unlink()
 
 
-@pytest.mark.parametrize("name", ["fresh host", "live blue", "live green", "stale holder", "interrupted switch",
-                                  "include disagrees with containers", "state missing"])
+@pytest.mark.parametrize("name", ["fresh host", "live blue", "live green", "stale holder", "same group, between events",
+                                  "interrupted switch", "include disagrees with containers", "state missing"])
 def test_dry_run_decides_what_before_install_then_does(bed, name, monkeypatch, capsys):
     """For every reconcile branch, ``--dry-run`` reports the live and target colours and the repairs
-    (take-over, include rewrite) that the real BeforeInstall then makes."""
+    (take-over, include rewrite) that the real BeforeInstall then makes. Both run in the same deployment
+    group, as the agent runs them: a holder of that group between events is taken over by both."""
     import re
 
     from testbed.bundle import run_hook
@@ -224,9 +234,10 @@ def test_dry_run_decides_what_before_install_then_does(bed, name, monkeypatch, c
     _scenario(bed, name)
     bundle = bed.bundle("v9")
     monkeypatch.setenv("DEPLOYMENT_ID", "d-next")
+    monkeypatch.setenv("DEPLOYMENT_GROUP_ID", GROUP)
     assert main(["hook", "BeforeInstall", "--bundle", str(bundle), "--dry-run"]) == 0
     dry = capsys.readouterr().out
-    real = run_hook(bundle, "BeforeInstall", "d-next", python=sys.executable)
+    real = run_hook(bundle, "BeforeInstall", "d-next", {"DEPLOYMENT_GROUP_ID": GROUP}, python=sys.executable)
     assert real.returncode == 0, real.output
     planned = re.search(r"DRY RUN \(nothing is changed\): deployment d-next of \S+; live (\w+), target (\w+)", dry)
     done = re.search(r"live colour: (\w+); target colour: (\w+)", real.output)
@@ -236,8 +247,11 @@ def test_dry_run_decides_what_before_install_then_does(bed, name, monkeypatch, c
                                                                        in real.output)
     assert ("interrupted switch" in dry) == ("interrupted switch" in real.output)
     expected = {"fresh host": ("none", "blue"), "live blue": ("blue", "green"), "live green": ("green", "blue"),
-                "stale holder": ("blue", "green"), "interrupted switch": ("blue", "green"),
+                "stale holder": ("blue", "green"), "same group, between events": ("blue", "green"),
+                "interrupted switch": ("blue", "green"),
                 "include disagrees with containers": ("blue", "green"), "state missing": ("blue", "green")}
     assert done.groups() == expected[name]
     if name == "interrupted switch":
         assert "interrupted switch" in real.output
+    if name in ("stale holder", "same group, between events"):
+        assert "took over from stale deployment d-dead" in real.output

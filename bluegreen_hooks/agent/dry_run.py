@@ -35,7 +35,7 @@ def dry_run(opts: Options, out: TextIO | None = None) -> int:
             f"(application {opts.application_name}, group {opts.group_name} / {opts.group_id})")
         for event in runner.events():
             say(_event_line(event, spec, runner))
-        _our_plan(archive, spec, runner.events(), opts.deployment_id, say)
+        _our_plan(archive, spec, runner.events(), opts.deployment_id, opts.group_id, say)
     return 0
 
 
@@ -60,7 +60,7 @@ def _event_line(event: str, spec: AppSpec, runner: Runner) -> str:
     return f"{event}: {_scripts(spec, event)}"
 
 
-def _our_plan(archive: Path, spec: AppSpec, events: list[str], deployment_id: str,
+def _our_plan(archive: Path, spec: AppSpec, events: list[str], deployment_id: str, group: str,
               say: Callable[[str], None]) -> None:
     """The plan of bluegreen-hooks' own events (model.EVENTS) that have hooks, when the bundle has our config."""
     from bluegreen_hooks import config as config_mod
@@ -73,5 +73,5 @@ def _our_plan(archive: Path, spec: AppSpec, events: list[str], deployment_id: st
     cfg = config_mod.load(cfg_path)
     ours = [e for e in EVENTS if e in events and spec.hooks.get(e)]
     say("")
-    for ln in plan.describe(cfg, deployment_id, ours):
+    for ln in plan.describe(cfg, deployment_id, ours, group):
         say(ln)

@@ -141,10 +141,11 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
 # ---------------------------------------------------------------------------------------------- planning
 
 def plan_deployment(cfg: Config, deployment_id: str, seen: Seen, now: float | None = None,
-                    event: str = "BeforeInstall") -> DryRunPlan:
-    """The decision the events would take for ``deployment_id`` given ``seen`` (the same ``decide()``)."""
+                    event: str = "BeforeInstall", group: str | None = None) -> DryRunPlan:
+    """The decision the events would take for ``deployment_id`` given ``seen``: the same ``decide()`` with the
+    same arguments, the deployment group (``$DEPLOYMENT_GROUP_ID``) included."""
     d = decide(seen.state, seen.world, deployment_id, event, me(), time.time() if now is None else now,
-               cfg.stale_after, procfs.process_alive)
+               cfg.stale_after, procfs.process_alive, group=group)
     notes = list(d.notes)
     if d.busy is None:
         notes += [n.replace("took over", "would take over") for n in (d.takeover,) if n]
@@ -319,6 +320,7 @@ def render(plan: DryRunPlan, events: Iterable[str]) -> list[str]:
     return out
 
 
-def describe(cfg: Config, deployment_id: str, events: Iterable[str], client: Any = None) -> list[str]:
-    """Gather, plan and render (the whole dry run for the given events)."""
-    return render(plan_deployment(cfg, deployment_id, gather(cfg, deployment_id, client)), events)
+def describe(cfg: Config, deployment_id: str, events: Iterable[str], group: str | None = None,
+             client: Any = None) -> list[str]:
+    """Gather, plan and render (the whole dry run for the given events, in deployment group ``group``)."""
+    return render(plan_deployment(cfg, deployment_id, gather(cfg, deployment_id, client), group=group), events)

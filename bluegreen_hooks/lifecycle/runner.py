@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -23,6 +23,9 @@ from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.host.wait import on_sigterm
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import AGENT_EVENTS, is_deployment_id, record_deployment, record_event
+
+# a dry run's describer: (config, deployment id, events, deployment group) -> the lines to print
+Describe = Callable[[config_mod.Config, str, Sequence[str], 'str | None'], list[str]]
 
 LAST_LINE_MAX = 300
 
@@ -69,10 +72,11 @@ def last_line(event: str, msg: str) -> str:
 
 
 def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
-              dry_run: bool = False) -> int:
+              describe: Describe | None = None) -> int:
     """Run one lifecycle event for the bundle at ``bundle``; return the exit status.
 
-    ``dry_run``: print what the event would do (agent/plan.py) and change nothing.
+    ``describe`` makes it a dry run: print what the event would do and change nothing. The cli passes
+    agent/plan.describe (the agent layer sits above this one, so it is handed in, not imported).
     """
     environ = os.environ if environ is None else environ
     out = out or sys.stdout
@@ -81,23 +85,23 @@ def run_event(event: str, bundle: Path, environ: Mapping[str, str] | None = None
         return 2
     old_handler = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return _run(event, bundle, environ, out, dry_run)
+        return _run(event, bundle, environ, out, describe)
     finally:
         signal.signal(signal.SIGTERM, old_handler)
 
 
-def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_run: bool) -> int:
+def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, describe: Describe | None) -> int:
     say, t0 = Reporter(event, out), time.monotonic()
     ctx: Context | None = None
     try:
         cfg = config_mod.load(config_mod.find(bundle, environ), environ)
         d = deployment_id_from(environ, bundle)
-        if dry_run:
-            from bluegreen_hooks.agent import plan
+        group = environ.get("DEPLOYMENT_GROUP_ID") or None
+        if describe is not None:
             if event == "BeforeInstall":   # what the real one refuses first, the dry run refuses too
                 from bluegreen_hooks.lifecycle.events import check_inputs
                 check_inputs(cfg)
-            for ln in plan.describe(cfg, d, [event]):
+            for ln in describe(cfg, d, [event], group):
                 say(ln)
             return 0
         from bluegreen_hooks.host import instance
@@ -108,7 +112,7 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, dry_
         # a state dir another user could write is refused before anything runs (and nothing is recorded there)
         Store(cfg.state_dir, cfg.app).check()
         instance.record(cfg.state_dir, environ, d, event)   # which instance this is (status says it)
-        ctx = Context(cfg, d, event, say, group=environ.get("DEPLOYMENT_GROUP_ID") or None)
+        ctx = Context(cfg, d, event, say, group=group)
         say(f"deployment {d} of {cfg.app} (CodeDeploy application {environ.get('APPLICATION_NAME', '-')}, "
             f"group {environ.get('DEPLOYMENT_GROUP_NAME', '-')})")
         HANDLERS[event](ctx)
