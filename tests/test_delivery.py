@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks.agent.appspec import Script, parse
 from bluegreen_hooks.cli import main as build_main
+from bluegreen_hooks.config.appspec import Script, parse
 from bluegreen_hooks.delivery import bundle as bundling
 from bluegreen_hooks.delivery import commands, s3
 from bluegreen_hooks.delivery.deploy import DeployOptions

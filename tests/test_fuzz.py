@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bluegreen_hooks.agent.appspec import AppSpec, decode
-from bluegreen_hooks.agent.appspec import parse as parse_appspec
 from bluegreen_hooks.cli import main
 from bluegreen_hooks.config import Config, parse
+from bluegreen_hooks.config.appspec import AppSpec, decode
+from bluegreen_hooks.config.appspec import parse as parse_appspec
 from bluegreen_hooks.config.reader import HEADER, IDENT, SAFE_PATH, URL_PATH, is_host
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.host import nginx

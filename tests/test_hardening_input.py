@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks.agent.appspec import decode, parse
 from bluegreen_hooks.cli import main
+from bluegreen_hooks.config.appspec import decode, parse
 from bluegreen_hooks.delivery.bundle import read_bundle
 from bluegreen_hooks.errors import ConfigError, DeliveryError
 from tests.helpers import wait_for

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_hooks.agent.appspec import Script
 from bluegreen_hooks.agent.local import ORDER, parse_appspec
 from bluegreen_hooks.cli import main
+from bluegreen_hooks.config.appspec import Script
 from bluegreen_hooks.errors import ConfigError
 from tests.helpers import wait_for
 

@@ -114,6 +114,49 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
 
 
+# The package's layers, lowest first. A module may import only from its own layer or a lower one (at module level
+# or inside a function alike); a module belongs to the layer of the longest prefix naming it. Where a package
+# spans layers, its lower modules are named: host.files and host.wait are the primitives everything reads and waits
+# with, and observe's pure judgement (clients, stats, judgement) sits below the nginx side that writes its log.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "model", "names", "startup"),                  # names, the typed state, errors: pure
+    ("host.files", "host.wait"),                              # the one way to read/replace a file, to wait
+    ("config", "decide"),                                     # the validated config; the pure decision
+    ("observe.clients", "observe.stats", "observe.judgement"),  # what clients experienced, judged (pure)
+    ("host",),                                                # every other side effect on the host
+    ("observe", "runtime"),                                   # metrics/notify/report; how a colour runs
+    ("lifecycle",),                                           # the events and their steps
+    ("agent", "operator", "delivery"),                        # local runner + dry run, operator commands, delivery
+    ("cli", "__main__"),                                      # the command line
+)
+
+
+def _layer(module: str) -> int:
+    name = module.removeprefix("bluegreen_hooks.")
+    best = max(((len(p), i) for i, layer in enumerate(LAYERS) for p in layer
+                if name == p or name.startswith(p + ".")), default=None)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS"
+    return best[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} (layer {_layer(a)}) -> {b} (layer {_layer(b)})"
+                  for a, deps in graph.items() if a != "bluegreen_hooks" for b in deps
+                  if b != "bluegreen_hooks" and _layer(b) > _layer(a))
+
+
+def test_upward_imports_are_found():
+    graph = {"bluegreen_hooks.config.parsing": {"bluegreen_hooks.host.files"},
+             "bluegreen_hooks.lifecycle.runner": {"bluegreen_hooks.agent.plan"}}
+    assert upward_imports(graph) == ["bluegreen_hooks.lifecycle.runner (layer 6) -> bluegreen_hooks.agent.plan "
+                                     "(layer 7)"]
+
+
+def test_no_module_imports_from_a_higher_layer():
+    """The layering of LAYERS holds: e.g. lifecycle never imports agent or operator, host never imports runtime."""
+    assert upward_imports(import_graph()) == []
+
+
 def test_the_no_op_hook_imports_neither_docker_nor_boto3_nor_tenacity(tmp_path):
     """``python -m bluegreen_hooks hook ApplicationStop`` (the report-only event) stays on the stdlib."""
     (tmp_path / "bluegreen.toml").write_text(

@@ -229,7 +229,7 @@ def test_package_compiles_and_its_stdlib_modules_import_on_python_3_9():
              "from bluegreen_hooks import cli, config, decide, model\n"
              "from bluegreen_hooks.host import nginx, store\n"
              "from bluegreen_hooks.lifecycle import events, runner\n"
-             "from bluegreen_hooks.agent import appspec\n"
+             "from bluegreen_hooks.config import appspec\n"
              "cfg = config.parse({'app': 'shop', 'container': {'image': 'shop:1'}}, Path('/b/bluegreen.toml'), {})\n"
              "print(nginx.render_include(cfg, 'green', 'd-1').splitlines()[2])\n")
     # tomli comes from the bundle's pinned wheels on a 3.9 host: put that wheel on the path (zipimport)

@@ -1,6 +1,6 @@
-"""The CodeDeploy agent's side: the appspec and ``bluegreen-hooks local``, which runs a revision as the agent does.
+"""The CodeDeploy agent's side: ``bluegreen-hooks local``, which runs a revision as the agent does (the appspec
+parser it reads is config/appspec.py).
 
-    appspec.py   the one appspec parser and model (``bundle`` checks a revision with it too)
     scripts.py   running one hook script: process group, timeout, output capture, scripts.log
     unpack.py    a folder or zip bundle into the deployment archive; the appspec's ``files:`` copy
     permissions.py  the appspec's ``permissions:`` applied as the agent applies them (never through a link)

@@ -6,7 +6,6 @@ import re
 import tempfile
 from pathlib import Path
 
-from bluegreen_hooks.agent.appspec import FILE_EXISTS, near
 from bluegreen_hooks.agent.dry_run import dry_run
 from bluegreen_hooks.agent.local import (
     DEFAULT_GROUP_ID,
@@ -17,6 +16,7 @@ from bluegreen_hooks.agent.local import (
     Runner,
     new_deployment_id,
 )
+from bluegreen_hooks.config.appspec import FILE_EXISTS, near
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.model import is_deployment_id
 

@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, TextIO
 
-from bluegreen_hooks.agent.appspec import AppSpec
 from bluegreen_hooks.agent.local import FROM_PREVIOUS, Options, Runner, load_appspec
 from bluegreen_hooks.agent.unpack import check_links, unpack
+from bluegreen_hooks.config.appspec import AppSpec
 from bluegreen_hooks.model import EVENTS
 
 

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import TextIO
 
 from bluegreen_hooks.agent import permissions
-from bluegreen_hooks.agent.appspec import AppSpec, decode, parse
 from bluegreen_hooks.agent.scripts import UNKNOWN_ERROR, EventFailed, ScriptLog, Stop, run_script
 from bluegreen_hooks.agent.unpack import copy_files, remove_installed, unpack
+from bluegreen_hooks.config.appspec import AppSpec, decode, parse
 from bluegreen_hooks.errors import ConfigError, HookError
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.model import AGENT_EVENTS

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from bluegreen_hooks.agent.appspec import Script
+from bluegreen_hooks.config.appspec import Script
 from bluegreen_hooks.errors import HookError
 
 LOG_TAIL = 2048

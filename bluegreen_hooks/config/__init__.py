@@ -10,6 +10,8 @@ See docs/config.md for every key and its default.
 * ``parsing``: one parse function per table, ``parse``/``load``/``find``;
 * one module per table family: ``compose`` ([compose]), ``canary`` ([canary]), ``memory`` (the memory keys of
   [deploy]), ``operability`` ([maintenance], [notify] and their [deploy] keys), ``tasks`` ([[tasks]]).
+* ``appspec``: the bundle's other config file, appspec.yml: THE parser and model (read by ``bundle``, ``local``,
+  and by the canary and the watch for their hook timeouts).
 """
 from __future__ import annotations
 

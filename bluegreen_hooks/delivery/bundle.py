@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bluegreen_hooks.agent.appspec import bad_relpath, check_bundle, norm
-from bluegreen_hooks.agent.appspec import decode as decode_appspec
-from bluegreen_hooks.agent.appspec import parse as parse_appspec
 from bluegreen_hooks.config import Config, load
+from bluegreen_hooks.config.appspec import bad_relpath, check_bundle, norm
+from bluegreen_hooks.config.appspec import decode as decode_appspec
+from bluegreen_hooks.config.appspec import parse as parse_appspec
 from bluegreen_hooks.delivery.bundle_files import EVERY_FILE, Rules, walk
 from bluegreen_hooks.delivery.wheels import (
     requirements_txt,

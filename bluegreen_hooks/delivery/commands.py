@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from bluegreen_hooks.agent.appspec import FILE_EXISTS
+from bluegreen_hooks.config.appspec import FILE_EXISTS
 from bluegreen_hooks.delivery.bundle import bundle, read_bundle
 from bluegreen_hooks.delivery.bundle_files import Rules
 from bluegreen_hooks.delivery.deploy import (

@@ -54,7 +54,7 @@ def plan_seconds(cfg: Config) -> float:
 
 def check_plan(cfg: Config) -> str:
     """Refuse a step plan longer than ApplicationStart's timeout in the bundle's appspec.yml; return a note."""
-    from bluegreen_hooks.agent import appspec
+    from bluegreen_hooks.config import appspec
 
     path = cfg.root / "appspec.yml"
     try:

@@ -380,7 +380,7 @@ def save_receipt(ctx: Context, receipt: dict[str, Any]) -> None:
 def check_plan(ctx: Context) -> str:
     """BeforeInstall: refuse a watch window that cannot end within ValidateService's timeout in appspec.yml
     (the window, then the drain, plus a margin for the switches); return a note."""
-    from bluegreen_hooks.agent import appspec
+    from bluegreen_hooks.config import appspec
     from bluegreen_hooks.errors import ConfigError
     from bluegreen_hooks.lifecycle.canary import SWITCH_MARGIN, check_logging
 
