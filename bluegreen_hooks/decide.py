@@ -154,6 +154,13 @@ def claim(st: State, deployment_id: str, event: str, target: Colour | None, who:
     return None, note
 
 
+def locked_message(busy: str, app: str, retry: str) -> str:
+    """THE line every refused claim ends with (a deployment's events, a rollback, maintenance on/off): who holds
+    the app, and what to do; ``retry`` names what to run again (a deployment id, "the rollback", ...)."""
+    return (f"{busy}; wait for it to finish, or, if it is no longer running, release it with "
+            f"`bluegreen-hooks unlock --app {app}`, then retry {retry}")
+
+
 def interrupted_switch(world: World) -> bool:
     """A switch killed between writing the include and reloading nginx leaves a file naming a colour
     nginx does not serve: then what nginx answers wins, when that colour runs here."""

@@ -209,7 +209,9 @@ def test_rollback_refuses_without_a_previous_release_and_during_a_deployment(bed
                    f"(live: blue, deployment d-one)"]
     ok(deploy(bed.bundle("v2"), "d-two", events=EVENTS_TO_START))   # green live, ValidateService not yet run
     assert bed.cli("rollback") == 3
-    assert "deployment d-two is in progress" in capsys.readouterr().err
+    refused = capsys.readouterr().err
+    assert "deployment d-two is in progress" in refused
+    assert f"release it with `bluegreen-hooks unlock --app {bed.app}`, then retry the rollback" in refused
     st = bed.state()
     assert (st["live"], st["in_progress"]["id"]) == ("green", "d-two")
     assert "colour=green" in bed.include()

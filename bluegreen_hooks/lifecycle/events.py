@@ -261,13 +261,13 @@ def _record_switch(ctx: Context, target: Colour, image: str, sw: nginx.Switch, t
 
 def _validation_claim(ctx: Context) -> InProgress:
     """ValidateService continues the deployment ApplicationStart switched; claim it for this event."""
-    from bluegreen_hooks.decide import claim, same_id_running
+    from bluegreen_hooks.decide import claim, locked_message, same_id_running
     from bluegreen_hooks.host import procfs
 
     with ctx.store.update() as st:
         ip = st.holder(ctx.deployment_id)
         if ip and same_id_running(ip, ctx.who, procfs.process_alive):
-            raise LockedError(steps.locked_message(f"deployment {ctx.deployment_id} is already running {ip.event} "
+            raise LockedError(locked_message(f"deployment {ctx.deployment_id} is already running {ip.event} "
                                                    f"as pid {ip.pid}", ctx.cfg.app, ctx.deployment_id))
         if not (ip and ip.stage in ("switched", "validated")):
             raise HookError(f"deployment {ctx.deployment_id} has not switched nginx (ApplicationStart did not "
@@ -275,7 +275,7 @@ def _validation_claim(ctx: Context) -> InProgress:
         busy, _ = claim(st, ctx.deployment_id, ctx.event, None, ctx.who, time.time(), ctx.cfg.stale_after,
                         procfs.process_alive)
         if busy:
-            raise LockedError(steps.locked_message(busy, ctx.cfg.app, ctx.deployment_id))
+            raise LockedError(locked_message(busy, ctx.cfg.app, ctx.deployment_id))
         return ip
 
 

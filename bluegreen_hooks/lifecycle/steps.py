@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.decide import Decision, World, decide
+from bluegreen_hooks.decide import Decision, World, decide, locked_message
 from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.host.store import Store, me
@@ -135,12 +135,6 @@ def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
     drained, left = nginx.wait_drained(sw.old_workers, ctx.cfg.drain_timeout)
     ctx.say("the canary's nginx workers finished their requests" if drained else
             f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} canary nginx worker(s) still busy")
-
-
-def locked_message(busy: str, app: str, deployment_id: str) -> str:
-    """The one line a refused deployment (or rollback) ends with: who holds the app and what to do."""
-    return (f"{busy}; wait for it to finish, or, if it is no longer running, release it with "
-            f"`bluegreen-hooks unlock --app {app}`, then retry {deployment_id}")
 
 
 def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> None:

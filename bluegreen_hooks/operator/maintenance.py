@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.decide import claim
+from bluegreen_hooks.decide import claim, locked_message
 from bluegreen_hooks.errors import ConfigError, HookError, LockedError
 from bluegreen_hooks.host import maintenance as page
 from bluegreen_hooks.host import nginx, procfs
@@ -34,7 +34,7 @@ def _claim(ctx: Context) -> State:
         busy, took_over = claim(st, ctx.deployment_id, MAINTENANCE_EVENT, None, ctx.who, time.time(),
                                 ctx.cfg.stale_after, procfs.process_alive)
         if busy:
-            raise LockedError(f"{busy}; wait for it to finish, then retry")
+            raise LockedError(locked_message(busy, ctx.cfg.app, "the maintenance command"))
         ctx.store.write(st)
     if took_over:
         ctx.say(took_over)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.decide import claim, interrupted_switch, reconcile
+from bluegreen_hooks.decide import claim, interrupted_switch, locked_message, reconcile
 from bluegreen_hooks.errors import HookError, LockedError
 from bluegreen_hooks.host import procfs
 from bluegreen_hooks.lifecycle import steps
@@ -106,7 +106,7 @@ def _claim(ctx: Context, be: Backend) -> RollbackPlan:
         busy, took_over = claim(st, ctx.deployment_id, ROLLBACK_EVENT, plan.prev, ctx.who, now, ctx.cfg.stale_after,
                                 procfs.process_alive)
         if busy:
-            raise LockedError(f"{busy}; wait for it to finish, or stop it, then retry {ctx.deployment_id}")
+            raise LockedError(locked_message(busy, ctx.cfg.app, "the rollback"))
         if st.in_progress is not None:
             st.in_progress.from_colour, st.in_progress.image = plan.live, plan.prev_image
         ctx.store.write(st)
