@@ -33,6 +33,31 @@ class World:
     canary_old: Colour | None = None       # the include is in canary form: the colour it keeps the rest on
 
 
+@dataclass(frozen=True)
+class TakeOver:
+    """A stale holder taken over by the claim: whose deployment, and why it was stale (``holder_status``)."""
+
+    holder: str
+    reason: str
+
+    def text(self, would: bool = False) -> str:
+        """The line the event says (``would``: the dry run's, which changes nothing)."""
+        return f"{'would take' if would else 'took'} over from stale deployment {self.holder}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class CanaryRepair:
+    """An interrupted canary (its hook was killed): all traffic goes back to ``old``; ``how`` says what showed it."""
+
+    old: Colour
+    how: str
+
+    def text(self, would: bool = False) -> str:
+        verb, then = ("would go back", " before anything else") if would else ("goes back", "")
+        return (f"an interrupted canary: {self.how}; all traffic {verb} to {self.old} (include rewritten, nginx "
+                f"reloaded){then}")
+
+
 @dataclass
 class Decision:
     live: Colour | None
@@ -40,10 +65,10 @@ class Decision:
     old: Colour | None                     # the colour this deployment replaces (stopped by ValidateService)
     done: bool = False                     # the deployment is already live: every event is a no-op
     busy: str | None = None                # another deployment holds the app: refuse with this reason
-    takeover: str | None = None            # a stale holder was taken over (note)
+    takeover: TakeOver | None = None       # a stale holder was taken over
     repair: Colour | None = None           # an interrupted switch: rewrite the include for this colour
     resumed: str | None = None             # the deployment was already in progress (note)
-    canary: str | None = None              # an interrupted canary: ``repair`` names the old colour (reload)
+    canary: CanaryRepair | None = None     # an interrupted canary: ``repair`` names the old colour (reload)
     notes: list[str] = field(default_factory=list)   # what reconcile() corrected
     state: State | None = None             # the state to commit (reconciled and claimed); None when busy/done
 
@@ -125,8 +150,8 @@ def ended_outcome(st: State, ip: InProgress) -> str | None:
 
 
 def claim(st: State, deployment_id: str, event: str, target: Colour | None, who: Who, now: float,
-          stale_after: float, alive: Alive, group: str | None = None) -> tuple[str | None, str | None]:
-    """Make ``deployment_id`` the holder of ``st`` for ``event``: (busy reason, takeover note).
+          stale_after: float, alive: Alive, group: str | None = None) -> tuple[str | None, TakeOver | None]:
+    """Make ``deployment_id`` the holder of ``st`` for ``event``: (busy reason, the stale holder taken over).
 
     When another deployment is busy, or another live process already runs an event of this same
     deployment id, nothing changes and the reason is returned. ``group`` (the CodeDeploy deployment
@@ -141,7 +166,7 @@ def claim(st: State, deployment_id: str, event: str, target: Colour | None, who:
                                         group if new else None)
         if verdict == "busy":
             return f"deployment {ip.id} is in progress ({reason})", None
-        note = f"took over from stale deployment {ip.id}: {reason}"
+        note = TakeOver(ip.id, reason)
         record_deployment(st, ip, "abandoned", now, reason)
         ip = None
     if ip is None:
@@ -168,7 +193,7 @@ def interrupted_switch(world: World) -> bool:
                 and world.running.get(world.served))
 
 
-def interrupted_canary(state: State, world: World) -> tuple[Colour, str] | None:
+def interrupted_canary(state: State, world: World) -> CanaryRepair | None:
     """A canary that did not finish (its hook was killed): the include still splits, or the state says a
     canary runs while this decision is taken. Traffic goes back to the old colour (when it runs)."""
     ip = state.in_progress
@@ -178,7 +203,7 @@ def interrupted_canary(state: State, world: World) -> tuple[Colour, str] | None:
         return None
     how = (f"the nginx include still splits traffic ({world.canary_old} keeps the rest)" if world.canary_old
            else f"the state says the canary of {ip.id if ip else '?'} was running")
-    return old, f"an interrupted canary: {how}; all traffic goes back to {old} (include rewritten, nginx reloaded)"
+    return CanaryRepair(old, how)
 
 
 def decide(state: State, world: World, deployment_id: str, event: str, who: Who, now: float,
@@ -189,7 +214,7 @@ def decide(state: State, world: World, deployment_id: str, event: str, who: Who,
         live = st.live or "blue"
         return Decision(st.live, live, None, done=True)
     canary = interrupted_canary(st, world)
-    repair = canary[0] if canary else (world.served if interrupted_switch(world) else None)
+    repair = canary.old if canary else (world.served if interrupted_switch(world) else None)
     notes = reconcile(st, repair or world.include_colour, world.running, world.state_problem, now)
     mine = st.holder(deployment_id)
     target: Colour = mine.target if mine and mine.target else (other(st.live) if st.live else "blue")
@@ -205,7 +230,7 @@ def decide(state: State, world: World, deployment_id: str, event: str, who: Who,
     if ip is not None and (mine is None or mine.from_colour is None):
         ip.from_colour = st.live if st.live != target else st.previous
     return Decision(st.live, target, ip.from_colour if ip else None, takeover=takeover, repair=repair,
-                    resumed=resumed, notes=notes, state=st, canary=canary[1] if canary else None)
+                    resumed=resumed, notes=notes, state=st, canary=canary)
 
 
 def early_target(state: State, deployment_id: str, include_colour: Colour | None, served: Colour | None,

@@ -229,7 +229,7 @@ def test_decide_puts_traffic_back_on_the_old_colour_after_an_interrupted_canary(
     world = World("blue", "green", RUNNING, None, canary_old="blue")
     d = decide(st, world, "d-next", "BeforeInstall", me(), 1000.0, 900, process_alive)
     assert (d.repair, d.live, d.target) == ("blue", "blue", "green")
-    assert d.canary and "interrupted canary" in d.canary
+    assert d.canary and "interrupted canary" in d.canary.text()
 
 
 def test_decide_uses_the_state_when_the_promote_was_written_but_the_hook_died():

@@ -84,7 +84,8 @@ def test_claim_refuses_while_the_holder_process_runs():
 
 def test_claim_takes_over_a_holder_whose_process_died():
     st = State("shop", in_progress=_ip(pid=2 ** 22 + 1, pid_start=1))
-    busy, note = _claim(st, "d-2", "BeforeInstall", "green", 900)
+    busy, took_over = _claim(st, "d-2", "BeforeInstall", "green", 900)
+    note = took_over.text()
     assert busy is None and "took over from stale deployment d-1" in note and "died without finishing" in note
     assert st.in_progress.id == "d-2" and st.deployments[-1]["outcome"] == "abandoned"
 

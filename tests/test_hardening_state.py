@@ -465,7 +465,7 @@ def test_claim_of_a_new_deployment_of_the_same_group_takes_over_between_events_o
 
     st = between()
     busy, note = _claim_as_me(st, "d-2", "BeforeInstall", group="g-1")
-    assert busy is None and "a new deployment of its deployment group g-1 started" in note
+    assert busy is None and "a new deployment of its deployment group g-1 started" in note.text()
     assert st.deployments[-1]["outcome"] == "abandoned" and st.in_progress.group == "g-1"
     assert "between events" in _claim_as_me(between(), "d-2", "BeforeInstall", group="g-2")[0]
     assert "between events" in _claim_as_me(between(), "d-2", "ApplicationStart", group="g-1")[0]
@@ -483,7 +483,7 @@ def test_claim_takes_over_a_holder_whose_deployment_already_ended():
     st = State("shop", in_progress=_holder(event_done=True, group=None))
     st.deployments.append({"id": "d-1", "outcome": "failed", "ended": time.time() - 5})
     busy, note = _claim_as_me(st, "d-2", "ApplicationStart")
-    assert busy is None and "it already ended (failed)" in note
+    assert busy is None and "it already ended (failed)" in note.text()
     older = State("shop", in_progress=_holder(event_done=True, group=None))
     older.deployments.append({"id": "d-1", "outcome": "failed", "ended": time.time() - 3600})   # a retried id
     assert "between events" in _claim_as_me(older, "d-2", "ApplicationStart")[0]

@@ -148,12 +148,9 @@ def plan_deployment(cfg: Config, deployment_id: str, seen: Seen, now: float | No
                cfg.stale_after, procfs.process_alive, group=group)
     notes = list(d.notes)
     if d.busy is None:
-        notes += [n.replace("took over", "would take over") for n in (d.takeover,) if n]
-        notes += [n for n in (d.resumed,) if n]
+        notes += [n for n in (d.takeover.text(would=True) if d.takeover else None, d.resumed) if n]
     if d.canary:
-        notes.append(d.canary.replace("goes back", "would go back").replace("(include rewritten, nginx reloaded)",
-                                                                               "(include rewritten, nginx reloaded) "
-                                                                               "before anything else"))
+        notes.append(d.canary.text(would=True))
     elif d.repair:
         notes.append(f"an interrupted switch: nginx serves {d.repair} but the include names "
                      f"{seen.world.include_colour}; the include would be rewritten for {d.repair}")

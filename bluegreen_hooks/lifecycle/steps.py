@@ -86,11 +86,12 @@ def take(ctx: Context, be: Backend, starting: Colour | None = None) -> Decision:
             ctx.store.write(d.state)
     for note in d.notes:
         ctx.say(f"reconciled: {note}")
-    for extra in (d.takeover, d.resumed):
-        if extra is not None:
-            ctx.say(extra)
+    if d.takeover is not None:
+        ctx.say(d.takeover.text())
+    if d.resumed is not None:
+        ctx.say(d.resumed)
     if d.repair and d.state is not None and d.canary:
-        _repair_canary(ctx, d.repair, d.state, d.canary)
+        _repair_canary(ctx, d.repair, d.state, d.canary.text())
     elif d.repair and d.state is not None:
         _repair_include(ctx, d.repair, d.state, world)
     return d

@@ -37,7 +37,7 @@ def _claim(ctx: Context) -> State:
             raise LockedError(locked_message(busy, ctx.cfg.app, "the maintenance command"))
         ctx.store.write(st)
     if took_over:
-        ctx.say(took_over)
+        ctx.say(took_over.text())
     return st
 
 

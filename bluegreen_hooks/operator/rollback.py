@@ -111,7 +111,7 @@ def _claim(ctx: Context, be: Backend) -> RollbackPlan:
             st.in_progress.from_colour, st.in_progress.image = plan.live, plan.prev_image
         ctx.store.write(st)
     if took_over:
-        ctx.say(took_over)
+        ctx.say(took_over.text())
     return plan
 
 
