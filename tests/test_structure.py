@@ -122,7 +122,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "model", "names", "startup"),                  # names, the typed state, errors: pure
     ("host.files", "host.wait"),                              # the one way to read/replace a file, to wait
     ("config", "decide"),                                     # the validated config; the pure decision
-    ("observe.clients", "observe.stats", "observe.judgement"),  # what clients experienced, judged (pure)
+    ("observe.clients", "observe.stats", "observe.judgement", "observe.baseline"),  # clients' experience, judged
     ("host",),                                                # every other side effect on the host
     ("observe", "runtime"),                                   # metrics/notify/report; how a colour runs
     ("lifecycle",),                                           # the events and their steps

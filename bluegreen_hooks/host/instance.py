@@ -23,7 +23,7 @@ from bluegreen_hooks.host.trust import STATE_KEY
 
 INSTANCE_ID_ENV = "BLUEGREEN_INSTANCE_ID"
 CLOUD_INIT_ID = Path("/var/lib/cloud/data/instance-id")
-FILE = ".instance.json"   # hidden: operator.select.apps_in lists <app>.json files
+FILE = ".instance.json"   # hidden: operator.find_app.apps_in lists <app>.json files
 
 
 def instance_id(environ: Mapping[str, str], cloud_init: Path = CLOUD_INIT_ID) -> str | None:

@@ -8,6 +8,7 @@ Embedded Metric Format lines, and notifications (webhook, Slack, SNS).
   (the canary and the watch window);
 * ``judgement``: a window's verdict from those tallies (Wilson bound on failures, p95/p99 latency), with
   ``stats`` (percentiles, Wilson bounds);
+* ``baseline``: the watch window's latency baseline, the old colour's latency just before the switch;
 * ``report``: ``after_event``, called by lifecycle/runner.audit after every event, rollback and
   maintenance change; it never raises.
 
