@@ -3,8 +3,10 @@
 ``decide()`` is the one place that answers, for a deployment's BeforeInstall or ApplicationStart:
 which colour is live, which is the target, which colour it replaces, whether another deployment holds
 the app (refuse), whether a stale holder is taken over, and whether an interrupted switch must be
-repaired. The real events and ``--dry-run`` both call it on the same gathered ``World``; the events
-then commit ``Decision.state`` and act, the plan only prints the Decision.
+repaired; and for ApplicationStart, whether it already switched (``switched``), must refuse (``refused``)
+or may go on with an early start (``confirmed``). The real events (through lifecycle/steps.claim) and
+``--dry-run`` both call it on the same gathered ``World``; the events then commit ``Decision.state`` and
+act on its fields, the plan only prints them.
 
 Nothing here reads a file, the clock or /proc: the caller passes the time and how to tell whether a
 holder's process is alive.
@@ -69,6 +71,11 @@ class Decision:
     repair: Colour | None = None           # an interrupted switch: rewrite the include for this colour
     resumed: str | None = None             # the deployment was already in progress (note)
     canary: CanaryRepair | None = None     # an interrupted canary: ``repair`` names the old colour (reload)
+    switched: bool = False                 # this deployment already switched nginx to its target (ApplicationStart
+                                           # again: validate through nginx, nothing else)
+    refused: str | None = None             # ApplicationStart refuses with this: the target is live, not by its switch
+    confirmed: Colour | None = None        # the target BeforeInstall chose, unchanged since (stage BeforeInstall, no
+                                           # repair, not live): ApplicationStart's early start of it may go on
     notes: list[str] = field(default_factory=list)   # what reconcile() corrected
     state: State | None = None             # the state to commit (reconciled and claimed); None when busy/done
 
@@ -229,8 +236,14 @@ def decide(state: State, world: World, deployment_id: str, event: str, who: Who,
     ip = st.in_progress
     if ip is not None and (mine is None or mine.from_colour is None):
         ip.from_colour = st.live if st.live != target else st.previous
+    stage = ip.stage if ip is not None else None
+    switched = stage in ("switched", "validated") and st.live == target
+    refused = (f"target colour {target} is live; refusing to replace it (run `bluegreen-hooks status`)"
+               if target == st.live and not switched else None)
+    confirmed = target if stage == "BeforeInstall" and not repair and target != st.live else None
     return Decision(st.live, target, ip.from_colour if ip else None, takeover=takeover, repair=repair,
-                    resumed=resumed, notes=notes, state=st, canary=canary)
+                    resumed=resumed, notes=notes, state=st, canary=canary, switched=switched, refused=refused,
+                    confirmed=confirmed)
 
 
 def early_target(state: State, deployment_id: str, include_colour: Colour | None, served: Colour | None,

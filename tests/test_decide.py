@@ -188,3 +188,48 @@ def test_no_early_start_while_a_background_retire_is_recorded():
     assert early_target(st, "d-2", "blue", "blue", False) == "green"
     st.retiring = Retiring(colour="green", live="blue", deployment="d-1", since=1.0)
     assert early_target(st, "d-2", "blue", "blue", False) is None
+
+
+def _world(include, served, running):
+    return World(include, served, {c: _run(running.get(c)) for c in ("blue", "green")})
+
+
+@pytest.mark.parametrize("case, state, world, switched, refused, confirmed", [
+    ("as BeforeInstall left it", _after_before_install("blue"),
+     _world("blue", "blue", {"blue": "d-1"}), False, False, "green"),
+    ("first deployment", _after_before_install(None, "blue"), _world(None, None, {}), False, False, "blue"),
+    ("an interrupted switch is repaired first", _after_before_install("blue"),
+     _world("green", "blue", {"blue": "d-1", "green": "d-2"}), False, False, None),
+    ("an interrupted canary is repaired first", _after_before_install("blue"),
+     World(None, None, {"blue": _run("d-1"), "green": _run("d-2")}, canary_old="blue"), False, False, None),
+    ("its switch went through, not recorded", _after_before_install("blue"),
+     _world("green", "green", {"blue": "d-1", "green": "d-2"}), False, True, None),
+    ("it already switched", _after_before_install("green", stage="switched"),
+     _world("green", "green", {"blue": "d-1", "green": "d-2"}), True, False, None),
+    ("it already validated", _after_before_install("green", stage="validated"),
+     _world("green", "green", {"blue": "d-1", "green": "d-2"}), True, False, None),
+    ("switched, then nginx went back", _after_before_install("blue", stage="switched"),
+     _world("blue", "blue", {"blue": "d-1", "green": "d-2"}), False, False, None),
+    ("no BeforeInstall of it (a new claim)", State("shop", live="blue", live_deployment="d-1"),
+     _world("blue", "blue", {"blue": "d-1"}), False, False, None),
+])
+def test_application_start_reads_what_it_does_from_the_decision(case, state, world, switched, refused, confirmed):
+    """decide() answers ApplicationStart's questions as fields: ``switched`` (validate, nothing else), ``refused``
+    (the target is live, not by its own recorded switch), ``confirmed`` (an early start of BeforeInstall's
+    choice may go on: nothing moved, nothing to repair)."""
+    d = decide(state, world, "d-2", "ApplicationStart", me(), time.time(), 900, ALIVE)
+    assert not d.busy and not d.done, case
+    assert d.switched is switched, case
+    assert d.refused == (f"target colour {d.target} is live; refusing to replace it (run `bluegreen-hooks status`)"
+                         if refused else None), case
+    assert d.confirmed == confirmed, case
+
+
+def test_a_busy_or_completed_decision_confirms_nothing():
+    """Refused by another holder, or already live: no field lets ApplicationStart go on."""
+    busy = decide(State("shop", in_progress=_ip()), World(None, None, {"blue": None, "green": None}), "d-2",
+                  "ApplicationStart", me(), time.time(), 900, ALIVE)
+    done = decide(State("shop", live="green", live_deployment="d-2"), _world("green", "green", {"green": "d-2"}),
+                  "d-2", "ApplicationStart", me(), time.time(), 900, ALIVE)
+    for d in (busy, done):
+        assert (d.switched, d.refused, d.confirmed) == (False, None, None)

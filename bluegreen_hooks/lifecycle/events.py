@@ -130,17 +130,16 @@ def application_start(ctx: Context) -> None:
     cfg, dep = ctx.cfg, ctx.deployment_id
     during_maintenance.guard(cfg, ctx.store, ctx.say)
     be, d, started = _claim_start(ctx)
-    ip = d.state.in_progress if d.state else None
-    if d.done or ip is None:
+    if d.done or d.state is None:
         ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
         return
-    if ip.stage in ("switched", "validated") and d.live == d.target:
+    if d.switched:
         ctx.say(during_maintenance.validate(cfg, ctx.store, d.target, path=cfg.health.path))
         ctx.say(f"deployment {dep} already switched nginx to {d.target}: nothing to do")
         ctx.finish("switched")
         return
-    if d.target == d.live:
-        raise HookError(f"target colour {d.target} is live; refusing to replace it (run `bluegreen-hooks status`)")
+    if d.refused:
+        raise HookError(d.refused)
     if not started and not be.running().get(d.target):   # our own container of the target may hold it
         steps.check_target_ports(cfg, d.target)
     route, undo = _route(ctx, be, d)
@@ -219,9 +218,7 @@ def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:
         if early:
             _undo_early(ctx, be, early, None, "the claim failed")
         raise
-    ip = d.state.in_progress if d.state else None
-    if early and not (ip and not d.done and not d.repair and ip.stage == "BeforeInstall" and d.target == early
-                      and d.live != early):
+    if early and d.confirmed != early:
         _undo_early(ctx, be, early, d.live, f"the claim did not confirm {early} as the target")
         early = None
     return be, d, early is not None
