@@ -18,6 +18,7 @@ from bluegreen_hooks.decide import Decision
 from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxError, ValidationFailed, as_hook_error
 from bluegreen_hooks.host import config_paths, include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
+from bluegreen_hooks.host.store import Read
 from bluegreen_hooks.lifecycle import during_maintenance, steps
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.lifecycle.tasks import TaskRunner
@@ -258,22 +259,22 @@ def _record_switch(ctx: Context, target: Colour, image: str, sw: nginx.Switch, t
 
 def _validation_claim(ctx: Context) -> InProgress:
     """ValidateService continues the deployment ApplicationStart switched; claim it for this event."""
-    from bluegreen_hooks.decide import claim, locked_message, same_id_running
+    from bluegreen_hooks.decide import locked_message, same_id_running
     from bluegreen_hooks.host import procfs
 
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
+    def switched(read: Read) -> steps.Hold:
+        ip = read.state.holder(ctx.deployment_id)
         if ip and same_id_running(ip, ctx.who, procfs.process_alive):
             raise LockedError(locked_message(f"deployment {ctx.deployment_id} is already running {ip.event} "
-                                                   f"as pid {ip.pid}", ctx.cfg.app, ctx.deployment_id))
+                                             f"as pid {ip.pid}", ctx.cfg.app, ctx.deployment_id))
         if not (ip and ip.stage in ("switched", "validated")):
             raise HookError(f"deployment {ctx.deployment_id} has not switched nginx (ApplicationStart did not "
                             f"succeed): nothing to validate")
-        busy, _ = claim(st, ctx.deployment_id, ctx.event, None, ctx.who, time.time(), ctx.cfg.stale_after,
-                        procfs.process_alive)
-        if busy:
-            raise LockedError(locked_message(busy, ctx.cfg.app, ctx.deployment_id))
-        return ip
+        return steps.Hold()   # keeps its target
+
+    ip = steps.claim(ctx, "validate", prepare=switched).holder(ctx.deployment_id)
+    assert ip is not None   # switched() found it, and the claim keeps it
+    return ip
 
 
 def validate_service(ctx: Context) -> None:

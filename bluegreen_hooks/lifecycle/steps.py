@@ -2,7 +2,10 @@
 drain → retire. The events (lifecycle/events.py) and the operator's rollback share them.
 
 * ``gather``      observe the include, what nginx answers and what runs (no lock held);
-* ``take``        lock, read the state, ``decide()``, commit the claim; repair an interrupted switch;
+* ``claim``       THE claim, for every intent (a deployment, its early start, ValidateService, a rollback,
+                  maintenance): lock, read the state, ``decide()`` / ``decide.claim``, refuse with the one
+                  lock message, commit;
+* ``take``        a deployment's claim: gather, ``claim(ctx, "deploy")``; repair an interrupted switch;
 * ``bring_up``    start a colour, wait until it is healthy, switch nginx to it; on failure remove it again;
 * ``switch``      point nginx at a colour (write, ``nginx -t``, reload, verify);
 * ``drain``       wait for nginx workers from before a switch to finish their requests;
@@ -10,15 +13,17 @@ drain → retire. The events (lifecycle/events.py) and the operator's rollback s
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal, Optional, overload
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.decide import Decision, World, decide, locked_message
+from bluegreen_hooks.decide import Decision, TakeOver, World, decide, locked_message
+from bluegreen_hooks.decide import claim as decide_claim
 from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
 from bluegreen_hooks.host import nginx, procfs
-from bluegreen_hooks.host.store import Store, me
+from bluegreen_hooks.host.store import Read, Store, me
 from bluegreen_hooks.model import Colour, Say, State, Who, finish_event, is_deployment_id
 from bluegreen_hooks.runtime.base import Backend, RunningMap
 
@@ -72,22 +77,90 @@ def observe_nginx(cfg: Config, probe: bool = True) -> tuple[Colour | None, tuple
     return include, split, served
 
 
-def take(ctx: Context, be: Backend, starting: Colour | None = None) -> Decision:
-    """Claim the app for this deployment: observe, then decide and commit under the lock (briefly)."""
-    world = gather(ctx.cfg, be, starting=starting)
+Intent = Literal["deploy", "early start", "validate", "rollback", "maintenance"]
+"""Who claims the app: a deployment's BeforeInstall/ApplicationStart (``decide()``), ApplicationStart's early
+start of a compose app (``claim_early``), ValidateService, an operator's rollback or maintenance on/off."""
+
+RETRY: dict[Intent, str] = {"rollback": "the rollback", "maintenance": "the maintenance command"}
+"""What the lock message says to run again, by intent (else the deployment id)."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What an intent other than "deploy" claims the app for: its target colour (None: keep the holder's), and
+    for a rollback the colour it goes back from and the image it goes back to (recorded in the claim)."""
+
+    target: Colour | None = None
+    from_colour: Colour | None = None
+    image: str | None = None
+
+
+Prepare = Callable[[Read], Optional[Hold]]
+"""Runs under the lock before the claim: the intent's own checks on the state as read (raise to refuse) and
+what it claims; None: nothing is claimed (an early start that does not apply)."""
+
+
+@overload
+def claim(ctx: Context, intent: Literal["deploy"], *, world: World) -> Decision: ...
+
+
+@overload
+def claim(ctx: Context, intent: Literal["early start"], *, prepare: Prepare) -> State | None: ...
+
+
+@overload
+def claim(ctx: Context, intent: Literal["validate", "rollback", "maintenance"], *,
+          prepare: Prepare | None = None) -> State: ...
+
+
+def claim(ctx: Context, intent: Intent, *, world: World | None = None,
+          prepare: Prepare | None = None) -> Decision | State | None:
+    """THE claim: who may hold the app now, for every intent, under the app's lock (briefly).
+
+    Reads the state; "deploy" decides with ``decide()`` on ``world`` (what ``gather`` observed) and returns the
+    Decision; the other intents run ``prepare`` and claim with ``decide.claim``, returning the state as
+    written. When another deployment holds the app: LockedError with ``decide.locked_message`` (an early start
+    returns None instead: ``take`` then says what). Says what reconcile corrected and what was taken over."""
+    d: Decision | None = None
     with ctx.store.locked():
         read = ctx.store.read()
-        world = World(world.include_colour, world.served, world.running, read.describe(), world.canary_old)
-        d = decide(read.state, world, ctx.deployment_id, ctx.event, ctx.who, time.time(), ctx.cfg.stale_after,
-                   procfs.process_alive, group=ctx.group)
-        if d.busy:
-            raise LockedError(locked_message(d.busy, ctx.cfg.app, ctx.deployment_id))
-        if d.state is not None:
-            ctx.store.write(d.state)
-    for note in d.notes:
+        if intent == "deploy":
+            assert world is not None
+            d = decide(read.state, dataclasses.replace(world, state_problem=read.describe()), ctx.deployment_id,
+                       ctx.event, ctx.who, time.time(), ctx.cfg.stale_after, procfs.process_alive, group=ctx.group)
+            busy, takeover, state, notes = d.busy, d.takeover, d.state, d.notes
+        else:
+            hold = prepare(read) if prepare is not None else Hold()
+            if hold is None:
+                return None
+            state, notes = read.state, []
+            busy, takeover = _hold(ctx, state, hold)
+        if busy:
+            if intent == "early start":
+                return None
+            raise LockedError(locked_message(busy, ctx.cfg.app, RETRY.get(intent, ctx.deployment_id)))
+        if state is not None:
+            ctx.store.write(state)
+    for note in notes:
         ctx.say(f"reconciled: {note}")
-    if d.takeover is not None:
-        ctx.say(d.takeover.text())
+    if takeover is not None:
+        ctx.say(takeover.text())
+    return d if d is not None else state
+
+
+def _hold(ctx: Context, st: State, hold: Hold) -> tuple[str | None, TakeOver | None]:
+    """``decide.claim`` of ``st`` (changed in place) for ``hold``: (busy reason, the stale holder taken over)."""
+    busy, takeover = decide_claim(st, ctx.deployment_id, ctx.event, hold.target, ctx.who, time.time(),
+                                  ctx.cfg.stale_after, procfs.process_alive, ctx.group)
+    if not busy and st.in_progress is not None and hold.from_colour is not None:
+        st.in_progress.from_colour, st.in_progress.image = hold.from_colour, hold.image
+    return busy, takeover
+
+
+def take(ctx: Context, be: Backend, starting: Colour | None = None) -> Decision:
+    """Claim the app for this deployment: observe, then decide and commit under the lock (``claim``)."""
+    world = gather(ctx.cfg, be, starting=starting)
+    d = claim(ctx, "deploy", world=world)
     if d.resumed is not None:
         ctx.say(d.resumed)
     if d.repair and d.state is not None and d.canary:
@@ -101,26 +174,24 @@ def claim_early(ctx: Context) -> Colour | None:
     """ApplicationStart: the target BeforeInstall chose, claimed for this event before Docker is connected, when
     ``decide.early_target`` allows it and nothing answers on the target's ports; else None (nothing changed).
     The caller may start it at once and must then ``take(..., starting=target)``."""
-    from bluegreen_hooks.decide import claim, early_target
+    from bluegreen_hooks.decide import early_target
     from bluegreen_hooks.host import ports
 
     cfg = ctx.cfg
     include, split, served = observe_nginx(cfg)
-    with ctx.store.locked():
-        read = ctx.store.read()
-        st = read.state
-        target = None if read.describe() else early_target(st, ctx.deployment_id, include, served,
+
+    def still_chosen(read: Read) -> Hold | None:
+        target = None if read.describe() else early_target(read.state, ctx.deployment_id, include, served,
                                                              split is not None)
         if target is None:
             return None
         if any(ports.answers(cfg.host, port) for port in cfg.colour_ports(target)):   # take() and the checks say what
             return None
-        busy, _ = claim(st, ctx.deployment_id, ctx.event, target, ctx.who, time.time(), cfg.stale_after,
-                        procfs.process_alive, ctx.group)
-        if busy:
-            return None
-        ctx.store.write(st)
-    return target
+        return Hold(target)
+
+    st = claim(ctx, "early start", prepare=still_chosen)
+    ip = st.holder(ctx.deployment_id) if st is not None else None
+    return ip.target if ip is not None else None
 
 
 def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:

@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.decide import claim, locked_message
-from bluegreen_hooks.errors import ConfigError, HookError, LockedError
+from bluegreen_hooks.errors import ConfigError, HookError
 from bluegreen_hooks.host import maintenance as page
-from bluegreen_hooks.host import nginx, procfs
+from bluegreen_hooks.host import nginx
+from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.runner import audit
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.model import Colour, Maintenance, Say, State, is_deployment_id
@@ -29,16 +29,7 @@ MAINTENANCE_EVENT = "Maintenance"
 
 def _claim(ctx: Context) -> State:
     """Hold the app (as a deployment does) while nginx changes; LockedError when a deployment holds it."""
-    with ctx.store.locked():
-        st = ctx.store.read().state
-        busy, took_over = claim(st, ctx.deployment_id, MAINTENANCE_EVENT, None, ctx.who, time.time(),
-                                ctx.cfg.stale_after, procfs.process_alive)
-        if busy:
-            raise LockedError(locked_message(busy, ctx.cfg.app, "the maintenance command"))
-        ctx.store.write(st)
-    if took_over:
-        ctx.say(took_over.text())
-    return st
+    return steps.claim(ctx, "maintenance")
 
 
 def _release(ctx: Context, maintenance: Maintenance | None) -> None:

@@ -1,6 +1,6 @@
 """``rollback``: make the previous release live again, through the same steps as a deployment.
 
-Under the app's claim (lifecycle/steps + decide.claim, as a deployment takes it): if the previous
+Under the app's claim (lifecycle/steps.claim, as a deployment takes it): if the previous
 colour still runs the previous release, health-check it and switch nginx to it; else start the
 previous image as that colour, wait until healthy, then switch (``steps.bring_up``). Then drain the old
 nginx workers and stop the colour rolled back from (``steps.retire``) unless ``keep_other``. The run
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bluegreen_hooks.config import Config
-from bluegreen_hooks.decide import claim, interrupted_switch, locked_message, reconcile
-from bluegreen_hooks.errors import HookError, LockedError
-from bluegreen_hooks.host import procfs
+from bluegreen_hooks.decide import interrupted_switch, reconcile
+from bluegreen_hooks.errors import HookError
+from bluegreen_hooks.host.store import Read
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.runner import audit
 from bluegreen_hooks.lifecycle.steps import Context
@@ -96,23 +96,18 @@ def _claim(ctx: Context, be: Backend) -> RollbackPlan:
 
     background.take_over(ctx.store, ctx.say)   # a colour retired in the background still draining: keep it
     world = steps.gather(ctx.cfg, be)
-    with ctx.store.locked():
-        read = ctx.store.read()
-        st, now = read.state, time.time()
+    plans: list[RollbackPlan] = []
+
+    def reconciled(read: Read) -> steps.Hold:
+        st = read.state
         include = world.served if interrupted_switch(world) else world.include_colour
-        for fixed in reconcile(st, include, world.running, read.describe(), now):
+        for fixed in reconcile(st, include, world.running, read.describe(), time.time()):
             ctx.say(f"reconciled: {fixed}")
-        plan = _plan(ctx.cfg, st, be, world.running)
-        busy, took_over = claim(st, ctx.deployment_id, ROLLBACK_EVENT, plan.prev, ctx.who, now, ctx.cfg.stale_after,
-                                procfs.process_alive)
-        if busy:
-            raise LockedError(locked_message(busy, ctx.cfg.app, "the rollback"))
-        if st.in_progress is not None:
-            st.in_progress.from_colour, st.in_progress.image = plan.live, plan.prev_image
-        ctx.store.write(st)
-    if took_over:
-        ctx.say(took_over.text())
-    return plan
+        plans.append(_plan(ctx.cfg, st, be, world.running))
+        return steps.Hold(plans[-1].prev, from_colour=plans[-1].live, image=plans[-1].prev_image)
+
+    steps.claim(ctx, "rollback", prepare=reconciled)
+    return plans[-1]
 
 
 def _bring_back(ctx: Context, be: Backend, plan: RollbackPlan) -> tuple[steps.BroughtUp, str | None]:
