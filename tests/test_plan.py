@@ -172,6 +172,49 @@ def test_plan_reports_a_busy_holder_and_a_first_deployment(tmp_path):
         "  would refuse (exit 3): deployment d-other is in progress (ApplicationStart running as pid")
 
 
+def _shop(tmp_path):
+    from bluegreen_hooks.config import parse
+    (tmp_path / "app").mkdir(exist_ok=True)
+    (tmp_path / "app" / "Dockerfile").write_text("FROM scratch\n")
+    return parse({"app": "shop", "container": {"build": "app"}}, tmp_path / "bluegreen.toml", environ={})
+
+
+@pytest.mark.parametrize("stage, recorded, expected", [
+    ("switched", "green", "  deployment d-2 already switched nginx to green: validate through nginx, nothing else "
+                          "to do"),
+    ("BeforeInstall", "blue", "  would fail (exit 1): target colour green is live; refusing to replace it (run "
+                              "`bluegreen-hooks status`)"),
+])
+def test_plan_of_application_start_renders_what_the_decision_says(tmp_path, stage, recorded, expected):
+    """ApplicationStart again after its switch (Decision.switched), or its switch went through unrecorded
+    (Decision.refused): the plan says what the event then does, not a start of the live colour."""
+    cfg = _shop(tmp_path)
+    mine = InProgress("d-2", "green", 1.0, stage=stage, event="ApplicationStart", event_done=True, updated=1.0)
+    seen = _world(state=State("shop", live=recorded, live_deployment="d-1", in_progress=mine), state_problem=None,
+                  include_text=render_include(cfg, "green", "d-2"),
+                  running={"blue": Running("d-1", "x", "b"), "green": Running("d-2", "x", "g")})
+    assert plan.render(plan.plan_deployment(cfg, "d-2", seen, event="ApplicationStart"),
+                       ["ApplicationStart"])[-1] == expected
+
+
+def test_the_hooks_dry_run_decides_as_its_own_event(tmp_path, monkeypatch):
+    """``hook ApplicationStart --dry-run`` decides as ApplicationStart does: a holder of the same deployment group
+    between events is taken over only by a new deployment's BeforeInstall, so its ApplicationStart refuses."""
+    cfg = _shop(tmp_path)
+    now = time.time()
+    holder = InProgress("d-dead", "green", now, stage="BeforeInstall", event="ApplicationStart", event_done=True,
+                        updated=now, group=GROUP)
+    seen = _world(state=State("shop", live="blue", live_deployment="d-1", in_progress=holder), state_problem=None,
+                  include_text=render_include(cfg, "blue", "d-1"), running={"blue": Running("d-1", "x", "b"),
+                                                                            "green": None})
+    monkeypatch.setattr(plan, "gather", lambda *args, **kw: seen)
+    before = plan.describe(cfg, "d-next", ["BeforeInstall"], GROUP)
+    start = plan.describe(cfg, "d-next", ["ApplicationStart"], GROUP)
+    assert "note: would take over from stale deployment d-dead: a new deployment of its deployment group" \
+        in "\n".join(before)
+    assert start[-1].startswith("  would refuse (exit 3): deployment d-dead is in progress (between events"), start
+
+
 # ------------------------------------------------------------------- the dry run decides as the real event
 
 GROUP = "g-0a1b2c3d"   # the CodeDeploy deployment group id the agent passes every hook

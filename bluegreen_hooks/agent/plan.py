@@ -175,6 +175,11 @@ def event_lines(plan: DryRunPlan, event: str) -> list[str]:
         return [f"would refuse (exit 3): {plan.busy}"]
     if event == "BeforeInstall":
         return _before_install_lines(plan)
+    if event == "ApplicationStart" and plan.decision.switched:
+        return [f"deployment {plan.deployment_id} already switched nginx to {plan.target}: validate through nginx, "
+                f"nothing else to do"]
+    if event == "ApplicationStart" and plan.decision.refused:
+        return [f"would fail (exit 1): {plan.decision.refused}"]
     if event == "ApplicationStart":
         start = _compose_start_lines(plan) if plan.cfg.compose is not None else _container_start_lines(plan)
         return start + _task_lines(plan, "before_switch") + _switch_lines(plan) + _task_lines(plan, "after_switch")
@@ -319,5 +324,9 @@ def render(plan: DryRunPlan, events: Iterable[str]) -> list[str]:
 
 def describe(cfg: Config, deployment_id: str, events: Iterable[str], group: str | None = None,
              client: Any = None) -> list[str]:
-    """Gather, plan and render (the whole dry run for the given events, in deployment group ``group``)."""
-    return render(plan_deployment(cfg, deployment_id, gather(cfg, deployment_id, client), group=group), events)
+    """Gather, plan and render (the whole dry run for the given events, in deployment group ``group``). It decides
+    as the first of ``events`` that decides does (BeforeInstall, or the hook's own ApplicationStart)."""
+    events = list(events)
+    event = next((e for e in events if e in ("BeforeInstall", "ApplicationStart")), "BeforeInstall")
+    return render(plan_deployment(cfg, deployment_id, gather(cfg, deployment_id, client), event=event, group=group),
+                  events)
