@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,17 @@ from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, ContainerStartError, HealthCheckFailed
 from bluegreen_hooks.host import health
 from bluegreen_hooks.model import COLOURS, Colour, Running
-from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
+from bluegreen_hooks.runtime import sdk
+from bluegreen_hooks.runtime.base import (
+    LABEL_DEPLOYMENT,
+    Container,
+    DeclaredMemory,
+    ReleaseImage,
+    RunningMap,
+    Say,
+    TaskResult,
+    guard_not_live,
+)
 from bluegreen_hooks.runtime.compose_exec import V1 as V1  # V1, V2, child_env: the tests use them from here
 from bluegreen_hooks.runtime.compose_exec import V2 as V2
 from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, check_exit, detect, run_compose
@@ -104,6 +114,7 @@ class ComposeBackend:
     """Runs each colour as a compose project (see runtime/base.Backend)."""
 
     kind = "compose"
+    release_per_colour = False   # running() names a project, not the release its containers run
 
     def __init__(self, cfg: Config, client: Any, command: Sequence[str] | None = None) -> None:
         if cfg.compose is None:
@@ -240,14 +251,25 @@ class ComposeBackend:
             f"{', '.join(out[colours[0]])}")
         return out
 
-    # -- the SdkBackend interface
+    # -- the rest of the Backend protocol
+    def server_version(self) -> str:
+        return sdk.server_version(self.client)
+
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Find the compose command; building/pulling happens per colour in ``start``."""
         say(f"compose command: {' '.join(self.command)}")
         return f"compose:{deployment_id}"
 
-    def containers(self, colour: Colour, services: Sequence[str] | None = None) -> list:
-        """The project's containers (not one-off `run` containers), optionally of some services only."""
+    def artifact_exists(self, deployment_id: str) -> bool | None:
+        """Not one artifact: each service's image is built or pulled by ``up``."""
+        return None
+
+    def containers(self, colour: Colour) -> list[Container]:
+        return [sdk.record(c) for c in self.sdk_containers(colour)]
+
+    def sdk_containers(self, colour: Colour, services: Sequence[str] | None = None) -> list[Any]:
+        """The project's containers as SDK objects (not one-off `run` containers), optionally of some services
+        only (runtime/ only)."""
         label = f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"
         conts = self.client.containers.list(all=True, filters={"label": [label]}, ignore_removed=True)
         conts = [c for c in conts if c.labels.get(LABEL_ONEOFF, "False") != "True"]
@@ -293,7 +315,7 @@ class ComposeBackend:
     def watch(self, colour: Colour) -> list[dict[str, Any]]:
         """Fresh inspect data of the containers to wait for (compose/services, default all)."""
         wanted = self.cc.services
-        conts = self.containers(colour, wanted)
+        conts = self.sdk_containers(colour, wanted)
         if wanted:
             missing = sorted(set(wanted) - {c.labels.get(LABEL_SERVICE) for c in conts})
             if missing:
@@ -304,6 +326,28 @@ class ComposeBackend:
             raise health.NotHealthyYet(f"{', '.join(waiting)} not started yet")
         return [c.attrs for c in conts]
 
+    def wait_healthy(self, colour: Colour, say: Say) -> float:
+        return sdk.wait_healthy(self.cfg, self.client, colour, lambda: self.watch(colour), say)
+
+    def check_ports_held(self, colour: Colour) -> None:
+        sdk.check_ports_held(self.cfg, self.sdk_containers(colour), colour)
+
+    def exec_task(self, container_id: str, argv: Sequence[str], env: Mapping[str, str],
+                  timeout: float) -> TaskResult:
+        return sdk.exec_in(self.client, container_id, argv, env, timeout)
+
+    def memory_used(self, container_id: str) -> int | None:
+        return sdk.memory_used(self.client, container_id)
+
+    def process_ids(self, container_id: str) -> list[int]:
+        return sdk.process_ids(self.client, container_id)
+
+    def declared_memory(self, colour: Colour, deployment_id: str) -> dict[str, DeclaredMemory]:
+        """Per service, the memory limit its compose file declares (BeforeInstall's render, cached)."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        return rel.declared_memory(self.rendered(colour, deployment_id))
+
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
         """The last output lines of the project's containers, prefixed by service; failing ones last."""
         def failing(c: Any) -> bool:
@@ -312,12 +356,12 @@ class ComposeBackend:
 
         out: list[str] = []
         try:
-            conts = self.containers(colour)
+            conts = self.sdk_containers(colour)
         except Exception:
             return []
         for c in sorted(conts, key=failing):
             svc = c.labels.get(LABEL_SERVICE, c.name)
-            out += [f"{svc}: {ln}" for ln in logs_tail(c, max(3, lines // max(1, len(conts))))]
+            out += [f"{svc}: {ln}" for ln in sdk.logs_tail(c, max(3, lines // max(1, len(conts))))]
         return out[-lines:]
 
     def remove_colour(self, colour: Colour, live: Colour | None, say: Say,
@@ -332,7 +376,7 @@ class ComposeBackend:
             self.labelling = None
         grace = self.cc.stop_grace_period if grace is None else grace
         project = project_name(self.cfg, colour)
-        conts = self.containers(colour)
+        conts = self.sdk_containers(colour)
         nets = self.client.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"})
         if not conts and not nets:
             return 0
@@ -347,7 +391,7 @@ class ComposeBackend:
 
         guard_not_live(colour, live, "stop")
         grace = self.cc.stop_grace_period if grace is None else grace
-        conts = [c for c in self.containers(colour) if c.status in ("running", "restarting", "paused")]
+        conts = [c for c in self.sdk_containers(colour) if c.status in ("running", "restarting", "paused")]
         if conts:
             say(f"stopping {project_name(self.cfg, colour)}: {len(conts)} container(s), grace {grace:g}s "
                 f"(kept for a rollback until the next deployment)")
@@ -380,10 +424,11 @@ class ComposeBackend:
 
         return compose_restore.can_restore(self, colour, deployment)
 
-    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
         from bluegreen_hooks.runtime import compose_restore
 
-        return compose_restore.record(self, colour, deployment_id, say)
+        images = compose_restore.record(self, colour, deployment_id, say)
+        return {service: ReleaseImage(i["tag"], i["id"]) for service, i in images.items()}
 
     def restore(self, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
         from bluegreen_hooks.runtime import compose_restore

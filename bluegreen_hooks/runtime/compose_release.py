@@ -21,7 +21,6 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.model import Colour, Say
 from bluegreen_hooks.names import PATH_COMPONENT
 from bluegreen_hooks.runtime import images
+from bluegreen_hooks.runtime.base import DeclaredMemory as DeclaredMemory  # its home: the protocol's records
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
@@ -73,15 +73,6 @@ def services_of(rendered: str) -> list[str]:
         if inside and m:
             out.append(m.group(1))
     return sorted(out)
-
-
-@dataclass(frozen=True)
-class DeclaredMemory:
-    """A service's memory limit as the user's compose file declares it (bytes; None: no limit, or one that does
-    not read as a size) and how many containers ``up`` starts for it."""
-
-    limit: int | None
-    containers: int = 1
 
 
 def declared_memory(rendered: str) -> dict[str, DeclaredMemory]:

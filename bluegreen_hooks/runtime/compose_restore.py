@@ -74,7 +74,7 @@ def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, sa
     if release is None:
         raise ContainerStartError(f"release {deployment_id} is not recorded; deploy that revision again instead")
     project = str(release.meta.get("project") or cfg.compose.project_name(cfg.app, colour))
-    conts = be.containers(colour)
+    conts = be.sdk_containers(colour)
     if conts and {c.id for c in conts} == set(release.meta.get("containers") or []):
         say(f"starting the stopped {project} ({len(conts)} container(s) of release {deployment_id})")
         rel.start([c for c in conts if c.status != "running"])
