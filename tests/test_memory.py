@@ -533,7 +533,8 @@ def test_the_estimate_mixes_declared_limits_and_measured_use():
     est = memory.estimate(_cfg(), "blue", conts, _stats(conts), declared=declared)
     assert est.need == (1024 + 50) * MIB
     assert est.how == "compose file limits: web 512 MiB x 2; blue's use of 2 other containers"
-    assert est.fix == memory.LOWER_LIMITS and memory.estimate(_cfg(), "blue", conts, _stats(conts)).fix.startswith("free memory")
+    assert est.fix == memory.LOWER_LIMITS and memory.estimate(_cfg(), "blue", conts, _stats(conts)).fix.startswith(
+        "free memory")
     all_declared = {**declared, "api": DeclaredMemory(64 * MIB), "worker": DeclaredMemory(32 * MIB)}
     est = memory.estimate(_cfg(), "blue", conts, _stats(conts), declared=all_declared)
     assert (est.need, est.unmeasured) == ((1024 + 96) * MIB, ())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,7 @@ from bluegreen_hooks.errors import ConfigError, ContainerStartError, HealthCheck
 from bluegreen_hooks.host import health
 from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime import sdk
-from bluegreen_hooks.runtime.base import (
-    LABEL_DEPLOYMENT,
-    Container,
-    DeclaredMemory,
-    ReleaseImage,
-    RunningMap,
-    Say,
-    TaskResult,
-    guard_not_live,
-)
+from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, DeclaredMemory, ReleaseImage, RunningMap, Say, guard_not_live
 from bluegreen_hooks.runtime.compose_exec import V1 as V1  # V1, V2, child_env: the tests use them from here
 from bluegreen_hooks.runtime.compose_exec import V2 as V2
 from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, check_exit, detect, run_compose
@@ -110,7 +101,7 @@ def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool 
 
 # ------------------------------------------------------------------------------------------------ backend
 
-class ComposeBackend:
+class ComposeBackend(sdk.SdkParts):
     """Runs each colour as a compose project (see runtime/base.Backend)."""
 
     kind = "compose"
@@ -252,24 +243,13 @@ class ComposeBackend:
         return out
 
     # -- the rest of the Backend protocol
-    def server_version(self) -> str:
-        return sdk.server_version(self.client)
-
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Find the compose command; building/pulling happens per colour in ``start``."""
         say(f"compose command: {' '.join(self.command)}")
         return f"compose:{deployment_id}"
 
-    def artifact_exists(self, deployment_id: str) -> bool | None:
-        """Not one artifact: each service's image is built or pulled by ``up``."""
-        return None
-
-    def containers(self, colour: Colour) -> list[Container]:
-        return [sdk.record(c) for c in self.sdk_containers(colour)]
-
     def sdk_containers(self, colour: Colour, services: Sequence[str] | None = None) -> list[Any]:
-        """The project's containers as SDK objects (not one-off `run` containers), optionally of some services
-        only (runtime/ only)."""
+        """The project's containers (not one-off `run` containers), optionally of some services only."""
         label = f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"
         conts = self.client.containers.list(all=True, filters={"label": [label]}, ignore_removed=True)
         conts = [c for c in conts if c.labels.get(LABEL_ONEOFF, "False") != "True"]
@@ -304,7 +284,7 @@ class ComposeBackend:
                       deployment_id)
         from bluegreen_hooks.runtime import compose_release as rel
 
-        listed = self.listed(colour)
+        listed = rel.listed(self.client, project)
         names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in listed]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         self.labelling = rel.EarlyTags(self.client, self.cfg.app, colour, deployment_id, listed)   # overlaps health
@@ -325,22 +305,6 @@ class ComposeBackend:
         if waiting:   # created but not started yet (e.g. still behind a depends_on)
             raise health.NotHealthyYet(f"{', '.join(waiting)} not started yet")
         return [c.attrs for c in conts]
-
-    def wait_healthy(self, colour: Colour, say: Say) -> float:
-        return sdk.wait_healthy(self.cfg, self.client, colour, lambda: self.watch(colour), say)
-
-    def check_ports_held(self, colour: Colour) -> None:
-        sdk.check_ports_held(self.cfg, self.sdk_containers(colour), colour)
-
-    def exec_task(self, container_id: str, argv: Sequence[str], env: Mapping[str, str],
-                  timeout: float) -> TaskResult:
-        return sdk.exec_in(self.client, container_id, argv, env, timeout)
-
-    def memory_used(self, container_id: str) -> int | None:
-        return sdk.memory_used(self.client, container_id)
-
-    def process_ids(self, container_id: str) -> list[int]:
-        return sdk.process_ids(self.client, container_id)
 
     def declared_memory(self, colour: Colour, deployment_id: str) -> dict[str, DeclaredMemory]:
         """Per service, the memory limit its compose file declares (BeforeInstall's render, cached)."""
@@ -398,22 +362,13 @@ class ComposeBackend:
             rel.stop(conts, grace)
         return len(conts)
 
-    def listed(self, colour: Colour, running: bool = False) -> list[dict[str, Any]]:
-        """The project's containers as the list call has them (labels, state; no inspect), ordered as
-        ``containers``; ``running``: the running ones only."""
-        filters: dict[str, Any] = {"label": [f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"]}
-        if running:
-            filters["status"] = "running"
-        listed = [c for c in self.client.api.containers(all=not running, filters=filters)
-                  if (c.get("Labels") or {}).get(LABEL_ONEOFF, "False") != "True"]
-        return sorted(listed, key=lambda c: ((c.get("Labels") or {}).get(LABEL_SERVICE, ""),
-                                             (c.get("Names") or [""])[0].lstrip("/")))
-
     def running(self) -> RunningMap:
         """For each colour: its project when some container of it runs, else None."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
         out: RunningMap = {c: None for c in COLOURS}
         for colour in COLOURS:
-            up = self.listed(colour, running=True)
+            up = rel.listed(self.client, project_name(self.cfg, colour), running=True)
             if up:
                 out[colour] = Running((up[0].get("Labels") or {}).get(LABEL_DEPLOYMENT), None,
                                       project_name(self.cfg, colour), up[0]["Id"][:12])
@@ -427,8 +382,7 @@ class ComposeBackend:
     def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
         from bluegreen_hooks.runtime import compose_restore
 
-        images = compose_restore.record(self, colour, deployment_id, say)
-        return {service: ReleaseImage(i["tag"], i["id"]) for service, i in images.items()}
+        return compose_restore.record(self, colour, deployment_id, say)
 
     def restore(self, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
         from bluegreen_hooks.runtime import compose_restore

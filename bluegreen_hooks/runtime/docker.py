@@ -7,7 +7,7 @@ touch it. ``docker`` is imported lazily so that hooks that need no Docker start 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bluegreen_hooks.config import Config
@@ -19,12 +19,9 @@ from bluegreen_hooks.runtime.base import (
     LABEL_COLOUR,
     LABEL_DEPLOYMENT,
     LABEL_IMAGE,
-    Container,
-    DeclaredMemory,
     ReleaseImage,
     RunningMap,
     Say,
-    TaskResult,
     guard_not_live,
 )
 from bluegreen_hooks.runtime.docker_args import image_tag as image_tag  # the dry run and the tests use them from here
@@ -225,7 +222,7 @@ def prune_images(client: Any, cfg: Config, keep: int, in_use: set[str], say: Say
     return removed
 
 
-class SdkBackend:
+class SdkBackend(sdk.SdkParts):
     """Runs each colour as one container through the docker SDK (see runtime/base.Backend)."""
 
     kind = "docker"
@@ -233,9 +230,6 @@ class SdkBackend:
 
     def __init__(self, cfg: Config, client: Any) -> None:
         self.cfg, self.client = cfg, client
-
-    def server_version(self) -> str:
-        return sdk.server_version(self.client)
 
     def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
         """Nothing to check beyond the config (validated when loaded)."""
@@ -260,14 +254,7 @@ class SdkBackend:
         start(self.client, self.cfg, colour, artifact, deployment_id, live, say)
 
     def watch(self, colour: Colour) -> list[dict[str, Any]]:
-        """Fresh inspect data of the colour's containers (for fail-fast health checks)."""
         return [c.attrs for c in containers(self.client, self.cfg, colour)]
-
-    def wait_healthy(self, colour: Colour, say: Say) -> float:
-        return sdk.wait_healthy(self.cfg, self.client, colour, lambda: self.watch(colour), say)
-
-    def check_ports_held(self, colour: Colour) -> None:
-        sdk.check_ports_held(self.cfg, containers(self.client, self.cfg, colour), colour)
 
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
         out: list[str] = []
@@ -282,25 +269,7 @@ class SdkBackend:
         return running(self.client, self.cfg)
 
     def sdk_containers(self, colour: Colour) -> list[Any]:
-        """The colour's containers as SDK objects (runtime/ only)."""
         return containers(self.client, self.cfg, colour)
-
-    def containers(self, colour: Colour) -> list[Container]:
-        return [sdk.record(c) for c in containers(self.client, self.cfg, colour)]
-
-    def exec_task(self, container_id: str, argv: Sequence[str], env: Mapping[str, str],
-                  timeout: float) -> TaskResult:
-        return sdk.exec_in(self.client, container_id, argv, env, timeout)
-
-    def memory_used(self, container_id: str) -> int | None:
-        return sdk.memory_used(self.client, container_id)
-
-    def process_ids(self, container_id: str) -> list[int]:
-        return sdk.process_ids(self.client, container_id)
-
-    def declared_memory(self, colour: Colour, deployment_id: str) -> dict[str, DeclaredMemory]:
-        """A single container declares no memory of its own (deploy/mem_limit is the config's)."""
-        return {}
 
     def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
         """Stop the colour's container, keeping it (and its release) for a rollback; never the live colour."""

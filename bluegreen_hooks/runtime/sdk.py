@@ -17,9 +17,53 @@ from typing import Any
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import DockerUnavailable
 from bluegreen_hooks.model import Colour, Say
-from bluegreen_hooks.runtime.base import DOCKER_TIMEOUT, Container, TaskResult
+from bluegreen_hooks.runtime.base import DOCKER_TIMEOUT, Container, DeclaredMemory, TaskResult
 
 OUTPUT_TAIL = 120     # characters of a task's output: the hook's last line (runner.LAST_LINE_MAX) keeps it
+
+
+class SdkParts:
+    """The Backend members both backends implement the same way through their SDK ``client`` (over their own
+    ``sdk_containers`` and ``watch``)."""
+
+    cfg: Config
+    client: Any
+
+    def sdk_containers(self, colour: Colour) -> list[Any]:
+        """The colour's containers as SDK objects (runtime/ only)."""
+        raise NotImplementedError
+
+    def watch(self, colour: Colour) -> list[dict[str, Any]]:
+        """Fresh inspect data of the containers whose health decides the colour's (runtime/ only)."""
+        raise NotImplementedError
+
+    def artifact_exists(self, deployment_id: str) -> bool | None:
+        return None
+
+    def declared_memory(self, colour: Colour, deployment_id: str) -> dict[str, DeclaredMemory]:
+        return {}
+
+    def server_version(self) -> str:
+        return str(self.client.version().get("Version", "?"))
+
+    def containers(self, colour: Colour) -> list[Container]:
+        return [record(c) for c in self.sdk_containers(colour)]
+
+    def wait_healthy(self, colour: Colour, say: Say) -> float:
+        return wait_healthy(self.cfg, self.client, colour, lambda: self.watch(colour), say)
+
+    def check_ports_held(self, colour: Colour) -> None:
+        check_ports_held(self.cfg, self.sdk_containers(colour), colour)
+
+    def exec_task(self, container_id: str, argv: Sequence[str], env: Mapping[str, str],
+                  timeout: float) -> TaskResult:
+        return exec_in(self.client, container_id, argv, env, timeout)
+
+    def memory_used(self, container_id: str) -> int | None:
+        return memory_used(self.client, container_id)
+
+    def process_ids(self, container_id: str) -> list[int]:
+        return process_ids(self.client, container_id)
 
 
 def connect(timeout: int = DOCKER_TIMEOUT) -> Any:
@@ -40,10 +84,6 @@ def connect(timeout: int = DOCKER_TIMEOUT) -> Any:
         raise DockerUnavailable(f"Docker daemon unreachable ({reason}); start Docker (systemctl start docker) "
                                 f"or set DOCKER_HOST, then retry") from exc
     return client
-
-
-def server_version(client: Any) -> str:
-    return str(client.version().get("Version", "?"))
 
 
 def record(cont: Any) -> Container:
