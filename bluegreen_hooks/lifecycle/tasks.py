@@ -1,10 +1,10 @@
-"""Release tasks (``[[tasks]]``, config/tasks.py) run inside the new colour's container through the SDK.
+"""Release tasks (``[[tasks]]``, config/tasks.py) run inside the new colour's container (Backend.exec_task).
 
 ``TaskRunner(ctx, be, colour, old, deployment_id).run("before_switch")`` runs that stage's tasks in
-order, each as ``docker exec`` (compose: in its service's container) with the BLUEGREEN_* variables,
-killed at its timeout. A task that exits non-zero (or times out) raises TaskFailed naming the task, its
-exit code and the tail of its output; the caller decides what keeps serving. Their seconds are returned
-as ``task_<name>`` timings (recorded in the deployment's history).
+order, each as ``docker exec`` (runtime/sdk.exec_in; compose: in its service's container) with the
+BLUEGREEN_* variables, killed at its timeout. A task that exits non-zero (or times out) raises TaskFailed
+naming the task, its exit code and the tail of its output; the caller decides what keeps serving. Their
+seconds are returned as ``task_<name>`` timings (recorded in the deployment's history).
 """
 from __future__ import annotations
 
