@@ -100,6 +100,11 @@ class _FakeContainer:
 
     def __init__(self, name, delay, used=None):
         self.name, self.delay, self.used, self.released = name, delay, used, threading.Event()
+        self.id, self.labels = name, {}
+
+    @property
+    def service(self):
+        return self.labels.get("com.docker.compose.service")
 
     def stats(self, stream, one_shot):
         assert (stream, one_shot) == (False, True)
@@ -109,11 +114,17 @@ class _FakeContainer:
         return {"memory_stats": {"usage": self.used}}
 
 
+def _stats(conts):
+    """Backend.memory_used over the fakes (what runtime/sdk.memory_used reads from Docker)."""
+    by_id = {c.id: c for c in conts}
+    return lambda container_id: memory.usage_of(by_id[container_id].stats(stream=False, one_shot=True))
+
+
 def test_measure_asks_in_parallel_and_leaves_a_hung_call_behind():
     fast = [_FakeContainer(f"c{i}", 0.3, 10 * MIB) for i in range(3)]
     hung, broken = _FakeContainer("hung", 60, MIB), _FakeContainer("broken", 0)
     t0 = time.monotonic()
-    used, missing = memory.measure([*fast, hung, broken], timeout=1.0)
+    used, missing = memory.measure([*fast, hung, broken], _stats([*fast, hung, broken]), timeout=1.0)
     took = time.monotonic() - t0
     hung.released.set()
     assert used == {"c0": 10 * MIB, "c1": 10 * MIB, "c2": 10 * MIB}
@@ -129,6 +140,9 @@ class _FakeBackend:
 
     def containers(self, colour):
         return self.conts
+
+    def memory_used(self, container_id):
+        return _stats(self.conts)(container_id)
 
 
 def test_preflight_paths_skip_refuse_and_name_unmeasured(tmp_path):
@@ -516,13 +530,14 @@ def test_the_estimate_mixes_declared_limits_and_measured_use():
         c.labels = {"com.docker.compose.service": svc}
         conts.append(c)
     declared = {"web": DeclaredMemory(512 * MIB, 2), "api": DeclaredMemory(None, 1), "worker": DeclaredMemory(None)}
-    est = memory.estimate(_cfg(), "blue", conts, declared=declared)
+    est = memory.estimate(_cfg(), "blue", conts, _stats(conts), declared=declared)
     assert est.need == (1024 + 50) * MIB
     assert est.how == "compose file limits: web 512 MiB x 2; blue's use of 2 other containers"
-    assert est.fix == memory.LOWER_LIMITS and memory.estimate(_cfg(), "blue", conts).fix.startswith("free memory")
+    assert est.fix == memory.LOWER_LIMITS and memory.estimate(_cfg(), "blue", conts, _stats(conts)).fix.startswith(
+        "free memory")
     all_declared = {**declared, "api": DeclaredMemory(64 * MIB), "worker": DeclaredMemory(32 * MIB)}
-    est = memory.estimate(_cfg(), "blue", conts, declared=all_declared)
+    est = memory.estimate(_cfg(), "blue", conts, _stats(conts), declared=all_declared)
     assert (est.need, est.unmeasured) == ((1024 + 96) * MIB, ())
     assert est.how == "compose file limits: api 64 MiB, web 512 MiB x 2, worker 32 MiB"
-    est = memory.estimate(_cfg(mem_limit="100m"), "blue", conts, declared=all_declared)
+    est = memory.estimate(_cfg(mem_limit="100m"), "blue", conts, _stats(conts), declared=all_declared)
     assert (est.need, est.how) == (400 * MIB, "deploy/mem_limit 100 MiB x 4 containers")

@@ -173,6 +173,71 @@ def test_the_no_op_hook_imports_neither_docker_nor_boto3_nor_tenacity(tmp_path):
     assert not heavy, f"the no-op hook imported {heavy}"
 
 
+# The runtime interface (runtime/base.py) passes plain values only: nothing typed Any crosses it, and no module
+# outside runtime/ reaches through a backend to the docker SDK.
+BACKEND_NAMES = ("be", "backend")       # what the package calls a Backend (``be``, ``self.be``, ``ctx.backend``)
+SDK_ONLY = ("client", "attrs")          # a backend's SDK client; an SDK container's inspect data
+
+
+def any_uses(source: str) -> list[int]:
+    """The lines where ``typing.Any`` is named: imported, used as a name or as ``typing.Any``, or inside a string
+    annotation. Comments and docstrings do not count (read with ast, not grep)."""
+    tree = ast.parse(source)
+    found = set()
+    for node in ast.walk(tree):
+        named = ((isinstance(node, ast.ImportFrom) and any(a.name == "Any" for a in node.names))
+                 or (isinstance(node, ast.Name) and node.id == "Any")
+                 or (isinstance(node, ast.Attribute) and node.attr == "Any"))
+        if named:
+            found.add(node.lineno)
+        elif isinstance(node, (ast.arg, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef)):
+            ann = node.returns if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else node.annotation
+            if isinstance(ann, ast.Constant) and isinstance(ann.value, str) and any_uses(ann.value):
+                found.add(node.lineno)
+    return sorted(found)
+
+
+def sdk_reach_throughs(source: str) -> list[str]:
+    """``X.client`` / ``X.attrs`` where X is a backend (a name or attribute named as in BACKEND_NAMES), and any
+    ``.attrs`` at all (only SDK objects have it in this package: a container's inspect data), as
+    ``line: text``. ``session.client("s3")`` (boto3) or ``http.client`` are not a backend's and do not count."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Attribute) or node.attr not in SDK_ONLY:
+            continue
+        owner = node.value
+        owner_name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
+        if node.attr == "attrs" or owner_name in BACKEND_NAMES:
+            out.append((node.lineno, node.col_offset, ast.unparse(node)))
+    return [f"{line}: {text}" for line, _, text in sorted(out)]
+
+
+def test_the_checkers_find_any_and_reach_throughs_but_not_comments_or_boto3():
+    assert any_uses('"""Any docstring."""\n# Any comment\nx: int = 1\n') == []
+    assert any_uses("from typing import Any, Protocol\n") == [1]
+    assert any_uses("import typing\n\ndef f(x: typing.Any) -> None: ...\n") == [3]
+    assert any_uses("def f(x: 'list[Any]') -> None: ...\n") == [1]
+    assert sdk_reach_throughs("be.client.version()\nc.attrs.get('Id')\nself.be.client\nctx.backend.client\n"
+                              "sess.client('s3')\nimport http.client\nclient.close()\n") == [
+        "1: be.client", "2: c.attrs", "3: self.be.client", "4: ctx.backend.client"]
+
+
+def test_the_backend_protocol_has_no_any():
+    """runtime/base.py (the Backend protocol and its records) names no ``Any``: plain values only."""
+    path = PACKAGE / "runtime" / "base.py"
+    lines = any_uses(path.read_text(encoding="utf-8"))
+    assert not lines, f"{path.relative_to(ROOT)} uses Any on line(s) {lines}"
+
+
+def test_no_module_outside_runtime_reaches_through_a_backend_to_the_sdk():
+    """Outside runtime/, no ``be.client`` / ``backend.client`` / ``self.be.client`` and no ``.attrs`` (an SDK
+    container's inspect data): what callers need is a Backend method or a field of its records."""
+    found = {name: hits for name, path in _modules().items()
+             if not name.startswith("bluegreen_hooks.runtime")
+             and (hits := sdk_reach_throughs(path.read_text(encoding="utf-8")))}
+    assert found == {}
+
+
 @pytest.mark.parametrize("paused, frozen", [(True, True), (False, False)])
 def test_a_hook_process_freezes_its_imports_and_collects_again(paused, frozen):
     """hooks/launch pauses the collector; once the hook's modules (and the docker SDK) are imported they are

@@ -20,6 +20,7 @@ from bluegreen_hooks.errors import StateError
 from bluegreen_hooks.host import procfs
 from bluegreen_hooks.host.store import Store, me
 from bluegreen_hooks.model import COLOURS, Colour, State
+from bluegreen_hooks.runtime.base import Backend
 
 
 @dataclass
@@ -71,7 +72,7 @@ class DryRunPlan:
 
     @property
     def image_tag(self) -> str:
-        from bluegreen_hooks.runtime.docker import image_tag
+        from bluegreen_hooks.runtime.docker_args import image_tag
         return image_tag(self.cfg, self.deployment_id)
 
     @property
@@ -80,27 +81,14 @@ class DryRunPlan:
         return render_include(self.cfg, self.target, self.deployment_id)
 
     def run_kwargs(self) -> dict[str, Any]:
-        from bluegreen_hooks.runtime.docker import run_kwargs
+        from bluegreen_hooks.runtime.docker_args import run_kwargs
         return run_kwargs(self.cfg, self.target, self.image_tag, self.deployment_id)
 
 
 # ---------------------------------------------------------------------------------------------- reading
 
-def _containers(be: Any) -> dict[str, list[str]]:
+def _containers(be: Backend) -> dict[str, list[str]]:
     return {c: [f"{x.name} ({x.status})" for x in be.containers(c)] for c in COLOURS}
-
-
-def _image_exists(cfg: Config, client: Any, deployment_id: str) -> bool | None:
-    if cfg.compose is not None:
-        return None
-    import docker.errors
-
-    from bluegreen_hooks.runtime.docker import image_tag
-    try:
-        client.images.get(image_tag(cfg, deployment_id))
-        return True
-    except docker.errors.ImageNotFound:
-        return False
 
 
 def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
@@ -108,6 +96,7 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
     from bluegreen_hooks import runtime
     from bluegreen_hooks.host import nginx
     from bluegreen_hooks.lifecycle.steps import gather as observe
+    from bluegreen_hooks.runtime.sdk import connect
 
     store = Store(cfg.state_dir, cfg.app, cfg.history)
     try:
@@ -119,9 +108,10 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
     image_exists, docker_problem, be = None, None, None
     close = client is None
     try:
+        if client is None:
+            client = connect()
         be = runtime.backend(cfg, client)
-        client = be.client
-        names, image_exists = _containers(be), _image_exists(cfg, client, deployment_id)
+        names, image_exists = _containers(be), be.artifact_exists(deployment_id)
     except Exception as exc:
         docker_problem, be = str(exc), None
     try:

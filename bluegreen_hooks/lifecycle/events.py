@@ -57,7 +57,7 @@ def before_install(ctx: Context) -> None:
     live = ctx.store.read(quarantine=False).state.live
     check = (ctx.deployment_id, (other(live),) if live else COLOURS)
     be = runtime.backend(cfg, check=check)
-    ctx.say(f"Docker reachable (server {be.client.version().get('Version', '?')}); backend: {be.kind}")
+    ctx.say(f"Docker reachable (server {be.server_version()}); backend: {be.kind}")
     from bluegreen_hooks.lifecycle import memory
 
     measuring = memory.start(cfg, be, live)   # Docker's stats take up to ~1 s: they run while nginx is checked

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.config.memory import mib
 from bluegreen_hooks.errors import HookError
 from bluegreen_hooks.model import Colour
-from bluegreen_hooks.runtime.base import Say
+from bluegreen_hooks.runtime.base import Backend, Container, DeclaredMemory, Say
+from bluegreen_hooks.runtime.sdk import usage_of as usage_of  # parses Docker's stats (runtime/sdk); tests use it here
 
 MEMINFO = Path("/proc/meminfo")
 STATS_TIMEOUT = 5.0   # seconds for all the live colour's stats calls together
-LABEL_SERVICE = "com.docker.compose.service"   # runtime/compose.py's: a compose container's service
 LOWER_LIMITS = "lower those limits or use a larger instance"   # the refusal's advice with compose file limits
 
 
@@ -58,20 +57,6 @@ def mem_available(meminfo: Path = MEMINFO) -> int | None:
     return None
 
 
-def usage_of(stats: dict[str, Any]) -> int | None:
-    """A container's memory use as ``docker stats`` shows it: usage less the page cache it could drop
-    (cgroup v1: total_inactive_file, else cache; cgroup v2: inactive_file)."""
-    ms = stats.get("memory_stats") or {}
-    usage = ms.get("usage")
-    if not isinstance(usage, int):
-        return None
-    st = ms.get("stats") or {}
-    for key in ("total_inactive_file", "inactive_file", "cache"):
-        if isinstance(st.get(key), int):
-            return max(0, usage - st[key])
-    return usage
-
-
 class Measurement:
     """One-shot stats of some containers, asked in parallel on daemon threads as soon as it is made; ``result``
     waits at most until ``timeout`` after the start. A stats call that hangs is left behind, never waited for.
@@ -80,8 +65,9 @@ class Measurement:
     ~1 s of waiting (no CPU), whatever the number of containers: BeforeInstall starts it before its nginx
     checks (``start``) and collects it after the claim."""
 
-    def __init__(self, containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> None:
-        self.containers = list(containers)
+    def __init__(self, containers: Sequence[Container], used: Callable[[str], int | None],
+                 timeout: float = STATS_TIMEOUT) -> None:
+        self.containers, self._of = list(containers), used
         self.end = time.monotonic() + timeout
         self._used: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -90,9 +76,9 @@ class Measurement:
         for t in self._threads:
             t.start()
 
-    def _one(self, cont: Any) -> None:
+    def _one(self, cont: Container) -> None:
         try:
-            used = usage_of(cont.stats(stream=False, one_shot=True))
+            used = self._of(cont.id)   # Backend.memory_used
         except Exception:
             return
         if used is not None:
@@ -108,46 +94,50 @@ class Measurement:
         return done, [c.name for c in self.containers if c.name not in done]
 
 
-def measure(containers: Sequence[Any], timeout: float = STATS_TIMEOUT) -> tuple[dict[str, int], list[str]]:
-    """Each container's memory use (one-shot stats, in parallel); and the names not measured in time."""
-    return Measurement(containers, timeout).result()
+def measure(containers: Sequence[Container], used: Callable[[str], int | None],
+            timeout: float = STATS_TIMEOUT) -> tuple[dict[str, int], list[str]]:
+    """Each container's memory use (``used``: one-shot stats, in parallel); and the names not measured in time."""
+    return Measurement(containers, used, timeout).result()
 
 
-def start(cfg: Config, be: Any, live: Colour | None) -> Measurement | None:
+def start(cfg: Config, be: Backend, live: Colour | None) -> Measurement | None:
     """Start measuring the live colour's running containers now (None when there is nothing to measure)."""
     if cfg.memory.headroom is None or cfg.memory.mem_limit or live is None:
         return None
     conts = [c for c in be.containers(live) if c.status == "running"]
-    return Measurement(conts) if conts else None
+    return Measurement(conts, be.memory_used) if conts else None
 
 
-def estimate(cfg: Config, live: Colour | None, containers: Sequence[Any], timeout: float = STATS_TIMEOUT,
-             started: Measurement | None = None, declared: Mapping[str, Any] | None = None) -> Estimate:
+def estimate(cfg: Config, live: Colour | None, containers: Sequence[Container],
+             used: Callable[[str], int | None] | None = None, timeout: float = STATS_TIMEOUT,
+             started: Measurement | None = None, declared: Mapping[str, DeclaredMemory] | None = None) -> Estimate:
     """The new colour's memory: deploy/mem_limit per live container when set; else the limits the new colour's
     compose file declares (``declared``: {service: DeclaredMemory}) for its services that have one, and the
-    live colour's usage (from ``started`` when it measured these containers) for the others."""
+    live colour's usage (from ``started`` when it measured these containers, else ``used``: Backend.memory_used)
+    for the others."""
     if cfg.memory.mem_limit:
         n = max(1, len(containers))
         return Estimate(cfg.memory.mem_limit * n,
                         f"deploy/mem_limit {mib(cfg.memory.mem_limit)} x {n} container{'s' * (n != 1)}")
-    limited = {svc: d for svc, d in (declared or {}).items() if d.limit}
-    need, how = sum(d.limit * d.containers for d in limited.values()), []
+    limited = {svc: (d.limit, d.containers) for svc, d in (declared or {}).items() if d.limit}
+    need, how = sum(limit * n for limit, n in limited.values()), []
     if limited:
         how.append("compose file limits: " + ", ".join(
-            f"{svc} {mib(d.limit)}" + (f" x {d.containers}" if d.containers != 1 else "")
-            for svc, d in sorted(limited.items())))
-    rest = [c for c in containers if (getattr(c, "labels", None) or {}).get(LABEL_SERVICE) not in limited]
+            f"{svc} {mib(limit)}" + (f" x {n}" if n != 1 else "")
+            for svc, (limit, n) in sorted(limited.items())))
+    rest = [c for c in containers if c.service not in limited]
     if limited and not rest:
         return Estimate(need, how[0], fix=LOWER_LIMITS)
     names = {c.name for c in rest}
     if started is None or not names <= {c.name for c in started.containers}:
-        started = Measurement(rest, timeout)
-    used, missing = started.result()
-    used = {name: u for name, u in used.items() if name in names}
-    n = len(used)
+        assert used is not None, "estimate: nothing measured these containers and no way to measure them given"
+        started = Measurement(rest, used, timeout)
+    got, missing = started.result()
+    got = {name: u for name, u in got.items() if name in names}
+    n = len(got)
     how.append(f"{live}'s use of {n} other container{'s' * (n != 1)}" if limited else
                f"{live}'s measured use, {n} container{'s' * (n != 1)}")
-    return Estimate(need + sum(used.values()), "; ".join(how), tuple(m for m in missing if m in names),
+    return Estimate(need + sum(got.values()), "; ".join(how), tuple(m for m in missing if m in names),
                     **({"fix": LOWER_LIMITS} if limited else {}))
 
 
@@ -160,7 +150,7 @@ def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, a
             f"headroom (deploy/memory_headroom), but MemAvailable is {mib(available)}; {serving}; {est.fix}")
 
 
-def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Say,
+def preflight(cfg: Config, be: Backend, live: Colour | None, target: Colour, say: Say,
               meminfo: Path = MEMINFO, started: Measurement | None = None,
               deployment_id: str | None = None) -> Estimate | None:
     """BeforeInstall's memory check (see the module docstring); raises NotEnoughMemory, says what it found.
@@ -171,11 +161,9 @@ def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Sa
     if headroom is None:
         return None
     t0 = time.monotonic()
-    declared: dict[str, Any] = {}
+    declared: dict[str, DeclaredMemory] = {}
     if cfg.compose is not None and not cfg.memory.mem_limit and deployment_id:
-        from bluegreen_hooks.runtime.compose_release import declared_memory
-
-        declared = dict(declared_memory(be.rendered(target, deployment_id)))   # BeforeInstall's render, cached
+        declared = be.declared_memory(target, deployment_id)   # BeforeInstall's render, cached
     all_declared = bool(declared) and all(d.limit for d in declared.values())
     conts = [c for c in be.containers(live) if c.status == "running"] if live else []
     if not conts and not (cfg.memory.mem_limit and cfg.compose is None) and not all_declared:
@@ -186,7 +174,7 @@ def preflight(cfg: Config, be: Any, live: Colour | None, target: Colour, say: Sa
         say(f"memory preflight: {meminfo} has no MemAvailable; skipped")
         return None
     if live or all_declared:
-        est = estimate(cfg, live, conts, started=started, declared=declared)
+        est = estimate(cfg, live, conts, be.memory_used, started=started, declared=declared)
     else:   # the first deployment of a single container with deploy/mem_limit
         limit = cfg.memory.mem_limit or 0
         est = Estimate(limit, f"deploy/mem_limit {mib(limit)} x 1 container")
@@ -213,29 +201,12 @@ def set_oom_score(pids: Sequence[int], score: int, proc: Path = Path("/proc")) -
     return failed
 
 
-def container_pids(cont: Any) -> list[int]:
-    """The host pids of a running container's processes (``docker top``)."""
-    try:
-        top = cont.top(ps_args="-eo pid")
-    except Exception:
-        return []
-    titles = [t.upper() for t in top.get("Titles") or []]
-    col = titles.index("PID") if "PID" in titles else 0
-    out = []
-    for row in top.get("Processes") or []:
-        try:
-            out.append(int(row[col]))
-        except (ValueError, IndexError):
-            continue
-    return out
-
-
-def settle_live(cfg: Config, be: Any, colour: Colour, say: Say) -> None:
+def settle_live(cfg: Config, be: Backend, colour: Colour, say: Say) -> None:
     """The validated new colour is live: its processes get deploy/oom_score_adj (from new_oom_score_adj)."""
     m = cfg.memory
     if m.new_oom_score_adj == m.live_oom_score_adj:
         return
-    pids = [p for c in be.containers(colour) if c.status == "running" for p in container_pids(c)]
+    pids = [p for c in be.containers(colour) if c.status == "running" for p in be.process_ids(c.id)]
     if not pids:
         return
     failed = set_oom_score(pids, m.live_oom_score_adj)

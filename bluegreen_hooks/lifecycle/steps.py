@@ -243,9 +243,7 @@ def check_target_ports(cfg: Config, target: Colour) -> None:
 def check_ports_owned(cfg: Config, be: Backend, colour: Colour) -> None:
     """Refuse to send traffic to ``colour`` when a process that is not one of its containers holds one of
     its ports (a squatter answering in its place): every path that switches nginx checks this first."""
-    from bluegreen_hooks.host import ports
-
-    ports.check_held_by(cfg.host, cfg.colour_port_keys(colour), [c.attrs for c in be.containers(colour)], colour)
+    be.check_ports_held(colour)
 
 
 @dataclass
@@ -266,16 +264,12 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
     ``before_switch`` (release tasks), then switch nginx to it (or ``route()`` it, e.g. a canary). On
     failure ``on_failure`` runs, a colour this call started is removed again (``live`` keeps serving) and
     the error is re-raised as it is: the caller says what keeps serving."""
-    from bluegreen_hooks.host import health
-    from bluegreen_hooks.runtime.healthcheck import early_checks
-
     try:
         if restore:
             be.restore(colour, deployment_id, live, ctx.say)
         elif artifact is not None:
             be.start(colour, artifact, deployment_id, live, ctx.say)
-        healthy = health.wait_healthy(ctx.cfg, colour, lambda: be.watch(colour), ctx.say,
-                                     check_now=early_checks(be.client))
+        healthy = be.wait_healthy(colour, ctx.say)
         check_ports_owned(ctx.cfg, be, colour)
         if before_switch is not None:
             before_switch()

@@ -22,7 +22,8 @@ from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.model import COLOURS, Colour
 from bluegreen_hooks.operator import doctor_host
 from bluegreen_hooks.operator.text import first_line
-from bluegreen_hooks.runtime.base import RunningMap, connect
+from bluegreen_hooks.runtime.base import RunningMap
+from bluegreen_hooks.runtime.sdk import connect
 
 DISK_FAIL_BYTES = 1 << 30        # FAIL below 1 GiB free
 DISK_WARN_BYTES = 5 << 30        # WARN below 5 GiB free

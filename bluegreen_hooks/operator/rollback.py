@@ -82,7 +82,7 @@ def _plan(cfg: Config, st: State, be: Backend, running: Any) -> RollbackPlan:
     live, prev = _refuse_unless_possible(cfg, st, running)
     release = (live, st.live_deployment, st.live_image, prev, st.previous_deployment, st.previous_image)
     up = running.get(prev)
-    if up and (be.kind != "docker" or up.deployment == st.previous_deployment or not st.previous_image):
+    if up and (not be.release_per_colour or up.deployment == st.previous_deployment or not st.previous_image):
         return RollbackPlan(*release, up=up, start_image=None)
     why_not = be.can_restart(prev, st.previous_image, st.previous_deployment)
     if why_not:
@@ -160,7 +160,7 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
     live, prev = plan.live, plan.prev
     ctx.cfg = _release_config(cfg, plan.prev_d, say)
     if ctx.cfg is not cfg:
-        be = runtime.backend(ctx.cfg, be.client)
+        be = runtime.reconfigured(be, ctx.cfg)
     say(f"rolling {cfg.app} back from {live} ({plan.live_d}) to {prev} ({plan.prev_d}, image {plan.prev_image})")
     try:
         up, prev_d = _bring_back(ctx, be, plan)

@@ -19,7 +19,8 @@ from bluegreen_hooks.host.releases import images_text
 from bluegreen_hooks.model import COLOURS, Colour, State
 from bluegreen_hooks.operator.find_app import open_store, read_state
 from bluegreen_hooks.operator.text import ago, first_line, utc
-from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, Backend, connect
+from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, Backend, Container
+from bluegreen_hooks.runtime.sdk import connect
 
 _INCLUDE_DEPLOYMENT_RE = re.compile(r"^# bluegreen-hooks: app=\S+ colour=\S+ deployment=(\S+)", re.M)
 
@@ -76,15 +77,11 @@ class ContainersView:
     warnings: list[str] = field(default_factory=list)
 
 
-def container_info(cont: Any) -> dict[str, Any]:
+def container_info(cont: Container) -> dict[str, Any]:
     """One container as status shows it (name, id, status, Docker health, restarts, labels, image)."""
-    attrs = cont.attrs
-    st = attrs.get("State", {})
-    return {"name": cont.name, "id": cont.short_id, "status": st.get("Status") or cont.status,
-            "health": (st.get("Health") or {}).get("Status"), "restarts": attrs.get("RestartCount", 0) or 0,
-            "started": st.get("StartedAt"), "deployment": cont.labels.get(LABEL_DEPLOYMENT),
-            "image": cont.labels.get(LABEL_IMAGE) or (attrs.get("Config") or {}).get("Image"),
-            "service": cont.labels.get("com.docker.compose.service")}
+    return {"name": cont.name, "id": cont.short_id, "status": cont.status, "health": cont.health,
+            "restarts": cont.restarts, "started": cont.started, "deployment": cont.labels.get(LABEL_DEPLOYMENT),
+            "image": cont.labels.get(LABEL_IMAGE) or cont.image, "service": cont.service}
 
 
 def _service_ports(cfg: Config, colour: Colour) -> dict[str, int]:

@@ -2,8 +2,10 @@
 
 Where things live:
 
-    base             the Backend protocol, our labels, the Docker connection, log tails
+    base             the Backend protocol and the plain records it passes (Container, ReleaseImage, ...), our labels
+    sdk              the docker SDK as both backends use it: the connection, Container records, exec, stats, logs
     docker           the default backend: one container per colour through the docker SDK
+    docker_args      its pure builders: a deployment's image tag, the arguments of ``containers.run``
     docker_release   a single-container release recorded and brought back (rollback)
     compose          compose stacks: each colour a docker-compose project
     compose_exec     running compose commands (v2 or v1), one at a time or several at once
@@ -32,7 +34,7 @@ def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[C
     files before Docker is connected (importing the SDK and a ping), so that both overlap; ``Backend.check``
     collects them. ``start`` = (colour, deployment id, say) is ApplicationStart's (steps.claim_early): a
     compose app starts that colour's ``up`` before Docker is connected; ``Backend.start`` collects it."""
-    from bluegreen_hooks.runtime.base import connect
+    from bluegreen_hooks.runtime.sdk import connect
 
     if cfg.compose is not None:   # a [compose] table: each colour is a compose project
         from bluegreen_hooks.runtime.compose import ComposeBackend
@@ -50,6 +52,11 @@ def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[C
     client = client if client is not None else connect()
     from bluegreen_hooks.runtime.docker import SdkBackend
     return SdkBackend(cfg, client)
+
+
+def reconfigured(current: Backend, cfg: Config) -> Backend:
+    """The backend for ``cfg`` over ``current``'s Docker connection (rollback: the release's own config)."""
+    return backend(cfg, getattr(current, "client", None))
 
 
 class _OnFirstUse:

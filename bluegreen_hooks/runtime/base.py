@@ -1,32 +1,86 @@
-"""What every runtime backend shares: the Backend protocol, our labels, the Docker connection, log tails.
+"""What every runtime backend shares: the Backend protocol, the records it passes, our labels.
 
 A backend runs one colour of the app: ``docker`` (one container per colour through the SDK,
 runtime/docker.py) or ``compose`` (a compose project per colour, runtime/compose.py). The lifecycle
-steps drive both through this protocol only. ``docker`` is imported lazily so hooks that need no
-Docker start fast.
+steps drive both through this protocol only, and it passes plain values only (colours, ids, strings,
+numbers and the frozen records below): nothing of the docker SDK (its client, its ``Container`` objects,
+their ``attrs``) crosses it, so the layers above cannot tell which backend they drive. What the backends
+share of the SDK (connecting, reading a container into a ``Container`` record, exec, stats) is in
+runtime/sdk.py, where ``docker`` is imported lazily so hooks that need no Docker start fast.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Optional, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
 
-from bluegreen_hooks.errors import DockerUnavailable
 from bluegreen_hooks.model import COLOURS, Colour, Running, Say
 
 LABEL_APP = "bluegreen.app"
 LABEL_COLOUR = "bluegreen.colour"
 LABEL_DEPLOYMENT = "bluegreen.deployment"
 LABEL_IMAGE = "bluegreen.image"
+LABEL_SERVICE = "com.docker.compose.service"   # a compose container's service
 DOCKER_TIMEOUT = 300
 
 RunningMap = dict[Colour, Optional[Running]]
 
 
+@dataclass(frozen=True)
+class Container:
+    """One container of a colour as it was when listed (the SDK's list + inspect data, as plain values)."""
+
+    id: str
+    short_id: str
+    name: str
+    status: str                       # created, running, paused, restarting, exited, dead
+    labels: Mapping[str, str] = field(default_factory=dict)
+    health: str | None = None         # Docker's HEALTHCHECK status (starting, healthy, unhealthy), None without one
+    restarts: int = 0
+    started: str | None = None        # State.StartedAt
+    image: str | None = None          # the image it was created from, as named (Config.Image)
+
+    @property
+    def service(self) -> str | None:
+        """A compose container's service (None for the docker backend's containers)."""
+        return self.labels.get(LABEL_SERVICE)
+
+
+@dataclass(frozen=True)
+class ReleaseImage:
+    """An image a recorded release runs: its per-release tag and its id."""
+
+    tag: str
+    id: str
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A command run in a container: its exit code (None: killed at its timeout), output tail, seconds."""
+
+    code: int | None
+    tail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DeclaredMemory:
+    """A service's memory limit as the user's compose file declares it (bytes; None: no limit, or one that does
+    not read as a size) and how many containers ``up`` starts for it."""
+
+    limit: int | None
+    containers: int = 1
+
+
 class Backend(Protocol):
     """How the lifecycle runs one colour of the app."""
 
-    kind: str
-    client: Any
+    kind: str                 # "docker" or "compose": for messages only
+    release_per_colour: bool  # running() names exactly the release each colour runs (one labelled container):
+    #                           a rollback then restarts the previous release when another one runs as its colour
+
+    def server_version(self) -> str:
+        """The Docker server's version ("?" when it does not say)."""
 
     def check(self, say: Say, deployment_id: str | None = None, colours: Sequence[Colour] = COLOURS) -> None:
         """BeforeInstall: refuse bad input (e.g. the compose files of ``colours``) before anything changes."""
@@ -38,11 +92,19 @@ class Backend(Protocol):
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Build or pull; return the artifact ``start`` runs (an image tag, or a compose release)."""
 
+    def artifact_exists(self, deployment_id: str) -> bool | None:
+        """Whether ``prepare`` would find its artifact already there (the image tag); None: not one artifact."""
+
     def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None, say: Say) -> None:
         """Start ``colour`` from ``artifact`` (never the live colour)."""
 
-    def watch(self, colour: Colour) -> list[dict[str, Any]]:
-        """Fresh inspect data of the colour's containers (for fail-fast health checks)."""
+    def wait_healthy(self, colour: Colour, say: Say) -> float:
+        """Wait until ``colour``'s containers and its own port are healthy (host/health.wait_healthy, with
+        their fresh inspect data and their own HEALTHCHECK run at once); the seconds it took."""
+
+    def check_ports_held(self, colour: Colour) -> None:
+        """Raise ContainerStartError when a process that is not one of ``colour``'s containers holds one of its
+        ports (host/ports.check_held_by)."""
 
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
         """The last output lines of the colour's containers."""
@@ -53,8 +115,22 @@ class Backend(Protocol):
     def running(self) -> RunningMap:
         """For each colour, what runs as it (or None)."""
 
-    def containers(self, colour: Colour) -> list[Any]:
-        """The colour's containers, running or not (docker SDK objects)."""
+    def containers(self, colour: Colour) -> list[Container]:
+        """The colour's containers, running or not."""
+
+    def exec_task(self, container_id: str, argv: Sequence[str], env: Mapping[str, str],
+                  timeout: float) -> TaskResult:
+        """Run ``argv`` in the container (killed at ``timeout``); raises on a Docker error (e.g. no such
+        executable in the image)."""
+
+    def memory_used(self, container_id: str) -> int | None:
+        """The container's memory use as ``docker stats`` shows it (None when Docker does not say)."""
+
+    def process_ids(self, container_id: str) -> list[int]:
+        """The host pids of the container's processes (``docker top``; empty when it cannot say)."""
+
+    def declared_memory(self, colour: Colour, deployment_id: str) -> dict[str, DeclaredMemory]:
+        """The memory limits ``colour``'s compose file declares per service (empty: none, or no compose file)."""
 
     def can_restart(self, colour: Colour, artifact: str | None, deployment: str | None) -> str | None:
         """None when release ``deployment`` (``artifact``) can be started again as ``colour`` (rollback),
@@ -63,9 +139,9 @@ class Backend(Protocol):
     def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
         """Stop (keep) every container of ``colour`` so its release can start again at once; return how many."""
 
-    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
         """Save release ``deployment_id`` (its settings and per-release images, host/releases.py); return
-        its images ({name: {tag, id}})."""
+        its images by name."""
 
     def restore(self, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
         """Bring the recorded release back as ``colour`` with its own settings (never the current config)."""
@@ -81,33 +157,3 @@ class RefusedToTouchLive(RuntimeError):
 def guard_not_live(colour: Colour, live: Colour | None, what: str) -> None:
     if colour == live:
         raise RefusedToTouchLive(f"refusing to {what} the live colour {colour}")
-
-
-def connect(timeout: int = DOCKER_TIMEOUT) -> Any:
-    """A DockerClient from the environment (DOCKER_HOST …), checked with a ping."""
-    from bluegreen_hooks.startup import importing
-
-    try:
-        with importing():
-            import docker
-    except ImportError as exc:  # pragma: no cover - the launcher installs it
-        raise DockerUnavailable(f"the docker Python package is missing ({exc}); "
-                                f"install bluegreen-hooks' dependencies") from exc
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise DockerUnavailable(f"Docker daemon unreachable ({reason}); start Docker (systemctl start docker) "
-                                f"or set DOCKER_HOST, then retry") from exc
-    return client
-
-
-def logs_tail(cont: Any, lines: int = 15, width: int = 200) -> list[str]:
-    """The last lines of a container's output (each cut to ``width`` characters)."""
-    try:
-        text = cont.logs(tail=lines).decode("utf-8", "replace")
-    except Exception:
-        return []
-    return [ln[:width] for ln in text.splitlines()[-lines:]]
-

@@ -27,7 +27,8 @@ from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, ContainerStartError, HealthCheckFailed
 from bluegreen_hooks.host import health
 from bluegreen_hooks.model import COLOURS, Colour, Running
-from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, RunningMap, Say, guard_not_live, logs_tail
+from bluegreen_hooks.runtime import sdk
+from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, DeclaredMemory, ReleaseImage, RunningMap, Say, guard_not_live
 from bluegreen_hooks.runtime.compose_exec import V1 as V1  # V1, V2, child_env: the tests use them from here
 from bluegreen_hooks.runtime.compose_exec import V2 as V2
 from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, check_exit, detect, run_compose
@@ -100,10 +101,11 @@ def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool 
 
 # ------------------------------------------------------------------------------------------------ backend
 
-class ComposeBackend:
+class ComposeBackend(sdk.SdkParts):
     """Runs each colour as a compose project (see runtime/base.Backend)."""
 
     kind = "compose"
+    release_per_colour = False   # running() names a project, not the release its containers run
 
     def __init__(self, cfg: Config, client: Any, command: Sequence[str] | None = None) -> None:
         if cfg.compose is None:
@@ -240,13 +242,13 @@ class ComposeBackend:
             f"{', '.join(out[colours[0]])}")
         return out
 
-    # -- the SdkBackend interface
+    # -- the rest of the Backend protocol
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Find the compose command; building/pulling happens per colour in ``start``."""
         say(f"compose command: {' '.join(self.command)}")
         return f"compose:{deployment_id}"
 
-    def containers(self, colour: Colour, services: Sequence[str] | None = None) -> list:
+    def sdk_containers(self, colour: Colour, services: Sequence[str] | None = None) -> list[Any]:
         """The project's containers (not one-off `run` containers), optionally of some services only."""
         label = f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"
         conts = self.client.containers.list(all=True, filters={"label": [label]}, ignore_removed=True)
@@ -282,7 +284,7 @@ class ComposeBackend:
                       deployment_id)
         from bluegreen_hooks.runtime import compose_release as rel
 
-        listed = self.listed(colour)
+        listed = rel.listed(self.client, project)
         names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in listed]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         self.labelling = rel.EarlyTags(self.client, self.cfg.app, colour, deployment_id, listed)   # overlaps health
@@ -293,7 +295,7 @@ class ComposeBackend:
     def watch(self, colour: Colour) -> list[dict[str, Any]]:
         """Fresh inspect data of the containers to wait for (compose/services, default all)."""
         wanted = self.cc.services
-        conts = self.containers(colour, wanted)
+        conts = self.sdk_containers(colour, wanted)
         if wanted:
             missing = sorted(set(wanted) - {c.labels.get(LABEL_SERVICE) for c in conts})
             if missing:
@@ -304,6 +306,12 @@ class ComposeBackend:
             raise health.NotHealthyYet(f"{', '.join(waiting)} not started yet")
         return [c.attrs for c in conts]
 
+    def declared_memory(self, colour: Colour, deployment_id: str) -> dict[str, DeclaredMemory]:
+        """Per service, the memory limit its compose file declares (BeforeInstall's render, cached)."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
+        return rel.declared_memory(self.rendered(colour, deployment_id))
+
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
         """The last output lines of the project's containers, prefixed by service; failing ones last."""
         def failing(c: Any) -> bool:
@@ -312,12 +320,12 @@ class ComposeBackend:
 
         out: list[str] = []
         try:
-            conts = self.containers(colour)
+            conts = self.sdk_containers(colour)
         except Exception:
             return []
         for c in sorted(conts, key=failing):
             svc = c.labels.get(LABEL_SERVICE, c.name)
-            out += [f"{svc}: {ln}" for ln in logs_tail(c, max(3, lines // max(1, len(conts))))]
+            out += [f"{svc}: {ln}" for ln in sdk.logs_tail(c, max(3, lines // max(1, len(conts))))]
         return out[-lines:]
 
     def remove_colour(self, colour: Colour, live: Colour | None, say: Say,
@@ -332,7 +340,7 @@ class ComposeBackend:
             self.labelling = None
         grace = self.cc.stop_grace_period if grace is None else grace
         project = project_name(self.cfg, colour)
-        conts = self.containers(colour)
+        conts = self.sdk_containers(colour)
         nets = self.client.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"})
         if not conts and not nets:
             return 0
@@ -347,29 +355,20 @@ class ComposeBackend:
 
         guard_not_live(colour, live, "stop")
         grace = self.cc.stop_grace_period if grace is None else grace
-        conts = [c for c in self.containers(colour) if c.status in ("running", "restarting", "paused")]
+        conts = [c for c in self.sdk_containers(colour) if c.status in ("running", "restarting", "paused")]
         if conts:
             say(f"stopping {project_name(self.cfg, colour)}: {len(conts)} container(s), grace {grace:g}s "
                 f"(kept for a rollback until the next deployment)")
             rel.stop(conts, grace)
         return len(conts)
 
-    def listed(self, colour: Colour, running: bool = False) -> list[dict[str, Any]]:
-        """The project's containers as the list call has them (labels, state; no inspect), ordered as
-        ``containers``; ``running``: the running ones only."""
-        filters: dict[str, Any] = {"label": [f"{LABEL_PROJECT}={project_name(self.cfg, colour)}"]}
-        if running:
-            filters["status"] = "running"
-        listed = [c for c in self.client.api.containers(all=not running, filters=filters)
-                  if (c.get("Labels") or {}).get(LABEL_ONEOFF, "False") != "True"]
-        return sorted(listed, key=lambda c: ((c.get("Labels") or {}).get(LABEL_SERVICE, ""),
-                                             (c.get("Names") or [""])[0].lstrip("/")))
-
     def running(self) -> RunningMap:
         """For each colour: its project when some container of it runs, else None."""
+        from bluegreen_hooks.runtime import compose_release as rel
+
         out: RunningMap = {c: None for c in COLOURS}
         for colour in COLOURS:
-            up = self.listed(colour, running=True)
+            up = rel.listed(self.client, project_name(self.cfg, colour), running=True)
             if up:
                 out[colour] = Running((up[0].get("Labels") or {}).get(LABEL_DEPLOYMENT), None,
                                       project_name(self.cfg, colour), up[0]["Id"][:12])
@@ -380,7 +379,7 @@ class ComposeBackend:
 
         return compose_restore.can_restore(self, colour, deployment)
 
-    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
         from bluegreen_hooks.runtime import compose_restore
 
         return compose_restore.record(self, colour, deployment_id, say)

@@ -21,7 +21,6 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,11 @@ from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.model import Colour, Say
 from bluegreen_hooks.names import PATH_COMPONENT
 from bluegreen_hooks.runtime import images
+from bluegreen_hooks.runtime.base import DeclaredMemory as DeclaredMemory  # its home: the protocol's records
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
+LABEL_ONEOFF = "com.docker.compose.oneoff"
 _SERVICE_LINE = re.compile(r"  ([A-Za-z0-9][A-Za-z0-9._-]*):\s*\Z")
 _KEY_LINE = re.compile(r"( +)([A-Za-z0-9_.'\"-]+):(?: (.*))?\Z")   # a mapping key and its value, if on its line
 
@@ -73,15 +74,6 @@ def services_of(rendered: str) -> list[str]:
         if inside and m:
             out.append(m.group(1))
     return sorted(out)
-
-
-@dataclass(frozen=True)
-class DeclaredMemory:
-    """A service's memory limit as the user's compose file declares it (bytes; None: no limit, or one that does
-    not read as a size) and how many containers ``up`` starts for it."""
-
-    limit: int | None
-    containers: int = 1
 
 
 def declared_memory(rendered: str) -> dict[str, DeclaredMemory]:
@@ -323,3 +315,15 @@ def prune(client: Any, state_dir: Path, app: str, keep: int, needed: set[str], s
         say(f"pruned {len(dropped)} old release(s) of {app} ({removed} image tag(s)); keeping "
             f"{', '.join(r.deployment for r in kept) or 'none'}")
     return removed
+
+
+def listed(client: Any, project: str, running: bool = False) -> list[dict[str, Any]]:
+    """The project's containers as the list call has them (labels, state; no inspect), ordered as
+    ``ComposeBackend.sdk_containers``; ``running``: the running ones only."""
+    filters: dict[str, Any] = {"label": [f"{LABEL_PROJECT}={project}"]}
+    if running:
+        filters["status"] = "running"
+    found = [c for c in client.api.containers(all=not running, filters=filters)
+             if (c.get("Labels") or {}).get(LABEL_ONEOFF, "False") != "True"]
+    return sorted(found, key=lambda c: ((c.get("Labels") or {}).get(LABEL_SERVICE, ""),
+                                        (c.get("Names") or [""])[0].lstrip("/")))

@@ -15,7 +15,7 @@ from bluegreen_hooks.errors import ContainerStartError
 from bluegreen_hooks.host import health, releases
 from bluegreen_hooks.model import Colour
 from bluegreen_hooks.runtime import compose_release as rel
-from bluegreen_hooks.runtime.base import Say, guard_not_live
+from bluegreen_hooks.runtime.base import ReleaseImage, Say, guard_not_live
 from bluegreen_hooks.runtime.compose_exec import run_compose
 from bluegreen_hooks.runtime.healthcheck import early_checks
 
@@ -31,11 +31,11 @@ def _built_names(project: str, built: dict[str, str | None]) -> list[str]:
     return out
 
 
-def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
     """Tag the running stack's images for this release and save the release; return {service: {tag, id}}."""
     cfg = be.cfg
     project = cfg.compose.project_name(cfg.app, colour)
-    conts = be.listed(colour)
+    conts = rel.listed(be.client, project)
     early, be.labelling = be.labelling, None   # started when `up` ended (rel.EarlyTags)
     images = early.result(colour, deployment_id, conts) if early is not None else None
     if images is None:
@@ -46,7 +46,7 @@ def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, A
     releases.save(cfg.state_dir, cfg.app, deployment_id,
                   {"compose.yml": text, "bluegreen.toml": cfg.path.read_text(encoding="utf-8")}, meta)
     say(f"release {deployment_id} recorded: " + ", ".join(f"{s} {i['id'][7:19]}" for s, i in sorted(images.items())))
-    return images
+    return {service: ReleaseImage(i["tag"], i["id"]) for service, i in images.items()}
 
 
 def can_restore(be: Any, colour: Colour, deployment: str | None) -> str | None:
@@ -74,7 +74,7 @@ def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, sa
     if release is None:
         raise ContainerStartError(f"release {deployment_id} is not recorded; deploy that revision again instead")
     project = str(release.meta.get("project") or cfg.compose.project_name(cfg.app, colour))
-    conts = be.containers(colour)
+    conts = be.sdk_containers(colour)
     if conts and {c.id for c in conts} == set(release.meta.get("containers") or []):
         say(f"starting the stopped {project} ({len(conts)} container(s) of release {deployment_id})")
         rel.start([c for c in conts if c.status != "running"])

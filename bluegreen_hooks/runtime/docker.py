@@ -7,64 +7,27 @@ touch it. ``docker`` is imported lazily so that hooks that need no Docker start 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ContainerStartError
 from bluegreen_hooks.model import COLOURS, Colour, Running
+from bluegreen_hooks.runtime import sdk
 from bluegreen_hooks.runtime.base import (
     LABEL_APP,
     LABEL_COLOUR,
     LABEL_DEPLOYMENT,
     LABEL_IMAGE,
+    ReleaseImage,
     RunningMap,
     Say,
     guard_not_live,
-    logs_tail,
 )
+from bluegreen_hooks.runtime.docker_args import image_tag as image_tag  # the dry run and the tests use them from here
+from bluegreen_hooks.runtime.docker_args import memory_kwargs as memory_kwargs
+from bluegreen_hooks.runtime.docker_args import run_kwargs as run_kwargs
 from bluegreen_hooks.runtime.images import label, owned, owner, wanted_labels
-
-
-def image_tag(cfg: Config, deployment_id: str) -> str:
-    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", deployment_id)[:128]
-    return f"{cfg.image_repo}:{tag}"
-
-
-def run_kwargs(cfg: Config, colour: Colour, image: str, deployment_id: str) -> dict[str, Any]:
-    """The arguments of ``containers.run`` for a colour (pure: no Docker needed to compute them)."""
-    c = cfg.container
-    env = dict(c.env)
-    labels = {LABEL_APP: cfg.app, LABEL_COLOUR: colour, LABEL_DEPLOYMENT: deployment_id, LABEL_IMAGE: image}
-    kwargs: dict[str, Any] = {
-        "image": image, "name": cfg.container_name(colour), "detach": True, "labels": labels,
-        "restart_policy": {"Name": "unless-stopped"}, "stop_signal": "SIGTERM",
-    }
-    if c.network == "host":
-        kwargs["network_mode"] = "host"
-        if c.port_env:
-            env[c.port_env] = str(cfg.port(colour))
-    else:
-        kwargs["network_mode"] = "bridge"
-        kwargs["ports"] = {f"{c.port}/tcp": (cfg.host, cfg.port(colour))}
-    if c.command:
-        kwargs["command"] = list(c.command)
-    kwargs["environment"] = env
-    kwargs.update(memory_kwargs(cfg))
-    return kwargs
-
-
-def memory_kwargs(cfg: Config) -> dict[str, Any]:
-    """deploy/mem_limit, cgroup_parent and the new colour's OOM score (docs/memory.md): a colour always starts
-    as the new one; ValidateService lowers the score to deploy/oom_score_adj once it is live."""
-    m = cfg.memory
-    kwargs: dict[str, Any] = {"oom_score_adj": m.new_oom_score_adj}
-    if m.mem_limit:
-        kwargs["mem_limit"] = m.mem_limit
-    if m.cgroup_parent:
-        kwargs["cgroup_parent"] = m.cgroup_parent
-    return kwargs
 
 
 class ImageError(ContainerStartError):
@@ -259,10 +222,11 @@ def prune_images(client: Any, cfg: Config, keep: int, in_use: set[str], say: Say
     return removed
 
 
-class SdkBackend:
+class SdkBackend(sdk.SdkParts):
     """Runs each colour as one container through the docker SDK (see runtime/base.Backend)."""
 
     kind = "docker"
+    release_per_colour = True
 
     def __init__(self, cfg: Config, client: Any) -> None:
         self.cfg, self.client = cfg, client
@@ -277,6 +241,15 @@ class SdkBackend:
         """Build or pull; return the artifact to start (here: the image tag)."""
         return ensure_image(self.client, self.cfg, deployment_id, say)
 
+    def artifact_exists(self, deployment_id: str) -> bool | None:
+        import docker.errors
+
+        try:
+            self.client.images.get(image_tag(self.cfg, deployment_id))
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
     def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None, say: Say) -> None:
         start(self.client, self.cfg, colour, artifact, deployment_id, live, say)
 
@@ -286,7 +259,7 @@ class SdkBackend:
     def logs_tail(self, colour: Colour, lines: int = 15) -> list[str]:
         out: list[str] = []
         for c in containers(self.client, self.cfg, colour):
-            out += logs_tail(c, lines)
+            out += sdk.logs_tail(c, lines)
         return out[-lines:]
 
     def remove_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
@@ -295,7 +268,7 @@ class SdkBackend:
     def running(self) -> RunningMap:
         return running(self.client, self.cfg)
 
-    def containers(self, colour: Colour) -> list[Any]:
+    def sdk_containers(self, colour: Colour) -> list[Any]:
         return containers(self.client, self.cfg, colour)
 
     def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
@@ -329,11 +302,11 @@ class SdkBackend:
                     f"releases, or pruned): deploy that revision again instead")
         return None
 
-    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, Any]:
+    def record(self, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
         """Save the release: the exact ``containers.run`` arguments and the config copy (host/releases.py)."""
         from bluegreen_hooks.runtime.docker_release import record
 
-        return record(self, colour, deployment_id, say, run_kwargs)
+        return record(self, colour, deployment_id, say)
 
     def restore(self, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
         """Start release ``deployment_id`` again as ``colour`` with its own recorded settings."""

@@ -13,7 +13,8 @@ from typing import Any
 from bluegreen_hooks.errors import ContainerStartError
 from bluegreen_hooks.host import releases
 from bluegreen_hooks.model import Colour
-from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, Say, guard_not_live
+from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, LABEL_IMAGE, ReleaseImage, Say, guard_not_live
+from bluegreen_hooks.runtime.docker_args import run_kwargs
 
 
 def _ports_back(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -24,10 +25,10 @@ def _ports_back(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def record(be: Any, colour: Colour, deployment_id: str, say: Say, run_kwargs: Any) -> dict[str, Any]:
-    """``run_kwargs``: runtime/docker.run_kwargs (passed in: docker.py imports this module)."""
+def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
+    """``be``: runtime/docker.SdkBackend (not imported: it imports this module)."""
     cfg = be.cfg
-    conts = [c for c in be.containers(colour) if c.labels.get(LABEL_DEPLOYMENT) == deployment_id]
+    conts = [c for c in be.sdk_containers(colour) if c.labels.get(LABEL_DEPLOYMENT) == deployment_id]
     image = conts[0].labels.get(LABEL_IMAGE) if conts else None
     if not image:
         return {}
@@ -38,7 +39,7 @@ def record(be: Any, colour: Colour, deployment_id: str, say: Say, run_kwargs: An
                   {"container.json": json.dumps(kwargs, indent=1, sort_keys=True),
                    "bluegreen.toml": cfg.path.read_text(encoding="utf-8")}, meta)
     say(f"release {deployment_id} recorded: {image} ({images['app']['id'][7:19]})")
-    return images
+    return {name: ReleaseImage(i["tag"], i["id"]) for name, i in images.items()}
 
 
 def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
@@ -49,7 +50,7 @@ def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, sa
     text = release.text("container.json") if release else None
     if release is None or text is None:
         raise ContainerStartError(f"release {deployment_id} is not recorded; deploy that revision again instead")
-    kept = [c for c in be.containers(colour) if c.id in set(release.meta.get("containers") or [])]
+    kept = [c for c in be.sdk_containers(colour) if c.id in set(release.meta.get("containers") or [])]
     if kept:
         for c in kept:
             say(f"starting the stopped {c.name} (release {deployment_id})")

@@ -2,7 +2,7 @@
 
 With host networking a port held by another app's container shows up as a plain process; the labels
 say which app, colour and deployment it is, so the refusal can say "app shop2's blue" instead of
-"not a bluegreen-hooks container". Docker is imported lazily (through runtime.base.connect).
+"not a bluegreen-hooks container". Docker is imported lazily (through runtime.sdk.connect).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def describe(pid: int, client: Any | None = None) -> str | None:
     if cid is None:
         return None
     with contextlib.suppress(Exception):       # Docker unreachable, the container just went: no description
-        from bluegreen_hooks.runtime.base import connect
+        from bluegreen_hooks.runtime.sdk import connect
 
         cont = (client or connect()).containers.get(cid)
         labels = cont.labels or {}
