@@ -32,7 +32,7 @@ from bluegreen_hooks.host import files, include_guard
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.host.procfs import children, command, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
-from bluegreen_hooks.model import COLOURS, Colour, is_deployment_id
+from bluegreen_hooks.model import COLOURS, Colour, VerifyMode, is_deployment_id
 
 if TYPE_CHECKING:   # http.client and subprocess are imported where used: a no-op hook needs neither
     import subprocess
@@ -278,7 +278,7 @@ def verify_generation(cfg: Config, colour: Colour, old_workers: list[list[int]],
     return answer
 
 
-def verify_serving(cfg: Config, colour: Colour, mode: str, path: str | None = None) -> tuple[Answer, str]:
+def verify_serving(cfg: Config, colour: Colour, mode: VerifyMode, path: str | None = None) -> tuple[Answer, str]:
     """After a switch (no reload now): nginx answers ``path`` from ``colour``; returns the answer and the proof.
 
     Without the header, the include must name ``colour`` (the reload that proved it ran at the switch)."""
@@ -380,7 +380,7 @@ def reloaded(cfg: Config, before: list[list[int]], timeout: float | None = None)
         raise NginxError(f"nginx at {cfg.nginx.public_url} did not answer from the new configuration")
 
 
-def verify_mode(cfg: Config) -> str:
+def verify_mode(cfg: Config) -> VerifyMode:
     """"header" or "generation": how a switch is proven for this nginx config (host/nginx_conf.py)."""
     from bluegreen_hooks.host import nginx_conf
 

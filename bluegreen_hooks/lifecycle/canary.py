@@ -29,10 +29,9 @@ from bluegreen_hooks.host.nginx_canary import Split
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.steps import Context
-from bluegreen_hooks.model import Canary, Colour, is_deployment_id
+from bluegreen_hooks.model import Canary, CanaryPhase, Colour, is_deployment_id
 from bluegreen_hooks.observe import clients, judgement
 
-REQUESTS = ("promote", "abort")
 POLL = 0.25          # how often a step looks at the logs and at an operator's request (seconds)
 SWITCH_MARGIN = 30   # seconds the plan check keeps for each apply (test, reload, verify) and the drain
 
@@ -363,7 +362,7 @@ def _request(ctx: Context) -> tuple[str, str | None] | None:
     """An operator's ``bluegreen-hooks canary promote|abort`` for this deployment, if one is waiting."""
     ip = ctx.store.read(quarantine=False).state.holder(ctx.deployment_id)
     c = ip.canary if ip else None
-    return (c.request, c.requested_by) if c is not None and c.request in REQUESTS else None
+    return (c.request, c.requested_by) if c is not None and c.request is not None else None
 
 
 def _abort(ctx: Context, old: Colour, new: Colour, share: int, j: Judged, old_dep: str | None) -> CanaryAborted:
@@ -391,7 +390,7 @@ def _save(ctx: Context, canary: Canary) -> None:
             ip.canary = canary
 
 
-def _end(ctx: Context, phase: str, cause: str | None, share: int) -> None:
+def _end(ctx: Context, phase: CanaryPhase, cause: str | None, share: int) -> None:
     with ctx.store.update() as st:
         ip = st.holder(ctx.deployment_id)
         if ip is not None and ip.canary is not None:

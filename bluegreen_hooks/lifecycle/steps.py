@@ -19,7 +19,7 @@ from bluegreen_hooks.decide import Decision, World, decide, locked_message
 from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.host.store import Store, me
-from bluegreen_hooks.model import Colour, Say, State, Who, finish_event, is_deployment_id
+from bluegreen_hooks.model import Colour, Say, Stage, State, Who, finish_event, is_deployment_id
 from bluegreen_hooks.runtime.base import Backend, RunningMap
 
 
@@ -39,7 +39,7 @@ class Context:
     def __post_init__(self) -> None:
         self.store = Store(self.cfg.state_dir, self.cfg.app, self.cfg.history)
 
-    def finish(self, stage: str, **extra: object) -> None:
+    def finish(self, stage: Stage, **extra: object) -> None:
         """Mark this event done in the state (the deployment stays in progress)."""
         with self.store.update() as st:
             finish_event(st, self.deployment_id, stage, time.time(), **extra)
