@@ -6,7 +6,7 @@ Where things live:
     events              the events themselves (BeforeInstall, ApplicationStart, ValidateService, ...), short stories
     steps               the shared steps: gather -> decide -> start checked -> switch -> retire
     recovery            a switch nginx made but the state could not record
-    during_maintenance  what a deployment does while maintenance mode is on (guard, switch, validation)
+    during_maintenance  what a deployment does while maintenance mode is on (guard, include, validation)
     canary              the automatic canary in ApplicationStart: shares, judgement, promote or abort
     watch               deploy/watch_seconds: ValidateService watches the new colour and switches back
     memory              the memory preflight (BeforeInstall) and OOM scores

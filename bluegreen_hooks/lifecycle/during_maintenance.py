@@ -2,7 +2,7 @@
 
 * ``guard``: BeforeInstall and ApplicationStart refuse to deploy while maintenance is on, unless
   ``deploy/during_maintenance = "keep"``; then the deployment goes on behind the maintenance page.
-* ``include_for`` / ``switch``: every switch during maintenance writes the maintenance include for the
+* ``include_for``: every switch during maintenance (``steps.switch``) writes the maintenance include for the
   new colour (same message, same Retry-After), so the page stays up and the new colour is what
   ``maintenance off`` makes live; the check after the reload looks for the page, not for the colour.
 * ``validate``: ValidateService validates through nginx normally; during maintenance nginx answers the
@@ -61,19 +61,6 @@ def include_for(cfg: Config, m: Maintenance | None, colour: Colour, include_id: 
         return nginx.render_include(cfg, colour, include_id), None
     return page.render(cfg, colour, include_id, m.message or cfg.maintenance.message, m.retry_after,
                        page.read_bypass_token(cfg))
-
-
-def switch(cfg: Config, store: Store, colour: Colour, include_id: str, say: Say) -> nginx.Switch:
-    """Point nginx at ``colour``; during maintenance, behind the maintenance page (which stays up)."""
-    m = current(store)
-    if m is None:
-        return nginx.switch(cfg, colour, include_id, say)
-    text, marker = include_for(cfg, m, colour, include_id)
-    sw = nginx.switch_to(cfg, text, lambda: page.verify(cfg, marker or "", m.retry_after))
-    page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
-    say(f"nginx now has {colour} behind the maintenance page ({describe(m)}; test + reload + check in "
-            f"{sw.seconds * 1000:.0f} ms); `bluegreen-hooks maintenance off` sends traffic to it")
-    return sw
 
 
 def validate(cfg: Config, store: Store, target: Colour, path: str | None = None) -> str:

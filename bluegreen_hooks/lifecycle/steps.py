@@ -4,7 +4,8 @@ drain → retire. The events (lifecycle/events.py) and the operator's rollback s
 * ``gather``      observe the include, what nginx answers and what runs (no lock held);
 * ``take``        lock, read the state, ``decide()``, commit the claim; repair an interrupted switch;
 * ``bring_up``    start a colour, wait until it is healthy, switch nginx to it; on failure remove it again;
-* ``switch``      point nginx at a colour (write, ``nginx -t``, reload, verify);
+* ``switch``      point nginx at a colour (write, ``nginx -t``, reload, verify; during maintenance behind the
+                  page);
 * ``drain``       wait for nginx workers from before a switch to finish their requests;
 * ``retire``      drain, then stop the colour that no longer serves.
 """
@@ -237,11 +238,21 @@ def with_serving(exc: HookError, live: Colour | None, see_output: bool, next_ste
 
 
 def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
-    """Point nginx at ``colour`` through the validated switch (write, test, reload, verify); during
-    maintenance behind the maintenance page (lifecycle/during_maintenance.py)."""
+    """Point nginx at ``colour`` through the validated switch (host/nginx.py: write, test, reload, verify);
+    during maintenance behind the maintenance page, which stays up (its include for the new colour, same message
+    and Retry-After; the check looks for the page, not for the colour)."""
+    from bluegreen_hooks.host import maintenance as page
     from bluegreen_hooks.lifecycle import during_maintenance
 
-    return during_maintenance.switch(ctx.cfg, ctx.store, colour, include_id, ctx.say)
+    cfg, m = ctx.cfg, during_maintenance.current(ctx.store)
+    if m is None:
+        return nginx.switch(cfg, colour, include_id, ctx.say)
+    text, marker = during_maintenance.include_for(cfg, m, colour, include_id)
+    sw = nginx.switch_to(cfg, text, lambda: page.verify(cfg, marker or "", m.retry_after))
+    page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
+    ctx.say(f"nginx now has {colour} behind the maintenance page ({during_maintenance.describe(m)}; test + reload "
+            f"+ check in {sw.seconds * 1000:.0f} ms); `bluegreen-hooks maintenance off` sends traffic to it")
+    return sw
 
 
 def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
