@@ -144,6 +144,7 @@ class InProgress:
     extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not know: kept as they are
     canary: Canary | None = None          # a canary of this deployment (running, or how it ended)
     group: str | None = None              # the CodeDeploy deployment group id (DEPLOYMENT_GROUP_ID), if any
+    verify_mode: VerifyMode | None = None  # decided at the deployment's first switch (lifecycle/steps.verify_mode)
 
     @classmethod
     def from_json(cls, data: Any) -> InProgress:
@@ -164,7 +165,8 @@ class InProgress:
             user=_get(data, "user", (str,)), from_colour=_one_of(data, "from", COLOURS), timings=dict(timings),
             old_workers=_workers(data, "old_workers"), image=_get(data, "image", (str,)),
             extra={k: v for k, v in data.items() if k not in known}, group=_get(data, "group", (str,)),
-            canary=None if data.get("canary") is None else Canary.from_json(data["canary"]))
+            canary=None if data.get("canary") is None else Canary.from_json(data["canary"]),
+            verify_mode=_one_of(data, "in_progress/verify_mode", get_args(VerifyMode)))
 
     def to_json(self) -> dict[str, Any]:
         out = {**self.extra, "id": self.id, "target": self.target, "started": self.started, "stage": self.stage,
@@ -173,8 +175,7 @@ class InProgress:
                "image": self.image, "old_workers": self.old_workers, "timings": self.timings}
         if self.canary is not None:
             out["canary"] = self.canary.to_json()
-        if self.group is not None:
-            out["group"] = self.group
+        out.update({k: v for k, v in (("group", self.group), ("verify_mode", self.verify_mode)) if v is not None})
         return out
 
 

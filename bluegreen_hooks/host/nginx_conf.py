@@ -357,7 +357,12 @@ def check(cfg: Config, say: Callable[[str], None] | None = None) -> Analysis:
 def verify_mode(cfg: Config) -> VerifyMode:
     """How a switch is proven: "header" when the reached server block sends the colour header; else
     "generation" (also when the configuration cannot be read now: the stronger check needs the header)."""
+    return read_mode(cfg) or "generation"
+
+
+def read_mode(cfg: Config) -> VerifyMode | None:
+    """``verify_mode`` as read from the effective configuration now (``nginx -T``); None when it cannot be read."""
     try:
         return analyse(cfg, dump(cfg)).mode
     except Exception:
-        return "generation"
+        return None

@@ -17,7 +17,7 @@ from bluegreen_hooks.errors import HookError, NginxError
 from bluegreen_hooks.host import maintenance as page
 from bluegreen_hooks.host import nginx
 from bluegreen_hooks.host.store import Store
-from bluegreen_hooks.model import Colour, Maintenance, Say
+from bluegreen_hooks.model import Colour, Maintenance, Say, VerifyMode
 
 
 class MaintenanceOn(HookError):
@@ -63,16 +63,18 @@ def include_for(cfg: Config, m: Maintenance | None, colour: Colour, include_id: 
                        page.read_bypass_token(cfg))
 
 
-def validate(cfg: Config, store: Store, target: Colour, path: str | None = None) -> str:
-    """Validate ``target`` through nginx (proven by header or worker generation: nginx.verify_serving), or
-    on its own port during maintenance; the line to print. ``path`` defaults to nginx/validate_path.
+def validate(cfg: Config, store: Store, target: Colour, path: str | None = None, mode: VerifyMode | None = None
+             ) -> str:
+    """Validate ``target`` through nginx (proven by header or worker generation: nginx.verify_serving, by
+    ``mode``, the deployment's recorded verify mode; None: decided now), or on its own port during maintenance;
+    the line to print. ``path`` defaults to nginx/validate_path.
 
     Raises NginxError when it does not answer as it should."""
     from bluegreen_hooks.host import health  # http.client: not on the no-op hook's import path
 
     path = path or cfg.nginx.validate_path
     if current(store) is None:
-        answer, proof = nginx.verify_serving(cfg, target, nginx.verify_mode(cfg), path=path)
+        answer, proof = nginx.verify_serving(cfg, target, mode or nginx.verify_mode(cfg), path=path)
         return f"validated through nginx: {cfg.nginx.public_url}{path} -> HTTP {answer.status} from {target} ({proof})"
     try:
         got = health.check_http(cfg.host, cfg.port(target), path, cfg.health.timeout, cfg.health.statuses)

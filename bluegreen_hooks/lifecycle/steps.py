@@ -5,7 +5,7 @@ drain → retire. The events (lifecycle/events.py) and the operator's rollback s
 * ``take``        lock, read the state, ``decide()``, commit the claim; repair an interrupted switch;
 * ``bring_up``    start a colour, wait until it is healthy, switch nginx to it; on failure remove it again;
 * ``switch``      point nginx at a colour (write, ``nginx -t``, reload, verify; during maintenance behind the
-                  page);
+                  page), proven the way ``verify_mode`` decided once for the deployment;
 * ``drain``       wait for nginx workers from before a switch to finish their requests;
 * ``retire``      drain, then stop the colour that no longer serves.
 """
@@ -20,7 +20,7 @@ from bluegreen_hooks.decide import Decision, World, decide, locked_message
 from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.host.store import Store, me
-from bluegreen_hooks.model import Colour, Say, Stage, State, Who, finish_event, is_deployment_id
+from bluegreen_hooks.model import Colour, Say, Stage, State, VerifyMode, Who, finish_event, is_deployment_id
 from bluegreen_hooks.runtime.base import Backend, RunningMap
 
 
@@ -132,7 +132,7 @@ def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
 
     ctx.say(note)
     dep = st.live_deployment or ""
-    sw = nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say)
+    sw = nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say, verify_mode(ctx))
     nginx_canary.remove_logs(ctx.cfg)
     drained, left = nginx.wait_drained(sw.old_workers, ctx.cfg.drain_timeout)
     ctx.say("the canary's nginx workers finished their requests" if drained else
@@ -238,21 +238,47 @@ def with_serving(exc: HookError, live: Colour | None, see_output: bool, next_ste
 
 
 def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
-    """Point nginx at ``colour`` through the validated switch (host/nginx.py: write, test, reload, verify);
-    during maintenance behind the maintenance page, which stays up (its include for the new colour, same message
-    and Retry-After; the check looks for the page, not for the colour)."""
+    """Point nginx at ``colour`` through the validated switch (host/nginx.py: write, test, reload, verify, the
+    deployment's ``verify_mode``); during maintenance behind the maintenance page, which stays up (its include
+    for the new colour, same message and Retry-After; the check looks for the page, not for the colour)."""
     from bluegreen_hooks.host import maintenance as page
     from bluegreen_hooks.lifecycle import during_maintenance
 
     cfg, m = ctx.cfg, during_maintenance.current(ctx.store)
     if m is None:
-        return nginx.switch(cfg, colour, include_id, ctx.say)
+        return nginx.switch(cfg, colour, include_id, ctx.say, verify_mode(ctx))
     text, marker = during_maintenance.include_for(cfg, m, colour, include_id)
     sw = nginx.switch_to(cfg, text, lambda: page.verify(cfg, marker or "", m.retry_after))
     page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
     ctx.say(f"nginx now has {colour} behind the maintenance page ({during_maintenance.describe(m)}; test + reload "
             f"+ check in {sw.seconds * 1000:.0f} ms); `bluegreen-hooks maintenance off` sends traffic to it")
     return sw
+
+
+def verify_mode(ctx: Context) -> VerifyMode:
+    """How this deployment's switches are proven ("header" or "generation", from ``nginx -T``: host/nginx_conf.py):
+    decided once per deployment, at its first switch, and recorded in its state (in_progress/verify_mode); its
+    later steps and events reuse it, the next deployment decides again. Never raises for the state: a mode that
+    cannot be recorded (or read) is decided now, and "generation" when nginx's configuration cannot be read."""
+    from bluegreen_hooks.host import nginx_conf
+
+    try:
+        ip = ctx.store.read(quarantine=False).state.holder(ctx.deployment_id)
+    except (HookError, OSError):
+        ip = None
+    if ip is not None and ip.verify_mode is not None:
+        return ip.verify_mode
+    mode = nginx_conf.read_mode(ctx.cfg)
+    if mode is None or ip is None:   # unreadable now: not recorded, the next step decides again
+        return mode or "generation"
+    try:
+        with ctx.store.update() as st:
+            mine = st.holder(ctx.deployment_id)
+            if mine is not None:
+                mine.verify_mode = mode
+    except (HookError, OSError) as exc:   # only saves the next step an `nginx -T`: never a reason to stop
+        ctx.say(f"warning: could not record the nginx verify mode: {exc}")
+    return mode
 
 
 def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
