@@ -246,7 +246,11 @@ def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
 
     cfg, m = ctx.cfg, during_maintenance.current(ctx.store)
     if m is None:
-        return nginx.switch(cfg, colour, include_id, ctx.say, verify_mode(ctx))
+        mode, unrecorded = decided_mode(ctx)
+        sw = nginx.switch(cfg, colour, include_id, ctx.say, mode)
+        if unrecorded:   # after the switch: the state write is not on its path
+            record_mode(ctx, mode)
+        return sw
     text, marker = during_maintenance.include_for(cfg, m, colour, include_id)
     sw = nginx.switch_to(cfg, text, lambda: page.verify(cfg, marker or "", m.retry_after))
     page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
@@ -258,8 +262,17 @@ def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
 def verify_mode(ctx: Context) -> VerifyMode:
     """How this deployment's switches are proven ("header" or "generation", from ``nginx -T``: host/nginx_conf.py):
     decided once per deployment, at its first switch, and recorded in its state (in_progress/verify_mode); its
-    later steps and events reuse it, the next deployment decides again. Never raises for the state: a mode that
-    cannot be recorded (or read) is decided now, and "generation" when nginx's configuration cannot be read."""
+    later steps and events reuse it, the next deployment decides again."""
+    mode, unrecorded = decided_mode(ctx)
+    if unrecorded:
+        record_mode(ctx, mode)
+    return mode
+
+
+def decided_mode(ctx: Context) -> tuple[VerifyMode, bool]:
+    """(the deployment's recorded verify mode, False), else (as ``nginx -T`` says now, True: to be recorded); never
+    raises for the state. "generation" when nginx's configuration cannot be read (not to be recorded: the next
+    step reads it again), as when the deployment does not hold the app."""
     from bluegreen_hooks.host import nginx_conf
 
     try:
@@ -267,18 +280,21 @@ def verify_mode(ctx: Context) -> VerifyMode:
     except (HookError, OSError):
         ip = None
     if ip is not None and ip.verify_mode is not None:
-        return ip.verify_mode
+        return ip.verify_mode, False
     mode = nginx_conf.read_mode(ctx.cfg)
-    if mode is None or ip is None:   # unreadable now: not recorded, the next step decides again
-        return mode or "generation"
+    return mode or "generation", mode is not None and ip is not None
+
+
+def record_mode(ctx: Context, mode: VerifyMode) -> None:
+    """Record ``mode`` as the deployment's verify mode; a state that cannot be written only warns (the record
+    saves a later step an ``nginx -T``, it is never a reason to stop)."""
     try:
         with ctx.store.update() as st:
             mine = st.holder(ctx.deployment_id)
             if mine is not None:
                 mine.verify_mode = mode
-    except (HookError, OSError) as exc:   # only saves the next step an `nginx -T`: never a reason to stop
+    except (HookError, OSError) as exc:
         ctx.say(f"warning: could not record the nginx verify mode: {exc}")
-    return mode
 
 
 def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
