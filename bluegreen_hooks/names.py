@@ -1,4 +1,4 @@
-"""Names that reach Docker, compose and nginx: valid for them, not just for us; and the ids of our own operations.
+"""Names that reach Docker, compose and nginx: valid for them, not just for us; deployment ids and our operations' ids.
 
 The app name becomes the container name ``<app>-<colour>``, the image repository ``bluegreen-<app>``
 and (with [compose]) the project ``<app>-<colour>``; container/image is pulled as written. Docker's
