@@ -1,16 +1,22 @@
-"""Names shared by every part of the package: colours, lifecycle events, the deployment-id pattern.
+"""Names shared by every part of the package: colours, lifecycle events, the deployment-id pattern (from names.py).
 
 Pure and import-light (no docker, no tenacity): hooks, the local runner and the plan all start here.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
+
+from bluegreen_hooks.names import is_deployment_id, is_image
 
 Colour = Literal["blue", "green"]
 COLOURS: tuple[Colour, ...] = get_args(Colour)
+Stage = Literal["BeforeInstall", "switched", "validated"]   # a deployment's last finished step (state: see below)
+VerifyMode = Literal["header", "generation"]     # how a deployment's switches are proven (host/nginx_conf.py)
+CanaryPhase = Literal["running", "promoted", "aborted"]
+CanaryRequest = Literal["promote", "abort"]                 # an operator's `bluegreen-hooks canary promote|abort`
+RetirePhase = Literal["draining", "stopping"]               # a background retire's (lifecycle/background.py)
 Say = Callable[[str], None]   # how every step reports a line (the event's reporter, or print)
 
 # the events bluegreen-hooks acts on, in the order the CodeDeploy agent runs them
@@ -20,15 +26,6 @@ AGENT_EVENTS: tuple[str, ...] = (
     "BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop", "BeforeInstall", "AfterInstall",
     "ApplicationStart", "ValidateService", "BeforeAllowTraffic", "AfterAllowTraffic")
 
-# a CodeDeploy deployment id (d-XXXXXXXXX), a manual-… or rollback-… id: what may reach a label,
-# an image tag and the include's header line
-DEPLOYMENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def is_deployment_id(value: object) -> bool:
-    """True when ``value`` is a whole deployment id (``fullmatch``: no trailing newline slips through)."""
-    return isinstance(value, str) and DEPLOYMENT_ID_RE.fullmatch(value) is not None
-
 
 def other(colour: Colour) -> Colour:
     """The colour that is not ``colour``."""
@@ -37,10 +34,12 @@ def other(colour: Colour) -> Colour:
 
 # ---- the state: one app's state file, typed. The JSON keys are the file format (docs/operator.md); ``from_json``
 # checks every type and raises BadState naming the key: a file that parses as JSON but has the wrong shape is
-# treated like a corrupt one (quarantined and rebuilt), never half-trusted.
+# treated like a corrupt one (quarantined and rebuilt), never half-trusted. A closed set (Colour, Stage...) holds
+# every value any version has written: no file of an earlier version is refused.
 
 SCHEMA = 1
 Record = dict[str, Any]      # one history record (a deployment or an event run): plain JSON
+_S = TypeVar("_S", bound=str)   # a value of one closed set (_one_of)
 
 
 class BadState(ValueError):
@@ -58,11 +57,14 @@ def _get(data: Mapping[str, Any], key: str, kinds: tuple[type, ...], optional: b
     return value
 
 
-def _colour(data: Mapping[str, Any], key: str) -> Colour | None:
-    value = data.get(key)
-    if value is not None and value not in COLOURS:
-        raise BadState(f"{key}: should be blue, green or null, not {value!r:.40}")
-    return "blue" if value == "blue" else ("green" if value == "green" else None)
+def _one_of(data: Mapping[str, Any], path: str, values: tuple[_S, ...], null: bool = True) -> _S | None:
+    """The value of ``path``'s last key, one of ``values`` (None: absent, if ``null``); else BadState naming both."""
+    value = data.get(path.rsplit("/", 1)[-1])
+    found = next((v for v in values if v == value), None)
+    if found is None and (value is not None or not null):
+        should = f"{', '.join(values)} or null" if null else " or ".join(values)
+        raise BadState(f"{path}: should be {should}, not {value!r:.40}")
+    return found
 
 
 def _workers(data: Mapping[str, Any], key: str) -> list[list[int]]:
@@ -94,9 +96,9 @@ class Canary:
     new: Colour
     share: int                            # percent of requests nginx sends to ``new`` now
     step: int = 0                         # index into the configured steps
-    phase: str = "running"                # running | promoted | aborted
+    phase: CanaryPhase = "running"
     started: float = 0.0
-    request: str | None = None            # promote | abort, set by `bluegreen-hooks canary`
+    request: CanaryRequest | None = None  # set by `bluegreen-hooks canary`
     requested_by: str | None = None
     cause: str | None = None
     steps: list[Record] = field(default_factory=list)
@@ -105,14 +107,14 @@ class Canary:
     def from_json(cls, data: Any) -> Canary:
         if not isinstance(data, dict):
             raise BadState("in_progress/canary: should be an object or null")
-        old, new = _colour(data, "old"), _colour(data, "new")
+        old, new = _one_of(data, "old", COLOURS), _one_of(data, "new", COLOURS)
         if old is None or new is None:
             raise BadState("in_progress/canary: old and new should be colours")
-        return cls(old=old, new=new, share=int(_get(data, "share", (int,), False)),
-                   step=int(_get(data, "step", (int,)) or 0), phase=_get(data, "phase", (str,)) or "running",
-                   started=float(_get(data, "started", _NUM) or 0),
-                   request=_get(data, "request", (str,)), requested_by=_get(data, "requested_by", (str,)),
-                   cause=_get(data, "cause", (str,)), steps=_records(data, "steps"))
+        return cls(old=old, new=new, share=int(_get(data, "share", (int,), False)), cause=_get(data, "cause", (str,)),
+                   step=int(_get(data, "step", (int,)) or 0), started=float(_get(data, "started", _NUM) or 0),
+                   phase=_one_of(data, "in_progress/canary/phase", get_args(CanaryPhase)) or "running",
+                   request=_one_of(data, "in_progress/canary/request", get_args(CanaryRequest)),
+                   requested_by=_get(data, "requested_by", (str,)), steps=_records(data, "steps"))
 
     def to_json(self) -> dict[str, Any]:
         return {"old": self.old, "new": self.new, "share": self.share, "step": self.step, "phase": self.phase,
@@ -127,7 +129,7 @@ class InProgress:
     id: str
     target: Colour | None
     started: float
-    stage: str | None = None              # BeforeInstall | switched | validated (the last finished step)
+    stage: Stage | None = None            # the last finished step
     event: str | None = None
     event_done: bool = False              # the event finished; the next has not started
     updated: float = 0.0
@@ -142,6 +144,7 @@ class InProgress:
     extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not know: kept as they are
     canary: Canary | None = None          # a canary of this deployment (running, or how it ended)
     group: str | None = None              # the CodeDeploy deployment group id (DEPLOYMENT_GROUP_ID), if any
+    verify_mode: VerifyMode | None = None  # decided at the deployment's first switch (lifecycle/steps.verify_mode)
 
     @classmethod
     def from_json(cls, data: Any) -> InProgress:
@@ -155,14 +158,15 @@ class InProgress:
             raise BadState("in_progress/timings: should be an object of numbers")
         known = {f.name for f in fields(cls)} | {"from"}
         return cls(
-            id=ident, target=_colour(data, "target"), started=float(_get(data, "started", _NUM, False)),
-            stage=_get(data, "stage", (str,)), event=_get(data, "event", (str,)),
+            id=ident, target=_one_of(data, "target", COLOURS), started=float(_get(data, "started", _NUM, False)),
+            stage=_one_of(data, "in_progress/stage", get_args(Stage)), event=_get(data, "event", (str,)),
             event_done=bool(_get(data, "event_done", (bool,))), updated=float(_get(data, "updated", _NUM) or 0),
             pid=_get(data, "pid", (int,)), pid_start=_get(data, "pid_start", (int,)), host=_get(data, "host", (str,)),
-            user=_get(data, "user", (str,)), from_colour=_colour(data, "from"), image=_get(data, "image", (str,)),
-            old_workers=_workers(data, "old_workers"), timings=dict(timings),
+            user=_get(data, "user", (str,)), from_colour=_one_of(data, "from", COLOURS), timings=dict(timings),
+            old_workers=_workers(data, "old_workers"), image=_get(data, "image", (str,)),
             extra={k: v for k, v in data.items() if k not in known}, group=_get(data, "group", (str,)),
-            canary=None if data.get("canary") is None else Canary.from_json(data["canary"]))
+            canary=None if data.get("canary") is None else Canary.from_json(data["canary"]),
+            verify_mode=_one_of(data, "in_progress/verify_mode", get_args(VerifyMode)))
 
     def to_json(self) -> dict[str, Any]:
         out = {**self.extra, "id": self.id, "target": self.target, "started": self.started, "stage": self.stage,
@@ -171,16 +175,13 @@ class InProgress:
                "image": self.image, "old_workers": self.old_workers, "timings": self.timings}
         if self.canary is not None:
             out["canary"] = self.canary.to_json()
-        if self.group is not None:
-            out["group"] = self.group
+        out.update({k: v for k, v in (("group", self.group), ("verify_mode", self.verify_mode)) if v is not None})
         return out
 
 
 def _check_names(data: Mapping[str, Any]) -> None:
     """The state's ids and images reach the include header, labels and Docker: whole ids and image references
     only (names.py), never a string with a newline or a ``;``."""
-    from bluegreen_hooks.names import is_image
-
     raw_ip = data.get("in_progress")
     ip: Mapping[str, Any] = raw_ip if isinstance(raw_ip, dict) else {}
     for where, key, check in (("", "live_deployment", is_deployment_id), ("", "previous_deployment", is_deployment_id),
@@ -213,7 +214,7 @@ class Maintenance:
             raise BadState(f"maintenance/id: should be an id, not {ident!r:.40}")
         return cls(since=float(_get(data, "since", _NUM, False)), id=str(ident), user=_get(data, "user", (str,)),
                    host=_get(data, "host", (str,)), message=_get(data, "message", (str,)),
-                   retry_after=int(_get(data, "retry_after", (int,)) or 120), colour=_colour(data, "colour"))
+                   retry_after=int(_get(data, "retry_after", (int,)) or 120), colour=_one_of(data, "colour", COLOURS))
 
     def to_json(self) -> dict[str, Any]:
         return {"since": self.since, "id": self.id, "user": self.user, "host": self.host, "message": self.message,
@@ -231,22 +232,20 @@ class Retiring:
     workers: list[list[int]] = field(default_factory=list)   # the nginx workers it waits for
     pid: int | None = None
     pid_start: int | None = None
-    phase: str = "draining"               # then "stopping": from there on it is never interrupted
+    phase: RetirePhase = "draining"       # then "stopping": from there on it is never interrupted
     cancelled: bool = False               # a deployment or rollback took over while it drained
 
     @classmethod
     def from_json(cls, data: Any) -> Retiring:
         if not isinstance(data, dict):
             raise BadState("retiring: should be an object or null")
-        colour, live, ident = _colour(data, "colour"), _colour(data, "live"), data.get("deployment")
+        colour, live, ident = _one_of(data, "colour", COLOURS), _one_of(data, "live", COLOURS), data.get("deployment")
         if colour is None or live is None or colour == live or not is_deployment_id(ident):
             raise BadState("retiring: should name two colours and a deployment id")
-        phase = data.get("phase")
-        if phase not in ("draining", "stopping"):
-            raise BadState(f"retiring/phase: should be draining or stopping, not {phase!r:.40}")
         return cls(colour=colour, live=live, deployment=str(ident), since=float(_get(data, "since", _NUM, False)),
                    workers=_workers(data, "workers"), pid=_get(data, "pid", (int,)),
-                   pid_start=_get(data, "pid_start", (int,)), phase=phase, cancelled=data.get("cancelled") is True)
+                   pid_start=_get(data, "pid_start", (int,)), cancelled=data.get("cancelled") is True,
+                   phase=_one_of(data, "retiring/phase", get_args(RetirePhase), null=False) or "draining")
 
     def to_json(self) -> dict[str, Any]:
         return {"colour": self.colour, "live": self.live, "deployment": self.deployment, "since": self.since,
@@ -294,9 +293,9 @@ class State:
         ip = data.get("in_progress")
         known = {f.name for f in fields(cls)} | {"schema"}
         return cls(
-            app=app, live=_colour(data, "live"), live_since=_get(data, "live_since", _NUM),
+            app=app, live=_one_of(data, "live", COLOURS), live_since=_get(data, "live_since", _NUM),
             live_deployment=_get(data, "live_deployment", (str,)), live_image=_get(data, "live_image", (str,)),
-            previous=_colour(data, "previous"), previous_deployment=_get(data, "previous_deployment", (str,)),
+            previous=_one_of(data, "previous", COLOURS), previous_deployment=_get(data, "previous_deployment", (str,)),
             previous_image=_get(data, "previous_image", (str,)),
             in_progress=None if ip is None else InProgress.from_json(ip),
             drain_workers=_workers(data, "drain_workers"), config=_get(data, "config", (str,)),
@@ -361,7 +360,7 @@ class Who:
     user: str
 
 
-def finish_event(st: State, deployment_id: str, stage: str, now: float, **extra: Any) -> None:
+def finish_event(st: State, deployment_id: str, stage: Stage, now: float, **extra: Any) -> None:
     """Mark the holder's current event as done (the deployment stays in progress); ``extra``: image, old_workers
     or timings of the deployment."""
     ip = st.holder(deployment_id)

@@ -1,4 +1,4 @@
-"""Names that reach Docker, compose and nginx: valid for them, not just for us; and the ids of our own operations.
+"""Names that reach Docker, compose and nginx: valid for them, not just for us; deployment ids and our operations' ids.
 
 The app name becomes the container name ``<app>-<colour>``, the image repository ``bluegreen-<app>``
 and (with [compose]) the project ``<app>-<colour>``; container/image is pulled as written. Docker's
@@ -38,6 +38,14 @@ APP_WHAT = ("a name of lowercase letters and digits, optionally separated by one
             "'-' (as Docker image names are), at most 63 characters, e.g. \"shop\" or \"shop-api\"")
 IMAGE = re.compile(rf"(?P<name>{_NAME})(?::{_TAG})?(?:@{_DIGEST})?")
 IMAGE_WHAT = "an image reference such as \"nginx:1.25\" or \"registry.example.com/team/shop:1.4\""
+# a CodeDeploy deployment id (d-XXXXXXXXX), a manual-… or an operation's rollback-… id (operation_id): what may
+# reach a label, an image tag and the include's header line (bluegreen_hooks.model re-exports it)
+DEPLOYMENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def is_deployment_id(value: object) -> bool:
+    """True when ``value`` is a whole deployment id (``fullmatch``: no trailing newline slips through)."""
+    return isinstance(value, str) and DEPLOYMENT_ID_RE.fullmatch(value) is not None
 
 
 def is_image(value: str) -> bool:

@@ -7,6 +7,7 @@ caught in both verification modes and the previous include is restored.
 from __future__ import annotations
 
 import json
+import shlex
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from bluegreen_hooks.config import parse
 from bluegreen_hooks.host import nginx_conf
+from bluegreen_hooks.model import EVENTS
 from testbed.bundle import bed_config, deploy, make_bundle
 from testbed.ports import free_port
 from tests.helpers import get, ok
@@ -152,6 +154,32 @@ def test_header_mode_catches_a_switch_that_did_not_take(site, nginx, docker_clie
     assert body.strip() == "v1" and headers.get("X-Bluegreen-Colour") == "blue"
 
 
+def test_the_verify_mode_is_decided_once_per_deployment(bed, tmp_path):
+    """How a switch is proven (header or worker generation) comes from `nginx -T` (nginx/dump, here counting its
+    runs) once per deployment: BeforeInstall's config check reads it, ApplicationStart's first switch decides the
+    mode and records it in the deployment's state, ValidateService reuses it without a dump; the next deployment
+    decides again. What the hooks say is unchanged (verified by header)."""
+    log = tmp_path / "dumps.log"
+    log.touch()
+    dump = tmp_path / "dump"
+    real = " ".join(shlex.quote(a) for a in bed.nginx.argv("-T", "-q"))
+    dump.write_text(f"#!/bin/sh\necho dump >> {shlex.quote(str(log))}\nexec {real}\n")
+    dump.chmod(0o755)
+    for version, dep in (("v1", "d-ONCE1"), ("v2", "d-ONCE2")):
+        bundle = bed.bundle(version, nginx={"dump": [str(dump)]})
+        dumps, outputs = {}, {}
+        for event in EVENTS:
+            before = len(log.read_text().splitlines())
+            outputs[event] = ok(deploy(bundle, dep, events=(event,)))[0].output
+            dumps[event] = len(log.read_text().splitlines()) - before
+            if event == "ApplicationStart":
+                assert bed.state()["in_progress"]["verify_mode"] == "header", bed.state()["in_progress"]
+        assert dumps == {"ApplicationStop": 0, "BeforeInstall": 1, "ApplicationStart": 1, "ValidateService": 0}, dumps
+        assert "; verified by header)" in outputs["ApplicationStart"], outputs["ApplicationStart"]
+        assert "(verified by header)" in outputs["ValidateService"], outputs["ValidateService"]
+        assert get(bed.url + "/")[1].strip() == version
+
+
 # ---------------------------------------------------------------------------------- pure analysis of -T output
 
 DUMP = """\
@@ -215,3 +243,36 @@ def test_dump_defaults_follow_nginx_test_and_use_sudo_for_a_non_root_user():
     raw["nginx"] = {"test": ["/usr/sbin/nginx", "-p", "/x", "-t", "-q"]}
     as_root = parse(raw, Path("/srv/bluegreen.toml"), {}, check_files=False, as_root=True).nginx
     assert as_root.dump == ("/usr/sbin/nginx", "-p", "/x", "-T", "-q")
+
+
+def test_the_deployment_verify_mode_is_read_once_recorded_and_reused(tmp_path):
+    """lifecycle/steps.verify_mode: a deployment's first call runs nginx/dump and records the mode in its in_progress
+    record; its later calls (later steps, later events) read it back without a dump; another deployment decides
+    again; a dump that cannot be read gives "generation", not recorded (the next step reads again)."""
+    from bluegreen_hooks.host.store import Store
+    from bluegreen_hooks.lifecycle import steps
+    from bluegreen_hooks.model import InProgress
+
+    text, runs = tmp_path / "dump.txt", tmp_path / "runs"
+    text.write_text(DUMP)
+    raw = {"app": "shop", "container": {"image": "shop:1"}, "deploy": {"state_dir": str(tmp_path / "state")},
+           "nginx": {"test": ["nginx", "-t"], "dump": ["sh", "-c", f"echo run >> {runs}; cat {text}"],
+                     "public_url": "http://shop.example/"}}
+    cfg = parse(raw, Path("/srv/bluegreen.toml"), {}, check_files=False)
+    store = Store(cfg.state_dir, "shop")
+
+    def mode(deployment_id: str) -> tuple[str, int, str | None]:
+        got = steps.verify_mode(steps.Context(cfg, deployment_id, "ApplicationStart", lambda line: None))
+        ip = store.read().state.in_progress
+        return got, len(runs.read_text().splitlines()), ip.verify_mode if ip is not None else None
+
+    with store.update() as st:
+        st.in_progress = InProgress("d-1", "green", 1.0)
+    assert mode("d-1") == ("header", 1, "header")
+    assert mode("d-1") == ("header", 1, "header")           # reused: no second dump
+    with store.update() as st:
+        st.in_progress = InProgress("d-2", "blue", 2.0)
+    text.write_text("not the output of nginx -T\n")
+    assert mode("d-2") == ("generation", 2, None)            # unreadable: the weaker proof, not recorded
+    text.write_text(DUMP)
+    assert mode("d-2") == ("header", 3, "header")

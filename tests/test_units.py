@@ -302,6 +302,48 @@ def test_a_retiring_record_of_the_wrong_shape_is_bad_state():
             State.from_json({**good, "retiring": {**good["retiring"], **bad}}, "shop")
 
 
+def _state_with(stage=None, verify_mode=None, phase="running", request=None):
+    ip = {"id": "d-1", "target": "green", "started": 1.0, "stage": stage, "verify_mode": verify_mode,
+          "canary": {"old": "blue", "new": "green", "share": 10, "phase": phase, "request": request, "steps": []}}
+    return {"app": "shop", "deployments": [], "events": [], "in_progress": ip}
+
+
+def test_every_closed_set_value_an_earlier_version_wrote_reads_back():
+    """The values earlier versions wrote (git history: the stages finish/finish_event wrote, the canary's phases and
+    requests) read back as they were; a file without in_progress/verify_mode (every file before it existed) reads
+    as undecided and is written back without the key."""
+    from bluegreen_hooks.model import State
+
+    for stage in (None, "BeforeInstall", "switched", "validated"):
+        for phase, request in (("running", None), ("running", "abort"), ("promoted", "promote"), ("aborted", "abort")):
+            ip = State.from_json(_state_with(stage, None, phase, request), "shop").in_progress
+            assert ip is not None and ip.canary is not None
+            assert (ip.stage, ip.verify_mode, ip.canary.phase, ip.canary.request) == (stage, None, phase, request)
+            assert "verify_mode" not in ip.to_json()
+    old = _state_with("switched")
+    del old["in_progress"]["verify_mode"], old["in_progress"]["canary"]["phase"]
+    ip = State.from_json(old, "shop").in_progress
+    assert ip is not None and ip.canary is not None and (ip.verify_mode, ip.canary.phase) == (None, "running")
+    for mode in ("header", "generation"):
+        ip = State.from_json(_state_with("switched", mode), "shop").in_progress
+        assert ip is not None and ip.verify_mode == mode and ip.to_json()["verify_mode"] == mode
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"stage": "started"}, "in_progress/stage: should be BeforeInstall, switched, validated or null, not 'started'"),
+    ({"verify_mode": "colour"}, "in_progress/verify_mode: should be header, generation or null, not 'colour'"),
+    ({"phase": "done"}, "in_progress/canary/phase: should be running, promoted, aborted or null, not 'done'"),
+    ({"request": 1}, "in_progress/canary/request: should be promote, abort or null, not 1"),
+])
+def test_a_value_outside_a_closed_set_is_bad_state_naming_key_and_value(bad, message):
+    """A value no version writes is BadState: one line naming the key's path and the value."""
+    from bluegreen_hooks.model import BadState, State
+
+    with pytest.raises(BadState) as caught:
+        State.from_json(_state_with(**bad), "shop")
+    assert str(caught.value) == message
+
+
 def test_holders_of_several_ports_agrees_with_one_port_at_a_time():
     import os
     import socket

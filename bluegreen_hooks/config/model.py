@@ -19,6 +19,7 @@ from bluegreen_hooks.model import COLOURS, Colour
 
 Form = Literal["set", "upstream"]
 Network = Literal["host", "bridge"]
+Retire = Literal["wait", "background"]   # deploy/retire: ValidateService drains and stops, or hands it over
 
 CONFIG_NAME = "bluegreen.toml"
 DEFAULT_STATE_DIR = "/var/lib/bluegreen-hooks"
@@ -136,7 +137,7 @@ class Config:
     state_dir: Path
     stale_after: float
     history: int
-    retire: str = "wait"               # deploy/retire: "background" hands the drain and stop to lifecycle/background.py
+    retire: Retire = "wait"            # deploy/retire: "background" hands the drain and stop to lifecycle/background.py
     watch_seconds: float = 0.0         # deploy/watch_seconds: watch live traffic after the switch (lifecycle/watch.py)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     compose: ComposeConfig | None = None

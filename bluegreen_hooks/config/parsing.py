@@ -38,6 +38,7 @@ from bluegreen_hooks.config.model import (
     HealthConfig,
     Network,
     NginxConfig,
+    Retire,
 )
 from bluegreen_hooks.config.operability import DEPLOY_KEYS, parse_maintenance, parse_metrics, parse_notify
 from bluegreen_hooks.config.reader import (
@@ -68,7 +69,7 @@ _NGINX_KEYS = ("include", "form", "variable", "upstream", "colour_variable", "te
                "public_url", "validate_path", "colour_header", "verify_timeout", "dump")
 _VARIABLE = "an nginx variable name without '$'"
 DEFAULT_WATCH_SECONDS = 0.0   # deploy/watch_seconds: off unless asked (docs/canary.md, "The watch window")
-RETIRE = re.compile(r"wait|background")   # deploy/retire: ValidateService drains and stops, or hands it over
+RETIRE = re.compile("|".join(get_args(Retire)))
 
 
 class _Deploy(NamedTuple):
@@ -79,7 +80,7 @@ class _Deploy(NamedTuple):
     state_dir: Path
     stale_after: float
     history: int
-    retire: str
+    retire: Retire
     watch_seconds: float
 
 
@@ -258,7 +259,7 @@ def parse_deploy(r: Reader, environ: Mapping[str, str]) -> _Deploy:
         keep_images=r.integer("keep_images", DEFAULT_KEEP_IMAGES, 0, 100),
         state_dir=Path(state_dir), stale_after=r.number("stale_after", DEFAULT_STALE_AFTER, 1, 86400),
         history=r.integer("history", DEFAULT_HISTORY, 1, 100000),
-        retire=r.string("retire", "wait", RETIRE, '"wait" or "background"'),
+        retire=cast(Retire, r.string("retire", "wait", RETIRE, '"wait" or "background"')),
         watch_seconds=r.number("watch_seconds", DEFAULT_WATCH_SECONDS, 0, 3600))
 
 

@@ -32,7 +32,7 @@ from bluegreen_hooks.host import files, include_guard
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.host.procfs import children, command, process_alive, process_start_time
 from bluegreen_hooks.host.wait import poll
-from bluegreen_hooks.model import COLOURS, Colour, is_deployment_id
+from bluegreen_hooks.model import COLOURS, Colour, Say, VerifyMode, is_deployment_id
 
 if TYPE_CHECKING:   # http.client and subprocess are imported where used: a no-op hook needs neither
     import subprocess
@@ -278,7 +278,7 @@ def verify_generation(cfg: Config, colour: Colour, old_workers: list[list[int]],
     return answer
 
 
-def verify_serving(cfg: Config, colour: Colour, mode: str, path: str | None = None) -> tuple[Answer, str]:
+def verify_serving(cfg: Config, colour: Colour, mode: VerifyMode, path: str | None = None) -> tuple[Answer, str]:
     """After a switch (no reload now): nginx answers ``path`` from ``colour``; returns the answer and the proof.
 
     Without the header, the include must name ``colour`` (the reload that proved it ran at the switch)."""
@@ -300,12 +300,12 @@ class Switch:
     proof: str = "verified by header"
 
 
-def switch(cfg: Config, colour: Colour, deployment_id: str, say: Callable[[str], None]) -> Switch:
+def switch(cfg: Config, colour: Colour, deployment_id: str, say: Say, mode: VerifyMode | None = None) -> Switch:
     """Point nginx at ``colour``: write the include, test, reload, verify. Undo everything on failure.
 
-    The switch is proven by the colour header when the server block sends it, else by a new nginx
-    worker generation plus an accepted answer (``verify_mode``, from the effective config)."""
-    mode = verify_mode(cfg)
+    The switch is proven by the colour header when the server block sends it, else by a new nginx worker generation
+    plus an accepted answer: by ``mode`` (a deployment's: lifecycle/steps.verify_mode), else by ``verify_mode``."""
+    mode = mode or verify_mode(cfg)
 
     def check(before: list[list[int]]) -> str:
         if mode == "header":
@@ -359,12 +359,12 @@ def apply(cfg: Config, new_text: str, check: Callable[[list[list[int]]], object]
     return Switch(old_workers, time.monotonic() - t0, old_text, proof)
 
 
-def reloaded(cfg: Config, before: list[list[int]], timeout: float | None = None) -> None:
+def reloaded(cfg: Config, before: list[list[int]], mode: VerifyMode | None = None) -> None:
     """Wait until nginx runs workers that were not there ``before`` (the reload took effect) and answers
     through its public URL with an accepted status (from either colour, when nginx sends the colour
-    header); raise NginxError."""
+    header: ``mode``, else ``verify_mode``); raise NginxError."""
     before_pids = {pid for pid, _ in before}
-    header = verify_mode(cfg) == "header"
+    header = (mode or verify_mode(cfg)) == "header"
 
     def ready() -> bool:
         if not ({pid for pid, _ in worker_pids(cfg)} - before_pids):
@@ -375,13 +375,12 @@ def reloaded(cfg: Config, before: list[list[int]], timeout: float | None = None)
             return False
         return a.status in cfg.health.statuses and (a.colour in COLOURS or not header)
 
-    if not poll(ready, cfg.nginx.verify_timeout if timeout is None else timeout, interval=0.01,
-                max_interval=POLL_AFTER_RELOAD):
+    if not poll(ready, cfg.nginx.verify_timeout, interval=0.01, max_interval=POLL_AFTER_RELOAD):
         raise NginxError(f"nginx at {cfg.nginx.public_url} did not answer from the new configuration")
 
 
-def verify_mode(cfg: Config) -> str:
-    """"header" or "generation": how a switch is proven for this nginx config (host/nginx_conf.py)."""
+def verify_mode(cfg: Config) -> VerifyMode:
+    """How a switch is proven for this nginx config now (host/nginx_conf.py; an `nginx -T` each call)."""
     from bluegreen_hooks.host import nginx_conf
 
     return nginx_conf.verify_mode(cfg)

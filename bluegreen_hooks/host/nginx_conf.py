@@ -21,13 +21,13 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import NginxError
+from bluegreen_hooks.model import VerifyMode
 
-Mode = Literal["header", "generation"]
 _FILE_RE = re.compile(r"^# configuration file (/.+):$")
 
 
@@ -58,7 +58,7 @@ class Analysis:
     fixes: list[str] = field(default_factory=list)
 
     @property
-    def mode(self) -> Mode:
+    def mode(self) -> VerifyMode:
         return "header" if self.header is not None else "generation"
 
     @property
@@ -354,10 +354,15 @@ def check(cfg: Config, say: Callable[[str], None] | None = None) -> Analysis:
     return found
 
 
-def verify_mode(cfg: Config) -> Mode:
+def verify_mode(cfg: Config) -> VerifyMode:
     """How a switch is proven: "header" when the reached server block sends the colour header; else
     "generation" (also when the configuration cannot be read now: the stronger check needs the header)."""
+    return read_mode(cfg) or "generation"
+
+
+def read_mode(cfg: Config) -> VerifyMode | None:
+    """``verify_mode`` as read from the effective configuration now (``nginx -T``); None when it cannot be read."""
     try:
         return analyse(cfg, dump(cfg)).mode
     except Exception:
-        return "generation"
+        return None

@@ -4,9 +4,10 @@ Where things live:
 
     runner              running one event: config, deployment id, reporter, SIGTERM, audit, the last line
     events              the events themselves (BeforeInstall, ApplicationStart, ValidateService, ...), short stories
-    steps               the shared steps: gather -> decide -> start checked -> switch -> retire
+    steps               the shared steps: gather -> claim -> start checked -> switch -> retire
+    verify              the nginx verify mode, decided once per deployment and recorded
     recovery            a switch nginx made but the state could not record
-    during_maintenance  what a deployment does while maintenance mode is on (guard, switch, validation)
+    during_maintenance  what a deployment does while maintenance mode is on (guard, include, validation)
     canary              the automatic canary in ApplicationStart: shares, judgement, promote or abort
     watch               deploy/watch_seconds: ValidateService watches the new colour and switches back
     memory              the memory preflight (BeforeInstall) and OOM scores

@@ -28,11 +28,10 @@ from bluegreen_hooks.host import nginx, nginx_canary
 from bluegreen_hooks.host.nginx_canary import Split
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle import steps
-from bluegreen_hooks.lifecycle.steps import Context
-from bluegreen_hooks.model import Canary, Colour, is_deployment_id
+from bluegreen_hooks.lifecycle.steps import Context, verify_mode
+from bluegreen_hooks.model import Canary, CanaryPhase, Colour, VerifyMode, is_deployment_id
 from bluegreen_hooks.observe import clients, judgement
 
-REQUESTS = ("promote", "abort")
 POLL = 0.25          # how often a step looks at the logs and at an operator's request (seconds)
 SWITCH_MARGIN = 30   # seconds the plan check keeps for each apply (test, reload, verify) and the drain
 
@@ -235,7 +234,7 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Swi
                 ctx.say(f"canary: promote requested by {judged.by}: skipping the remaining steps")
                 break
         w.prober.stop()
-        sw = nginx.switch(cfg, new, deployment_id, ctx.say)
+        sw = nginx.switch(cfg, new, deployment_id, ctx.say, verify_mode(ctx))
     except CanaryAborted:
         raise
     except BaseException:
@@ -251,10 +250,11 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Swi
 def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
     cfg = ctx.cfg
     text = nginx.render_include(cfg, split.old, split.old_deployment, split)
+    mode = verify_mode(ctx)   # decided at the first step, recorded for the deployment
 
     def check(before: list[list[int]]) -> None:
-        nginx.reloaded(cfg, before)
-        routed(cfg, split)
+        nginx.reloaded(cfg, before, mode)
+        routed(cfg, split, mode)
 
     nginx.apply(cfg, text, check)
     if i == 0:
@@ -287,12 +287,12 @@ def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
     return judged
 
 
-def routed(cfg: Config, split: Split) -> None:
+def routed(cfg: Config, split: Split, mode: VerifyMode) -> None:
     """The step's check after the reload (set form): a request with the canary's token is answered by the new
-    colour (when nginx sends the colour header); raise NginxError, and nginx.apply puts the previous include
+    colour (when nginx sends the colour header: ``mode``); raise NginxError, and nginx.apply puts the previous include
     back. Not in the upstream form: there nginx may rightly send the token's request to the old colour (it
     took a failing new server out for fail_timeout), and the step's judgement of the log is what counts."""
-    if not split.token or cfg.nginx.form != "set" or nginx.verify_mode(cfg) != "header":
+    if not split.token or cfg.nginx.form != "set" or mode != "header":
         return
     headers = {nginx_canary.ROUTE_HEADER: split.token, "User-Agent": "bluegreen-hooks-probe"}
     last = ["no answer"]
@@ -363,7 +363,7 @@ def _request(ctx: Context) -> tuple[str, str | None] | None:
     """An operator's ``bluegreen-hooks canary promote|abort`` for this deployment, if one is waiting."""
     ip = ctx.store.read(quarantine=False).state.holder(ctx.deployment_id)
     c = ip.canary if ip else None
-    return (c.request, c.requested_by) if c is not None and c.request in REQUESTS else None
+    return (c.request, c.requested_by) if c is not None and c.request is not None else None
 
 
 def _abort(ctx: Context, old: Colour, new: Colour, share: int, j: Judged, old_dep: str | None) -> CanaryAborted:
@@ -377,7 +377,8 @@ def _abort(ctx: Context, old: Colour, new: Colour, share: int, j: Judged, old_de
     return CanaryAborted(f"{msg}; {new} removed")
 def _back(ctx: Context, old: Colour, old_dep: str | None, cause: str, drain: bool = True) -> None:
     """All traffic to ``old`` at once; let the canary's nginx workers finish (``drain``); remember why."""
-    back = nginx.switch(ctx.cfg, old, old_dep if old_dep and is_deployment_id(old_dep) else "unknown", ctx.say)
+    back = nginx.switch(ctx.cfg, old, old_dep if old_dep and is_deployment_id(old_dep) else "unknown", ctx.say,
+                        verify_mode(ctx))
     _end(ctx, "aborted", cause, 0)
     nginx_canary.remove_logs(ctx.cfg)
     if drain:
@@ -391,7 +392,7 @@ def _save(ctx: Context, canary: Canary) -> None:
             ip.canary = canary
 
 
-def _end(ctx: Context, phase: str, cause: str | None, share: int) -> None:
+def _end(ctx: Context, phase: CanaryPhase, cause: str | None, share: int) -> None:
     with ctx.store.update() as st:
         ip = st.holder(ctx.deployment_id)
         if ip is not None and ip.canary is not None:

@@ -2,7 +2,7 @@
 
 * ``guard``: BeforeInstall and ApplicationStart refuse to deploy while maintenance is on, unless
   ``deploy/during_maintenance = "keep"``; then the deployment goes on behind the maintenance page.
-* ``include_for`` / ``switch``: every switch during maintenance writes the maintenance include for the
+* ``include_for``: every switch during maintenance (``steps.switch``) writes the maintenance include for the
   new colour (same message, same Retry-After), so the page stays up and the new colour is what
   ``maintenance off`` makes live; the check after the reload looks for the page, not for the colour.
 * ``validate``: ValidateService validates through nginx normally; during maintenance nginx answers the
@@ -17,7 +17,7 @@ from bluegreen_hooks.errors import HookError, NginxError
 from bluegreen_hooks.host import maintenance as page
 from bluegreen_hooks.host import nginx
 from bluegreen_hooks.host.store import Store
-from bluegreen_hooks.model import Colour, Maintenance, Say
+from bluegreen_hooks.model import Colour, Maintenance, Say, VerifyMode
 
 
 class MaintenanceOn(HookError):
@@ -63,29 +63,18 @@ def include_for(cfg: Config, m: Maintenance | None, colour: Colour, include_id: 
                        page.read_bypass_token(cfg))
 
 
-def switch(cfg: Config, store: Store, colour: Colour, include_id: str, say: Say) -> nginx.Switch:
-    """Point nginx at ``colour``; during maintenance, behind the maintenance page (which stays up)."""
-    m = current(store)
-    if m is None:
-        return nginx.switch(cfg, colour, include_id, say)
-    text, marker = include_for(cfg, m, colour, include_id)
-    sw = nginx.switch_to(cfg, text, lambda: page.verify(cfg, marker or "", m.retry_after))
-    page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
-    say(f"nginx now has {colour} behind the maintenance page ({describe(m)}; test + reload + check in "
-            f"{sw.seconds * 1000:.0f} ms); `bluegreen-hooks maintenance off` sends traffic to it")
-    return sw
-
-
-def validate(cfg: Config, store: Store, target: Colour, path: str | None = None) -> str:
-    """Validate ``target`` through nginx (proven by header or worker generation: nginx.verify_serving), or
-    on its own port during maintenance; the line to print. ``path`` defaults to nginx/validate_path.
+def validate(cfg: Config, store: Store, target: Colour, path: str | None = None, mode: VerifyMode | None = None
+             ) -> str:
+    """Validate ``target`` through nginx (proven by header or worker generation: nginx.verify_serving, by
+    ``mode``, the deployment's recorded verify mode; None: decided now), or on its own port during maintenance;
+    the line to print. ``path`` defaults to nginx/validate_path.
 
     Raises NginxError when it does not answer as it should."""
     from bluegreen_hooks.host import health  # http.client: not on the no-op hook's import path
 
     path = path or cfg.nginx.validate_path
     if current(store) is None:
-        answer, proof = nginx.verify_serving(cfg, target, nginx.verify_mode(cfg), path=path)
+        answer, proof = nginx.verify_serving(cfg, target, mode or nginx.verify_mode(cfg), path=path)
         return f"validated through nginx: {cfg.nginx.public_url}{path} -> HTTP {answer.status} from {target} ({proof})"
     try:
         got = health.check_http(cfg.host, cfg.port(target), path, cfg.health.timeout, cfg.health.statuses)

@@ -135,7 +135,8 @@ def application_start(ctx: Context) -> None:
         ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
         return
     if d.switched:
-        ctx.say(during_maintenance.validate(cfg, ctx.store, d.target, path=cfg.health.path))
+        mode = d.state.in_progress.verify_mode if d.state.in_progress else None
+        ctx.say(during_maintenance.validate(cfg, ctx.store, d.target, path=cfg.health.path, mode=mode))
         ctx.say(f"deployment {dep} already switched nginx to {d.target}: nothing to do")
         ctx.finish("switched")
         return
@@ -292,7 +293,7 @@ def validate_service(ctx: Context) -> None:
     # where a validation probe would wait out verify_timeout while a dead colour fails every request
     workers = ip.old_workers + _watch(ctx, be, target, old)
     try:
-        ctx.say(during_maintenance.validate(cfg, ctx.store, target))
+        ctx.say(during_maintenance.validate(cfg, ctx.store, target, mode=ip.verify_mode))
     except NginxError as exc:
         raise _switch_back(ctx, be, target, old, _with_watch(ctx, old, target, str(exc))) from exc
     tasks = TaskRunner(ctx, be, target, old, dep)

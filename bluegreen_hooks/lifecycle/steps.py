@@ -7,7 +7,8 @@ drain → retire. The events (lifecycle/events.py) and the operator's rollback s
                   lock message, commit;
 * ``take``        a deployment's claim: gather, ``claim(ctx, "deploy")``; repair an interrupted switch;
 * ``bring_up``    start a colour, wait until it is healthy, switch nginx to it; on failure remove it again;
-* ``switch``      point nginx at a colour (write, ``nginx -t``, reload, verify);
+* ``switch``      point nginx at a colour (write, ``nginx -t``, reload, verify; during maintenance behind the
+                  page), proven the way ``verify_mode`` decided once for the deployment;
 * ``drain``       wait for nginx workers from before a switch to finish their requests;
 * ``retire``      drain, then stop the colour that no longer serves.
 """
@@ -24,7 +25,8 @@ from bluegreen_hooks.decide import claim as decide_claim
 from bluegreen_hooks.errors import HealthCheckFailed, HookError, LockedError
 from bluegreen_hooks.host import nginx, procfs
 from bluegreen_hooks.host.store import Read, Store, me
-from bluegreen_hooks.model import Colour, Say, State, Who, finish_event, is_deployment_id
+from bluegreen_hooks.lifecycle.verify import decided_mode, record_mode, verify_mode
+from bluegreen_hooks.model import Colour, Say, Stage, State, Who, finish_event, is_deployment_id
 from bluegreen_hooks.runtime.base import Backend, RunningMap
 
 
@@ -44,7 +46,7 @@ class Context:
     def __post_init__(self) -> None:
         self.store = Store(self.cfg.state_dir, self.cfg.app, self.cfg.history)
 
-    def finish(self, stage: str, **extra: object) -> None:
+    def finish(self, stage: Stage, **extra: object) -> None:
         """Mark this event done in the state (the deployment stays in progress)."""
         with self.store.update() as st:
             finish_event(st, self.deployment_id, stage, time.time(), **extra)
@@ -202,7 +204,7 @@ def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
 
     ctx.say(note)
     dep = st.live_deployment or ""
-    sw = nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say)
+    sw = nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say, verify_mode(ctx))
     nginx_canary.remove_logs(ctx.cfg)
     drained, left = nginx.wait_drained(sw.old_workers, ctx.cfg.drain_timeout)
     ctx.say("the canary's nginx workers finished their requests" if drained else
@@ -302,11 +304,25 @@ def with_serving(exc: HookError, live: Colour | None, see_output: bool, next_ste
 
 
 def switch(ctx: Context, colour: Colour, include_id: str) -> nginx.Switch:
-    """Point nginx at ``colour`` through the validated switch (write, test, reload, verify); during
-    maintenance behind the maintenance page (lifecycle/during_maintenance.py)."""
+    """Point nginx at ``colour`` through the validated switch (host/nginx.py: write, test, reload, verify, the
+    deployment's ``verify_mode``); during maintenance behind the maintenance page, which stays up (its include
+    for the new colour, same message and Retry-After; the check looks for the page, not for the colour)."""
+    from bluegreen_hooks.host import maintenance as page
     from bluegreen_hooks.lifecycle import during_maintenance
 
-    return during_maintenance.switch(ctx.cfg, ctx.store, colour, include_id, ctx.say)
+    cfg, m = ctx.cfg, during_maintenance.current(ctx.store)
+    if m is None:
+        mode, unrecorded = decided_mode(ctx)
+        sw = nginx.switch(cfg, colour, include_id, ctx.say, mode)
+        if unrecorded:   # after the switch: the state write is not on its path
+            record_mode(ctx, mode)
+        return sw
+    text, marker = during_maintenance.include_for(cfg, m, colour, include_id)
+    sw = nginx.switch_to(cfg, text, lambda: page.verify(cfg, marker or "", m.retry_after))
+    page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
+    ctx.say(f"nginx now has {colour} behind the maintenance page ({during_maintenance.describe(m)}; test + reload "
+            f"+ check in {sw.seconds * 1000:.0f} ms); `bluegreen-hooks maintenance off` sends traffic to it")
+    return sw
 
 
 def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:

@@ -37,7 +37,7 @@ from bluegreen_hooks.config import Config
 from bluegreen_hooks.config.canary import DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS
 from bluegreen_hooks.host import nginx, nginx_canary, nginx_watch
 from bluegreen_hooks.host.wait import poll
-from bluegreen_hooks.lifecycle.steps import Context
+from bluegreen_hooks.lifecycle.steps import Context, verify_mode
 from bluegreen_hooks.model import Colour
 from bluegreen_hooks.observe import clients, judgement
 
@@ -125,7 +125,7 @@ def switch_in(ctx: Context, old: Colour, new: Colour, deployment_id: str, loggin
         ctx.say(f"watch: the log format and the upstream group with {old} as backup are in "
                 f"{logging.format_file} (nginx's http level)")
         absorb = True
-    mode = nginx.verify_mode(cfg)
+    mode = verify_mode(ctx)   # the deployment's, decided once (lifecycle/steps.py)
 
     def check(before: list[list[int]]) -> str:
         if mode == "header":
@@ -282,7 +282,7 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
         finally:   # a probe in flight may hang up to probe_timeout: the switch back does not wait for it
             prober.stop(wait=False)
         if watched.verdict == "ok":
-            done = nginx.switch(cfg, new, deployment_id, ctx.say)
+            done = nginx.switch(cfg, new, deployment_id, ctx.say, verify_mode(ctx))
             nginx_watch.remove_logs(cfg)
             return watched, workers + done.old_workers
     except BaseException as exc:   # SIGTERM or an nginx error: leave the plain include of the live colour
@@ -293,7 +293,7 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> tuple[Wat
                 nginx.apply(cfg, nginx.render_include(cfg, new, deployment_id), lambda before: "not verified")
                 ctx.say(f"interrupted: nginx sends traffic to {new} alone again (plain include)")
             else:
-                nginx.switch(cfg, new, deployment_id, ctx.say)
+                nginx.switch(cfg, new, deployment_id, ctx.say, verify_mode(ctx))
         finally:
             nginx_watch.remove_logs(cfg)
         raise

@@ -6,21 +6,24 @@ steps are skipped), ``abort`` sends all traffic back to the old colour and fails
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import HookError
 from bluegreen_hooks.host.store import me
 from bluegreen_hooks.host.wait import poll
+from bluegreen_hooks.model import CanaryRequest
 from bluegreen_hooks.operator.find_app import open_store
 
-ACTIONS = ("promote", "abort")
+ACTIONS: tuple[CanaryRequest, ...] = get_args(CanaryRequest)
 
 
 def request(cfg: Config, action: str, say: Callable[[str], None], wait: float = 30.0) -> str:
     """Ask the running canary of ``cfg.app`` to ``action``; wait (at most ``wait`` s) until the hook acted.
 
     Returns the canary's phase afterwards (``promoted``, ``aborted`` or ``running`` if the hook has not acted)."""
-    if action not in ACTIONS:
+    wanted = next((a for a in ACTIONS if a == action), None)
+    if wanted is None:
         raise HookError(f"canary: unknown action {action!r}; use promote or abort")
     store = open_store(cfg)
     who = me()
@@ -29,7 +32,7 @@ def request(cfg: Config, action: str, say: Callable[[str], None], wait: float = 
         c = ip.canary if ip is not None else None
         if ip is None or c is None or c.phase != "running":
             raise HookError(f"no canary is running for {cfg.app} (see `bluegreen-hooks status`)")
-        c.request, c.requested_by = action, f"{who.user}@{who.host}"
+        c.request, c.requested_by = wanted, f"{who.user}@{who.host}"
         dep, new, share = ip.id, c.new, c.share
     say(f"{action} requested for the canary of {dep} ({new} at {share} %); the hook acts within a second")
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bluegreen_hooks import config as config_mod
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, HookError
+from bluegreen_hooks.model import CanaryRequest
 
 SELECT_HELP = ("The app is found in the state directory: ApplicationStart keeps a copy of the live bluegreen.toml "
                "there as <app>.toml.")
@@ -209,7 +210,7 @@ def _add_canary(sub: Any) -> None:
                                    "fails the deployment. Waits up to 30 s for the hook to act. " + SELECT_HELP,
                        epilog="exit codes: 0 the hook acted; 1 no canary running, or the hook did not act in time; "
                               "2 bad input")
-    p.add_argument("action", choices=("promote", "abort"))
+    p.add_argument("action", choices=get_args(CanaryRequest))
     _select_args(p)
     p.set_defaults(func=_canary)
 
