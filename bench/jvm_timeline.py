@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import statistics
 import sys
 import tempfile
@@ -205,6 +206,9 @@ def main() -> int:
     ap.add_argument("--load", choices=("busy", "none"), default="busy")
     ap.add_argument("--interval", type=float, default=0.05, help="memory sampling interval, seconds")
     ap.add_argument("--lines", action="store_true", help="print each deployment's hook lines on one clock")
+    ap.add_argument("--compose-command", metavar="ARGV", default=None,
+                    help="compose/command for the deployments (e.g. a docker-compose v2 binary: "
+                         "'/opt/compose-v2/docker-compose'); default: what the hooks detect")
     args = ap.parse_args()
     daemon = dockerd.ensure_daemon()
     os.environ["DOCKER_HOST"] = daemon.host
@@ -225,6 +229,8 @@ def main() -> int:
     def one(i: int, load: Load | None, t_load: float) -> None:
         cfg = merge(bed_config(app, server, site, ports["web"], state), jvm.compose_config(ports, 120))
         del cfg["container"]
+        if args.compose_command:
+            cfg["compose"]["command"] = shlex.split(args.compose_command)
         cfg["deploy"]["retire"] = "background"
         b = make_bundle(work / f"bg{i}", cfg, app_dir=jvm.APP_DIR)
         jvm.write_per_colour(b, f"{repo}:v{i}", f"v{i}", ports, base)
@@ -260,6 +266,7 @@ def main() -> int:
     finally:
         remove_projects(client, app, repo)
         server.stop()
+    print(f"compose command: {args.compose_command or 'detected by the hooks'}")
     print(f"JVM stack (3 Tomcat JVMs per colour, `up --build`), {args.deploys} deploys under "
           f"{'3 threads on / and 3 clients with a 5 s request in flight' if busy else 'one thread on /'}; "
           f"load average (1 min) at each deploy's start: {', '.join(f'{x:.2f}' for x in loads[1:])}; "

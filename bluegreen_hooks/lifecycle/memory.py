@@ -1,7 +1,8 @@
 """Memory preflight and OOM protection (docs/memory.md).
 
 BeforeInstall: the new colour will need about what the live colour uses now (each live container's usage
-from Docker's one-shot stats, all asked in parallel and bounded by ``STATS_TIMEOUT``), or, with
+as ``docker stats`` counts it: read from its memory cgroup, else Docker's one-shot stats; all asked in parallel
+and bounded by ``STATS_TIMEOUT``), or, with
 deploy/mem_limit, that limit per container; a compose service whose new compose file declares a limit
 (``mem_limit`` or ``deploy.resources.limits.memory``) counts with that limit instead. While both colours
 run, that must fit in ``MemAvailable`` (/proc/meminfo: what can be allocated without swapping; the live
@@ -23,6 +24,7 @@ from pathlib import Path
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.config.memory import mib
 from bluegreen_hooks.errors import HookError
+from bluegreen_hooks.host import procfs
 from bluegreen_hooks.model import Colour
 from bluegreen_hooks.runtime.base import Backend, Container, DeclaredMemory, Say
 from bluegreen_hooks.runtime.sdk import usage_of as usage_of  # parses Docker's stats (runtime/sdk); tests use it here
@@ -58,12 +60,13 @@ def mem_available(meminfo: Path = MEMINFO) -> int | None:
 
 
 class Measurement:
-    """One-shot stats of some containers, asked in parallel on daemon threads as soon as it is made; ``result``
+    """Some containers' memory use, asked in parallel on daemon threads as soon as it is made; ``result``
     waits at most until ``timeout`` after the start. A stats call that hangs is left behind, never waited for.
 
-    Docker's one-shot stats answer at its collector's next tick (once a second), so a measurement takes up to
-    ~1 s of waiting (no CPU), whatever the number of containers: BeforeInstall starts it before its nginx
-    checks (``start``) and collects it after the claim."""
+    Each container's memory cgroup is read from /sys (``procfs.memory_in_use``: at once, what ``docker stats``
+    shows); where that cannot be read, Docker's one-shot stats, which answer at its collector's next tick (once
+    a second): up to ~1 s of waiting (no CPU), whatever the number of containers. BeforeInstall starts it
+    before its nginx checks (``start``) and collects it after the claim."""
 
     def __init__(self, containers: Sequence[Container], used: Callable[[str], int | None],
                  timeout: float = STATS_TIMEOUT) -> None:
@@ -77,8 +80,10 @@ class Measurement:
             t.start()
 
     def _one(self, cont: Container) -> None:
+        used = procfs.memory_in_use(cont.pid) if cont.pid > 0 else None
         try:
-            used = self._of(cont.id)   # Backend.memory_used
+            if used is None:
+                used = self._of(cont.id)   # Backend.memory_used: Docker's one-shot stats
         except Exception:
             return
         if used is not None:

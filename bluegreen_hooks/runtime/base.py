@@ -39,6 +39,7 @@ class Container:
     restarts: int = 0
     started: str | None = None        # State.StartedAt
     image: str | None = None          # the image it was created from, as named (Config.Image)
+    pid: int = 0                      # State.Pid: its main process on the host (0 when not running)
 
     @property
     def service(self) -> str | None:

@@ -93,7 +93,7 @@ def record(cont: Any) -> Container:
     return Container(id=cont.id, short_id=cont.short_id, name=cont.name, status=st.get("Status") or cont.status,
                      labels=dict(cont.labels or {}), health=(st.get("Health") or {}).get("Status"),
                      restarts=attrs.get("RestartCount", 0) or 0, started=st.get("StartedAt"),
-                     image=(attrs.get("Config") or {}).get("Image"))
+                     image=(attrs.get("Config") or {}).get("Image"), pid=st.get("Pid") or 0)
 
 
 def logs_tail(cont: Any, lines: int = 15, width: int = 200) -> list[str]:

@@ -1,0 +1,65 @@
+"""Compose stacks deployed with docker-compose v2 (the Go program; Debian 13's package, testbed/compose_v2.py)
+against the real Docker daemon and nginx, under load: what hosts with `docker compose` run.
+
+The rest of the compose tests use Debian 12's docker-compose 1.29 (what `docker compose` detection finds here);
+these point compose/command at the v2 binary, so both are covered. Every service uses ``network_mode: host``.
+"""
+from __future__ import annotations
+
+import pytest
+
+from testbed.bundle import deploy
+from testbed.load import Load
+from tests.helpers import IN_CI, get, ok
+
+
+@pytest.fixture(scope="module")
+def compose_v2():
+    """The v2 binary (fetched from the Debian mirror on first use); missing skips here, and fails under CI."""
+    from testbed import compose_v2 as v2
+
+    try:
+        path = v2.ensure()
+        assert v2.version(path).startswith("2."), v2.version(path)
+    except Exception as exc:   # no mirror, no dpkg-deb: say why
+        if IN_CI:
+            pytest.fail(f"CI must have docker-compose v2: {exc}")
+        pytest.skip(f"docker-compose v2 unavailable: {exc}")
+    return str(path)
+
+
+def test_v2_per_colour_stacks_deploy_three_times_under_load_with_zero_failed(stack, compose_v2):
+    """blue, green, blue with docker-compose v2: 0 failed on both routes, each stack's services as compose
+    v2 labels them, the old stack down, no network created."""
+    ok(deploy(stack.per_colour_bundle("v1", command=[compose_v2]), "d-v1"))
+    assert stack.services("blue") == ["api", "web", "worker"]
+    with Load(stack.url + "/", threads=3) as web_load, Load(stack.url + "/api/", threads=2) as api_load:
+        runs = ok(deploy(stack.per_colour_bundle("v2", command=[compose_v2]), "d-v2"))
+        assert stack.services("green") == ["api", "web", "worker"] and stack.services("blue") == []
+        runs += ok(deploy(stack.per_colour_bundle("v3", command=[compose_v2]), "d-v3"))
+    for load, versions in ((web_load, ["v1", "v2", "v3"]), (api_load, ["api-v1", "api-v2", "api-v3"])):
+        assert load.result.failed == 0, load.result.summary()
+        assert load.result.versions_in_order == versions, load.result.summary()
+    assert {c.labels["com.docker.compose.version"][:2] for c in stack.project("blue")} == {"2."}
+    st = stack.state()
+    assert (st["live"], st["previous"], st["live_deployment"]) == ("blue", "green", "d-v3")
+    assert stack.services("blue") == ["api", "web", "worker"] and stack.services("green") == []
+    assert stack.networks() == stack.networks_before
+
+
+def test_v2_a_version_that_never_gets_healthy_is_not_switched_to(stack, compose_v2):
+    """worker's HEALTHCHECK never passes in the new v2 stack: no switch, the stack removed, the old one serves."""
+    ok(deploy(stack.per_colour_bundle("v1", command=[compose_v2]), "d-w1"))
+    before = stack.include()
+    with Load(stack.url + "/", threads=3) as load:
+        bad = stack.per_colour_bundle("v2", unhealthy=True, command=[compose_v2])
+        cfg = (bad / "bluegreen.toml").read_text().replace("deadline = 60", "deadline = 8")
+        (bad / "bluegreen.toml").write_text(cfg)
+        runs = deploy(bad, "d-w2")
+    run = runs[-1]
+    assert (run.event, run.returncode != 0) == ("ApplicationStart", True), run.output
+    assert run.last_line.startswith("ERROR ApplicationStart: green not healthy after"), run.output
+    assert "blue keeps serving" in run.last_line
+    assert stack.project("green") == [] and stack.include() == before
+    assert load.result.failed == 0 and load.result.versions_seen == {"v1"}, load.result.summary()
+    assert stack.state()["live"] == "blue" and get(stack.url + "/")[1].strip() == "v1"
