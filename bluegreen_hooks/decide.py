@@ -80,7 +80,7 @@ class Decision:
     state: State | None = None             # the state to commit (reconciled and claimed); None when busy/done
 
 
-def holder_status(ip: InProgress, now: float, stale_after: float, this_host: str, alive: Alive,
+def holder_status(in_progress: InProgress, now: float, stale_after: float, this_host: str, alive: Alive,
                   ended: str | None = None, successor_group: str | None = None) -> tuple[str, str]:
     """Classify an ``in_progress`` record: ("busy" | "stale", human reason).
 
@@ -94,24 +94,26 @@ def holder_status(ip: InProgress, now: float, stale_after: float, this_host: str
     * its last event finished and the next has not started within ``stale_after`` seconds → stale;
     * otherwise (between two events, e.g. during Install) → busy.
     """
-    age, idle, event = now - ip.started, now - (ip.updated or ip.started), ip.event or "?"
-    if not ip.event_done:
-        if ip.host not in (None, this_host):
-            return "busy", f"{event} running on {ip.host}"
-        if alive(ip.pid, ip.pid_start):
-            return "busy", f"{event} running as pid {ip.pid}, started {age:.0f}s ago"
-        return "stale", f"its {event} process (pid {ip.pid}) died without finishing"
+    age, idle = now - in_progress.started, now - (in_progress.updated or in_progress.started)
+    event = in_progress.event or "?"
+    if not in_progress.event_done:
+        if in_progress.host not in (None, this_host):
+            return "busy", f"{event} running on {in_progress.host}"
+        if alive(in_progress.pid, in_progress.pid_start):
+            return "busy", f"{event} running as pid {in_progress.pid}, started {age:.0f}s ago"
+        return "stale", f"its {event} process (pid {in_progress.pid}) died without finishing"
     if ended:
         return "stale", f"it already ended ({ended}) after {event}"
-    if successor_group and ip.group == successor_group:
-        return "stale", (f"a new deployment of its deployment group {ip.group} started, and CodeDeploy runs one "
-                         f"deployment per group at a time: it ended after {event} (e.g. failed outside our hooks)")
+    if successor_group and in_progress.group == successor_group:
+        return "stale", (f"a new deployment of its deployment group {in_progress.group} started, and CodeDeploy "
+                         f"runs one deployment per group at a time: it ended after {event} (e.g. failed outside "
+                         f"our hooks)")
     if idle < stale_after:
         return "busy", f"between events (last: {event} finished {idle:.0f}s ago, started {age:.0f}s ago)"
     return "stale", f"idle for {idle:.0f}s after {event} (stale after {stale_after:.0f}s)"
 
 
-def reconcile(st: State, include_colour: Colour | None, running: Mapping[Colour, Running | None],
+def reconcile(state: State, include_colour: Colour | None, running: Mapping[Colour, Running | None],
               problem: str | None, now: float) -> list[str]:
     """Make ``st.live`` agree with reality; return what was corrected, one note per line.
 
@@ -119,7 +121,7 @@ def reconcile(st: State, include_colour: Colour | None, running: Mapping[Colour,
     running.
     """
     notes = [f"state file was {problem}; rebuilt from the nginx include and the containers"] if problem else []
-    recorded = st.live
+    recorded = state.live
     up = [c for c in COLOURS if running.get(c)]
     if include_colour and running.get(include_colour):
         live: Colour | None = include_colour
@@ -133,56 +135,57 @@ def reconcile(st: State, include_colour: Colour | None, running: Mapping[Colour,
                      f"live is now {live}")
         info = running.get(live) if live else None
         if live is None or info is None:
-            st.clear_live()
+            state.clear_live()
         else:
-            st.record_switch(live, info.deployment, info.image, now, st.drain_workers)
+            state.record_switch(live, info.deployment, info.image, now, state.drain_workers)
     return notes
 
 
-def same_id_running(ip: InProgress, who: Who, alive: Alive) -> bool:
+def same_id_running(in_progress: InProgress, who: Who, alive: Alive) -> bool:
     """Another live process (not ``who``) runs an event of the holder's deployment on this host."""
-    return (not ip.event_done and (ip.pid, ip.pid_start) != (who.pid, who.pid_start)
-            and ip.host in (None, who.host) and alive(ip.pid, ip.pid_start))
+    return (not in_progress.event_done and (in_progress.pid, in_progress.pid_start) != (who.pid, who.pid_start)
+            and in_progress.host in (None, who.host) and alive(in_progress.pid, in_progress.pid_start))
 
 
-def ended_outcome(st: State, ip: InProgress) -> str | None:
-    """The outcome the history records for the deployment ``ip`` when it ended without succeeding since it
+def ended_outcome(state: State, in_progress: InProgress) -> str | None:
+    """The outcome the history records for the deployment ``in_progress`` when it ended without succeeding since it
     was claimed (a failure recorded by a process that could not clear the claim), else None."""
-    for record in reversed(st.deployments):
+    for record in reversed(state.deployments):
         ended = record.get("ended")
-        if (record.get("id") == ip.id and record.get("outcome") in ENDED and isinstance(ended, (int, float))
-                and ended >= ip.started):
+        if (record.get("id") == in_progress.id and record.get("outcome") in ENDED and isinstance(ended, (int, float))
+                and ended >= in_progress.started):
             return str(record["outcome"])
     return None
 
 
-def claim(st: State, deployment_id: str, event: str, target: Colour | None, who: Who, now: float,
+def claim(state: State, deployment_id: str, event: str, target: Colour | None, who: Who, now: float,
           stale_after: float, alive: Alive, group: str | None = None) -> tuple[str | None, TakeOver | None]:
-    """Make ``deployment_id`` the holder of ``st`` for ``event``: (busy reason, the stale holder taken over).
+    """Make ``deployment_id`` the holder of ``state`` for ``event``: (busy reason, the stale holder taken over).
 
     When another deployment is busy, or another live process already runs an event of this same
     deployment id, nothing changes and the reason is returned. ``group`` (the CodeDeploy deployment
     group id) lets the BeforeInstall of a new deployment take over one of the same group between events."""
-    ip, note = st.in_progress, None
-    if ip is not None and ip.id == deployment_id and same_id_running(ip, who, alive):
-        return (f"deployment {deployment_id} is already running {ip.event or '?'} as pid {ip.pid} "
+    in_progress, note = state.in_progress, None
+    if in_progress is not None and in_progress.id == deployment_id and same_id_running(in_progress, who, alive):
+        return (f"deployment {deployment_id} is already running {in_progress.event or '?'} as pid {in_progress.pid} "
                 f"(a second process with the same deployment id)"), None
-    if ip is not None and ip.id != deployment_id:
-        new = event == "BeforeInstall" and not any(r.get("id") == deployment_id for r in st.deployments)
-        verdict, reason = holder_status(ip, now, stale_after, who.host, alive, ended_outcome(st, ip),
-                                        group if new else None)
+    if in_progress is not None and in_progress.id != deployment_id:
+        new = event == "BeforeInstall" and not any(r.get("id") == deployment_id for r in state.deployments)
+        verdict, reason = holder_status(in_progress, now, stale_after, who.host, alive,
+                                        ended_outcome(state, in_progress), group if new else None)
         if verdict == "busy":
-            return f"deployment {ip.id} is in progress ({reason})", None
-        note = TakeOver(ip.id, reason)
-        record_deployment(st, ip, "abandoned", now, reason)
-        ip = None
-    if ip is None:
-        ip = InProgress(id=deployment_id, target=target, started=now, group=group)
-    ip.pid, ip.pid_start, ip.host, ip.user = who.pid, who.pid_start, who.host, who.user
-    ip.event, ip.event_done, ip.updated = event, False, now
+            return f"deployment {in_progress.id} is in progress ({reason})", None
+        note = TakeOver(in_progress.id, reason)
+        record_deployment(state, in_progress, "abandoned", now, reason)
+        in_progress = None
+    if in_progress is None:
+        in_progress = InProgress(id=deployment_id, target=target, started=now, group=group)
+    in_progress.pid, in_progress.pid_start = who.pid, who.pid_start
+    in_progress.host, in_progress.user = who.host, who.user
+    in_progress.event, in_progress.event_done, in_progress.updated = event, False, now
     if target is not None:
-        ip.target = target
-    st.in_progress = ip
+        in_progress.target = target
+    state.in_progress = in_progress
     return None, note
 
 
@@ -203,47 +206,48 @@ def interrupted_switch(world: World) -> bool:
 def interrupted_canary(state: State, world: World) -> CanaryRepair | None:
     """A canary that did not finish (its hook was killed): the include still splits, or the state says a
     canary runs while this decision is taken. Traffic goes back to the old colour (when it runs)."""
-    ip = state.in_progress
-    running = ip.canary if ip is not None and ip.canary is not None and ip.canary.phase == "running" else None
+    in_progress = state.in_progress
+    held = in_progress.canary if in_progress is not None else None
+    running = held if held is not None and held.phase == "running" else None
     old = world.canary_old or (running.old if running else None)
     if old is None or not world.running.get(old):
         return None
     how = (f"the nginx include still splits traffic ({world.canary_old} keeps the rest)" if world.canary_old
-           else f"the state says the canary of {ip.id if ip else '?'} was running")
+           else f"the state says the canary of {in_progress.id if in_progress else '?'} was running")
     return CanaryRepair(old, how)
 
 
 def decide(state: State, world: World, deployment_id: str, event: str, who: Who, now: float,
            stale_after: float, alive: Alive, group: str | None = None) -> Decision:
     """Pure: what BeforeInstall/ApplicationStart of ``deployment_id`` decides (see the module docstring)."""
-    st = copy.deepcopy(state)
-    if st.completed(deployment_id):
-        live = st.live or "blue"
-        return Decision(st.live, live, None, done=True)
-    canary = interrupted_canary(st, world)
+    state = copy.deepcopy(state)
+    if state.completed(deployment_id):
+        live = state.live or "blue"
+        return Decision(state.live, live, None, done=True)
+    canary = interrupted_canary(state, world)
     repair = canary.old if canary else (world.served if interrupted_switch(world) else None)
-    notes = reconcile(st, repair or world.include_colour, world.running, world.state_problem, now)
-    mine = st.holder(deployment_id)
-    target: Colour = mine.target if mine and mine.target else (other(st.live) if st.live else "blue")
+    notes = reconcile(state, repair or world.include_colour, world.running, world.state_problem, now)
+    mine = state.holder(deployment_id)
+    target: Colour = mine.target if mine and mine.target else (other(state.live) if state.live else "blue")
     resumed = (f"deployment {deployment_id} is in progress (stage {mine.stage}): it keeps target {target}"
                if mine and mine.target else None)
-    held = st.in_progress.canary if st.in_progress is not None else None
+    held = state.in_progress.canary if state.in_progress is not None else None
     if canary is not None and held is not None and held.phase == "running":   # kept in history as interrupted
         held.phase, held.cause, held.share = "aborted", "interrupted (its hook died)", 0
-    busy, takeover = claim(st, deployment_id, event, target, who, now, stale_after, alive, group)
+    busy, takeover = claim(state, deployment_id, event, target, who, now, stale_after, alive, group)
     if busy:
-        return Decision(st.live, target, None, busy=busy, notes=notes)
-    ip = st.in_progress
-    if ip is not None and (mine is None or mine.from_colour is None):
-        ip.from_colour = st.live if st.live != target else st.previous
-    stage = ip.stage if ip is not None else None
-    switched = stage in ("switched", "validated") and st.live == target
+        return Decision(state.live, target, None, busy=busy, notes=notes)
+    in_progress = state.in_progress
+    if in_progress is not None and (mine is None or mine.from_colour is None):
+        in_progress.from_colour = state.live if state.live != target else state.previous
+    stage = in_progress.stage if in_progress is not None else None
+    switched = stage in ("switched", "validated") and state.live == target
     refused = (f"target colour {target} is live; refusing to replace it (run `bluegreen-hooks status`)"
-               if target == st.live and not switched else None)
-    confirmed = target if stage == "BeforeInstall" and not repair and target != st.live else None
-    return Decision(st.live, target, ip.from_colour if ip else None, takeover=takeover, repair=repair,
-                    resumed=resumed, notes=notes, state=st, canary=canary, switched=switched, refused=refused,
-                    confirmed=confirmed)
+               if target == state.live and not switched else None)
+    confirmed = target if stage == "BeforeInstall" and not repair and target != state.live else None
+    return Decision(state.live, target, in_progress.from_colour if in_progress else None, takeover=takeover,
+                    repair=repair, resumed=resumed, notes=notes, state=state, canary=canary, switched=switched,
+                    refused=refused, confirmed=confirmed)
 
 
 def early_target(state: State, deployment_id: str, include_colour: Colour | None, served: Colour | None,
@@ -255,12 +259,13 @@ def early_target(state: State, deployment_id: str, include_colour: Colour | None
     and still holds the app, nothing else is in flight (no background retire, no canary), its target is not
     the recorded live colour, and the nginx include names (and nginx serves) the recorded live colour, or
     no colour when none is live. ``decide()`` then runs as always, with the target left out of what runs."""
-    ip = state.in_progress
-    if (ip is None or ip.id != deployment_id or ip.event != "BeforeInstall" or not ip.event_done
-            or ip.stage != "BeforeInstall" or ip.target is None or ip.canary is not None):
+    in_progress = state.in_progress
+    if (in_progress is None or in_progress.id != deployment_id or in_progress.event != "BeforeInstall"
+            or not in_progress.event_done or in_progress.stage != "BeforeInstall" or in_progress.target is None
+            or in_progress.canary is not None):
         return None
-    if state.retiring is not None or split or ip.target == state.live:
+    if state.retiring is not None or split or in_progress.target == state.live:
         return None
     if include_colour != state.live or served not in (None, include_colour):
         return None
-    return ip.target
+    return in_progress.target

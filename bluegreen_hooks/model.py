@@ -183,11 +183,11 @@ def _check_names(data: Mapping[str, Any]) -> None:
     """The state's ids and images reach the include header, labels and Docker: whole ids and image references
     only (names.py), never a string with a newline or a ``;``."""
     raw_ip = data.get("in_progress")
-    ip: Mapping[str, Any] = raw_ip if isinstance(raw_ip, dict) else {}
+    in_progress: Mapping[str, Any] = raw_ip if isinstance(raw_ip, dict) else {}
     for where, key, check in (("", "live_deployment", is_deployment_id), ("", "previous_deployment", is_deployment_id),
                               ("", "live_image", is_image), ("", "previous_image", is_image),
                               ("in_progress/", "image", is_image)):
-        value = (ip if where else data).get(key)
+        value = (in_progress if where else data).get(key)
         if value is not None and not (isinstance(value, str) and check(value)):
             raise BadState(f"{where}{key}: should be {'an image' if check is is_image else 'a deployment id'}, "
                            f"not {value!r:.40}")
@@ -290,14 +290,14 @@ class State:
         if data.get("app") != app:
             raise BadState(f"app: should be {app!r}, not {data.get('app')!r:.40}")
         _check_names(data)
-        ip = data.get("in_progress")
+        in_progress = data.get("in_progress")
         known = {f.name for f in fields(cls)} | {"schema"}
         return cls(
             app=app, live=_one_of(data, "live", COLOURS), live_since=_get(data, "live_since", _NUM),
             live_deployment=_get(data, "live_deployment", (str,)), live_image=_get(data, "live_image", (str,)),
             previous=_one_of(data, "previous", COLOURS), previous_deployment=_get(data, "previous_deployment", (str,)),
             previous_image=_get(data, "previous_image", (str,)),
-            in_progress=None if ip is None else InProgress.from_json(ip),
+            in_progress=None if in_progress is None else InProgress.from_json(in_progress),
             drain_workers=_workers(data, "drain_workers"), config=_get(data, "config", (str,)),
             deployments=_records(data, "deployments"), events=_records(data, "events"),
             extra={k: v for k, v in data.items() if k not in known},
@@ -319,8 +319,8 @@ class State:
 
     def holder(self, deployment_id: str) -> InProgress | None:
         """The in-progress record when ``deployment_id`` holds the app, else None."""
-        ip = self.in_progress
-        return ip if ip is not None and ip.id == deployment_id else None
+        in_progress = self.in_progress
+        return in_progress if in_progress is not None and in_progress.id == deployment_id else None
 
     def completed(self, deployment_id: str) -> bool:
         """``deployment_id`` is live and no longer in progress: every event of it is a no-op."""
@@ -360,40 +360,41 @@ class Who:
     user: str
 
 
-def finish_event(st: State, deployment_id: str, stage: Stage, now: float, **extra: Any) -> None:
+def finish_event(state: State, deployment_id: str, stage: Stage, now: float, **extra: Any) -> None:
     """Mark the holder's current event as done (the deployment stays in progress); ``extra``: image, old_workers
     or timings of the deployment."""
-    ip = st.holder(deployment_id)
-    if ip is None:
+    in_progress = state.holder(deployment_id)
+    if in_progress is None:
         return
     for key, value in extra.items():
         if key not in ("image", "old_workers", "timings"):
             raise TypeError(f"finish_event: unknown field {key}")
-        setattr(ip, key, value)
-    ip.stage, ip.event_done, ip.updated = stage, True, now
+        setattr(in_progress, key, value)
+    in_progress.stage, in_progress.event_done, in_progress.updated = stage, True, now
 
 
-def record_deployment(st: State, ip: InProgress, outcome: str, now: float, cause: str | None = None) -> None:
-    """Close the deployment ``ip`` in the history (and clear in_progress if it is the holder)."""
-    st.deployments.append({
-        "id": ip.id, "target": ip.target, "from": ip.from_colour, "outcome": outcome, "cause": cause,
-        "started": ip.started, "ended": now, "seconds": round(now - ip.started, 3), "stage": ip.stage,
-        "image": ip.image, "timings": ip.timings,
-        **({"canary": ip.canary.to_json()} if ip.canary is not None else {}),
-        **({"receipt": ip.extra["receipt"]} if "receipt" in ip.extra else {})})   # lifecycle/watch.py
-    count(st, f"{'rollbacks' if ip.id.startswith('rollback-') else 'deployments'}_{outcome}")
-    if st.in_progress is not None and st.in_progress.id == ip.id:
-        st.in_progress = None
+def record_deployment(state: State, in_progress: InProgress, outcome: str, now: float,
+                      cause: str | None = None) -> None:
+    """Close the deployment ``in_progress`` in the history (and clear in_progress if it is the holder)."""
+    state.deployments.append({
+        "id": in_progress.id, "target": in_progress.target, "from": in_progress.from_colour, "outcome": outcome,
+        "cause": cause, "started": in_progress.started, "ended": now, "seconds": round(now - in_progress.started, 3),
+        "stage": in_progress.stage, "image": in_progress.image, "timings": in_progress.timings,
+        **({"canary": in_progress.canary.to_json()} if in_progress.canary is not None else {}),
+        **({"receipt": in_progress.extra["receipt"]} if "receipt" in in_progress.extra else {})})   # lifecycle/watch.py
+    count(state, f"{'rollbacks' if in_progress.id.startswith('rollback-') else 'deployments'}_{outcome}")
+    if state.in_progress is not None and state.in_progress.id == in_progress.id:
+        state.in_progress = None
 
 
-def record_event(st: State, who: Who, deployment_id: str, event: str, outcome: str, seconds: float,
+def record_event(state: State, who: Who, deployment_id: str, event: str, outcome: str, seconds: float,
                  target: str | None, now: float, cause: str | None = None) -> None:
     """Append one event run to the audit log."""
-    st.events.append({"at": now, "deployment": deployment_id, "event": event, "outcome": outcome,
-                      "seconds": round(seconds, 3), "live": st.live, "target": target, "cause": cause,
+    state.events.append({"at": now, "deployment": deployment_id, "event": event, "outcome": outcome,
+                      "seconds": round(seconds, 3), "live": state.live, "target": target, "cause": cause,
                       "host": who.host, "user": who.user, "pid": who.pid})
 
 
-def count(st: State, name: str, n: int = 1) -> None:
+def count(state: State, name: str, n: int = 1) -> None:
     """Add ``n`` to the total ``name`` (e.g. deployments_failed, notify_failed): metrics read them."""
-    st.counters[name] = st.counters.get(name, 0) + n
+    state.counters[name] = state.counters.get(name, 0) + n

@@ -141,7 +141,7 @@ class _FakeContainer:
 
     def __init__(self, name, delay, used=None):
         self.name, self.delay, self.used, self.released = name, delay, used, threading.Event()
-        self.id, self.labels = name, {}
+        self.id, self.labels, self.pid = name, {}, 0   # pid 0: no cgroup to read, Docker's stats are asked
 
     @property
     def service(self):

@@ -71,7 +71,7 @@ def parse(raw: Any, file: str = "appspec.yml") -> tuple[Permission, ...]:
             raise ConfigError(f"{file}: {where}: should be a mapping with 'object'")
         for key in item:
             if key not in KEYS:
-                hint = " (acls and context are not supported by the local runner)" if key in ("acls", "context") \
+                hint = " (acls and context are not supported by the local runner)" if key in ("acls", "context")\
                     else f" (known: {', '.join(KEYS)})"
                 raise ConfigError(f"{file}: {where}/{key}: unknown key{hint}")
         obj = item.get("object")
@@ -128,7 +128,7 @@ def targets(perms: Sequence[Permission], files: Iterable[str], dirs: Iterable[st
                                       f"except empty")
                 found = [p.object]
         elif p.object in dirs or is_dir(p.object):
-            found = ([f for f in files if matches(p, f)] if "file" in p.type else []) + \
+            found = ([f for f in files if matches(p, f)] if "file" in p.type else []) +\
                     ([d for d in dirs if matches(p, d)] if "directory" in p.type else [])
         for path in found:
             if path in seen:

@@ -87,8 +87,8 @@ class DryRunPlan:
 
 # ---------------------------------------------------------------------------------------------- reading
 
-def _containers(be: Backend) -> dict[str, list[str]]:
-    return {c: [f"{x.name} ({x.status})" for x in be.containers(c)] for c in COLOURS}
+def _containers(backend: Backend) -> dict[str, list[str]]:
+    return {c: [f"{x.name} ({x.status})" for x in backend.containers(c)] for c in COLOURS}
 
 
 def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
@@ -101,21 +101,21 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
     store = Store(cfg.state_dir, cfg.app, cfg.history)
     try:
         read = store.read(quarantine=False)
-        st, problem = read.state, read.describe()
+        state, problem = read.state, read.describe()
     except StateError as exc:
-        st, problem = State(cfg.app), f"unreadable ({exc})"
+        state, problem = State(cfg.app), f"unreadable ({exc})"
     names: dict[str, list[str]] = {c: [] for c in COLOURS}
-    image_exists, docker_problem, be = None, None, None
+    image_exists, docker_problem, backend = None, None, None
     close = client is None
     try:
         if client is None:
             client = connect()
-        be = runtime.backend(cfg, client)
-        names, image_exists = _containers(be), be.artifact_exists(deployment_id)
+        backend = runtime.backend(cfg, client)
+        names, image_exists = _containers(backend), backend.artifact_exists(deployment_id)
     except Exception as exc:
-        docker_problem, be = str(exc), None
+        docker_problem, backend = str(exc), None
     try:
-        world = observe(cfg, be, problem)
+        world = observe(cfg, backend, problem)
         include_text = nginx.read_include(cfg)
     except Exception as exc:
         world = World(None, None, {c: None for c in COLOURS}, f"{problem or ''} include unreadable: {exc}".strip())
@@ -125,7 +125,7 @@ def gather(cfg: Config, deployment_id: str, client: Any = None) -> Seen:
             client.close()
     master = nginx.master_pid(cfg)
     workers = [pid for pid, _ in nginx.worker_pids(cfg)] if master else []
-    return Seen(st, world, include_text, names, master, workers, image_exists, docker_problem)
+    return Seen(state, world, include_text, names, master, workers, image_exists, docker_problem)
 
 
 # ---------------------------------------------------------------------------------------------- planning

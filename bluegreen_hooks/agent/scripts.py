@@ -218,7 +218,7 @@ def _wait(proc: subprocess.Popen[bytes], outputs: _Outputs, deadline: float, scr
         outputs.read(min(left, 0.5))
         if exited_at is None and proc.poll() is not None:
             exited_at = time.monotonic()
-        if not warned and exited_at is not None and outputs.open() \
+        if not warned and exited_at is not None and outputs.open()\
                 and time.monotonic() - exited_at > EXIT_WARNING_AFTER:
             warned = True
             say(f"warning: {script.location} exited but a background process keeps its stdout/stderr open; "

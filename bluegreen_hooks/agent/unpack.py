@@ -111,7 +111,7 @@ def copy_files(src: Path, dest: Path, behaviour: str, created: list[str], root: 
     """
     if not src.exists():
         raise EventFailed(f"files: source {src} does not exist in the bundle", UNKNOWN_ERROR)
-    pairs = [(src, dest / src.name)] if src.is_file() else \
+    pairs = [(src, dest / src.name)] if src.is_file() else\
         [(p, dest / p.relative_to(src)) for p in sorted(src.rglob("*"))]
     for d in [dest] + [t for p, t in pairs if p.is_dir()]:
         if root is not None:

@@ -137,7 +137,7 @@ def parse_yaml_subset(text: str, file: str = "appspec.yml") -> Any:
             items = []
             while i < len(lines) and lines[i][0] == indent and lines[i][1] == "-":
                 i += 1
-                if i < len(lines) and lines[i][0] > indent and lines[i][1] != "-" and \
+                if i < len(lines) and lines[i][0] > indent and lines[i][1] != "-" and\
                         not _KEY_LINE.fullmatch(lines[i][1]):   # a scalar item: `- file`
                     value, i = _scalar(lines[i][1], file, lines[i][2]), i + 1
                 elif i < len(lines) and lines[i][0] > indent:

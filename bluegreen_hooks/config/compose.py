@@ -83,7 +83,7 @@ def _service_names(r: Reader, key: str) -> tuple[str, ...] | None:
     value = r.get(key)
     if value is None:
         return None
-    if not isinstance(value, list) or not value or \
+    if not isinstance(value, list) or not value or\
             not all(isinstance(v, str) and _SERVICE.fullmatch(v) for v in value):
         r.fail(key, f"should be a list of compose service names such as [\"web\", \"api\"], not {value!r}")
     if len(set(value)) != len(value):

@@ -201,7 +201,7 @@ def parse_container(top: Reader, path: Path, check_files: bool) -> ContainerConf
 def parse_health(r: Reader) -> HealthConfig:
     """[health]: the path and statuses that mean healthy, and the probe's timings."""
     statuses = r.get("statuses", [200])
-    if not isinstance(statuses, list) or not statuses or \
+    if not isinstance(statuses, list) or not statuses or\
             not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
         r.fail("statuses", f"should be a list of HTTP statuses such as [200, 204], not {statuses!r}")
     return HealthConfig(
@@ -216,7 +216,7 @@ def _public_url(r: Reader) -> str:
     """nginx/public_url: an http(s) URL with a host, a path and no query (returned without its last '/')."""
     public_url = r.string("public_url", "http://127.0.0.1/")
     parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or not is_host(parts.hostname) or \
+    if parts.scheme not in ("http", "https") or not parts.hostname or not is_host(parts.hostname) or\
             not URL_PATH.fullmatch(parts.path or "/") or parts.query or parts.fragment:
         r.fail("public_url", f"should be an http(s) URL such as \"http://127.0.0.1/\", not {public_url!r}")
     try:

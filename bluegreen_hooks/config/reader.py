@@ -103,7 +103,7 @@ class Reader:
     def argv(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
         """A command as a non-empty list of non-empty strings."""
         value = self.table.get(key, default)
-        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value or \
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value or\
                 not all(isinstance(a, str) and a and "\0" not in a for a in value):
             self.fail(key, f"should be a command as a list of strings, e.g. [\"nginx\", \"-t\"], not {value!r}")
         return tuple(value)

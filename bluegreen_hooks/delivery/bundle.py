@@ -202,7 +202,7 @@ def _check_config_paths(cfg: Config, src: Sources, entries: _Entries) -> None:
             raise ConfigError(f"{name}: container/build: {dockerfile} is not in the bundle {hint}")
     if cfg.compose is not None:
         files = cfg.compose.files
-        keys = [("compose/file", files["blue"])] if cfg.compose.single else \
+        keys = [("compose/file", files["blue"])] if cfg.compose.single else\
             [(f"compose/files/{c}", f) for c, f in sorted(files.items())]
         for key, path in keys:
             rel = _in_bundle(cfg, path)

@@ -51,17 +51,18 @@ def container_verdict(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
 
     Fatal: it exited, is dead, or restarted (a crash loop). Pure, so it is tested on synthetic input.
     """
-    st = attrs.get("State", {})
-    status = st.get("Status")
+    state = attrs.get("State", {})
+    status = state.get("Status")
     restarts = attrs.get("RestartCount", 0) or 0
     if status in ("exited", "dead"):
-        error = f" ({st.get('Error')})" if st.get("Error") else ""
-        return f"container exited with code {st.get('ExitCode')}{error}", None
+        error = f" ({state.get('Error')})" if state.get("Error") else ""
+        return f"container exited with code {state.get('ExitCode')}{error}", None
     if status == "paused":
         return "container is paused (frozen: it cannot answer)", None
     if status == "restarting" or restarts > 0:
-        return f"container is crash-looping (restarted {restarts} time(s), last exit code {st.get('ExitCode')})", None
-    health = (st.get("Health") or {}).get("Status")
+        code = state.get("ExitCode")
+        return f"container is crash-looping (restarted {restarts} time(s), last exit code {code})", None
+    health = (state.get("Health") or {}).get("Status")
     return None, health
 
 

@@ -326,7 +326,7 @@ def header_lines(cfg: Config) -> list[str]:
 def mode_text(found: Analysis, cfg: Config) -> str:
     if found.mode == "header":
         return f"verified by header ({cfg.nginx.colour_header}, sent at {found.header.where if found.header else '?'})"
-    return "verified by worker generation + HTTP status (the server block sends no " \
+    return "verified by worker generation + HTTP status (the server block sends no "\
            f"{cfg.nginx.colour_header} header)"
 
 

@@ -150,12 +150,12 @@ class Store:
         with contextlib.suppress(OSError):
             os.replace(self.path, dest)
 
-    def write(self, st: State) -> None:
+    def write(self, state: State) -> None:
         """Atomically replace the state file (temp file in the same folder, fsync, rename, fsync dir)."""
         self._ensure_dir()
-        st.deployments = st.deployments[-self.history:]
-        st.events = st.events[-self.history * 5:]
-        text = json.dumps(st.to_json(), indent=1, sort_keys=True) + "\n"
+        state.deployments = state.deployments[-self.history:]
+        state.events = state.events[-self.history * 5:]
+        text = json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n"
         try:
             write_atomic(self.path, text, mode=0o600, fsync_dir=True)
         except OSError as exc:
@@ -165,6 +165,6 @@ class Store:
     def update(self) -> Iterator[State]:
         """Read-modify-write under the lock: ``with store.update() as st: st.live = "green"``."""
         with self.locked():
-            st = self.read().state
-            yield st
-            self.write(st)
+            state = self.read().state
+            yield state
+            self.write(state)

@@ -48,8 +48,8 @@ def hand_over(ctx: Context, old: Colour, live: Colour, workers: list[list[int]])
     if not copy.is_file():
         ctx.say(f"warning: no copy of the live config at {copy}; retiring {old} here instead of in the background")
         return False
-    with ctx.store.update() as st:
-        st.retiring = Retiring(colour=old, live=live, deployment=ctx.deployment_id, since=time.time(),
+    with ctx.store.update() as state:
+        state.retiring = Retiring(colour=old, live=live, deployment=ctx.deployment_id, since=time.time(),
                                workers=workers)
     log = log_path(ctx.store)
     package_root = str(Path(__file__).resolve().parents[2])
@@ -64,13 +64,13 @@ def hand_over(ctx: Context, old: Colour, live: Colour, workers: list[list[int]])
         finally:
             os.close(fd)
     except (OSError, ConfigError) as exc:
-        with ctx.store.update() as st:
-            st.retiring = None
+        with ctx.store.update() as state:
+            state.retiring = None
         ctx.say(f"warning: could not start the background retire ({exc}); retiring {old} here")
         return False
-    with ctx.store.update() as st:
-        if st.retiring is not None and st.retiring.deployment == ctx.deployment_id:
-            st.retiring.pid, st.retiring.pid_start = proc.pid, procfs.process_start_time(proc.pid)
+    with ctx.store.update() as state:
+        if state.retiring is not None and state.retiring.deployment == ctx.deployment_id:
+            state.retiring.pid, state.retiring.pid_start = proc.pid, procfs.process_start_time(proc.pid)
     ctx.say(f"{old} is retired in the background (pid {proc.pid}; deploy/retire = \"background\"): stopped once "
             f"the nginx workers from before the switch have finished their requests (at most "
             f"{ctx.cfg.drain_timeout:g}s); its output goes to {log}")
@@ -82,12 +82,12 @@ def take_over(store: Store, say: Callable[[str], None], timeout: float = TAKE_OV
     is stopping; then forget it. HookError when it does not end within ``timeout``."""
     if store.read(quarantine=False).state.retiring is None:   # the usual case: no lock taken
         return
-    with store.update() as st:
-        r = st.retiring
+    with store.update() as state:
+        r = state.retiring
         if r is None:
             return
         if not procfs.process_alive(r.pid, r.pid_start):   # it ended (or died) without clearing its record
-            st.retiring = None
+            state.retiring = None
             return
         if r.phase == "draining":
             r.cancelled = True
@@ -98,9 +98,9 @@ def take_over(store: Store, say: Callable[[str], None], timeout: float = TAKE_OV
     if not poll(lambda: not procfs.process_alive(r.pid, r.pid_start), timeout):
         raise HookError(f"the background retire of {r.colour} (pid {r.pid}) did not end within {timeout:g}s; "
                         f"see {log_path(store)}, stop it (kill {r.pid}) and retry")
-    with store.update() as st:
-        if st.retiring is not None and st.retiring.deployment == r.deployment:
-            st.retiring = None
+    with store.update() as state:
+        if state.retiring is not None and state.retiring.deployment == r.deployment:
+            state.retiring = None
 
 
 def _run(ctx: Context, r: Retiring | None) -> str:
@@ -110,32 +110,32 @@ def _run(ctx: Context, r: Retiring | None) -> str:
     if r is None or r.deployment != ctx.deployment_id:
         ctx.say(f"nothing to retire for {ctx.deployment_id} (taken over already)")
         return "cancelled"
-    be = runtime.backend(ctx.cfg)
+    backend = runtime.backend(ctx.cfg)
     from bluegreen_hooks.lifecycle import memory
 
-    memory.settle_live(ctx.cfg, be, r.live, ctx.say)   # ValidateService left the live colour's OOM score to us
+    memory.settle_live(ctx.cfg, backend, r.live, ctx.say)   # ValidateService left the live colour's OOM score to us
 
     def still_mine() -> bool:   # under the lock: from "stopping" on, nobody cancels it any more
-        with ctx.store.update() as st:
-            mine = st.retiring
-            if mine is None or mine.deployment != ctx.deployment_id or mine.cancelled or st.live != r.live:
+        with ctx.store.update() as state:
+            mine = state.retiring
+            if mine is None or mine.deployment != ctx.deployment_id or mine.cancelled or state.live != r.live:
                 return False
             mine.phase = "stopping"
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             return True
 
     try:
-        stopped = steps.retire(ctx, be, r.colour, r.live, r.workers, "old nginx workers finished their requests",
+        stopped = steps.retire(ctx, backend, r.colour, r.live, r.workers, "old nginx workers finished their requests",
                                keep=True, before_stop=still_mine)
     except Interrupted:
         stopped = False
     if not stopped:
         ctx.say(f"cancelled: {r.colour} keeps running (a deployment or a rollback took over)")
         return "cancelled"
-    steps.prune(ctx, be)
-    with ctx.store.update() as st:
-        if st.retiring is not None and st.retiring.deployment == ctx.deployment_id:
-            st.retiring = None
+    steps.prune(ctx, backend)
+    with ctx.store.update() as state:
+        if state.retiring is not None and state.retiring.deployment == ctx.deployment_id:
+            state.retiring = None
     ctx.say(f"{r.colour} retired: {r.live} serves alone")
     return "succeeded"
 
@@ -147,8 +147,8 @@ def _record(ctx: Context, outcome: str, seconds: float, colour: Colour | None, c
     from bluegreen_hooks.observe.report import after_event
 
     try:
-        with ctx.store.update() as st:
-            record_event(st, ctx.who, ctx.deployment_id, EVENT, outcome, seconds, colour, time.time(), cause)
+        with ctx.store.update() as state:
+            record_event(state, ctx.who, ctx.deployment_id, EVENT, outcome, seconds, colour, time.time(), cause)
     except (HookError, OSError) as exc:
         ctx.say(f"warning: could not record the retire in the state file: {exc}")
     after_event(ctx.cfg, ctx.store, ctx.deployment_id, EVENT, outcome, seconds, cause, ctx.say)

@@ -213,8 +213,8 @@ def run(ctx: Context, old: Colour, new: Colour, deployment_id: str) -> nginx.Swi
     CanaryAborted. Any other failure (SIGTERM, an nginx error) also puts all traffic back on ``old``."""
     cfg = ctx.cfg
     logging = check_logging(cfg)
-    st = ctx.store.read(quarantine=False).state
-    old_dep = st.live_deployment if st.live_deployment and is_deployment_id(st.live_deployment) else "unknown"
+    state = ctx.store.read(quarantine=False).state
+    old_dep = state.live_deployment if state.live_deployment and is_deployment_id(state.live_deployment) else "unknown"
     nginx_canary.remove_logs(cfg)
     if logging.format_file is not None and nginx_canary.write_format_file(cfg, logging.format_file):
         ctx.say(f"canary: the log format is in {logging.format_file} (nginx's http level; kept for later "
@@ -263,10 +263,10 @@ def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
     exact = f", {nginx_canary.real_share(split.share):.1f} % exactly" if cfg.nginx.form == "set" else ""
     ctx.say(f"canary step {i + 1} of {len(steps)}: {split.share} % of requests to {split.new}{exact} "
             f"(watched {cfg.canary.step_seconds if cfg.canary else 0:g}s)")
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
-        if ip is not None and ip.canary is not None:
-            ip.canary.share, ip.canary.step = split.share, i
+    with ctx.store.update() as state:
+        in_progress = state.holder(ctx.deployment_id)
+        if in_progress is not None and in_progress.canary is not None:
+            in_progress.canary.share, in_progress.canary.step = split.share, i
     sent0 = w.prober.counts()
     judged = watch(ctx, split, w)
     if judged.verdict == "extend" and i == len(steps) - 1:      # nothing left to carry the window into
@@ -277,10 +277,10 @@ def _step(ctx: Context, split: Split, i: int, w: Watch) -> Judged:
     rec = {"share": split.share, "seconds": round(judged.seconds, 2), "verdict": judged.verdict,
            "new": judged.new.to_json(), "old": judged.old.to_json(), "reasons": list(judged.reasons),
            "notes": list(judged.notes), "probes": probes}
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
-        if ip is not None and ip.canary is not None:
-            ip.canary.steps.append(rec)
+    with ctx.store.update() as state:
+        in_progress = state.holder(ctx.deployment_id)
+        if in_progress is not None and in_progress.canary is not None:
+            in_progress.canary.steps.append(rec)
     ctx.say(f"canary step {i + 1} at {split.share} %: {split.new} {judged.new.figures()}, {split.old} "
             f"{judged.old.figures()}; probes {probes['sent']} sent, {probes['failed']} failed, in "
             f"{judged.seconds:.1f}s: {judged.verdict}" + "".join(f"\n  {x}" for x in judged.reasons + judged.notes))
@@ -361,8 +361,8 @@ def watch(ctx: Context, split: Split, w: Watch) -> Judged:
 
 def _request(ctx: Context) -> tuple[str, str | None] | None:
     """An operator's ``bluegreen-hooks canary promote|abort`` for this deployment, if one is waiting."""
-    ip = ctx.store.read(quarantine=False).state.holder(ctx.deployment_id)
-    c = ip.canary if ip else None
+    in_progress = ctx.store.read(quarantine=False).state.holder(ctx.deployment_id)
+    c = in_progress.canary if in_progress else None
     return (c.request, c.requested_by) if c is not None and c.request is not None else None
 
 
@@ -386,14 +386,14 @@ def _back(ctx: Context, old: Colour, old_dep: str | None, cause: str, drain: boo
 
 
 def _save(ctx: Context, canary: Canary) -> None:
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
-        if ip is not None:
-            ip.canary = canary
+    with ctx.store.update() as state:
+        in_progress = state.holder(ctx.deployment_id)
+        if in_progress is not None:
+            in_progress.canary = canary
 
 
 def _end(ctx: Context, phase: CanaryPhase, cause: str | None, share: int) -> None:
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
-        if ip is not None and ip.canary is not None:
-            ip.canary.phase, ip.canary.cause, ip.canary.share = phase, cause, share
+    with ctx.store.update() as state:
+        in_progress = state.holder(ctx.deployment_id)
+        if in_progress is not None and in_progress.canary is not None:
+            in_progress.canary.phase, in_progress.canary.cause, in_progress.canary.share = phase, cause, share

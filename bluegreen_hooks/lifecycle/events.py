@@ -56,22 +56,22 @@ def before_install(ctx: Context) -> None:
     # docker-compose v1 ~0.2 s of CPU; with nothing live yet, both. They start before Docker is connected.
     live = ctx.store.read(quarantine=False).state.live
     check = (ctx.deployment_id, (other(live),) if live else COLOURS)
-    be = runtime.backend(cfg, check=check)
-    ctx.say(f"Docker reachable (server {be.server_version()}); backend: {be.kind}")
+    backend = runtime.backend(cfg, check=check)
+    ctx.say(f"Docker reachable (server {backend.server_version()}); backend: {backend.kind}")
     from bluegreen_hooks.lifecycle import memory
 
-    measuring = memory.start(cfg, be, live)   # Docker's stats take up to ~1 s: they run while nginx is checked
+    measuring = memory.start(cfg, backend, live)   # Docker's stats take up to ~1 s: they run while nginx is checked
     try:   # nginx is checked while compose still renders; be.check() collects the renders
         _check_nginx(ctx)
     except BaseException:
-        be.cancel_pending()
+        backend.cancel_pending()
         raise
-    be.check(ctx.say, *check)
+    backend.check(ctx.say, *check)
     during_maintenance.guard(cfg, ctx.store, ctx.say)
     from bluegreen_hooks.lifecycle import background
 
     background.take_over(ctx.store, ctx.say)   # a background retire of the last deployment still running
-    d = steps.take(ctx, be)
+    d = steps.take(ctx, backend)
     if d.done:
         ctx.say(f"deployment {ctx.deployment_id} is already live on {d.live}: nothing to do")
         return
@@ -80,15 +80,16 @@ def before_install(ctx: Context) -> None:
 
     if d.live and nginx_watch.plain_again(cfg, d.live, (d.state.live_deployment if d.state else None) or "unknown"):
         ctx.say(f"an interrupted ApplicationStart left the watch's baseline form: plain include of {d.live} again")
-    memory.preflight(cfg, be, d.live, d.target, ctx.say, started=measuring,   # before anything is removed or started
+    # before anything is removed or started
+    memory.preflight(cfg, backend, d.live, d.target, ctx.say, started=measuring,
                      deployment_id=ctx.deployment_id)
     drain_workers = d.state.drain_workers if d.state else []
-    if drain_workers and be.running().get(d.target):
+    if drain_workers and backend.running().get(d.target):
         # the target served traffic before the last switch (e.g. an earlier ValidateService was stopped
         # while draining): nginx workers from before that switch may still be proxying requests to it
         steps.drain(ctx, drain_workers, f"nginx workers from before the last switch finished their requests "
                                         f"to {d.target}")
-    removed = be.remove_colour(d.target, d.live, ctx.say, grace=0)
+    removed = backend.remove_colour(d.target, d.live, ctx.say, grace=0)
     if removed:
         ctx.say(f"removed {removed} leftover container(s) of {d.target}")
     steps.check_target_ports(cfg, d.target)
@@ -130,7 +131,7 @@ def _check_nginx(ctx: Context) -> None:
 def application_start(ctx: Context) -> None:
     cfg, dep = ctx.cfg, ctx.deployment_id
     during_maintenance.guard(cfg, ctx.store, ctx.say)
-    be, d, started = _claim_start(ctx)
+    backend, d, started = _claim_start(ctx)
     if d.done or d.state is None:
         ctx.say(f"deployment {dep} is already live on {d.live}: nothing to do")
         return
@@ -142,46 +143,46 @@ def application_start(ctx: Context) -> None:
         return
     if d.refused:
         raise HookError(d.refused)
-    if not started and not be.running().get(d.target):   # our own container of the target may hold it
+    if not started and not backend.running().get(d.target):   # our own container of the target may hold it
         steps.check_target_ports(cfg, d.target)
-    route, undo = _route(ctx, be, d)
+    route, undo = _route(ctx, backend, d)
     t_image = time.monotonic()
     try:
-        image = be.prepare(dep, ctx.say)
+        image = backend.prepare(dep, ctx.say)
     except (HookError, Interrupted) as exc:   # the build or pull failed: say what keeps serving, what to do
         undo()
         raise steps.with_serving(as_hook_error(exc), d.live, False, getattr(exc, "next_step", "")) from exc
     t_start = time.monotonic()
-    tasks = TaskRunner(ctx, be, d.target, d.live, dep)
+    tasks = TaskRunner(ctx, backend, d.target, d.live, dep)
 
     def on_failure(exc: BaseException) -> None:
         tasks.on_failure(exc)
         undo()
     try:
-        up = steps.bring_up(ctx, be, d.target, image, dep, d.live, dep, route=route,
+        up = steps.bring_up(ctx, backend, d.target, image, dep, d.live, dep, route=route,
                             before_switch=tasks.before_switch, on_failure=on_failure)
     except (HookError, Interrupted) as exc:
         raise steps.with_serving(as_hook_error(exc), d.live, bool(ctx.log_tail)) from exc
     timings = {"image": round(t_start - t_image, 3), "healthy": round(up.healthy_seconds, 3),
                "switch_ms": round(up.switch.seconds * 1000, 1), "healthy_to_serving_ms": up.healthy_to_serving_ms}
-    _record_release(ctx, be, d.target)
+    _record_release(ctx, backend, d.target)
     try:
         _record_switch(ctx, d.target, image, up.switch, timings)
     except (HookError, OSError) as exc:   # disk full / read-only state dir after the switch
         from bluegreen_hooks.lifecycle.recovery import back_to_recorded
-        raise back_to_recorded(ctx, be, d, exc) from exc
+        raise back_to_recorded(ctx, backend, d, exc) from exc
     try:
         tasks.run("after_switch")
     except HookError as exc:
-        raise _switch_back(ctx, be, d.target, d.live, str(exc), "a release task failed") from exc
+        raise _switch_back(ctx, backend, d.target, d.live, str(exc), "a release task failed") from exc
     if tasks.timings:
         timings.update(tasks.timings)
-        with ctx.store.update() as st:
-            finish_event(st, dep, "switched", time.time(), timings=timings)
+        with ctx.store.update() as state:
+            finish_event(state, dep, "switched", time.time(), timings=timings)
     ctx.say(f"{d.target} is live for {dep}; {d.live or 'no colour'} keeps running until ValidateService")
 
 
-def _route(ctx: Context, be: Backend, d: Decision) -> tuple[Callable[[], nginx.Switch] | None, Callable[[], None]]:
+def _route(ctx: Context, backend: Backend, d: Decision) -> tuple[Callable[[], nginx.Switch] | None, Callable[[], None]]:
     """How ApplicationStart moves traffic once the new colour is healthy: the canary ([canary]), the switch into
     the watch form (deploy/watch_seconds: the failure-absorbing switch, lifecycle/watch.py; from now on nginx
     logs what clients get from the live colour, the watch's latency baseline), else None (nginx.switch); and
@@ -189,12 +190,12 @@ def _route(ctx: Context, be: Backend, d: Decision) -> tuple[Callable[[], nginx.S
     cfg, dep, live, target = ctx.cfg, ctx.deployment_id, d.live, d.target
     if live is None:
         return None, lambda: None
-    if cfg.canary is not None and be.running().get(live):
+    if cfg.canary is not None and backend.running().get(live):
         from bluegreen_hooks.lifecycle import canary
 
         return lambda: canary.run(ctx, live, target, dep), lambda: None
-    if cfg.canary is None and cfg.watch_seconds > 0 and not ctx.store.read().state.maintenance \
-            and be.running().get(live):
+    if cfg.canary is None and cfg.watch_seconds > 0 and not ctx.store.read().state.maintenance\
+            and backend.running().get(live):
         from bluegreen_hooks.lifecycle import watch
 
         began, undo = watch.start_baseline(ctx, live, (d.state.live_deployment if d.state else None) or dep)
@@ -213,35 +214,35 @@ def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:
     cfg = ctx.cfg
     _detect_compose_soon(cfg)
     early = steps.claim_early(ctx) if cfg.compose is not None and not cfg.compose.pull else None
-    be = runtime.backend(cfg, start=(early, ctx.deployment_id, ctx.say) if early else None)
+    backend = runtime.backend(cfg, start=(early, ctx.deployment_id, ctx.say) if early else None)
     try:
-        d = steps.take(ctx, be, starting=early)
+        d = steps.take(ctx, backend, starting=early)
     except BaseException:
         if early:
-            _undo_early(ctx, be, early, None, "the claim failed")
+            _undo_early(ctx, backend, early, None, "the claim failed")
         raise
     if early and d.confirmed != early:
-        _undo_early(ctx, be, early, d.live, f"the claim did not confirm {early} as the target")
+        _undo_early(ctx, backend, early, d.live, f"the claim did not confirm {early} as the target")
         early = None
-    return be, d, early is not None
+    return backend, d, early is not None
 
 
-def _undo_early(ctx: Context, be: Backend, colour: Colour, live: Colour | None, why: str) -> None:
+def _undo_early(ctx: Context, backend: Backend, colour: Colour, live: Colour | None, why: str) -> None:
     """End the early ``up`` of ``colour`` and remove what it started (never the live colour)."""
-    be.cancel_pending()
+    backend.cancel_pending()
     if colour == live:
         return
     ctx.say(f"{why}: the early start of {colour} is ended and its containers removed")
     try:
-        be.remove_colour(colour, live, ctx.say, grace=0)
+        backend.remove_colour(colour, live, ctx.say, grace=0)
     except Exception as exc:   # the error that ends the hook is the claim's; the next BeforeInstall removes them
         ctx.say(f"warning: could not remove {colour}: {exc}")
 
 
-def _record_release(ctx: Context, be: Backend, target: Colour) -> None:
+def _record_release(ctx: Context, backend: Backend, target: Colour) -> None:
     """Keep what the new release runs (settings, per-release images) for a later rollback (host/releases.py)."""
     try:
-        be.record(target, ctx.deployment_id, ctx.say)
+        backend.record(target, ctx.deployment_id, ctx.say)
     except Exception as exc:   # the release serves; only a later rollback to it would lack its record
         ctx.say(f"warning: could not record release {ctx.deployment_id} for rollbacks: {exc}")
 
@@ -251,10 +252,10 @@ def _record_switch(ctx: Context, target: Colour, image: str, sw: nginx.Switch, t
     live_config = ctx.store.dir / f"{cfg.app}.toml"
     write_atomic(live_config, cfg.path.read_text(encoding="utf-8"), mode=0o600)  # for the operator commands
     now = time.time()
-    with ctx.store.update() as st:
-        st.record_switch(target, ctx.deployment_id, image, now, sw.old_workers)
-        st.config = str(live_config)
-        finish_event(st, ctx.deployment_id, "switched", now, image=image, old_workers=sw.old_workers,
+    with ctx.store.update() as state:
+        state.record_switch(target, ctx.deployment_id, image, now, sw.old_workers)
+        state.config = str(live_config)
+        finish_event(state, ctx.deployment_id, "switched", now, image=image, old_workers=sw.old_workers,
                      timings=timings)
 
 
@@ -264,44 +265,44 @@ def _validation_claim(ctx: Context) -> InProgress:
     from bluegreen_hooks.host import procfs
 
     def switched(read: Read) -> steps.Hold:
-        ip = read.state.holder(ctx.deployment_id)
-        if ip and same_id_running(ip, ctx.who, procfs.process_alive):
-            raise LockedError(locked_message(f"deployment {ctx.deployment_id} is already running {ip.event} "
-                                             f"as pid {ip.pid}", ctx.cfg.app, ctx.deployment_id))
-        if not (ip and ip.stage in ("switched", "validated")):
+        in_progress = read.state.holder(ctx.deployment_id)
+        if in_progress and same_id_running(in_progress, ctx.who, procfs.process_alive):
+            raise LockedError(locked_message(f"deployment {ctx.deployment_id} is already running {in_progress.event} "
+                                             f"as pid {in_progress.pid}", ctx.cfg.app, ctx.deployment_id))
+        if not (in_progress and in_progress.stage in ("switched", "validated")):
             raise HookError(f"deployment {ctx.deployment_id} has not switched nginx (ApplicationStart did not "
                             f"succeed): nothing to validate")
         return steps.Hold()   # keeps its target
 
-    ip = steps.claim(ctx, "validate", prepare=switched).holder(ctx.deployment_id)
-    assert ip is not None   # switched() found it, and the claim keeps it
-    return ip
+    in_progress = steps.claim(ctx, "validate", prepare=switched).holder(ctx.deployment_id)
+    assert in_progress is not None   # switched() found it, and the claim keeps it
+    return in_progress
 
 
 def validate_service(ctx: Context) -> None:
     from bluegreen_hooks import runtime
 
     cfg, dep = ctx.cfg, ctx.deployment_id
-    be = runtime.deferred(cfg)   # Docker only for tasks, a switch back or a retire here
+    backend = runtime.deferred(cfg)   # Docker only for tasks, a switch back or a retire here
     if ctx.store.read().state.completed(dep):
         ctx.say(f"deployment {dep} is already validated and live: nothing to do")
         return
-    ip = _validation_claim(ctx)
-    target: Colour = ip.target or "blue"
-    old = ip.from_colour
+    in_progress = _validation_claim(ctx)
+    target: Colour = in_progress.target or "blue"
+    old = in_progress.from_colour
     # the watch window first (lifecycle/watch.py): it watches the port and the clients from the first second,
     # where a validation probe would wait out verify_timeout while a dead colour fails every request
-    workers = ip.old_workers + _watch(ctx, be, target, old)
+    workers = in_progress.old_workers + _watch(ctx, backend, target, old)
     try:
-        ctx.say(during_maintenance.validate(cfg, ctx.store, target, mode=ip.verify_mode))
+        ctx.say(during_maintenance.validate(cfg, ctx.store, target, mode=in_progress.verify_mode))
     except NginxError as exc:
-        raise _switch_back(ctx, be, target, old, _with_watch(ctx, old, target, str(exc))) from exc
-    tasks = TaskRunner(ctx, be, target, old, dep)
+        raise _switch_back(ctx, backend, target, old, _with_watch(ctx, old, target, str(exc))) from exc
+    tasks = TaskRunner(ctx, backend, target, old, dep)
     try:
         tasks.run("after_validate")
     except HookError as exc:
-        raise _switch_back(ctx, be, target, old, str(exc), "a release task failed") from exc
-    ctx.finish("validated", timings={**ip.timings, **tasks.timings})
+        raise _switch_back(ctx, backend, target, old, str(exc), "a release task failed") from exc
+    ctx.finish("validated", timings={**in_progress.timings, **tasks.timings})
     handed_over = False
     if old and old != target and cfg.retire == "background":   # it stops nothing when the old colour no longer runs
         from bluegreen_hooks.lifecycle import background
@@ -312,22 +313,22 @@ def validate_service(ctx: Context) -> None:
     if not handed_over:   # the background retire settles the score, stops and prunes
         from bluegreen_hooks.lifecycle import memory
 
-        memory.settle_live(cfg, be, target, ctx.say)   # live now: the OOM killer should prefer any other colour
+        memory.settle_live(cfg, backend, target, ctx.say)   # live now: the OOM killer should prefer any other colour
         if old and old != target:
-            steps.retire(ctx, be, old, target, workers, "old nginx workers finished their requests", keep=True)
-        steps.prune(ctx, be)
-    with ctx.store.update() as st:
-        mine = st.holder(dep)
+            steps.retire(ctx, backend, old, target, workers, "old nginx workers finished their requests", keep=True)
+        steps.prune(ctx, backend)
+    with ctx.store.update() as state:
+        mine = state.holder(dep)
         if mine is not None:
-            record_deployment(st, mine, "succeeded", time.time())
+            record_deployment(state, mine, "succeeded", time.time())
     ctx.say(f"deployment {dep} succeeded: {target} live")
 
 
-def _watch(ctx: Context, be: Backend, target: Colour, old: Colour | None) -> list[list[int]]:
+def _watch(ctx: Context, backend: Backend, target: Colour, old: Colour | None) -> list[list[int]]:
     """deploy/watch_seconds (lifecycle/watch.py): watch the new colour's live traffic while ``old`` stays ready;
     switch back and fail with the figures when it does worse than the rules. Returns the nginx workers of the
     watch that may still proxy to ``old`` (drained before it stops)."""
-    if not (ctx.cfg.watch_seconds > 0 and old and old != target and be.running().get(old)):
+    if not (ctx.cfg.watch_seconds > 0 and old and old != target and backend.running().get(old)):
         return []   # the watch is off: nothing more is imported or done
     from bluegreen_hooks.lifecycle import watch
 
@@ -341,7 +342,7 @@ def _watch(ctx: Context, be: Backend, target: Colour, old: Colour | None) -> lis
     from bluegreen_hooks.host import nginx_watch
 
     try:
-        raise _switch_back(ctx, be, target, old, watched.cause(), "the watch window failed")
+        raise _switch_back(ctx, backend, target, old, watched.cause(), "the watch window failed")
     finally:
         nginx_watch.remove_logs(ctx.cfg)
 
@@ -360,22 +361,22 @@ def _with_watch(ctx: Context, old: Colour | None, target: Colour, cause: str) ->
     return f"{cause}; {figures}" if figures else cause
 
 
-def _switch_back(ctx: Context, be: Backend, target: Colour, old: Colour | None, cause: str,
+def _switch_back(ctx: Context, backend: Backend, target: Colour, old: Colour | None, cause: str,
                  what: str = "validation through nginx failed") -> ValidationFailed:
     """Validation failed: traffic back to ``old`` (when it still runs), drain, remove ``target``.
 
     Returns the error the event fails with."""
-    st = ctx.store.read().state
-    if not (old and be.running().get(old)):
+    state = ctx.store.read().state
+    if not (old and backend.running().get(old)):
         return ValidationFailed(f"{what} ({cause}); no old colour to go back to, {target} stays live")
     ctx.say(f"{what}: {cause}; switching back to {old}")
-    steps.check_ports_owned(ctx.cfg, be, old)
-    back = steps.switch(ctx, old, st.previous_deployment or ctx.deployment_id)
+    steps.check_ports_owned(ctx.cfg, backend, old)
+    back = steps.switch(ctx, old, state.previous_deployment or ctx.deployment_id)
     with ctx.store.update() as st2:
-        st2.record_switch(old, st.previous_deployment, st.previous_image, time.time(), back.old_workers)
-    ctx.log_tail = be.logs_tail(target)
+        st2.record_switch(old, state.previous_deployment, state.previous_image, time.time(), back.old_workers)
+    ctx.log_tail = backend.logs_tail(target)
     # the workers from before the switch back may still be proxying requests to the target: let them finish
-    steps.retire(ctx, be, target, old, back.old_workers, f"nginx workers finished their requests to {target}")
+    steps.retire(ctx, backend, target, old, back.old_workers, f"nginx workers finished their requests to {target}")
     return ValidationFailed(f"{what} ({cause}); traffic is back on {old}")
 
 

@@ -30,8 +30,8 @@ def report(cfg: Config, store: Store, say: Callable[[str], None], deployment_id:
     if open_before:
         say(f"{open_before} long-lived connection(s) to {colour} were still open after the drain timeout "
                 f"({cfg.drain_timeout:g}s): closed by stopping {colour}; their clients reconnect to {live}")
-        with store.update() as st:
-            st.long_lived = {"at": time.time(), "open": open_before, "colour": colour, "deployment": deployment_id}
+        with store.update() as state:
+            state.long_lived = {"at": time.time(), "open": open_before, "colour": colour, "deployment": deployment_id}
     drained, left = nginx.wait_drained(workers, WORKER_EXIT_WAIT)
     if workers and drained:
         say("the old nginx workers exited once their connections closed")

@@ -105,12 +105,12 @@ def measure(containers: Sequence[Container], used: Callable[[str], int | None],
     return Measurement(containers, used, timeout).result()
 
 
-def start(cfg: Config, be: Backend, live: Colour | None) -> Measurement | None:
+def start(cfg: Config, backend: Backend, live: Colour | None) -> Measurement | None:
     """Start measuring the live colour's running containers now (None when there is nothing to measure)."""
     if cfg.memory.headroom is None or cfg.memory.mem_limit or live is None:
         return None
-    conts = [c for c in be.containers(live) if c.status == "running"]
-    return Measurement(conts, be.memory_used) if conts else None
+    conts = [c for c in backend.containers(live) if c.status == "running"]
+    return Measurement(conts, backend.memory_used) if conts else None
 
 
 def estimate(cfg: Config, live: Colour | None, containers: Sequence[Container],
@@ -155,7 +155,7 @@ def refusal(target: Colour, live: Colour | None, est: Estimate, headroom: int, a
             f"headroom (deploy/memory_headroom), but MemAvailable is {mib(available)}; {serving}; {est.fix}")
 
 
-def preflight(cfg: Config, be: Backend, live: Colour | None, target: Colour, say: Say,
+def preflight(cfg: Config, backend: Backend, live: Colour | None, target: Colour, say: Say,
               meminfo: Path = MEMINFO, started: Measurement | None = None,
               deployment_id: str | None = None) -> Estimate | None:
     """BeforeInstall's memory check (see the module docstring); raises NotEnoughMemory, says what it found.
@@ -168,9 +168,9 @@ def preflight(cfg: Config, be: Backend, live: Colour | None, target: Colour, say
     t0 = time.monotonic()
     declared: dict[str, DeclaredMemory] = {}
     if cfg.compose is not None and not cfg.memory.mem_limit and deployment_id:
-        declared = be.declared_memory(target, deployment_id)   # BeforeInstall's render, cached
+        declared = backend.declared_memory(target, deployment_id)   # BeforeInstall's render, cached
     all_declared = bool(declared) and all(d.limit for d in declared.values())
-    conts = [c for c in be.containers(live) if c.status == "running"] if live else []
+    conts = [c for c in backend.containers(live) if c.status == "running"] if live else []
     if not conts and not (cfg.memory.mem_limit and cfg.compose is None) and not all_declared:
         say("memory preflight: nothing live to measure; skipped")
         return None
@@ -179,7 +179,7 @@ def preflight(cfg: Config, be: Backend, live: Colour | None, target: Colour, say
         say(f"memory preflight: {meminfo} has no MemAvailable; skipped")
         return None
     if live or all_declared:
-        est = estimate(cfg, live, conts, be.memory_used, started=started, declared=declared)
+        est = estimate(cfg, live, conts, backend.memory_used, started=started, declared=declared)
     else:   # the first deployment of a single container with deploy/mem_limit
         limit = cfg.memory.mem_limit or 0
         est = Estimate(limit, f"deploy/mem_limit {mib(limit)} x 1 container")
@@ -206,12 +206,12 @@ def set_oom_score(pids: Sequence[int], score: int, proc: Path = Path("/proc")) -
     return failed
 
 
-def settle_live(cfg: Config, be: Backend, colour: Colour, say: Say) -> None:
+def settle_live(cfg: Config, backend: Backend, colour: Colour, say: Say) -> None:
     """The validated new colour is live: its processes get deploy/oom_score_adj (from new_oom_score_adj)."""
     m = cfg.memory
     if m.new_oom_score_adj == m.live_oom_score_adj:
         return
-    pids = [p for c in be.containers(colour) if c.status == "running" for p in be.process_ids(c.id)]
+    pids = [p for c in backend.containers(colour) if c.status == "running" for p in backend.process_ids(c.id)]
     if not pids:
         return
     failed = set_oom_score(pids, m.live_oom_score_adj)

@@ -23,24 +23,24 @@ def _why(exc: BaseException) -> str:
     return str(exc)
 
 
-def back_to_recorded(ctx: Context, be: Backend, d: Decision, exc: BaseException) -> HookError:
+def back_to_recorded(ctx: Context, backend: Backend, d: Decision, exc: BaseException) -> HookError:
     """The switch to ``d.target`` could not be recorded (``exc``): go back to ``d.live``; the error to fail with."""
     where = f"could not record the switch to {d.target} ({_why(exc)})"
     fix = f"free space in {ctx.store.dir} (or make it writable), then deploy again"
     live = d.live
-    if not (live and be.running().get(live)):
+    if not (live and backend.running().get(live)):
         return StateError(f"{where}; {d.target} stays live (no colour to go back to) and the next deployment "
                           f"reconciles the state from the nginx include; {fix}")
     ctx.say(f"{where}: switching nginx back to {live}, which the state still names")
     recorded = (d.state.live_deployment if d.state is not None else None) or ""
     try:
-        steps.check_ports_owned(ctx.cfg, be, live)   # traffic only ever goes to the colour's own containers
+        steps.check_ports_owned(ctx.cfg, backend, live)   # traffic only ever goes to the colour's own containers
         back = steps.switch(ctx, live, recorded if is_deployment_id(recorded) else "unknown")
     except HookError as failed:
         return StateError(f"{where}; switching back to {live} failed too ({failed}): {d.target} stays live and the "
                           f"next deployment reconciles the state from the nginx include; {fix}")
     try:
-        steps.retire(ctx, be, d.target, live, back.old_workers, f"nginx workers finished their requests to "
+        steps.retire(ctx, backend, d.target, live, back.old_workers, f"nginx workers finished their requests to "
                                                                  f"{d.target}")
     except HookError as cleanup:
         ctx.say(f"warning: could not remove {d.target}: {cleanup}")

@@ -166,15 +166,15 @@ def audit(ctx: Context, outcome: str, seconds: float, cause: str | None = None, 
     from bluegreen_hooks.host import procfs
 
     try:
-        with ctx.store.update() as st:
-            mine = st.holder(ctx.deployment_id)
+        with ctx.store.update() as state:
+            mine = state.holder(ctx.deployment_id)
             now = time.time()
-            record_event(st, ctx.who, ctx.deployment_id, ctx.event, outcome, seconds,
+            record_event(state, ctx.who, ctx.deployment_id, ctx.event, outcome, seconds,
                          mine.target if mine else None, now, cause)
             # a failed event ends its deployment, unless another live process runs an event of it (the
             # same deployment id started twice): this one's failure must not end that one's claim
             if mine and end_deployment and not same_id_running(mine, ctx.who, procfs.process_alive):
-                record_deployment(st, mine, outcome, now, cause=cause)
+                record_deployment(state, mine, outcome, now, cause=cause)
     except (HookError, OSError) as exc:
         ctx.say(f"warning: could not record the event in the state file: {exc}")
     from bluegreen_hooks.observe.report import after_event  # metrics, EMF, notifications: never raises

@@ -48,17 +48,17 @@ class Context:
 
     def finish(self, stage: Stage, **extra: object) -> None:
         """Mark this event done in the state (the deployment stays in progress)."""
-        with self.store.update() as st:
-            finish_event(st, self.deployment_id, stage, time.time(), **extra)
+        with self.store.update() as state:
+            finish_event(state, self.deployment_id, stage, time.time(), **extra)
 
 
-def gather(cfg: Config, be: Backend | None, state_problem: str | None = None,
+def gather(cfg: Config, backend: Backend | None, state_problem: str | None = None,
            starting: Colour | None = None) -> World:
     """What ``decide()`` needs from the world: the include's colour, what nginx answers, what runs.
 
     ``be=None`` (Docker unreachable, dry runs only) observes nothing running; ``starting`` (a colour this
     event started before it observed, ``claim_early``) is observed as not running, as it was then."""
-    running: RunningMap = be.running() if be is not None else {"blue": None, "green": None}
+    running: RunningMap = backend.running() if backend is not None else {"blue": None, "green": None}
     if starting is not None:
         running[starting] = None
     # not probed again right after claim_early probed it under this event's claim (no switch since)
@@ -150,18 +150,18 @@ def claim(ctx: Context, intent: Intent, *, world: World | None = None,
     return d if d is not None else state
 
 
-def _hold(ctx: Context, st: State, hold: Hold) -> tuple[str | None, TakeOver | None]:
-    """``decide.claim`` of ``st`` (changed in place) for ``hold``: (busy reason, the stale holder taken over)."""
-    busy, takeover = decide_claim(st, ctx.deployment_id, ctx.event, hold.target, ctx.who, time.time(),
+def _hold(ctx: Context, state: State, hold: Hold) -> tuple[str | None, TakeOver | None]:
+    """``decide.claim`` of ``state`` (changed in place) for ``hold``: (busy reason, the stale holder taken over)."""
+    busy, takeover = decide_claim(state, ctx.deployment_id, ctx.event, hold.target, ctx.who, time.time(),
                                   ctx.cfg.stale_after, procfs.process_alive, ctx.group)
-    if not busy and st.in_progress is not None and hold.from_colour is not None:
-        st.in_progress.from_colour, st.in_progress.image = hold.from_colour, hold.image
+    if not busy and state.in_progress is not None and hold.from_colour is not None:
+        state.in_progress.from_colour, state.in_progress.image = hold.from_colour, hold.image
     return busy, takeover
 
 
-def take(ctx: Context, be: Backend, starting: Colour | None = None) -> Decision:
+def take(ctx: Context, backend: Backend, starting: Colour | None = None) -> Decision:
     """Claim the app for this deployment: observe, then decide and commit under the lock (``claim``)."""
-    world = gather(ctx.cfg, be, starting=starting)
+    world = gather(ctx.cfg, backend, starting=starting)
     d = claim(ctx, "deploy", world=world)
     if d.resumed is not None:
         ctx.say(d.resumed)
@@ -191,19 +191,19 @@ def claim_early(ctx: Context) -> Colour | None:
             return None
         return Hold(target)
 
-    st = claim(ctx, "early start", prepare=still_chosen)
-    ip = st.holder(ctx.deployment_id) if st is not None else None
-    return ip.target if ip is not None else None
+    state = claim(ctx, "early start", prepare=still_chosen)
+    in_progress = state.holder(ctx.deployment_id) if state is not None else None
+    return in_progress.target if in_progress is not None else None
 
 
-def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
+def _repair_canary(ctx: Context, old: Colour, state: State, note: str) -> None:
     """An interrupted canary: nginx may still split (its include was in canary form, or the promote was
     written but not reloaded): the old colour's include goes through the whole switch (test, reload, verify),
     then the canary's nginx workers finish their requests to the new colour before anything removes it."""
     from bluegreen_hooks.host import nginx_canary
 
     ctx.say(note)
-    dep = st.live_deployment or ""
+    dep = state.live_deployment or ""
     sw = nginx.switch(ctx.cfg, old, dep if is_deployment_id(dep) else "unknown", ctx.say, verify_mode(ctx))
     nginx_canary.remove_logs(ctx.cfg)
     drained, left = nginx.wait_drained(sw.old_workers, ctx.cfg.drain_timeout)
@@ -211,16 +211,16 @@ def _repair_canary(ctx: Context, old: Colour, st: State, note: str) -> None:
             f"drain timeout ({ctx.cfg.drain_timeout:g}s) reached with {left} canary nginx worker(s) still busy")
 
 
-def _repair_include(ctx: Context, served: Colour, st: State, world: World) -> None:
+def _repair_include(ctx: Context, served: Colour, state: State, world: World) -> None:
     """An interrupted switch: make the include say what nginx serves again (no reload needed)."""
     ctx.say(f"nginx serves {served} but {ctx.cfg.nginx.include} names {world.include_colour} (an interrupted "
             f"switch): include rewritten for {served}")
     from bluegreen_hooks.lifecycle import during_maintenance
 
     running = world.running.get(served)
-    dep = (running.deployment if running else None) or st.live_deployment or ""
+    dep = (running.deployment if running else None) or state.live_deployment or ""
     deployment = dep if is_deployment_id(dep) else "unknown"
-    text, _ = during_maintenance.include_for(ctx.cfg, st.maintenance, served, deployment)
+    text, _ = during_maintenance.include_for(ctx.cfg, state.maintenance, served, deployment)
     nginx.write_include(ctx.cfg, text)
 
 
@@ -242,10 +242,10 @@ def check_target_ports(cfg: Config, target: Colour) -> None:
     ports.check_free(cfg.host, cfg.colour_port_keys(target), target, owner=owner.describe)
 
 
-def check_ports_owned(cfg: Config, be: Backend, colour: Colour) -> None:
+def check_ports_owned(cfg: Config, backend: Backend, colour: Colour) -> None:
     """Refuse to send traffic to ``colour`` when a process that is not one of its containers holds one of
     its ports (a squatter answering in its place): every path that switches nginx checks this first."""
-    be.check_ports_held(colour)
+    backend.check_ports_held(colour)
 
 
 @dataclass
@@ -257,7 +257,7 @@ class BroughtUp:
     switch: nginx.Switch
 
 
-def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, deployment_id: str,
+def bring_up(ctx: Context, backend: Backend, colour: Colour, artifact: str | None, deployment_id: str,
              live: Colour | None, include_id: str, route: Callable[[], nginx.Switch] | None = None,
              restore: bool = False, before_switch: Callable[[], None] | None = None,
              on_failure: Callable[[BaseException], None] | None = None) -> BroughtUp:
@@ -268,11 +268,11 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
     the error is re-raised as it is: the caller says what keeps serving."""
     try:
         if restore:
-            be.restore(colour, deployment_id, live, ctx.say)
+            backend.restore(colour, deployment_id, live, ctx.say)
         elif artifact is not None:
-            be.start(colour, artifact, deployment_id, live, ctx.say)
-        healthy = be.wait_healthy(colour, ctx.say)
-        check_ports_owned(ctx.cfg, be, colour)
+            backend.start(colour, artifact, deployment_id, live, ctx.say)
+        healthy = backend.wait_healthy(colour, ctx.say)
+        check_ports_owned(ctx.cfg, backend, colour)
         if before_switch is not None:
             before_switch()
         t_healthy = time.monotonic()
@@ -280,16 +280,16 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
         return BroughtUp(healthy, round((time.monotonic() - t_healthy) * 1000, 1), sw)
     except BaseException as exc:
         if isinstance(exc, HealthCheckFailed):
-            ctx.log_tail = be.logs_tail(colour)
+            ctx.log_tail = backend.logs_tail(colour)
         if on_failure is not None:
             on_failure(exc)
         if artifact is not None or restore:
             ctx.say(f"{'stopping' if restore else 'removing'} {colour}: {live or 'nothing'} keeps serving")
             try:
                 if restore:   # the recorded release stays as it was: stopped, restorable
-                    be.stop_colour(colour, live, ctx.say, grace=0)
+                    backend.stop_colour(colour, live, ctx.say, grace=0)
                 else:
-                    be.remove_colour(colour, live, ctx.say, grace=0)
+                    backend.remove_colour(colour, live, ctx.say, grace=0)
             except Exception as cleanup:
                 ctx.say(f"warning: could not remove {colour}: {cleanup}")
         raise
@@ -298,7 +298,7 @@ def bring_up(ctx: Context, be: Backend, colour: Colour, artifact: str | None, de
 def with_serving(exc: HookError, live: Colour | None, see_output: bool, next_step: str = "") -> HookError:
     """The same error, its message ending with what keeps serving (and what to do)."""
     serving = f"{live} keeps serving" if live else "nothing was serving"
-    step = "; see the output above, fix the app and deploy again" if see_output else \
+    step = "; see the output above, fix the app and deploy again" if see_output else\
         (f"; {next_step}" if next_step else "")
     return type(exc)(f"{exc}; {serving}{step}")
 
@@ -331,10 +331,10 @@ def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
     t0 = time.monotonic()
     drained, left = nginx.wait_drained(workers, ctx.cfg.drain_timeout)
     try:
-        with ctx.store.update() as st:
-            ip = st.holder(ctx.deployment_id)
-            if ip is not None:
-                ip.timings["drain"] = round(time.monotonic() - t0, 3)
+        with ctx.store.update() as state:
+            in_progress = state.holder(ctx.deployment_id)
+            if in_progress is not None:
+                in_progress.timings["drain"] = round(time.monotonic() - t0, 3)
     except (HookError, OSError) as exc:   # only a figure for the metrics: never a reason to stop here
         ctx.say(f"warning: could not record the drain time: {exc}")
     ctx.say(done if drained else
@@ -342,7 +342,7 @@ def drain(ctx: Context, workers: list[list[int]], done: str) -> bool:
     return drained
 
 
-def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str,
+def retire(ctx: Context, backend: Backend, colour: Colour, live: Colour, workers: list[list[int]], done: str,
            keep: bool = False, before_stop: Callable[[], bool] | None = None) -> bool:
     """Drain the nginx workers that may still proxy to ``colour``, then stop and remove it (``keep``: stop
     it only, so that its release can be started again at once by a rollback); long-lived connections still
@@ -355,15 +355,15 @@ def retire(ctx: Context, be: Backend, colour: Colour, live: Colour, workers: lis
         return False
     open_before = 0 if drained else long_lived.still_open(ctx.cfg, colour)
     if keep:
-        be.stop_colour(colour, live, ctx.say)
+        backend.stop_colour(colour, live, ctx.say)
     else:
-        be.remove_colour(colour, live, ctx.say)
+        backend.remove_colour(colour, live, ctx.say)
     if not drained:
         long_lived.report(ctx.cfg, ctx.store, ctx.say, ctx.deployment_id, colour, live, workers, open_before)
     return True
 
 
-def prune(ctx: Context, be: Backend) -> None:
+def prune(ctx: Context, backend: Backend) -> None:
     """Remove old release artifacts beyond deploy/keep_images, never the live or the previous release's."""
-    st = ctx.store.read().state
-    be.prune({i for i in (st.live_image, st.previous_image) if i}, ctx.say)
+    state = ctx.store.read().state
+    backend.prune({i for i in (state.live_image, state.previous_image) if i}, ctx.say)

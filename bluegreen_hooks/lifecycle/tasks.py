@@ -36,14 +36,14 @@ def variables(cfg: Config, task: Task, colour: Colour, old: Colour | None, deplo
 class TaskRunner:
     """Runs the release tasks of one deployment in ``colour`` (``old``: the colour that was live)."""
 
-    def __init__(self, ctx: Any, be: Backend, colour: Colour, old: Colour | None, deployment_id: str) -> None:
-        self.ctx, self.be, self.colour, self.old, self.dep = ctx, be, colour, old, deployment_id
+    def __init__(self, ctx: Any, backend: Backend, colour: Colour, old: Colour | None, deployment_id: str) -> None:
+        self.ctx, self.backend, self.colour, self.old, self.dep = ctx, backend, colour, old, deployment_id
         self.timings: dict[str, float] = {}
 
     def _container(self, task: Task) -> Container:
         cfg = self.ctx.cfg
         service = task.service or (cfg.compose.routed[0].service if cfg.compose and cfg.compose.routed else None)
-        conts = [c for c in self.be.containers(self.colour) if c.status == "running"]
+        conts = [c for c in self.backend.containers(self.colour) if c.status == "running"]
         if service and cfg.compose is not None:
             conts = [c for c in conts if c.service == service]
         if not conts:
@@ -58,7 +58,7 @@ class TaskRunner:
             self.ctx.say(f"running {task.describe()} in {cont.name}")
             env = variables(self.ctx.cfg, task, self.colour, self.old, self.dep)
             try:
-                ran = self.be.exec_task(cont.id, task.run, env, task.timeout)
+                ran = self.backend.exec_task(cont.id, task.run, env, task.timeout)
             except Exception as exc:   # docker's APIError: e.g. the executable is not in the image
                 raise TaskFailed(f"task {task.name} ({when}) could not run in {cont.name}: "
                                  f"{getattr(exc, 'explanation', None) or exc}") from exc

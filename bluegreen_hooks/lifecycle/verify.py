@@ -43,21 +43,21 @@ def decided_mode(ctx: Context) -> tuple[VerifyMode, bool]:
     from bluegreen_hooks.host import nginx_conf
 
     try:
-        ip = ctx.store.read(quarantine=False).state.holder(ctx.deployment_id)
+        in_progress = ctx.store.read(quarantine=False).state.holder(ctx.deployment_id)
     except (HookError, OSError):
-        ip = None
-    if ip is not None and ip.verify_mode is not None:
-        return ip.verify_mode, False
+        in_progress = None
+    if in_progress is not None and in_progress.verify_mode is not None:
+        return in_progress.verify_mode, False
     mode = nginx_conf.read_mode(ctx.cfg)
-    return mode or "generation", mode is not None and ip is not None
+    return mode or "generation", mode is not None and in_progress is not None
 
 
 def record_mode(ctx: Context, mode: VerifyMode) -> None:
     """Record ``mode`` as the deployment's verify mode; a state that cannot be written only warns (the record
     saves a later step an ``nginx -T``, it is never a reason to stop)."""
     try:
-        with ctx.store.update() as st:
-            mine = st.holder(ctx.deployment_id)
+        with ctx.store.update() as state:
+            mine = state.holder(ctx.deployment_id)
             if mine is not None:
                 mine.verify_mode = mode
     except (HookError, OSError) as exc:

@@ -205,10 +205,10 @@ def take_baseline(ctx: Context, old: Colour, logging_since: float | None = None)
     else:
         base = baseline.Baseline(old, why="the canary's steps judged latency" if cfg.canary is not None else
                                  "nginx did not log clients before the switch")
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
-        if ip is not None:   # kept in the record's extra keys (like the receipt)
-            ip.extra["watch_baseline"] = base.to_json()
+    with ctx.store.update() as state:
+        in_progress = state.holder(ctx.deployment_id)
+        if in_progress is not None:   # kept in the record's extra keys (like the receipt)
+            in_progress.extra["watch_baseline"] = base.to_json()
     ctx.say(f"watch: {base.describe(rules(ctx).min_latency_samples)}")
     return base
 
@@ -216,8 +216,8 @@ def take_baseline(ctx: Context, old: Colour, logging_since: float | None = None)
 def recorded_baseline(ctx: Context, old: Colour) -> Baseline:
     from bluegreen_hooks.observe.baseline import Baseline
 
-    ip = ctx.store.read().state.holder(ctx.deployment_id)
-    return Baseline.from_json(ip.extra.get("watch_baseline") if ip is not None else None, old)
+    in_progress = ctx.store.read().state.holder(ctx.deployment_id)
+    return Baseline.from_json(in_progress.extra.get("watch_baseline") if in_progress is not None else None, old)
 
 
 def _verify_not_backup(ctx: Context, old: Colour, new: Colour, before: list[list[int]]) -> None:
@@ -371,10 +371,10 @@ def _so_far(ctx: Context, old: Colour, new: Colour, why: str) -> str:
 
 
 def save_receipt(ctx: Context, receipt: dict[str, Any]) -> None:
-    with ctx.store.update() as st:
-        ip = st.holder(ctx.deployment_id)
-        if ip is not None:   # kept in the record's extra keys; record_deployment copies it to the history
-            ip.extra["receipt"] = receipt
+    with ctx.store.update() as state:
+        in_progress = state.holder(ctx.deployment_id)
+        if in_progress is not None:   # kept in the record's extra keys; record_deployment copies it to the history
+            in_progress.extra["receipt"] = receipt
 
 
 def check_plan(ctx: Context) -> str:

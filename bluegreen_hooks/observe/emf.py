@@ -27,7 +27,7 @@ DEPLOYMENT_FIGURES = (("DeploymentDuration", "seconds", 1.0), ("ImagePrepare", "
                       ("DrainTime", "drain", 1.0))
 
 
-def record(cfg: Config, st: State, deployment_id: str, event: str, outcome: str, seconds: float, now: float,
+def record(cfg: Config, state: State, deployment_id: str, event: str, outcome: str, seconds: float, now: float,
            ended: Record | None) -> dict[str, Any]:
     """The EMF object for one event run; ``ended``: the deployment record this event closed, if any."""
     values: dict[str, float] = {"EventDuration": round(seconds, 3), "EventFailed": 1.0 if outcome == "failed" else 0.0}
@@ -43,7 +43,7 @@ def record(cfg: Config, st: State, deployment_id: str, event: str, outcome: str,
         "_aws": {"Timestamp": int(now * 1000), "CloudWatchMetrics": [{
             "Namespace": cfg.metrics.emf_namespace, "Dimensions": [["App"], ["App", "Event"]],
             "Metrics": [{"Name": name, "Unit": units[name]} for name in values]}]},
-        "App": cfg.app, "Event": event, "Outcome": outcome, "Colour": st.live or "none",
+        "App": cfg.app, "Event": event, "Outcome": outcome, "Colour": state.live or "none",
         "Deployment": deployment_id, **values}
 
 

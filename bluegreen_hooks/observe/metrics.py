@@ -121,10 +121,10 @@ def _events(app: str, events: list[Record]) -> Iterator[Metric]:
     yield g
 
 
-def _totals(app: str, st: State) -> Iterator[Metric]:
+def _totals(app: str, state: State) -> Iterator[Metric]:
     from prometheus_client.core import CounterMetricFamily
 
-    c = st.counters
+    c = state.counters
     by_outcome = CounterMetricFamily("bluegreen_deployments", "Deployments ended, by outcome",
                                      labels=["app", "outcome"])
     for outcome in ("succeeded", "failed", "abandoned"):
@@ -145,15 +145,15 @@ def _one(family: Any, app: str, value: float) -> Any:
     return family
 
 
-def families(app: str, st: State) -> list[Metric]:
+def families(app: str, state: State) -> list[Metric]:
     """Every metric of the app, computed from its state."""
     from prometheus_client.core import GaugeMetricFamily
 
     live = GaugeMetricFamily("bluegreen_live_colour", "1 for the colour nginx sends traffic to, else 0",
                              labels=["app", "colour"])
     for colour in COLOURS:
-        live.add_metric([app, colour], 1.0 if st.live == colour else 0.0)
-    m = st.maintenance
+        live.add_metric([app, colour], 1.0 if state.live == colour else 0.0)
+    m = state.maintenance
     maint = GaugeMetricFamily("bluegreen_maintenance", "1 while maintenance mode is on, else 0", labels=["app"])
     maint.add_metric([app], 1.0 if m else 0.0)
     out: list[Metric] = [live, maint]
@@ -161,35 +161,35 @@ def families(app: str, st: State) -> list[Metric]:
         out.append(_one(GaugeMetricFamily("bluegreen_maintenance_since_timestamp_seconds",
                                           "When maintenance mode was turned on (Unix time)", labels=["app"]),
                         app, m.since))
-    out += [*_deployment(app, _last(st.deployments, False)), *_rollback(app, _last(st.deployments, True)),
-            *_events(app, st.events), *_totals(app, st)]
+    out += [*_deployment(app, _last(state.deployments, False)), *_rollback(app, _last(state.deployments, True)),
+            *_events(app, state.events), *_totals(app, state)]
     return out
 
 
-def exposition(app: str, st: State) -> str:
+def exposition(app: str, state: State) -> str:
     """The text format (what node_exporter's textfile collector reads), from prometheus_client."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     class _StateCollector:
         def collect(self) -> list[Metric]:
-            return families(app, st)
+            return families(app, state)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StateCollector())
     return generate_latest(registry).decode("utf-8")
 
 
-def as_json(app: str, st: State) -> dict[str, Any]:
+def as_json(app: str, state: State) -> dict[str, Any]:
     """``{app, generated, metrics: {name: {type, help, samples: [{labels, value}]}}}``."""
     metrics: dict[str, Any] = {}
-    for fam in families(app, st):
+    for fam in families(app, state):
         metrics[fam.name] = {"type": fam.type, "help": fam.documentation,
                              "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value}
                                          for s in fam.samples]}
     return {"app": app, "generated": time.time(), "metrics": metrics}
 
 
-def write(cfg: Config, st: State) -> bool:
+def write(cfg: Config, state: State) -> bool:
     """Write ``<deploy/metrics_dir>/<app>.prom`` atomically (node_exporter never reads half a file); False
     when no metrics_dir is configured. The canary helper calls this after each step, too."""
     folder = cfg.metrics.dir
@@ -198,5 +198,5 @@ def write(cfg: Config, st: State) -> bool:
     files.check_type(folder, "deploy/metrics_dir", "folder")
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
     files.check_type(folder / f"{cfg.app}.prom", "deploy/metrics_dir", "file", follow=False)
-    write_atomic(folder / f"{cfg.app}.prom", exposition(cfg.app, st), mode=0o644)
+    write_atomic(folder / f"{cfg.app}.prom", exposition(cfg.app, state), mode=0o644)
     return True

@@ -14,9 +14,9 @@ from bluegreen_hooks.host.store import Store
 from bluegreen_hooks.model import Record, Say, State, count
 
 
-def ended_now(st: State, deployment_id: str, started: float) -> Record | None:
+def ended_now(state: State, deployment_id: str, started: float) -> Record | None:
     """The deployment record of ``deployment_id`` if it was closed during this run (since ``started``)."""
-    for d in reversed(st.deployments):
+    for d in reversed(state.deployments):
         if d.get("id") == deployment_id:
             ended = d.get("ended")
             return d if isinstance(ended, (int, float)) and ended >= started else None
@@ -38,20 +38,20 @@ def kind_of(event: str, outcome: str, ended: Record | None) -> str | None:
     return None
 
 
-def fields(st: State, deployment_id: str, event: str, outcome: str, seconds: float, cause: str | None,
+def fields(state: State, deployment_id: str, event: str, outcome: str, seconds: float, cause: str | None,
            last: str | None, ended: Record | None) -> dict[str, Any]:
     """What a notification says beyond kind, app, host and time."""
-    m = st.maintenance
+    m = state.maintenance
     return {
         "deployment": deployment_id, "event": event, "outcome": (ended or {}).get("outcome") or outcome,
-        "live": st.live, "target": (ended or {}).get("target"), "from": (ended or {}).get("from"),
+        "live": state.live, "target": (ended or {}).get("target"), "from": (ended or {}).get("from"),
         "seconds": (ended or {}).get("seconds", round(seconds, 3)), "event_seconds": round(seconds, 3),
         "timings": (ended or {}).get("timings") or {}, "cause": cause,
         "last_line": last or cause or (f"maintenance page: {m.message}" if m and event == "Maintenance"
                                        else f"{event} {outcome}"),
         "maintenance": m.to_json() if m else None,
         "receipt": (ended or {}).get("receipt"),     # what clients got in its watch window (lifecycle/watch.py)
-        "user": (st.events[-1].get("user") if st.events else None)}
+        "user": (state.events[-1].get("user") if state.events else None)}
 
 
 def after_event(cfg: Config, store: Store, deployment_id: str, event: str, outcome: str, seconds: float,
@@ -61,24 +61,24 @@ def after_event(cfg: Config, store: Store, deployment_id: str, event: str, outco
         return
     try:
         now = time.time()
-        st = store.read(quarantine=False).state
-        ended = ended_now(st, deployment_id, now - seconds - 1.0)
+        state = store.read(quarantine=False).state
+        ended = ended_now(state, deployment_id, now - seconds - 1.0)
         kind = kind_of(event, outcome, ended)
         if kind is not None and cfg.notify is not None:
             from bluegreen_hooks.observe import notify
 
-            if not notify.send(cfg, kind, fields(st, deployment_id, event, outcome, seconds, cause, last, ended),
+            if not notify.send(cfg, kind, fields(state, deployment_id, event, outcome, seconds, cause, last, ended),
                                say):
                 with store.update() as updated:
                     count(updated, "notify_failed")
-                    st = updated
+                    state = updated
         if cfg.metrics.emf:
             from bluegreen_hooks.observe import emf
 
-            emf.write(cfg, emf.record(cfg, st, deployment_id, event, outcome, seconds, now, ended))
+            emf.write(cfg, emf.record(cfg, state, deployment_id, event, outcome, seconds, now, ended))
         if cfg.metrics.dir is not None:
             from bluegreen_hooks.observe import metrics
 
-            metrics.write(cfg, st)
+            metrics.write(cfg, state)
     except Exception as exc:   # reporting must never fail (or delay past its bounds) what it reports on
         say(f"WARN could not report {event} (metrics, EMF or notification): {type(exc).__name__}: {exc}"[:300])

@@ -27,21 +27,21 @@ def request(cfg: Config, action: str, say: Callable[[str], None], wait: float = 
         raise HookError(f"canary: unknown action {action!r}; use promote or abort")
     store = open_store(cfg)
     who = me()
-    with store.update() as st:
-        ip = st.in_progress
-        c = ip.canary if ip is not None else None
-        if ip is None or c is None or c.phase != "running":
+    with store.update() as state:
+        in_progress = state.in_progress
+        c = in_progress.canary if in_progress is not None else None
+        if in_progress is None or c is None or c.phase != "running":
             raise HookError(f"no canary is running for {cfg.app} (see `bluegreen-hooks status`)")
         c.request, c.requested_by = wanted, f"{who.user}@{who.host}"
-        dep, new, share = ip.id, c.new, c.share
+        dep, new, share = in_progress.id, c.new, c.share
     say(f"{action} requested for the canary of {dep} ({new} at {share} %); the hook acts within a second")
 
     def acted() -> str | None:
         read = store.read(quarantine=False).state
-        ip = read.in_progress
-        if ip is None or ip.id != dep or ip.canary is None:
+        in_progress = read.in_progress
+        if in_progress is None or in_progress.id != dep or in_progress.canary is None:
             return "ended"
-        return ip.canary.phase if ip.canary.phase != "running" else None
+        return in_progress.canary.phase if in_progress.canary.phase != "running" else None
 
     phase = poll(acted, wait, interval=0.1, max_interval=0.25) or "running"
     say(f"canary of {dep}: {phase}" if phase != "running" else

@@ -132,7 +132,7 @@ def check_nginx_binary(cfg: Config) -> tuple[str, str]:
     found = shutil.which(exe)
     if not found:
         return "fail", f"{exe} not found (nginx/test is {' '.join(cfg.nginx.test)}); install nginx"
-    p = subprocess.run([found, "-v"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL) \
+    p = subprocess.run([found, "-v"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)\
         if os.path.basename(found).startswith("nginx") else None
     version = (p.stderr or p.stdout).strip() if p is not None else ""
     return "ok", f"{found}" + (f" ({version})" if version else "")

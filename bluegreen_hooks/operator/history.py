@@ -19,11 +19,11 @@ def read_store(store: Store, n: int) -> dict[str, Any]:
     """``read_history`` from a store (no config needed)."""
     from bluegreen_hooks.host import releases
 
-    st, _ = read_state(store)
+    state, _ = read_state(store)
     recorded = releases.summary(store.dir, store.app)
     deployments = [{**d, "images": recorded[d["id"]]["images"]} if isinstance(d, dict) and d.get("id") in recorded
-                   else d for d in st.deployments[-n:]]
-    return {"app": store.app, "state_file": str(store.path), "events": st.events[-n:],
+                   else d for d in state.deployments[-n:]]
+    return {"app": store.app, "state_file": str(store.path), "events": state.events[-n:],
             "deployments": deployments}
 
 

@@ -34,10 +34,10 @@ def _claim(ctx: Context) -> State:
 
 def _release(ctx: Context, maintenance: Maintenance | None) -> None:
     """Record the maintenance (None: off) and give the app back."""
-    with ctx.store.update() as st:
-        st.maintenance = maintenance
-        if st.holder(ctx.deployment_id) is not None:
-            st.in_progress = None
+    with ctx.store.update() as state:
+        state.maintenance = maintenance
+        if state.holder(ctx.deployment_id) is not None:
+            state.in_progress = None
 
 
 def _failed(ctx: Context, before: Maintenance | None, t0: float, exc: BaseException) -> None:
@@ -45,13 +45,13 @@ def _failed(ctx: Context, before: Maintenance | None, t0: float, exc: BaseExcept
     audit(ctx, "failed", time.monotonic() - t0, first_line(exc))
 
 
-def _live(cfg: Config, st: State, text: str | None) -> tuple[Colour, str]:
+def _live(cfg: Config, state: State, text: str | None) -> tuple[Colour, str]:
     """The colour to keep behind the page (or to restore) and the deployment id its include names."""
-    colour = st.live or nginx.include_colour(cfg, text)
+    colour = state.live or nginx.include_colour(cfg, text)
     if colour is None:
         raise HookError(f"nothing is live for {cfg.app} (no deployment recorded, the include names no colour): "
                         f"deploy first")
-    dep = st.live_deployment if st.live_deployment and is_deployment_id(st.live_deployment) else "unknown"
+    dep = state.live_deployment if state.live_deployment and is_deployment_id(state.live_deployment) else "unknown"
     return colour, dep
 
 
@@ -64,10 +64,10 @@ def turn_on(cfg: Config, say: Say, message: str | None = None, retry_after: int 
                           "level, where nginx cannot answer requests itself (see docs/operator.md)")
     token = page.read_bypass_token(cfg)     # a missing secret is refused before anything changes
     t0, ctx = time.monotonic(), Context(cfg, operation_id("maintenance"), MAINTENANCE_EVENT, say)
-    st = _claim(ctx)
-    before = st.maintenance
+    state = _claim(ctx)
+    before = state.maintenance
     try:
-        colour, dep = _live(cfg, st, nginx.read_include(cfg))
+        colour, dep = _live(cfg, state, nginx.read_include(cfg))
         text, marker = page.render(cfg, colour, dep, message, retry, token)
         sw = nginx.switch_to(cfg, text, lambda: page.verify(cfg, marker, retry))
         page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
@@ -88,15 +88,15 @@ def turn_on(cfg: Config, say: Say, message: str | None = None, retry_after: int 
 def turn_off(cfg: Config, say: Say) -> dict[str, Any]:
     """Send traffic to the live colour again (nothing to do when maintenance is off). Raises HookError."""
     t0, ctx = time.monotonic(), Context(cfg, operation_id("maintenance"), MAINTENANCE_EVENT, say)
-    st = _claim(ctx)
-    before = st.maintenance
+    state = _claim(ctx)
+    before = state.maintenance
     try:
         text = nginx.read_include(cfg)
         if before is None and page.marker_of(text) is None:
             _release(ctx, None)
             say(f"maintenance is not on for {cfg.app}: nothing to do")
-            return {"id": ctx.deployment_id, "maintenance": False, "changed": False, "colour": st.live}
-        colour, dep = _live(cfg, st, text)
+            return {"id": ctx.deployment_id, "maintenance": False, "changed": False, "colour": state.live}
+        colour, dep = _live(cfg, state, text)
         sw = nginx.switch(cfg, colour, dep, say)
         page.wait_old_workers_stop_accepting(cfg, sw.old_workers)
     except BaseException as exc:
@@ -104,16 +104,16 @@ def turn_off(cfg: Config, say: Say) -> dict[str, Any]:
         raise
     _release(ctx, None)
     since = f" (it was on since {ago(before.since)})" if before else ""
-    say(f"maintenance off for {cfg.app}: {colour} serves again (deployment {st.live_deployment}){since}")
+    say(f"maintenance off for {cfg.app}: {colour} serves again (deployment {state.live_deployment}){since}")
     audit(ctx, "off", time.monotonic() - t0)
     return {"id": ctx.deployment_id, "maintenance": False, "changed": True, "colour": colour,
-            "deployment": st.live_deployment, "seconds": round(time.monotonic() - t0, 3)}
+            "deployment": state.live_deployment, "seconds": round(time.monotonic() - t0, 3)}
 
 
-def status_view(cfg: Config, st: State, include_text: str | None) -> tuple[dict[str, Any] | None, list[str]]:
+def status_view(cfg: Config, state: State, include_text: str | None) -> tuple[dict[str, Any] | None, list[str]]:
     """What ``status`` shows of maintenance, and a warning when the state and the include disagree."""
     marker = page.marker_of(include_text)
-    m = st.maintenance
+    m = state.maintenance
     warnings = []
     if m is not None and marker is None and include_text is not None:
         warnings.append("state says maintenance is on, but the nginx include has no maintenance page; run "

@@ -36,11 +36,11 @@ def _metrics(args: argparse.Namespace) -> int:
     from bluegreen_hooks.operator.text import dump
 
     cfg = _find_config(args)
-    st, _ = read_state(open_store(cfg))
+    state, _ = read_state(open_store(cfg))
     if args.json:
-        dump(metrics.as_json(cfg.app, st))
+        dump(metrics.as_json(cfg.app, state))
     else:
-        sys.stdout.write(metrics.exposition(cfg.app, st))
+        sys.stdout.write(metrics.exposition(cfg.app, state))
     return 0
 
 

@@ -60,57 +60,58 @@ class RollbackPlan:
         return "switch" if self.start_image is None else "restart"
 
 
-def _refuse_unless_possible(cfg: Config, st: State, running: Any) -> tuple[Colour, Colour]:
+def _refuse_unless_possible(cfg: Config, state: State, running: Any) -> tuple[Colour, Colour]:
     """(live, previous); NoPreviousRelease when nothing is live, no previous release is recorded, or it
     failed its deployment."""
-    live, prev = st.live, st.previous
+    live, prev = state.live, state.previous
     if not live:
         raise NoPreviousRelease(f"nothing to roll back: no colour is live for {cfg.app} (see `bluegreen-hooks status`)")
-    if not prev or prev == live or not (st.previous_image or running.get(prev)):
+    if not prev or prev == live or not (state.previous_image or running.get(prev)):
         raise NoPreviousRelease(f"nothing to roll back to: {cfg.app} has no previous release recorded "
-                                f"(live: {live}, deployment {st.live_deployment})")
-    failed = next((d for d in reversed(st.deployments) if d.get("id") == st.previous_deployment), None)
-    if failed and failed.get("outcome") == "failed" and st.previous_deployment != st.live_deployment:
-        raise NoPreviousRelease(f"the previous release {st.previous_deployment} on {prev} failed its deployment "
+                                f"(live: {live}, deployment {state.live_deployment})")
+    failed = next((d for d in reversed(state.deployments) if d.get("id") == state.previous_deployment), None)
+    if failed and failed.get("outcome") == "failed" and state.previous_deployment != state.live_deployment:
+        raise NoPreviousRelease(f"the previous release {state.previous_deployment} on {prev} failed its deployment "
                                 f"({(failed.get('cause') or 'no cause recorded')[:120]}); refusing to roll back "
-                                f"to it: {live} ({st.live_deployment}) stays live")
+                                f"to it: {live} ({state.live_deployment}) stays live")
     return live, prev
 
 
-def _plan(cfg: Config, st: State, be: Backend, running: Any) -> RollbackPlan:
+def _plan(cfg: Config, state: State, backend: Backend, running: Any) -> RollbackPlan:
     """Switch when the previous colour still runs its release, else restart its image (when the backend can)."""
-    live, prev = _refuse_unless_possible(cfg, st, running)
-    release = (live, st.live_deployment, st.live_image, prev, st.previous_deployment, st.previous_image)
+    live, prev = _refuse_unless_possible(cfg, state, running)
+    release = (live, state.live_deployment, state.live_image, prev, state.previous_deployment, state.previous_image)
     up = running.get(prev)
-    if up and (not be.release_per_colour or up.deployment == st.previous_deployment or not st.previous_image):
+    if up and (not backend.release_per_colour or up.deployment == state.previous_deployment
+               or not state.previous_image):
         return RollbackPlan(*release, up=up, start_image=None)
-    why_not = be.can_restart(prev, st.previous_image, st.previous_deployment)
+    why_not = backend.can_restart(prev, state.previous_image, state.previous_deployment)
     if why_not:
         raise NoPreviousRelease(why_not)
-    return RollbackPlan(*release, up=None, start_image=st.previous_image)
+    return RollbackPlan(*release, up=None, start_image=state.previous_image)
 
 
-def _claim(ctx: Context, be: Backend) -> RollbackPlan:
+def _claim(ctx: Context, backend: Backend) -> RollbackPlan:
     """Observe (no lock), then under the lock: reconcile, refuse or plan, and claim the app."""
     from bluegreen_hooks.lifecycle import background
 
     background.take_over(ctx.store, ctx.say)   # a colour retired in the background still draining: keep it
-    world = steps.gather(ctx.cfg, be)
+    world = steps.gather(ctx.cfg, backend)
     plans: list[RollbackPlan] = []
 
     def reconciled(read: Read) -> steps.Hold:
-        st = read.state
+        state = read.state
         include = world.served if interrupted_switch(world) else world.include_colour
-        for fixed in reconcile(st, include, world.running, read.describe(), time.time()):
+        for fixed in reconcile(state, include, world.running, read.describe(), time.time()):
             ctx.say(f"reconciled: {fixed}")
-        plans.append(_plan(ctx.cfg, st, be, world.running))
+        plans.append(_plan(ctx.cfg, state, backend, world.running))
         return steps.Hold(plans[-1].prev, from_colour=plans[-1].live, image=plans[-1].prev_image)
 
     steps.claim(ctx, "rollback", prepare=reconciled)
     return plans[-1]
 
 
-def _bring_back(ctx: Context, be: Backend, plan: RollbackPlan) -> tuple[steps.BroughtUp, str | None]:
+def _bring_back(ctx: Context, backend: Backend, plan: RollbackPlan) -> tuple[steps.BroughtUp, str | None]:
     """The previous colour live again (started first if needed); the switch and its deployment id."""
     prev_d = plan.prev_d
     if plan.up is not None:
@@ -121,7 +122,7 @@ def _bring_back(ctx: Context, be: Backend, plan: RollbackPlan) -> tuple[steps.Br
         ctx.say(f"{plan.prev} is not running: starting it from {plan.start_image}")
         steps.check_target_ports(ctx.cfg, plan.prev)
     include_id = prev_d if prev_d and is_deployment_id(prev_d) else ctx.deployment_id
-    up = steps.bring_up(ctx, be, plan.prev, None, prev_d or ctx.deployment_id, plan.live, include_id,
+    up = steps.bring_up(ctx, backend, plan.prev, None, prev_d or ctx.deployment_id, plan.live, include_id,
                         restore=plan.up is None)
     return up, prev_d
 
@@ -155,30 +156,30 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
 
     t0 = time.monotonic()
     ctx = Context(cfg, operation_id("rollback"), ROLLBACK_EVENT, say)
-    be = runtime.backend(cfg)
-    plan = _claim(ctx, be)
+    backend = runtime.backend(cfg)
+    plan = _claim(ctx, backend)
     live, prev = plan.live, plan.prev
     ctx.cfg = _release_config(cfg, plan.prev_d, say)
     if ctx.cfg is not cfg:
-        be = runtime.reconfigured(be, ctx.cfg)
+        backend = runtime.reconfigured(backend, ctx.cfg)
     say(f"rolling {cfg.app} back from {live} ({plan.live_d}) to {prev} ({plan.prev_d}, image {plan.prev_image})")
     try:
-        up, prev_d = _bring_back(ctx, be, plan)
+        up, prev_d = _bring_back(ctx, backend, plan)
     except BaseException as exc:
         audit(ctx, "failed", time.monotonic() - t0, first_line(exc), end_deployment=True)
         if isinstance(exc, HookError):
             raise RollbackFailed(f"rollback failed: {exc}; {live} keeps serving", exc.exit_code) from exc
         raise
-    with ctx.store.update() as st:
-        st.record_switch(prev, prev_d, plan.prev_image, time.time(), up.switch.old_workers)
-        finish_event(st, ctx.deployment_id, "switched", time.time(), timings={
+    with ctx.store.update() as state:
+        state.record_switch(prev, prev_d, plan.prev_image, time.time(), up.switch.old_workers)
+        finish_event(state, ctx.deployment_id, "switched", time.time(), timings={
             "healthy": round(up.healthy_seconds, 3), "switch_ms": round(up.switch.seconds * 1000, 1)})
     live_after = time.monotonic() - t0   # what users feel: until nginx verified the old release serving
     say(f"{prev} is live again (deployment {prev_d}) after {live_after:.1f}s")
     from bluegreen_hooks.lifecycle import memory
 
-    memory.settle_live(ctx.cfg, be, prev, say)   # a restarted release starts with the new colour's OOM score
-    stopped = _retire(ctx, be, plan, up, keep_other, t0)
+    memory.settle_live(ctx.cfg, backend, prev, say)   # a restarted release starts with the new colour's OOM score
+    stopped = _retire(ctx, backend, plan, up, keep_other, t0)
     seconds = time.monotonic() - t0
     audit(ctx, "succeeded", seconds, end_deployment=True)
     other = "retiring in the background" if stopped is None else ("stopped" if stopped else "still running")
@@ -190,7 +191,7 @@ def rollback(cfg: Config, say: Say, keep_other: bool = False) -> dict[str, Any]:
             "switch_ms": round(up.switch.seconds * 1000, 1)}
 
 
-def _retire(ctx: Context, be: Backend, plan: RollbackPlan, up: steps.BroughtUp, keep_other: bool,
+def _retire(ctx: Context, backend: Backend, plan: RollbackPlan, up: steps.BroughtUp, keep_other: bool,
             t0: float) -> bool | None:
     """Drain the old nginx workers, then stop the colour rolled back from (unless ``keep_other``); with
     deploy/retire = "background", hand both to a detached process (None is returned then)."""
@@ -204,8 +205,8 @@ def _retire(ctx: Context, be: Backend, plan: RollbackPlan, up: steps.BroughtUp, 
 
             if background.hand_over(ctx, plan.live, plan.prev, up.switch.old_workers):
                 return None
-        steps.retire(ctx, be, plan.live, plan.prev, up.switch.old_workers, "old nginx workers finished their requests",
-                     keep=True)
+        steps.retire(ctx, backend, plan.live, plan.prev, up.switch.old_workers,
+                     "old nginx workers finished their requests", keep=True)
         return True
     except BaseException as exc:
         audit(ctx, "failed", time.monotonic() - t0, f"{plan.prev} is live, but stopping {plan.live} failed: "

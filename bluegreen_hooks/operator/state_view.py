@@ -27,12 +27,12 @@ def state_store(state_dir: Path | None, app: str | None, why: ConfigError) -> St
     return store
 
 
-def _last_failure(st: State) -> dict[str, Any] | None:
-    failed = [d for d in st.deployments if d.get("outcome") != "succeeded"]
-    if not failed or failed[-1] is not (st.deployments[-1] if st.deployments else None):
+def _last_failure(state: State) -> dict[str, Any] | None:
+    failed = [d for d in state.deployments if d.get("outcome") != "succeeded"]
+    if not failed or failed[-1] is not (state.deployments[-1] if state.deployments else None):
         return None
     d = failed[-1]
-    event = next((e.get("event") for e in reversed(st.events)
+    event = next((e.get("event") for e in reversed(state.events)
                   if e.get("deployment") == d.get("id") and e.get("outcome") == "failed"), None)
     return {"id": d.get("id"), "outcome": d.get("outcome"), "event": event, "cause": d.get("cause"),
             "ended": d.get("ended"), "target": d.get("target")}
@@ -41,19 +41,21 @@ def _last_failure(st: State) -> dict[str, Any] | None:
 def gather(store: Store, why: str) -> dict[str, Any]:
     """status as far as the state file says (JSON-ready; the same top-level keys as the full status)."""
     read = store.read(quarantine=False)
-    st = read.state
-    ip = st.in_progress
-    failure = _last_failure(st)
+    state = read.state
+    in_progress = state.in_progress
+    failure = _last_failure(state)
     warnings = [f"last deployment {failure['id']} {failure['outcome']}"
-                + (f" at {failure['event']}" if failure["event"] else "") + f": {failure['cause'] or '?'}"] \
+                + (f" at {failure['event']}" if failure["event"] else "") + f": {failure['cause'] or '?'}"]\
         if failure else []
     return {
         "app": store.app, "config": None, "config_error": why, "state_file": str(store.path),
         "state_problem": read.problem,
-        "live": {"colour": st.live, "since": st.live_since, "deployment": st.live_deployment, "image": st.live_image},
-        "previous": {"colour": st.previous, "deployment": st.previous_deployment, "image": st.previous_image},
-        "in_progress": None if ip is None else {"id": ip.id, "event": ip.event, "stage": ip.stage,
-                                                "target": ip.target, "started": ip.started},
+        "live": {"colour": state.live, "since": state.live_since, "deployment": state.live_deployment,
+                 "image": state.live_image},
+        "previous": {"colour": state.previous, "deployment": state.previous_deployment, "image": state.previous_image},
+        "in_progress": None if in_progress is None else {"id": in_progress.id, "event": in_progress.event,
+                                                         "stage": in_progress.stage, "target": in_progress.target,
+                                                         "started": in_progress.started},
         "last_failure": failure, "nginx": None, "colours": None, "notes": [], "warnings": warnings,
         "ok": not warnings,
     }
@@ -66,9 +68,10 @@ def print_state(s: dict[str, Any]) -> None:
           f"{live['deployment']}, image {live['image']}" if live["colour"] else "live         none")
     if prev["colour"]:
         print(f"previous     {prev['colour']}, deployment {prev['deployment']}, image {prev['image']}")
-    ip = s["in_progress"]
-    if ip:
-        print(f"in progress  {ip['id']} -> {ip['target']}: {ip['event']} ({ip['stage']}) since {utc(ip['started'])}")
+    in_progress = s["in_progress"]
+    if in_progress:
+        print(f"in progress  {in_progress['id']} -> {in_progress['target']}: {in_progress['event']} "
+              f"({in_progress['stage']}) since {utc(in_progress['started'])}")
     print("note: from the state file only; nginx and containers not checked (pass --config PATH to see them)")
     for w in s["warnings"]:
         print(f"WARNING: {w}")

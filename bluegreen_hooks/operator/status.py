@@ -114,12 +114,13 @@ def colour_view(cfg: Config, backend: Backend | None, colour: Colour) -> dict[st
             and all(c["health"] in (None, "healthy") for c in running)}
 
 
-def fill_deployments(st: State, colours: dict[str, Any]) -> None:
+def fill_deployments(state: State, colours: dict[str, Any]) -> None:
     """Containers without a deployment label (compose services) belong to the colour's deployment."""
-    ip = st.in_progress
+    in_progress = state.in_progress
     for colour, view in colours.items():
-        dep = (st.live_deployment if colour == st.live else ip.id if ip and ip.target == colour
-               else st.previous_deployment if colour == st.previous else None)
+        dep = (state.live_deployment if colour == state.live
+               else in_progress.id if in_progress and in_progress.target == colour
+               else state.previous_deployment if colour == state.previous else None)
         for c in view["containers"]:
             c["deployment"] = c["deployment"] or dep
 
@@ -139,12 +140,12 @@ def containers_view(cfg: Config) -> ContainersView:
 
 # ----------------------------------------------------------------------------------------- disagreements
 
-def container_disagreements(st: State, problem: str | None, store_path: str, ngx: NginxView,
+def container_disagreements(state: State, problem: str | None, store_path: str, ngx: NginxView,
                             per_colour: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Warnings and notes that need the containers: state or include naming a colour that does not run,
     a wrong deployment label, an unhealthy live colour, a colour that runs but is not live."""
     warnings: list[str] = []
-    live = st.live
+    live = state.live
     up = [c for c in COLOURS if per_colour[c]["running"]]
     if problem == "missing" and (ngx.colour or up):
         warnings.append(f"no state file {store_path}, but the nginx include points at {ngx.colour or 'nothing'} "
@@ -158,8 +159,8 @@ def container_disagreements(st: State, problem: str | None, store_path: str, ngx
         lv = per_colour[live]
         # (compose services carry the label only when their file sets it)
         deps = {c["deployment"] for c in lv["containers"] if c["status"] == "running"} - {None}
-        if st.live_deployment and deps and deps != {st.live_deployment}:
-            warnings.append(f"state says {live} runs deployment {st.live_deployment}, but its container "
+        if state.live_deployment and deps and deps != {state.live_deployment}:
+            warnings.append(f"state says {live} runs deployment {state.live_deployment}, but its container "
                             f"is labelled {', '.join(sorted(str(d) for d in deps))}")
         if not lv["healthy"]:
             warnings.append(f"live colour {live} is not healthy: {lv['http'] or 'no answer'}"
@@ -169,17 +170,17 @@ def container_disagreements(st: State, problem: str | None, store_path: str, ngx
     return warnings, notes
 
 
-def disagreements(cfg: Config, st: State, problem: str | None, store_path: str, ngx: NginxView,
+def disagreements(cfg: Config, state: State, problem: str | None, store_path: str, ngx: NginxView,
                   conts: ContainersView) -> tuple[list[str], list[str]]:
     """Warnings and notes where the state file, the include, nginx's answer and the containers disagree."""
     warnings: list[str] = []
     notes: list[str] = []
-    live = st.live
+    live = state.live
     if problem == "corrupt":
         warnings.append(f"state file {store_path} is corrupt (not a state file of {cfg.app}); the next deployment "
                         f"or rollback rebuilds it from the include and the containers")
     if conts.reachable:
-        more, notes = container_disagreements(st, problem, store_path, ngx, conts.colours)
+        more, notes = container_disagreements(state, problem, store_path, ngx, conts.colours)
         warnings += more
     if ngx.colour != live and ngx.include_error is None:
         warnings.append(f"state says live={live or 'none'}, but the nginx include {cfg.nginx.include} "
@@ -193,16 +194,17 @@ def disagreements(cfg: Config, st: State, problem: str | None, store_path: str, 
     return warnings, notes
 
 
-def in_progress_view(cfg: Config, st: State) -> tuple[dict[str, Any] | None, list[str]]:
+def in_progress_view(cfg: Config, state: State) -> tuple[dict[str, Any] | None, list[str]]:
     """The deployment in progress (busy or stale) and a warning when it looks stale."""
-    ip = st.in_progress
-    if ip is None:
+    in_progress = state.in_progress
+    if in_progress is None:
         return None, []
-    verdict, reason = holder_status(ip, time.time(), cfg.stale_after, socket.gethostname(), procfs.process_alive)
-    view = {"id": ip.id, "event": ip.event, "stage": ip.stage, "target": ip.target,
-            "started": ip.started, "status": verdict, "reason": reason}
+    verdict, reason = holder_status(in_progress, time.time(), cfg.stale_after, socket.gethostname(),
+                                    procfs.process_alive)
+    view = {"id": in_progress.id, "event": in_progress.event, "stage": in_progress.stage, "target": in_progress.target,
+            "started": in_progress.started, "status": verdict, "reason": reason}
     if verdict == "stale":
-        return view, [f"deployment {ip.id} looks stale ({reason}); the next deployment or rollback takes over"]
+        return view, [f"deployment {in_progress.id} looks stale ({reason}); the next deployment or rollback takes over"]
     return view, []
 
 
@@ -211,31 +213,31 @@ def in_progress_view(cfg: Config, st: State) -> tuple[dict[str, Any] | None, lis
 def gather_status(cfg: Config) -> dict[str, Any]:
     """Everything ``status`` shows, as a JSON-ready dict with stable keys (no output, changes nothing)."""
     store = open_store(cfg)
-    st, problem = read_state(store)
+    state, problem = read_state(store)
     ngx = nginx_view(cfg)
     conts = containers_view(cfg)
-    fill_deployments(st, conts.colours)
-    found, notes = disagreements(cfg, st, problem, str(store.path), ngx, conts)
-    in_progress, stale = in_progress_view(cfg, st)
+    fill_deployments(state, conts.colours)
+    found, notes = disagreements(cfg, state, problem, str(store.path), ngx, conts)
+    in_progress, stale = in_progress_view(cfg, state)
     from bluegreen_hooks.operator.maintenance import status_view
 
-    maintenance, maintenance_warnings = status_view(cfg, st, ngx.text)
+    maintenance, maintenance_warnings = status_view(cfg, state, ngx.text)
     warnings = ngx.warnings + conts.warnings + found + stale + maintenance_warnings
     return {
         "app": cfg.app, "config": str(cfg.path), "state_file": str(store.path), "state_problem": problem,
         "instance": {"text": instance.describe(cfg.state_dir), "hostname": socket.gethostname(),
                      "recorded": instance.read(cfg.state_dir)},
-        "live": {"colour": st.live, "since": st.live_since, "deployment": st.live_deployment,
-                 "image": st.live_image},
-        "previous": {"colour": st.previous, "deployment": st.previous_deployment,
-                     "image": st.previous_image},
+        "live": {"colour": state.live, "since": state.live_since, "deployment": state.live_deployment,
+                 "image": state.live_image},
+        "previous": {"colour": state.previous, "deployment": state.previous_deployment,
+                     "image": state.previous_image},
         "in_progress": in_progress,
         "releases": releases.summary(cfg.state_dir, cfg.app),
-        "canary": ({"deployment": st.in_progress.id, **st.in_progress.canary.to_json()}
-                   if st.in_progress is not None and st.in_progress.canary is not None else None),
+        "canary": ({"deployment": state.in_progress.id, **state.in_progress.canary.to_json()}
+                   if state.in_progress is not None and state.in_progress.canary is not None else None),
         "maintenance": maintenance,
-        "receipt": _receipt(st),
-        "retiring": _retiring(st, store),
+        "receipt": _receipt(state),
+        "retiring": _retiring(state, store),
         "nginx": {"running": ngx.pid is not None, "pid": ngx.pid, "include": str(cfg.nginx.include),
                   "include_colour": ngx.colour, "include_deployment": ngx.deployment, "public": ngx.public},
         "docker_error": conts.docker_error,
@@ -246,20 +248,20 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     }
 
 
-def _receipt(st: State) -> dict[str, Any] | None:
+def _receipt(state: State) -> dict[str, Any] | None:
     """The receipt of the deployment in progress (its watch window so far) or of the last one that has one."""
-    r = st.in_progress.extra.get("receipt") if st.in_progress is not None else None
-    if st.in_progress is not None and isinstance(r, dict):
-        return {"deployment": st.in_progress.id, **r}
-    d = next((d for d in reversed(st.deployments) if isinstance(d.get("receipt"), dict)), None)
+    r = state.in_progress.extra.get("receipt") if state.in_progress is not None else None
+    if state.in_progress is not None and isinstance(r, dict):
+        return {"deployment": state.in_progress.id, **r}
+    d = next((d for d in reversed(state.deployments) if isinstance(d.get("receipt"), dict)), None)
     return {"deployment": d.get("id"), "outcome": d.get("outcome"), **d["receipt"]} if d else None
 
 
-def _retiring(st: State, store: Any) -> dict[str, Any] | None:
+def _retiring(state: State, store: Any) -> dict[str, Any] | None:
     """deploy/retire = "background": the old colour's drain and stop still running (lifecycle/background.py)."""
     from bluegreen_hooks.lifecycle.background import log_path
 
-    r = st.retiring
+    r = state.retiring
     if r is None:
         return None
     return {**r.to_json(), "running": procfs.process_alive(r.pid, r.pid_start), "log": str(log_path(store))}
@@ -306,9 +308,10 @@ def print_status(s: dict[str, Any]) -> None:
         print(f"retiring     {r['colour']} in the background ({r['phase']} since {utc(r['since'])}, pid {r['pid']}"
               + ("" if r["running"] else ", no longer running: the next deployment takes it over")
               + f"; output in {r['log']})")
-    ip = s["in_progress"]
-    if ip:
-        print(f"in progress  {ip['id']} -> {ip['target']}: {ip['status']}, {ip['reason']}")
+    in_progress = s["in_progress"]
+    if in_progress:
+        print(f"in progress  {in_progress['id']} -> {in_progress['target']}: {in_progress['status']}, "
+              f"{in_progress['reason']}")
     c = s.get("canary")
     if c:
         print(f"canary:      {c['new']} gets {c['share']} % of requests ({c['phase']}, step {c['step'] + 1}, "

@@ -20,22 +20,23 @@ from bluegreen_hooks.model import InProgress, record_deployment, record_event
 UNLOCK_EVENT = "Unlock"
 
 
-def holder_running(ip: InProgress, this_host: str) -> str | None:
+def holder_running(in_progress: InProgress, this_host: str) -> str | None:
     """Why the holder may still be running (its event process is alive, or runs on another host), else None."""
-    if ip.event_done:
+    if in_progress.event_done:
         return None
-    if ip.host not in (None, this_host):
-        return f"its {ip.event or '?'} runs on host {ip.host}, which this host cannot check"
-    if procfs.process_alive(ip.pid, ip.pid_start):
-        return f"its {ip.event or '?'} process (pid {ip.pid}) is still running"
+    if in_progress.host not in (None, this_host):
+        return f"its {in_progress.event or '?'} runs on host {in_progress.host}, which this host cannot check"
+    if procfs.process_alive(in_progress.pid, in_progress.pid_start):
+        return f"its {in_progress.event or '?'} process (pid {in_progress.pid}) is still running"
     return None
 
 
-def describe(ip: InProgress, now: float) -> dict[str, Any]:
+def describe(in_progress: InProgress, now: float) -> dict[str, Any]:
     """The released claim, as reported."""
-    return {"id": ip.id, "target": ip.target, "stage": ip.stage, "event": ip.event, "event_done": ip.event_done,
-            "pid": ip.pid, "host": ip.host, "user": ip.user, "started": ip.started,
-            "idle_seconds": round(now - (ip.updated or ip.started), 1)}
+    return {"id": in_progress.id, "target": in_progress.target, "stage": in_progress.stage, "event": in_progress.event,
+            "event_done": in_progress.event_done,
+            "pid": in_progress.pid, "host": in_progress.host, "user": in_progress.user, "started": in_progress.started,
+            "idle_seconds": round(now - (in_progress.updated or in_progress.started), 1)}
 
 
 def unlock(state_dir: Path, app: str, force: bool = False, history: int = 100) -> dict[str, Any]:
@@ -46,21 +47,21 @@ def unlock(state_dir: Path, app: str, force: bool = False, history: int = 100) -
     by = f"{who.user}@{who.host}"
     with store.locked():
         read = store.read()
-        st, now = read.state, time.time()
-        ip = st.in_progress
-        if ip is None:
+        state, now = read.state, time.time()
+        in_progress = state.in_progress
+        if in_progress is None:
             return {"ok": True, "app": app, "released": None, "forced": False, "by": by,
                     "message": f"{app} is not held by any deployment: nothing to unlock"}
-        running = holder_running(ip, who.host)
+        running = holder_running(in_progress, who.host)
         if running and not force:
-            raise LockedError(f"deployment {ip.id} holds {app} and {running}: unlocking now would let another "
+            raise LockedError(f"deployment {in_progress.id} holds {app} and {running}: unlocking now would let another "
                               f"deployment change containers and nginx under it; wait for it, stop it, or pass "
                               f"--force")
         cause = f"unlocked by {by}" + (f" with --force ({running})" if running else "")
-        released = describe(ip, now)
-        record_deployment(st, ip, "unlocked", now, cause)
-        record_event(st, who, ip.id, UNLOCK_EVENT, "succeeded", 0.0, ip.target, now, cause)
-        store.write(st)
+        released = describe(in_progress, now)
+        record_deployment(state, in_progress, "unlocked", now, cause)
+        record_event(state, who, in_progress.id, UNLOCK_EVENT, "succeeded", 0.0, in_progress.target, now, cause)
+        store.write(state)
     return {"ok": True, "app": app, "released": released, "forced": bool(running), "by": by,
-            "message": f"released {app} from deployment {ip.id} (stage {ip.stage or 'none'}, last event "
-                       f"{ip.event or 'none'}); recorded as an Unlock event by {by}"}
+            "message": f"released {app} from deployment {in_progress.id} (stage {in_progress.stage or 'none'}, "
+                       f"last event {in_progress.event or 'none'}); recorded as an Unlock event by {by}"}

@@ -38,17 +38,17 @@ def backend(cfg: Config, client: Any = None, check: tuple[str | None, Sequence[C
 
     if cfg.compose is not None:   # a [compose] table: each colour is a compose project
         from bluegreen_hooks.runtime.compose import ComposeBackend
-        be = ComposeBackend(cfg, client)
+        made = ComposeBackend(cfg, client)
         if check is not None:
-            be.start_check(*check)
+            made.start_check(*check)
         if start is not None:
-            be.start_early(*start)
+            made.start_early(*start)
         try:
-            be.client = client if client is not None else connect()
+            made.client = client if client is not None else connect()
         except BaseException:
-            be.cancel_pending()
+            made.cancel_pending()
             raise
-        return be
+        return made
     client = client if client is not None else connect()
     from bluegreen_hooks.runtime.docker import SdkBackend
     return SdkBackend(cfg, client)

@@ -31,16 +31,16 @@ def _built_names(project: str, built: dict[str, str | None]) -> list[str]:
     return out
 
 
-def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
+def record(backend: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
     """Tag the running stack's images for this release and save the release; return {service: {tag, id}}."""
-    cfg = be.cfg
+    cfg = backend.cfg
     project = cfg.compose.project_name(cfg.app, colour)
-    conts = rel.listed(be.client, project)
-    early, be.labelling = be.labelling, None   # started when `up` ended (rel.EarlyTags)
+    conts = rel.listed(backend.client, project)
+    early, backend.labelling = backend.labelling, None   # started when `up` ended (rel.EarlyTags)
     images = early.result(colour, deployment_id, conts) if early is not None else None
     if images is None:
-        images = rel.tag_images(be.client, cfg.app, deployment_id, conts)
-    text, built = rel.pin_images(be.rendered(colour, deployment_id), {s: i["tag"] for s, i in images.items()})
+        images = rel.tag_images(backend.client, cfg.app, deployment_id, conts)
+    text, built = rel.pin_images(backend.rendered(colour, deployment_id), {s: i["tag"] for s, i in images.items()})
     meta = {"colour": colour, "backend": "compose", "project": project, "images": images,
             "built_names": _built_names(project, built), "containers": sorted(c["Id"] for c in conts)}
     releases.save(cfg.state_dir, cfg.app, deployment_id,
@@ -49,45 +49,45 @@ def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, R
     return {service: ReleaseImage(i["tag"], i["id"]) for service, i in images.items()}
 
 
-def can_restore(be: Any, colour: Colour, deployment: str | None) -> str | None:
+def can_restore(backend: Any, colour: Colour, deployment: str | None) -> str | None:
     """None when release ``deployment`` can be brought back as ``colour``, else why not (one line)."""
     import docker.errors
 
-    release = releases.load(be.cfg.state_dir, be.cfg.app, deployment)
+    release = releases.load(backend.cfg.state_dir, backend.cfg.app, deployment)
     if release is None:
         return (f"{colour} ({deployment}) no longer runs and no record of that release is kept (deployed before "
                 f"bluegreen-hooks recorded releases, or pruned): deploy revision {deployment} again instead")
     for tag in sorted(release.image_tags()):
         try:
-            be.client.images.get(tag)
+            backend.client.images.get(tag)
         except docker.errors.ImageNotFound:
             return (f"image {tag} of the previous release ({deployment}) is gone (pruned or removed); "
                     f"deploy revision {deployment} again instead")
     return None
 
 
-def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
+def restore(backend: Any, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
     """Bring release ``deployment_id`` back as ``colour``: start its stopped containers, else re-create them."""
     guard_not_live(colour, live, "replace")
-    cfg = be.cfg
+    cfg = backend.cfg
     release = releases.load(cfg.state_dir, cfg.app, deployment_id)
     if release is None:
         raise ContainerStartError(f"release {deployment_id} is not recorded; deploy that revision again instead")
     project = str(release.meta.get("project") or cfg.compose.project_name(cfg.app, colour))
-    conts = be.sdk_containers(colour)
+    conts = backend.sdk_containers(colour)
     if conts and {c.id for c in conts} == set(release.meta.get("containers") or []):
         say(f"starting the stopped {project} ({len(conts)} container(s) of release {deployment_id})")
         rel.start([c for c in conts if c.status != "running"])
     else:
         if conts:
-            be.remove_colour(colour, live, say, grace=0)
+            backend.remove_colour(colour, live, say, grace=0)
         say(f"re-creating {project} from release {deployment_id}: its recorded config and images (up --no-build)")
         # the release's memory keys (limits, the new colour's OOM score, cgroup_parent), as its deployment's `up`
         override = cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"   # compose.memory_override_path (a cycle)
         rel.write_memory_override(cfg, override, release.file("compose.yml").read_text(encoding="utf-8"))
-        argv = [*be.command, "-p", project, "-f", str(release.file("compose.yml")), "-f", str(override), "up", "-d",
-                "--no-build", "--remove-orphans"]
+        argv = [*backend.command, "-p", project, "-f", str(release.file("compose.yml")), "-f", str(override),
+                "up", "-d", "--no-build", "--remove-orphans"]
         run_compose(argv, {}, release.path, f"compose up of {project} (release {deployment_id})", UP_TIMEOUT)
     for r in cfg.extra_routes:
-        health.wait_healthy(cfg, colour, lambda: be.watch(colour), say, port=r.ports[colour],
-                            check_now=early_checks(be.client))
+        health.wait_healthy(cfg, colour, lambda: backend.watch(colour), say, port=r.ports[colour],
+                            check_now=early_checks(backend.client))

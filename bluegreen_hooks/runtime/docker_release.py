@@ -25,10 +25,10 @@ def _ports_back(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
-    """``be``: runtime/docker.SdkBackend (not imported: it imports this module)."""
-    cfg = be.cfg
-    conts = [c for c in be.sdk_containers(colour) if c.labels.get(LABEL_DEPLOYMENT) == deployment_id]
+def record(backend: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, ReleaseImage]:
+    """``backend``: runtime/docker.SdkBackend (not imported: it imports this module)."""
+    cfg = backend.cfg
+    conts = [c for c in backend.sdk_containers(colour) if c.labels.get(LABEL_DEPLOYMENT) == deployment_id]
     image = conts[0].labels.get(LABEL_IMAGE) if conts else None
     if not image:
         return {}
@@ -42,41 +42,41 @@ def record(be: Any, colour: Colour, deployment_id: str, say: Say) -> dict[str, R
     return {name: ReleaseImage(i["tag"], i["id"]) for name, i in images.items()}
 
 
-def restore(be: Any, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
+def restore(backend: Any, colour: Colour, deployment_id: str, live: Colour | None, say: Say) -> None:
     import docker.errors
 
     guard_not_live(colour, live, "replace")
-    release = releases.load(be.cfg.state_dir, be.cfg.app, deployment_id)
+    release = releases.load(backend.cfg.state_dir, backend.cfg.app, deployment_id)
     text = release.text("container.json") if release else None
     if release is None or text is None:
         raise ContainerStartError(f"release {deployment_id} is not recorded; deploy that revision again instead")
-    kept = [c for c in be.sdk_containers(colour) if c.id in set(release.meta.get("containers") or [])]
+    kept = [c for c in backend.sdk_containers(colour) if c.id in set(release.meta.get("containers") or [])]
     if kept:
         for c in kept:
             say(f"starting the stopped {c.name} (release {deployment_id})")
             c.start()
         return
-    be.remove_colour(colour, live, say, grace=0)
+    backend.remove_colour(colour, live, say, grace=0)
     kwargs = _ports_back(json.loads(text))
     say(f"starting {kwargs.get('name')} from {kwargs.get('image')} with the settings recorded for {deployment_id}")
     try:
-        be.client.containers.run(**kwargs)
+        backend.client.containers.run(**kwargs)
     except docker.errors.APIError as exc:
         raise ContainerStartError(f"cannot start {kwargs.get('name')}: {exc.explanation or exc}") from exc
 
 
-def prune_releases(be: Any, in_use: set[str]) -> None:
+def prune_releases(backend: Any, in_use: set[str]) -> None:
     """Drop the release records whose image was pruned (their container can no longer be re-created)."""
     import docker.errors
 
-    cfg = be.cfg
+    cfg = backend.cfg
     for rel in releases.listing(cfg.state_dir, cfg.app):
         tags = rel.image_tags()
         if tags & in_use:
             continue
         for tag in tags:
             try:
-                be.client.images.get(tag)
+                backend.client.images.get(tag)
             except docker.errors.ImageNotFound:
                 releases.remove(cfg.state_dir, cfg.app, rel.deployment)
                 break

@@ -89,11 +89,11 @@ def connect(timeout: int = DOCKER_TIMEOUT) -> Any:
 def record(cont: Any) -> Container:
     """An SDK container (list + inspect data, as the SDK holds it) as a plain record."""
     attrs = cont.attrs
-    st = attrs.get("State", {})
-    return Container(id=cont.id, short_id=cont.short_id, name=cont.name, status=st.get("Status") or cont.status,
-                     labels=dict(cont.labels or {}), health=(st.get("Health") or {}).get("Status"),
-                     restarts=attrs.get("RestartCount", 0) or 0, started=st.get("StartedAt"),
-                     image=(attrs.get("Config") or {}).get("Image"), pid=st.get("Pid") or 0)
+    state = attrs.get("State", {})
+    return Container(id=cont.id, short_id=cont.short_id, name=cont.name, status=state.get("Status") or cont.status,
+                     labels=dict(cont.labels or {}), health=(state.get("Health") or {}).get("Status"),
+                     restarts=attrs.get("RestartCount", 0) or 0, started=state.get("StartedAt"),
+                     image=(attrs.get("Config") or {}).get("Image"), pid=state.get("Pid") or 0)
 
 
 def logs_tail(cont: Any, lines: int = 15, width: int = 200) -> list[str]:
@@ -160,10 +160,10 @@ def usage_of(stats: dict[str, Any]) -> int | None:
     usage = ms.get("usage")
     if not isinstance(usage, int):
         return None
-    st = ms.get("stats") or {}
+    state = ms.get("stats") or {}
     for key in ("total_inactive_file", "inactive_file", "cache"):
-        if isinstance(st.get(key), int):
-            return max(0, usage - st[key])
+        if isinstance(state.get(key), int):
+            return max(0, usage - state[key])
     return usage
 
 
