@@ -43,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.vs_deploy_sh import SlowClients, wait_retired
+from bluegreen_hooks.host import procfs
 from testbed import dockerd, jvm
 from testbed.bundle import bed_config, deploy, make_bundle, merge
 from testbed.compose import add_site, remove_projects
@@ -54,7 +55,6 @@ MIB = 1024 * 1024
 LABEL_PROJECT = "com.docker.compose.project"
 LINE = re.compile(r"\[(\w+) \+([\d.]+)s\] (.*)")
 LISTENING = re.compile(r"^(\S+) example jvm app \S+: listening on ")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def wall(stamp: str) -> float:
@@ -63,42 +63,13 @@ def wall(stamp: str) -> float:
     return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
 
 
-def memory_cgroup(pid: int) -> tuple[Path, str, str] | None:
-    """(cgroup folder, usage file, inactive-file key) of a process's memory cgroup (v1 or v2)."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for ln in lines:
-        _, controllers, path = ln.split(":", 2)
-        if "memory" in controllers.split(","):
-            return CGROUP_ROOT / "memory" / path.lstrip("/"), "memory.usage_in_bytes", "total_inactive_file"
-    for ln in lines:
-        if ln.startswith("0::"):
-            return CGROUP_ROOT / ln[3:].lstrip("/"), "memory.current", "inactive_file"
-    return None
-
-
-def cgroup_use(where: tuple[Path, str, str]) -> int | None:
-    folder, usage_file, key = where
-    try:
-        usage = int((folder / usage_file).read_text())
-        for ln in (folder / "memory.stat").read_text().splitlines():
-            name, value = ln.split()
-            if name == key:
-                return max(0, usage - int(value))
-    except (OSError, ValueError):
-        return None
-    return usage
-
-
 class MemorySampler:
     """Samples both colours' containers' memory every ``interval`` s on a thread (containers found by their
     compose project label every 0.5 s); peak of the sum, each colour's share then, each colour's own peak."""
 
     def __init__(self, client, projects: dict[str, str], interval: float) -> None:
         self.client, self.projects, self.interval = client, projects, interval
-        self.cgroups: dict[str, tuple[str, tuple[Path, str, str]]] = {}   # container id -> (colour, cgroup)
+        self.pids: dict[str, tuple[str, int]] = {}   # container id -> (colour, its main process on the host)
         self.peak_sum, self.at_peak = 0, {c: 0 for c in projects}
         self.peak = {c: 0 for c in projects}
         self.samples = 0
@@ -108,12 +79,11 @@ class MemorySampler:
     def _discover(self) -> None:
         for colour, project in self.projects.items():
             for c in self.client.api.containers(filters={"label": f"{LABEL_PROJECT}={project}", "status": "running"}):
-                if c["Id"] in self.cgroups:
+                if c["Id"] in self.pids:
                     continue
                 pid = self.client.api.inspect_container(c["Id"])["State"]["Pid"]
-                where = memory_cgroup(pid) if pid else None
-                if where:
-                    self.cgroups[c["Id"]] = (colour, where)
+                if pid:
+                    self.pids[c["Id"]] = (colour, pid)
 
     def _run(self) -> None:
         next_discovery = 0.0
@@ -122,8 +92,8 @@ class MemorySampler:
                 self._discover()
                 next_discovery = time.monotonic() + 0.5
             per = {c: 0 for c in self.projects}
-            for colour, where in list(self.cgroups.values()):
-                per[colour] += cgroup_use(where) or 0
+            for colour, pid in list(self.pids.values()):
+                per[colour] += procfs.memory_in_use(pid) or 0   # what the preflight reads (docker stats' measure)
             self.samples += 1
             for colour, used in per.items():
                 self.peak[colour] = max(self.peak[colour], used)
