@@ -1,6 +1,8 @@
 """The CodeDeploy lifecycle events, each a short story over lifecycle/steps.py. Idempotent per deployment id.
 
-* ApplicationStop  — CodeDeploy runs it from the PREVIOUS revision: reports, never stops anything.
+* ApplicationStop  — CodeDeploy runs it from the PREVIOUS revision: reports, never stops anything. The bundle's
+                     hooks/ApplicationStop is plain sh that prints the same report (no interpreter start, it
+                     cannot fail); this one runs for `hooks/launch ApplicationStop` and the CLI.
 * BeforeInstall    — preflight (config, Docker, nginx running and its config test), claim the app and
                      choose the target colour (the one not serving), remove leftovers of the target.
 * ApplicationStart — build/pull, start the target colour, health-check it, switch nginx, verify, record.
