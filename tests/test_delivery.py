@@ -42,6 +42,12 @@ def make_spec(tmp_path: Path, appspec: str | None = None) -> Path:
     return spec / "appspec.yml"
 
 
+def noop_hook(bundle: Path) -> list[str]:
+    """The Python no-op event as a hook runs it (the launcher, its venv and package copy): the bundle's own
+    hooks/ApplicationStop is plain sh and starts no interpreter."""
+    return [str(bundle / "hooks" / "launch"), "ApplicationStop"]
+
+
 def entries(path: Path) -> dict[str, zipfile.ZipInfo]:
     with zipfile.ZipFile(path) as zf:
         return {i.filename: i for i in zf.infolist()}
@@ -301,7 +307,7 @@ def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, caps
            "LIFECYCLE_EVENT": "ApplicationStop",
            # offline: any attempt to reach an index would fail
            "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-    procs = [subprocess.Popen([str(bundle / "hooks" / "launch"), "ApplicationStop"], env=env, cwd="/", stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(noop_hook(bundle), env=env, cwd="/", stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -313,7 +319,7 @@ def test_launcher_builds_one_offline_venv_from_the_bundled_wheels(tmp_path, caps
                             "import docker, tenacity, requests; print(docker.__version__, tenacity.__name__)"],
                            capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout.startswith("7.2.0"), check.stderr
-    again = subprocess.run([str(bundle / "hooks" / "launch"), "ApplicationStop"], env=env, cwd="/", capture_output=True,
+    again = subprocess.run(noop_hook(bundle), env=env, cwd="/", capture_output=True,
                            text=True)
     assert again.returncode == 0 and "installing" not in again.stderr + again.stdout
     assert "done" in again.stdout
@@ -330,7 +336,7 @@ def test_launcher_without_pip_unpacks_the_hash_checked_wheels(tmp_path, capsys, 
     py = bare_python(tmp_path, base, "bare")
     env = {"PATH": f"{py.parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs"),
            "BLUEGREEN_VENV_INSTALLER": "unzip", "DEPLOYMENT_ID": "d-unzip"}
-    run = subprocess.run([str(bundle / "hooks" / "launch"), "ApplicationStop"], env=env, cwd="/", capture_output=True, text=True)
+    run = subprocess.run(noop_hook(bundle), env=env, cwd="/", capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     [venv] = [p for p in (tmp_path / "venvs").iterdir() if p.is_dir() and p.name.startswith("venv-")]
     assert not list(venv.glob("lib/python*/site-packages/pip"))
@@ -374,14 +380,14 @@ def test_launcher_without_wheels_uses_the_current_python(tmp_path, capsys):
     assert rc == 0, err
     bundle = unpack(tmp_path / "b.zip", tmp_path / "bundle")
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(tmp_path / "venvs")}
-    run = subprocess.run([str(bundle / "hooks" / "launch"), "ApplicationStop"], env=env, cwd="/", capture_output=True, text=True)
+    run = subprocess.run(noop_hook(bundle), env=env, cwd="/", capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert [p.name[:4] for p in (tmp_path / "venvs").iterdir() if p.is_dir()] == ["pkg-"]   # no venv built
 
 
 def _hook_imports(bundle: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run ApplicationStop; the folders bluegreen_hooks' compiled modules were loaded from (python -v)."""
-    run = subprocess.run([str(bundle / "hooks" / "launch"), "ApplicationStop"], env={**env, "PYTHONVERBOSE": "1"}, cwd="/",
+    run = subprocess.run(noop_hook(bundle), env={**env, "PYTHONVERBOSE": "1"}, cwd="/",
                          capture_output=True, text=True, timeout=120)
     found = re.findall(r"^# code object from '?(.*)/bluegreen_hooks/(?:__pycache__/cli\.cpython-\d+\.pyc|cli\.py)'?$",
                        run.stderr, re.M)
@@ -637,7 +643,7 @@ def test_a_new_runtime_venv_removes_the_ones_no_hook_used_for_a_day(tmp_path, ca
         assert holder.stdout.readline().strip() == "held"
         env = {"PATH": f"{py.parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(venvs),
                "BLUEGREEN_VENV_INSTALLER": "unzip", "DEPLOYMENT_ID": "d-prune"}
-        run = subprocess.run([str(bundle / "hooks" / "launch"), "ApplicationStop"], env=env, cwd="/", capture_output=True,
+        run = subprocess.run(noop_hook(bundle), env=env, cwd="/", capture_output=True,
                              text=True, timeout=300)
         assert run.returncode == 0, run.stdout + run.stderr
     finally:
@@ -655,7 +661,7 @@ def test_a_new_runtime_venv_removes_the_ones_no_hook_used_for_a_day(tmp_path, ca
         "mine = [ln for ln in open('/proc/locks') if ' FLOCK ' in ln and ' READ ' in ln\n"
         "        and ln.split()[4] == str(os.getpid()) and ln.split()[5].endswith(f':{ino}')]\n"
         "print('HELD' if mine else 'NOT HELD')\n")
-    again = subprocess.run([str(bundle / "hooks" / "launch"), "ApplicationStop"], env=env, cwd="/", capture_output=True,
+    again = subprocess.run(noop_hook(bundle), env=env, cwd="/", capture_output=True,
                            text=True, timeout=60)
     assert again.stdout.strip() == "HELD", again.stdout + again.stderr
 
@@ -738,7 +744,7 @@ def test_launcher_refuses_a_venv_another_user_could_change_with_one_line(tmp_pat
         why = case(venv) if case else None
         env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "BLUEGREEN_VENV_ROOT": str(venv.parent),
                "LIFECYCLE_EVENT": "ApplicationStop"}
-        run = subprocess.run([str(bundle / "hooks" / "launch"), "ApplicationStop"], env=env, cwd="/", capture_output=True,
+        run = subprocess.run(noop_hook(bundle), env=env, cwd="/", capture_output=True,
                              text=True, timeout=60)
         if why is None:                             # the controls: a trusted venv is run
             assert run.returncode == 0 and marker.read_text() == "ran\n", run.stdout + run.stderr
