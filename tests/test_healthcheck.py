@@ -91,3 +91,109 @@ def test_the_waits_of_one_hook_share_a_pass(docker_client, run_container, port, 
     assert cont.exec_run(["cat", "/w/runs"]).output.decode().split() == ["run"]
     assert early_checks(docker_client) is early_checks(docker_client)
     assert _docker_health(docker_client, cont) == "starting"
+
+
+# ------------------------------------------------------------- every routed service's port at once (wait_all)
+
+class _App:
+    """A loopback HTTP server answering 503 until ``ready`` is set, then 200; counts the requests it got."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.ready, self.requests = threading.Event(), 0
+        app = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                app.requests += 1
+                self.send_response(200 if app.ready.is_set() else 503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _health_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("health-")]
+
+
+@pytest.fixture
+def apps():
+    made = [_App(), _App()]
+    yield made
+    for a in made:
+        a.close()
+
+
+def test_the_routed_ports_are_waited_for_at_the_same_time(apps, tmp_path):
+    """Both ports are asked before either is healthy (one after the other, the second would get no request
+    until the first answered 200); the wait ends once both are, and each says so."""
+    import threading
+
+    a, b = apps
+    said: list[str] = []
+    out: dict[str, object] = {}
+    t = threading.Thread(target=lambda: out.update(seconds=health.wait_all(
+        _cfg(tmp_path, a.port, deadline=60), "blue", [a.port, b.port], None, said.append)))
+    t.start()
+    wait_for(lambda: a.requests and b.requests, what="both ports asked while neither is healthy")
+    a.ready.set()
+    wait_for(lambda: any(f":{a.port}/" in s for s in said), what="the first port healthy")
+    assert t.is_alive() and "seconds" not in out    # the second still answers 503: not healthy yet
+    b.ready.set()
+    t.join(timeout=30)
+    assert not t.is_alive() and isinstance(out["seconds"], float)
+    assert sum("blue is healthy (HTTP 200 from" in s for s in said) == 2, said
+
+
+def test_the_first_failure_ends_every_routed_wait(apps, tmp_path):
+    """A container that exits fails the wait at once, whichever port's thread sees it first; the other
+    port's thread ends too (it does not poll on until the deadline), and the error is the real one."""
+    a, b = apps
+    exited = [{"Name": "/hc-web", "State": {"Status": "exited", "ExitCode": 137}, "RestartCount": 0}]
+    running = [{"Name": "/hc-web", "State": {"Status": "running"}, "RestartCount": 0}]
+    watch = lambda: exited if a.requests + b.requests >= 4 else running  # noqa: E731
+    with pytest.raises(HealthCheckFailed, match=r"blue \(hc-web\): container exited .*before it got healthy"):
+        health.wait_all(_cfg(tmp_path, a.port, deadline=60), "blue", [a.port, b.port], watch,
+                        lambda _: None)
+    wait_for(lambda: not _health_threads(), timeout=15, what="every port's wait ended")
+
+
+def test_a_sigterm_ends_every_routed_wait(apps, tmp_path):
+    """SIGTERM (host/wait.request_stop, what the hook's handler sets): the waits end with Interrupted."""
+    import threading
+
+    from bluegreen_hooks.errors import Interrupted
+    from bluegreen_hooks.host import wait
+
+    a, b = apps
+    out: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            health.wait_all(_cfg(tmp_path, a.port, deadline=60), "blue", [a.port, b.port], None, lambda _: None)
+        except BaseException as exc:
+            out["exc"] = exc
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_for(lambda: a.requests and b.requests, what="both ports asked")
+        wait.request_stop()
+        t.join(timeout=30)
+    finally:
+        wait._stop["requested"] = False
+    assert not t.is_alive() and isinstance(out.get("exc"), Interrupted), out
+    wait_for(lambda: not _health_threads(), timeout=15, what="every port's wait ended")

@@ -10,7 +10,10 @@ few seconds.
 from __future__ import annotations
 
 import http.client
+import queue
+import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 from bluegreen_hooks.config import Config
@@ -118,3 +121,52 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
     seconds = time.monotonic() - t0
     say(f"{colour} is healthy ({result} from {host}:{port}{h.path} after {seconds:.1f}s)")
     return seconds
+
+
+class _Cancelled(Exception):
+    """Another port's wait failed: this one ends at its next sleep (wait_all)."""
+
+
+def wait_all(cfg: Config, colour: Colour, ports: Sequence[int], watch: Callable[[], list[dict[str, Any]]] | None,
+             say: Callable[[str], None] = print, check_now: Callable[[dict[str, Any]], bool] | None = None) -> float:
+    """``wait_healthy`` on each of ``ports`` (a compose colour's routed services) at the same time: the colour is
+    healthy when every one is, so the routes' waits overlap instead of adding up (~0.1-0.2 s per route once
+    the apps listen). The first failure ends the others at their next sleep and is raised; a SIGTERM ends them
+    all (host/wait.request_stop). Returns the longest wait."""
+    if len(ports) == 1:
+        return wait_healthy(cfg, colour, watch, say, port=ports[0], check_now=check_now)
+    failed = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        if failed.wait(seconds):
+            raise _Cancelled()
+
+    def one(port: int) -> float:
+        try:
+            return wait_healthy(cfg, colour, watch, say, sleep=sleep, port=port, check_now=check_now)
+        except BaseException:
+            failed.set()
+            raise
+
+    done: queue.Queue[tuple[float | None, BaseException | None]] = queue.Queue()
+
+    def run(port: int) -> None:
+        try:
+            done.put((one(port), None))
+        except BaseException as exc:   # handed to the caller's thread
+            done.put((None, exc))
+
+    for port in ports:   # daemon threads: a hook that ends (SIGTERM) does not wait for a check in flight
+        threading.Thread(target=run, args=(port,), name=f"health-{port}", daemon=True).start()
+    longest, first = 0.0, None
+    try:
+        for _ in ports:
+            seconds, exc = done.get()
+            if exc is not None and (first is None or isinstance(first, _Cancelled)):
+                first = exc
+            longest = max(longest, seconds or 0.0)
+    finally:
+        failed.set()
+    if first is not None:
+        raise first
+    return longest

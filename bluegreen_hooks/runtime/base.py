@@ -101,7 +101,8 @@ class Backend(Protocol):
 
     def wait_healthy(self, colour: Colour, say: Say) -> float:
         """Wait until ``colour``'s containers and its own port are healthy (host/health.wait_healthy, with
-        their fresh inspect data and their own HEALTHCHECK run at once); the seconds it took."""
+        their fresh inspect data and their own HEALTHCHECK run at once; a compose colour: every routed
+        service's port at the same time); the seconds it took."""
 
     def check_ports_held(self, colour: Colour) -> None:
         """Raise ContainerStartError when a process that is not one of ``colour``'s containers holds one of its

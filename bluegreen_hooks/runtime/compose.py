@@ -259,10 +259,8 @@ class ComposeBackend(sdk.SdkParts):
 
     def start(self, colour: Colour, artifact: str, deployment_id: str, live: Colour | None,
               say: Say) -> None:
-        """(pull,) ``up -d --remove-orphans`` (--build), then wait for the routed services beyond the first.
-
-        The events then wait for the first routed service (the colour's main port) the same way.
-        """
+        """(pull,) ``up -d --remove-orphans`` (--build); the events then wait for every routed service
+        (``wait_healthy``)."""
         guard_not_live(colour, live, "replace")
         project = project_name(self.cfg, colour)
         early, self._starting = self._starting, None
@@ -288,9 +286,12 @@ class ComposeBackend(sdk.SdkParts):
         names = [(c.get("Labels") or {}).get(LABEL_SERVICE, "?") for c in listed]
         say(f"{project} is up in {time.monotonic() - t0:.1f}s: {', '.join(names) or 'no containers'}")
         self.labelling = rel.EarlyTags(self.client, self.cfg.app, colour, deployment_id, listed)   # overlaps health
-        for r in self.cfg.extra_routes:
-            health.wait_healthy(self.cfg, colour, lambda: self.watch(colour), say, port=r.ports[colour],
-                                check_now=early_checks(self.client))
+
+    def wait_healthy(self, colour: Colour, say: Say) -> float:
+        """Every routed service's port at the same time (host/health.wait_all): the colour's own port first."""
+        ports = [self.cfg.port(colour)] + [r.ports[colour] for r in self.cfg.extra_routes]
+        return health.wait_all(self.cfg, colour, ports, lambda: self.watch(colour), say,
+                               check_now=early_checks(self.client))
 
     def watch(self, colour: Colour) -> list[dict[str, Any]]:
         """Fresh inspect data of the containers to wait for (compose/services, default all)."""

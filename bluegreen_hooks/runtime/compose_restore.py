@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from bluegreen_hooks.errors import ContainerStartError
-from bluegreen_hooks.host import health, releases
+from bluegreen_hooks.host import releases
 from bluegreen_hooks.model import Colour
 from bluegreen_hooks.runtime import compose_release as rel
 from bluegreen_hooks.runtime.base import ReleaseImage, Say, guard_not_live
 from bluegreen_hooks.runtime.compose_exec import run_compose
-from bluegreen_hooks.runtime.healthcheck import early_checks
 
 UP_TIMEOUT = 1800.0
 
@@ -88,6 +87,3 @@ def restore(backend: Any, colour: Colour, deployment_id: str, live: Colour | Non
         argv = [*backend.command, "-p", project, "-f", str(release.file("compose.yml")), "-f", str(override),
                 "up", "-d", "--no-build", "--remove-orphans"]
         run_compose(argv, {}, release.path, f"compose up of {project} (release {deployment_id})", UP_TIMEOUT)
-    for r in cfg.extra_routes:
-        health.wait_healthy(cfg, colour, lambda: backend.watch(colour), say, port=r.ports[colour],
-                            check_now=early_checks(backend.client))
