@@ -6,12 +6,17 @@ checks that no compose network (``<project>_default``) is ever created.
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 
+import pytest
+
 from bluegreen_hooks.errors import HookError
+from bluegreen_hooks.host import procfs
 from bluegreen_hooks.host.wait import poll
 from bluegreen_hooks.lifecycle import steps
 from bluegreen_hooks.lifecycle.runner import run_event
@@ -47,6 +52,9 @@ def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_reque
     for start in (r.output for r in runs if r.event == "ApplicationStart"):   # `up` overlaps the Docker connect
         early, claimed = start.find("while Docker is connected"), start.find("is in progress (stage BeforeInstall)")
         assert 0 <= early < claimed, start
+    for r in runs:   # BeforeInstall started it (lifecycle/early_start), ApplicationStart collected it
+        said = {"BeforeInstall": "ApplicationStart waits for it", "ApplicationStart": "`up` started by BeforeInstall"}
+        assert said.get(r.event, "") in r.output, r.output
     for load, versions in ((web_load, ["v1", "v2", "v3"]), (api_load, ["api-v1", "api-v2", "api-v3"])):
         r = load.result
         assert r.failed == 0, r.summary()
@@ -199,7 +207,7 @@ def test_a_listener_on_the_target_port_after_before_install_means_no_early_start
     before Docker is connected; ApplicationStart refuses with the port named, nothing of green runs, blue serves."""
     ok(deploy(stack.per_colour_bundle("v1"), "d-e1"))
     before = (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")))
-    b2 = stack.per_colour_bundle("v2")
+    b2 = stack.per_colour_bundle("v2", start_in="ApplicationStart")   # ApplicationStart's own early start
     ok(deploy(b2, "d-e2", events=("ApplicationStop", "BeforeInstall")))
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", stack.ports["web"][1]))
@@ -213,12 +221,14 @@ def test_a_listener_on_the_target_port_after_before_install_means_no_early_start
     assert get(stack.url + "/")[1].strip() == "v1"
 
 
-def test_an_early_start_is_ended_and_removed_when_the_claim_fails(stack, monkeypatch):
-    """ApplicationStart started green's `up` before connecting to Docker, then its claim fails: the start is
-    ended, green's containers are removed, blue serves untouched; the next deployment goes through."""
+@pytest.mark.parametrize("start_in", ["ApplicationStart", "BeforeInstall"])
+def test_an_early_start_is_ended_and_removed_when_the_claim_fails(stack, monkeypatch, start_in):
+    """ApplicationStart started green's `up` before connecting to Docker (or collects the one BeforeInstall
+    started), then its claim fails: the start is ended, green's containers are removed, blue serves untouched;
+    the next deployment goes through."""
     ok(deploy(stack.per_colour_bundle("v1"), "d-f1"))
     before = (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")))
-    b2 = stack.per_colour_bundle("v2")
+    b2 = stack.per_colour_bundle("v2", start_in=start_in)
     ok(deploy(b2, "d-f2", events=("ApplicationStop", "BeforeInstall")))
 
     def claim_fails(ctx, be, starting=None):
@@ -231,6 +241,8 @@ def test_an_early_start_is_ended_and_removed_when_the_claim_fails(stack, monkeyp
     assert run_event("ApplicationStart", b2, hook_env("d-f2"), out) == 1
     text = out.getvalue()
     assert "while Docker is connected" in text, text
+    assert ("started by BeforeInstall" in text) == (start_in == "BeforeInstall"), text
+    assert not (stack.state_dir / f"{stack.app}-green.up").exists()   # its record is gone with it
     assert "the claim failed: the early start of green is ended and its containers removed" in text, text
     assert text.rstrip().endswith("ERROR ApplicationStart: injected: the state could not be read"), text
     assert [c.name for c in stack.project("green") if c.status == "running"] == []
@@ -240,3 +252,60 @@ def test_an_early_start_is_ended_and_removed_when_the_claim_fails(stack, monkeyp
     ok(deploy(stack.per_colour_bundle("v3"), "d-f3"))
     assert stack.state()["live"] == "green" and get(stack.url + "/")[1].strip() == "v3"
 
+
+
+# ------------------------------------------------- the `up` BeforeInstall starts: killed, or never collected
+
+def _gated(stack, tmp_path):
+    """A compose command whose `up` waits until the test writes to a FIFO (no polling): what BeforeInstall
+    starts is still running, whatever the machine's speed. Once the FIFO is removed, `up` runs at once."""
+    gate = tmp_path / "up-gate"
+    os.mkfifo(gate)
+    wrapper = tmp_path / "gated-compose"
+    wrapper.write_text("#!/bin/sh\n"
+                       f'for a in "$@"; do if [ "$a" = up ] && [ -p {gate} ]; then read _ < {gate}; break; fi; done\n'
+                       f'exec {" ".join(stack.compose_cmd)} "$@"\n')
+    wrapper.chmod(0o755)
+    return gate, [str(wrapper)]
+
+
+def _record(stack, colour="green"):
+    return json.loads((stack.state_dir / f"{stack.app}-{colour}.up").read_text())
+
+
+def test_an_up_before_install_started_and_was_killed_is_run_again_by_application_start(stack, tmp_path):
+    """BeforeInstall's detached `up` is killed (SIGKILL to its session) before it ends: ApplicationStart says
+    so, runs `up` itself, and the deployment goes through under load with 0 failed."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-k1"))
+    gate, command = _gated(stack, tmp_path)
+    b2 = stack.per_colour_bundle("v2", command=command)
+    with Load(stack.url + "/", threads=2) as load:
+        runs = ok(deploy(b2, "d-k2", events=("ApplicationStop", "BeforeInstall")))
+        assert "ApplicationStart waits for it" in runs[-1].output, runs[-1].output
+        pid = _record(stack)["pid"]
+        os.killpg(pid, signal.SIGKILL)
+        gate.unlink()
+        runs = ok(deploy(b2, "d-k2", events=("ApplicationStart", "ValidateService")))
+    assert "was killed before it ended: running it again" in runs[0].output, runs[0].output
+    assert load.result.failed == 0 and load.result.versions_in_order == ["v1", "v2"], load.result.summary()
+    assert stack.state()["live"] == "green" and get(stack.url + "/")[1].strip() == "v2"
+    assert procfs.group_members(pid) == []
+
+
+def test_an_up_nobody_collected_is_ended_before_the_next_deployment_removes_its_colour(stack, tmp_path):
+    """A deployment ends after BeforeInstall (stopped, its instance rebooted...) while its detached `up` still
+    runs: the next deployment's BeforeInstall ends that `up` (its whole session) before it removes green's
+    leftovers, so two `up` never run at once; the next deployment goes through with 0 failed."""
+    ok(deploy(stack.per_colour_bundle("v1"), "d-a1"))
+    _gate, command = _gated(stack, tmp_path)
+    ok(deploy(stack.per_colour_bundle("v2", command=command), "d-a2", events=("ApplicationStop", "BeforeInstall")))
+    abandoned = _record(stack)
+    assert abandoned["deployment"] == "d-a2" and procfs.group_members(abandoned["pid"])
+    with Load(stack.url + "/", threads=2) as load:
+        runs = ok(deploy(stack.per_colour_bundle("v3"), "d-a3"))
+    assert procfs.group_members(abandoned["pid"]) == []        # ended (its `up` never got past the gate)
+    assert "ApplicationStart waits for it" in runs[1].output and "started by BeforeInstall" in runs[2].output
+    assert load.result.failed == 0 and load.result.versions_in_order == ["v1", "v3"], load.result.summary()
+    assert stack.state()["live"] == "green" and get(stack.url + "/")[1].strip() == "v3"
+    assert {c.labels["bluegreen.deployment"] for c in stack.project("green")
+            if c.labels["com.docker.compose.service"] == "web"} == {"d-a3"}

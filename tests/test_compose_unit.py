@@ -1,7 +1,9 @@
 """Pure logic of the compose backend: the [compose] table, argv builders (v1 and v2), variables, include."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from bluegreen_hooks.config import parse
 from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.host import nginx
 from bluegreen_hooks.runtime import compose
+from bluegreen_hooks.runtime import compose_argv as argv_of
 
 
 def raw(**compose_table):
@@ -39,7 +42,7 @@ def test_compose_table_replaces_the_container_table(bundle):
     assert cc.files == {"blue": bundle / "docker-compose.blue.yml", "green": bundle / "docker-compose.green.yml"}
     assert (cc.single, cc.build, cc.pull, cc.remove_volumes, cc.services, cc.routed, cc.command) == \
         (False, False, False, False, None, (), None)
-    assert [compose.project_name(cfg, c) for c in ("blue", "green")] == ["shop-blue", "shop-green"]
+    assert [argv_of.project_name(cfg, c) for c in ("blue", "green")] == ["shop-blue", "shop-green"]
     assert cfg.extra_routes == ()
 
 
@@ -48,7 +51,7 @@ def test_one_file_form_uses_the_same_file_for_both_colours(bundle):
     cfg = load(bundle, raw(file="docker-compose.yml", project="{app}_{colour}", build=True))
     assert cfg.compose.single
     assert cfg.compose.files["blue"] == cfg.compose.files["green"] == bundle / "docker-compose.yml"
-    assert compose.project_name(cfg, "green") == "shop_green"
+    assert argv_of.project_name(cfg, "green") == "shop_green"
 
 
 @pytest.mark.parametrize("table, message", [
@@ -124,25 +127,25 @@ def test_argv_builders_exact_output(bundle, cmd):
     cfg = load(bundle, raw(**TWO_ROUTED))
     f = str(bundle / "docker-compose.green.yml")
     pre = " ".join(cmd) + f" -p shop-green -f {f}"
-    mem = compose.memory_override_path(cfg, "green")
-    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} -f {mem} up -d --remove-orphans"
-    assert " ".join(compose.pull_argv(cmd, cfg, "green")) == f"{pre} pull"
-    assert " ".join(compose.down_argv(cmd, cfg, "green", 10)) == f"{pre} down --remove-orphans --timeout 10"
-    assert " ".join(compose.config_argv(cmd, cfg, "green")) == f"{pre} config -q"
-    assert " ".join(compose.config_argv(cmd, cfg, "green", services=True)) == f"{pre} config --services"
+    mem = argv_of.memory_override_path(cfg, "green")
+    assert " ".join(argv_of.up_argv(cmd, cfg, "green")) == f"{pre} -f {mem} up -d --remove-orphans"
+    assert " ".join(argv_of.pull_argv(cmd, cfg, "green")) == f"{pre} pull"
+    assert " ".join(argv_of.down_argv(cmd, cfg, "green", 10)) == f"{pre} down --remove-orphans --timeout 10"
+    assert " ".join(argv_of.config_argv(cmd, cfg, "green")) == f"{pre} config -q"
+    assert " ".join(argv_of.config_argv(cmd, cfg, "green", services=True)) == f"{pre} config --services"
     cfg = load(bundle, raw(**TWO_ROUTED, build=True, pull=True, remove_volumes=True, project="x_{colour}"))
     pre = " ".join(cmd) + f" -p x_green -f {f}"
-    assert " ".join(compose.up_argv(cmd, cfg, "green")) == f"{pre} -f {mem} up -d --remove-orphans --build"
-    assert " ".join(compose.pull_argv(cmd, cfg, "green")) == f"{pre} pull --ignore-pull-failures"
-    assert " ".join(compose.down_argv(cmd, cfg, "green", 2.6)) == f"{pre} down --remove-orphans --timeout 3 --volumes"
+    assert " ".join(argv_of.up_argv(cmd, cfg, "green")) == f"{pre} -f {mem} up -d --remove-orphans --build"
+    assert " ".join(argv_of.pull_argv(cmd, cfg, "green")) == f"{pre} pull --ignore-pull-failures"
+    assert " ".join(argv_of.down_argv(cmd, cfg, "green", 2.6)) == f"{pre} down --remove-orphans --timeout 3 --volumes"
 
 
 def test_v2_argv_is_a_list_of_separate_words(bundle):
     """`docker compose` is two argv words, never one string for a shell."""
     cfg = load(bundle, raw(file="docker-compose.yml"))
-    assert compose.up_argv(compose.V2, cfg, "blue") == [
+    assert argv_of.up_argv(compose.V2, cfg, "blue") == [
         "docker", "compose", "-p", "shop-blue", "-f", str(bundle / "docker-compose.yml"),
-        "-f", str(compose.memory_override_path(cfg, "blue")), "up", "-d", "--remove-orphans"]
+        "-f", str(argv_of.memory_override_path(cfg, "blue")), "up", "-d", "--remove-orphans"]
 
 
 def test_variables_for_the_compose_file(bundle):
@@ -150,7 +153,7 @@ def test_variables_for_the_compose_file(bundle):
     cfg = load(bundle, raw(**{**TWO_ROUTED, "routed": ["web", "api-v2"],
                               "routes": {"api-v2": {"blue": 9081, "green": 9082}},
                               "env": {"TAG": "1.2", "BLUEGREEN_COLOUR": "x"}}))
-    assert compose.variables(cfg, "green", "d-1") == {
+    assert argv_of.variables(cfg, "green", "d-1") == {
         "TAG": "1.2", "BLUEGREEN_APP": "shop", "BLUEGREEN_COLOUR": "green", "BLUEGREEN_OTHER_COLOUR": "blue",
         "BLUEGREEN_HOST": "127.0.0.1", "BLUEGREEN_PORT": "8082", "BLUEGREEN_PROJECT": "shop-green",
         "BLUEGREEN_DEPLOYMENT": "d-1", "BLUEGREEN_PORT_WEB": "8082", "BLUEGREEN_PORT_API_V2": "9082"}
@@ -338,3 +341,94 @@ def test_a_render_started_for_before_install_ends_when_docker_is_unreachable(bun
     with pytest.raises(DockerUnavailable):
         runtime.backend(cfg, check=("d-1", ("blue", "green")))
     assert running() == []
+
+
+# ------------------------------------------------------- BeforeInstall's start: when, and the detached command
+
+@pytest.mark.parametrize("table, appspec, why", [
+    ({}, None, None),                                                  # no appspec (a local run): no Install step
+    ({}, "version: 0.0\nos: linux\nhooks:\n  BeforeInstall:\n    - location: hooks/BeforeInstall\n", None),
+    ({"start_in": "ApplicationStart"}, None, "compose/start_in is 'ApplicationStart'"),
+    ({"pull": True}, None, "compose/pull is on: the pull runs first"),
+    ({}, "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /opt/app\n",
+     "appspec.yml installs files (files:) the new version may need"),
+    ({}, "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: hooks/render-config\n",
+     "appspec.yml runs AfterInstall scripts first"),
+    ({}, "version: 0.0\nos: linux\nfiles: [x]\n", "appspec.yml could not be read"),
+])
+def test_before_install_starts_the_new_colour_only_when_nothing_in_between_can_change_it(bundle, table, appspec, why):
+    from bluegreen_hooks.lifecycle.early_start import start_blocker
+
+    if appspec is not None:
+        (bundle / "appspec.yml").write_text(appspec)
+    said = start_blocker(load(bundle, raw(file="docker-compose.yml", **table)))
+    assert (said is None) if why is None else (said is not None and said.startswith(why)), said
+
+
+def test_compose_start_in_is_checked():
+    with pytest.raises(ConfigError, match=r"compose/start_in: should be \"BeforeInstall\" or \"ApplicationStart\", "
+                                          r"not 'AfterInstall'"):
+        parse(raw(file="docker-compose.yml", start_in="AfterInstall"), Path("/nonexistent/bluegreen.toml"),
+              environ={}, check_files=False)
+
+
+def _spawn(tmp_path: Path, argv: list[str], timeout: float = 60.0):
+    from bluegreen_hooks.runtime.compose_exec import Detached
+
+    return Detached.spawn(tmp_path / "app-green.up", argv, {"GREETING": "hello"}, tmp_path, "d-1", "green", timeout)
+
+
+def test_a_detached_start_is_collected_with_its_exit_status_and_output(tmp_path):
+    """The command runs in its own session with our variables, in ``cwd``; its output and exit status are
+    collected by whoever finds its record (another process: ApplicationStart), and the record is then gone."""
+    from bluegreen_hooks.runtime.compose_exec import Detached
+
+    up = _spawn(tmp_path, ["sh", "-c", 'echo "$GREETING from $(pwd)"; exit 3'])
+    assert os.getsid(up.data["pid"]) == up.data["pid"]            # its own session: the hook's end does not end it
+    found = Detached.find(tmp_path / "app-green.up")
+    assert found is not None and (found.deployment_id, found.colour) == ("d-1", "green")
+    [result] = found.results()
+    assert result is not None and result.returncode == 3 and result.stdout == f"hello from {tmp_path}\n"
+    assert Detached.find(tmp_path / "app-green.up") is None
+
+
+def test_a_detached_start_that_was_killed_is_reported_as_such(tmp_path):
+    """Killed before it could write its exit status (SIGKILL to its session): ``[None]``, the caller runs
+    the command again."""
+    up = _spawn(tmp_path, ["sleep", "60"])
+    os.killpg(up.data["pid"], signal.SIGKILL)
+    assert up.results() == [None]
+
+
+def test_a_detached_start_that_hangs_is_ended_at_its_deadline(tmp_path):
+    """Past its deadline the whole session is killed (the command too, not only the runner) and the error
+    names the command and the time; a start that never ends cannot hold ApplicationStart for ever."""
+    from bluegreen_hooks.errors import ContainerStartError
+    from bluegreen_hooks.host import procfs
+
+    up = _spawn(tmp_path, ["sleep", "60"], timeout=1.0)
+    with pytest.raises(ContainerStartError, match=r"`sleep 60` did not finish within 1s"):
+        up.results()
+    assert procfs.group_members(up.data["pid"]) == []
+
+
+def test_a_record_whose_pid_was_reused_is_not_taken_for_the_start(tmp_path):
+    """The record names the kernel's start time of its pid: another process with that pid is not it (never
+    killed, never waited for)."""
+    from bluegreen_hooks.runtime.compose_exec import Detached
+
+    up = _spawn(tmp_path, ["true"])
+    assert up.results()[0].returncode == 0
+    stale = Detached(tmp_path / "app-green.up", {**up.data, "pid": os.getpid()})
+    assert not stale.running()
+    stale.kill()   # does nothing to this process
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"timeout": "soon"}', '{"argv": 3}', '{"pid": "1", "pid_start": 2}'])
+def test_a_damaged_start_record_is_no_start(tmp_path, text):
+    """A record that is not whole or not ours is no start: nothing is waited for, nothing is killed."""
+    from bluegreen_hooks.runtime.compose_exec import Detached
+
+    (tmp_path / "app-green.up").write_text(text)
+    found = Detached.find(tmp_path / "app-green.up")
+    assert found is None or not found.running()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -553,9 +554,16 @@ def test_no_shell_anywhere_in_the_package_and_hooks(tmp_path):
     assert [u for p in files + python_hooks for u in _shell_uses(p)] == []
     for p in [*files, *hooks]:
         assert SHELL_TRUE not in p.read_text(), p
-    # the shell hooks only exec the Python launcher, passing their arguments through quoted
+    # the shell hooks only exec the Python launcher, passing their arguments through quoted; ApplicationStop only
+    # echoes its report, expanding nothing but the agent's own variables (no command, no other expansion)
+    report = re.compile(r'echo "\[ApplicationStop \+0\.00s\] (?:[^"`$\\]|\$\{(?:DEPLOYMENT_ID|APPLICATION_NAME|'
+                        r'DEPLOYMENT_GROUP_NAME):--\})*"')
     for p in hooks:
-        if p not in python_hooks:
+        if p.name == "ApplicationStop":
+            lines = [ln for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            assert lines and all(report.fullmatch(ln) for ln in lines), lines
+            assert not report.fullmatch('echo "[ApplicationStop +0.00s] $(id)"')   # the check itself
+        elif p not in python_hooks:
             lines = [ln for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
             assert lines == [f'exec python3 "$(dirname "$0")/launch" {p.name} "$@"'], (p, lines)
 

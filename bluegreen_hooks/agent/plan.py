@@ -196,6 +196,12 @@ def _before_install_lines(plan: DryRunPlan) -> list[str]:
                f"live colour {plan.live or 'none'}, target colour {plan.target}")
     left = w.containers.get(plan.target, []) if w else []
     out.append(f"remove leftover containers of {plan.target}: {', '.join(left) if left else 'none'}")
+    if cfg.compose is not None:
+        from bluegreen_hooks.lifecycle.early_start import start_blocker
+
+        why = start_blocker(cfg)
+        out.append(f"start {plan.target}'s `up` now, detached: ApplicationStart waits for it" if why is None else
+                   f"{plan.target} starts in ApplicationStart: {why}")
     if cfg.canary is not None and plan.live is not None:
         from bluegreen_hooks.lifecycle.canary import plan_seconds
 
@@ -210,7 +216,7 @@ def _health_line(cfg: Config, colour: Colour) -> str:
 
 
 def _compose_start_lines(plan: DryRunPlan) -> list[str]:
-    from bluegreen_hooks.runtime import compose
+    from bluegreen_hooks.runtime import compose_argv as compose
 
     cfg, target = plan.cfg, plan.target
     cmd = _compose_cmd(cfg)
@@ -218,8 +224,16 @@ def _compose_start_lines(plan: DryRunPlan) -> list[str]:
     out = [f"target colour: {target} (live: {plan.live or 'none'})"]
     if cfg.compose is not None and cfg.compose.pull:
         out.append(f"pull: {_argv(compose.pull_argv(cmd, cfg, target))}")
-    return [*out, f"start project {compose.project_name(cfg, target)}: {_argv(compose.up_argv(cmd, cfg, target))}",
-            f"  with {env}", _health_line(cfg, target)]
+    start = f"start project {compose.project_name(cfg, target)}: {_argv(compose.up_argv(cmd, cfg, target))}"
+    if _starts_in_before_install(cfg):
+        start = f"collect the `up` BeforeInstall started (or, if it was killed, {start})"
+    return [*out, start, f"  with {env}", _health_line(cfg, target)]
+
+
+def _starts_in_before_install(cfg: Config) -> bool:
+    from bluegreen_hooks.lifecycle.early_start import start_blocker
+
+    return cfg.compose is not None and start_blocker(cfg) is None
 
 
 def _container_start_lines(plan: DryRunPlan) -> list[str]:
@@ -248,7 +262,7 @@ def _validate_lines(plan: DryRunPlan) -> list[str]:
     if plan.old and plan.old != plan.target:
         olds = w.containers.get(plan.old, []) if w else []
         if cfg.compose is not None:
-            from bluegreen_hooks.runtime import compose
+            from bluegreen_hooks.runtime import compose_argv as compose
             stop = (f"then: stop (keep, for a rollback) the containers of {compose.project_name(cfg, plan.old)}: "
                     f"{', '.join(olds) or 'nothing running'} (grace {cfg.compose.stop_grace_period:g}s)")
         else:

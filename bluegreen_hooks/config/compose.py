@@ -12,7 +12,8 @@ from bluegreen_hooks.errors import ConfigError
 from bluegreen_hooks.model import COLOURS
 
 COMPOSE_KEYS = ("file", "files", "project", "build", "pull", "services", "routed", "routes", "remove_volumes", "env",
-                "command", "stop_grace_period")
+                "command", "stop_grace_period", "start_in")
+START_IN = ("BeforeInstall", "ApplicationStart")
 _SERVICE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}")
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _REL_FILE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._/@+-]{0,254}")
@@ -28,10 +29,14 @@ def parse_compose(top: Reader, app: str, ports: Mapping[str, int], nginx: NginxC
     routed = _routes(r, _service_names(r, "routed") or (), ports, nginx)
     command = r.optional_argv("command")
     build, pull = r.boolean("build", False), r.boolean("pull", False)
+    start_in = r.table.get("start_in", "BeforeInstall")
+    if start_in not in START_IN:
+        r.fail("start_in", f"should be \"BeforeInstall\" or \"ApplicationStart\", not {start_in!r}")
     return ComposeConfig(
         files=files, single="file" in r.table, project=project, build=build, pull=pull, services=services,
         routed=routed, remove_volumes=r.boolean("remove_volumes", False), env=r.mapping("env"),
-        command=command, stop_grace_period=r.number("stop_grace_period", DEFAULT_STOP_GRACE, 0, 3600))
+        command=command, stop_grace_period=r.number("stop_grace_period", DEFAULT_STOP_GRACE, 0, 3600),
+        start_in=start_in)
 
 
 def _compose_file(r: Reader, key: str, value: Any, path: Path, check_files: bool) -> Path:

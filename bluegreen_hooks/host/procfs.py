@@ -60,6 +60,17 @@ def children(parent: int, proc: Path = PROC) -> list[list[int]]:
     return sorted(out)
 
 
+def group_members(pgid: int, proc: Path = PROC) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    out = []
+    for entry in os.listdir(proc):
+        if entry.isdigit():
+            fields = _stat_fields(entry, proc)
+            if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                out.append(int(entry))
+    return sorted(out)
+
+
 def _tcp_sockets(proc: Path) -> Iterator[list[str]]:
     """The rows of /proc/net/tcp and tcp6, split: [1] local address:port, [2] remote, [3] state, [9] inode."""
     for name in ("tcp", "tcp6"):

@@ -5,6 +5,7 @@ Where things live:
     runner              running one event: config, deployment id, reporter, SIGTERM, audit, the last line
     events              the events themselves (BeforeInstall, ApplicationStart, ValidateService, ...), short stories
     steps               the shared steps: gather -> claim -> start checked -> switch -> retire
+    early_start         a compose app's new colour started by BeforeInstall, collected by ApplicationStart
     verify              the nginx verify mode, decided once per deployment and recorded
     recovery            a switch nginx made but the state could not record
     during_maintenance  what a deployment does while maintenance mode is on (guard, include, validation)

@@ -21,7 +21,7 @@ from bluegreen_hooks.errors import HookError, Interrupted, LockedError, NginxErr
 from bluegreen_hooks.host import config_paths, include_guard, nginx
 from bluegreen_hooks.host.files import write_atomic
 from bluegreen_hooks.host.store import Read
-from bluegreen_hooks.lifecycle import during_maintenance, steps
+from bluegreen_hooks.lifecycle import during_maintenance, early_start, steps
 from bluegreen_hooks.lifecycle.steps import Context
 from bluegreen_hooks.lifecycle.tasks import TaskRunner
 from bluegreen_hooks.lifecycle.traffic import TRAFFIC_HANDLERS
@@ -105,6 +105,7 @@ def before_install(ctx: Context) -> None:
 
         ctx.say(watch.check_plan(ctx))
     ctx.finish("BeforeInstall")
+    early_start.start_soon(ctx, backend, d.target)
 
 
 def _detect_compose_soon(cfg: Config) -> None:
@@ -216,6 +217,8 @@ def _claim_start(ctx: Context) -> tuple[Backend, Decision, bool]:
     cfg = ctx.cfg
     _detect_compose_soon(cfg)
     early = steps.claim_early(ctx) if cfg.compose is not None and not cfg.compose.pull else None
+    if early is None and cfg.compose is not None:
+        early_start.end_uncollected(cfg)
     backend = runtime.backend(cfg, start=(early, ctx.deployment_id, ctx.say) if early else None)
     try:
         d = steps.take(ctx, backend, starting=early)

@@ -178,6 +178,8 @@ def claim_early(ctx: Context) -> Colour | None:
     The caller may start it at once and must then ``take(..., starting=target)``."""
     from bluegreen_hooks.decide import early_target
     from bluegreen_hooks.host import ports
+    from bluegreen_hooks.runtime.compose_argv import detached_record
+    from bluegreen_hooks.runtime.compose_exec import Detached
 
     cfg = ctx.cfg
     include, split, served = observe_nginx(cfg)
@@ -187,6 +189,9 @@ def claim_early(ctx: Context) -> Colour | None:
                                                              split is not None)
         if target is None:
             return None
+        up = Detached.find(detached_record(cfg, target)) if cfg.compose is not None else None
+        if up is not None and (up.deployment_id, up.colour) == (ctx.deployment_id, target):
+            return Hold(target)   # BeforeInstall started it (lifecycle/early_start): its containers may answer
         if any(ports.answers(cfg.host, port) for port in cfg.colour_ports(target)):   # take() and the checks say what
             return None
         return Hold(target)

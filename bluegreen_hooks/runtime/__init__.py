@@ -8,7 +8,8 @@ Where things live:
     docker_args      its pure builders: a deployment's image tag, the arguments of ``containers.run``
     docker_release   a single-container release recorded and brought back (rollback)
     compose          compose stacks: each colour a docker-compose project
-    compose_exec     running compose commands (v2 or v1), one at a time or several at once
+    compose_argv     its pure builders: the variables and argv of each compose command, the state files' paths
+    compose_exec     running compose commands (v2 or v1): one at a time, several at once, or detached
     compose_release  per-release images, the rendered config cache, stop/remove/start
     compose_restore  a compose release recorded and brought back (rollback)
     images           image ownership by label

@@ -90,6 +90,10 @@ class Backend(Protocol):
         """End what was started before Docker was connected and is no longer needed (compose: renders, an
         early ``up``): the hook fails first."""
 
+    def start_soon(self, colour: Colour, deployment_id: str, say: Say) -> bool:
+        """BeforeInstall, once its checks passed: start ``colour`` in the background for ApplicationStart to
+        collect (compose: a detached ``up``); False when this backend does not (then ApplicationStart starts it)."""
+
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Build or pull; return the artifact ``start`` runs (an image tag, or a compose release)."""
 

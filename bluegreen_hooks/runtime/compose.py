@@ -29,9 +29,26 @@ from bluegreen_hooks.host import health
 from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime import sdk
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, DeclaredMemory, ReleaseImage, RunningMap, Say, guard_not_live
+from bluegreen_hooks.runtime.compose_argv import (
+    config_argv,
+    detached_record,
+    memory_override_path,
+    project_name,
+    pull_argv,
+    up_argv,
+    variables,
+)
 from bluegreen_hooks.runtime.compose_exec import V1 as V1  # V1, V2, child_env: the tests use them from here
 from bluegreen_hooks.runtime.compose_exec import V2 as V2
-from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, check_exit, detect, run_compose
+from bluegreen_hooks.runtime.compose_exec import (
+    ComposeUnavailable,
+    Detached,
+    Parallel,
+    _tail,
+    check_exit,
+    detect,
+    run_compose,
+)
 from bluegreen_hooks.runtime.compose_exec import child_env as child_env
 from bluegreen_hooks.runtime.healthcheck import early_checks
 
@@ -41,62 +58,6 @@ LABEL_ONEOFF = "com.docker.compose.oneoff"
 CHECK_TIMEOUT = 60.0
 UP_TIMEOUT = 1800.0
 DOWN_TIMEOUT = 300.0
-
-
-# --------------------------------------------------------------------------------- pure: variables and argv
-
-def variables(cfg: Config, colour: Colour, deployment_id: str | None = None) -> dict[str, str]:
-    """The variables every compose command of ``colour`` gets (compose/env first; ours win)."""
-    assert cfg.compose is not None
-    out = dict(cfg.compose.env)
-    out.update(BLUEGREEN_APP=cfg.app, BLUEGREEN_COLOUR=colour, BLUEGREEN_OTHER_COLOUR=Config.other(colour),
-               BLUEGREEN_HOST=cfg.host, BLUEGREEN_PORT=str(cfg.port(colour)),
-               BLUEGREEN_PROJECT=cfg.compose.project_name(cfg.app, colour),
-               BLUEGREEN_DEPLOYMENT=deployment_id or "-")
-    for r in cfg.compose.routed:
-        out[r.port_env] = str(r.ports[colour])
-    return out
-
-
-def project_name(cfg: Config, colour: Colour) -> str:
-    assert cfg.compose is not None
-    return cfg.compose.project_name(cfg.app, colour)
-
-
-def base_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
-    assert cfg.compose is not None
-    return [*cmd, "-p", project_name(cfg, colour), "-f", str(cfg.compose.files[colour])]
-
-
-def up_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
-    """``-f <memory override> up -d --remove-orphans`` (+ ``--build`` with compose/build)."""
-    assert cfg.compose is not None
-    return (base_argv(cmd, cfg, colour) + ["-f", str(memory_override_path(cfg, colour)), "up", "-d",
-                                           "--remove-orphans"] + (["--build"] if cfg.compose.build else []))
-
-
-def memory_override_path(cfg: Config, colour: Colour) -> Path:
-    """The override file ``up`` gets after the user's compose file (memory_override): in the state dir."""
-    return cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"
-
-
-def pull_argv(cmd: Sequence[str], cfg: Config, colour: Colour) -> list[str]:
-    """``pull`` (with compose/build too, services that are built here may have nothing to pull)."""
-    assert cfg.compose is not None
-    return base_argv(cmd, cfg, colour) + ["pull"] + (["--ignore-pull-failures"] if cfg.compose.build else [])
-
-
-def down_argv(cmd: Sequence[str], cfg: Config, colour: Colour, grace: float) -> list[str]:
-    """``down --remove-orphans --timeout N`` (+ ``--volumes`` only with compose/remove_volumes)."""
-    assert cfg.compose is not None
-    return (base_argv(cmd, cfg, colour) + ["down", "--remove-orphans", "--timeout", str(round(grace))]
-            + (["--volumes"] if cfg.compose.remove_volumes else []))
-
-
-def config_argv(cmd: Sequence[str], cfg: Config, colour: Colour, services: bool = False,
-                render: bool = False) -> list[str]:
-    """``config -q`` / ``config --services`` / ``config`` (``render``: the whole file, variables applied)."""
-    return [*base_argv(cmd, cfg, colour), "config"] + ([] if render else ["--services" if services else "-q"])
 
 
 # ------------------------------------------------------------------------------------------------ backend
@@ -113,7 +74,7 @@ class ComposeBackend(sdk.SdkParts):
         self.cfg, self.client, self.cc = cfg, client, cfg.compose
         self._command = tuple(command) if command else (tuple(self.cc.command) if self.cc.command else None)
         self._rendering: tuple[tuple[Colour, ...], str | None, Parallel] | None = None
-        self._starting: tuple[Colour, str, Parallel, float] | None = None   # start_early's `up`
+        self._starting: tuple[Colour, str, Parallel | Detached, float] | None = None   # start_early's `up`
         self.labelling: Any = None   # compose_release.EarlyTags of the colour `start` brought up
 
     @property
@@ -174,9 +135,31 @@ class ComposeBackend(sdk.SdkParts):
                 pending[2].kill()
         self._rendering = self._starting = None
 
+    def start_soon(self, colour: Colour, deployment_id: str, say: Say) -> bool:
+        """BeforeInstall, its checks passed: start ``up`` of ``colour`` in its own session (compose_exec.Detached),
+        so that it runs on while the agent installs the revision and ApplicationStart's interpreter starts;
+        ApplicationStart's ``start_early`` collects it. False (nothing started) with compose/pull."""
+        if self.cc.pull:
+            return False
+        self.write_memory_override(colour, deployment_id)
+        up = Detached.spawn(detached_record(self.cfg, colour), up_argv(self.command, self.cfg, colour),
+                            variables(self.cfg, colour, deployment_id), self.cc.files[colour].parent, deployment_id,
+                            colour, UP_TIMEOUT)
+        say(self._up_line(colour, f" now (pid {up.data['pid']}; ApplicationStart waits for it)"))
+        return True
+
     def start_early(self, colour: Colour, deployment_id: str, say: Say) -> None:
-        """ApplicationStart: start ``up`` of ``colour`` now, before Docker is connected (steps.claim_early chose
-        it); ``start`` collects it. The SDK's import and the claim then overlap compose's own start."""
+        """ApplicationStart: the ``up`` of ``colour`` BeforeInstall started for this deployment (``start_soon``),
+        else start it now, before Docker is connected (steps.claim_early chose it); ``start`` collects it. The
+        SDK's import and the claim then overlap compose's own start."""
+        up = Detached.find(detached_record(self.cfg, colour))
+        if up is not None and up.deployment_id == deployment_id and up.colour == colour:
+            say(f"{project_name(self.cfg, colour)}: `up` started by BeforeInstall {time.time() - up.started:.1f}s ago "
+                f"(pid {up.data.get('pid')}); waiting for it while Docker is connected")
+            self._starting = (colour, deployment_id, up, time.monotonic() - max(0.0, time.time() - up.started))
+            return
+        if up is not None:   # another deployment's (it ended before ApplicationStart): never two `up` at once
+            up.kill()
         say(self._up_line(colour, " while Docker is connected"))
         self.write_memory_override(colour, deployment_id)
         job = (up_argv(self.command, self.cfg, colour), variables(self.cfg, colour, deployment_id),
@@ -264,12 +247,17 @@ class ComposeBackend(sdk.SdkParts):
         guard_not_live(colour, live, "replace")
         project = project_name(self.cfg, colour)
         early, self._starting = self._starting, None
+        result = None
         if early is not None and early[:2] == (colour, deployment_id):
             t0 = early[3]
-            check_exit(early[2].results()[0], f"compose up of {project}")
-        else:
-            if early is not None:
-                early[2].kill()
+            result = early[2].results()[0]
+            if result is None:
+                say(f"the `up` BeforeInstall started for {colour} was killed before it ended: running it again")
+            else:
+                check_exit(result, f"compose up of {project}")
+        elif early is not None:
+            early[2].kill()
+        if result is None:
             if self.cc.pull:
                 t0 = time.monotonic()
                 self._run(pull_argv(self.command, self.cfg, colour), colour, f"compose pull of {project}",
@@ -336,6 +324,7 @@ class ComposeBackend(sdk.SdkParts):
         from bluegreen_hooks.runtime import compose_release as rel
 
         guard_not_live(colour, live, "remove")
+        self.end_detached(colour)
         if self.labelling is not None and self.labelling.colour == colour:   # a start that failed: its tags go too
             self.labelling.undo()
             self.labelling = None
@@ -349,6 +338,13 @@ class ComposeBackend(sdk.SdkParts):
             + ("removed" if self.cc.remove_volumes else "kept"))
         rel.remove(self.client, project, conts, grace, self.cc.remove_volumes)
         return len(conts)
+
+    def end_detached(self, colour: Colour) -> None:
+        """End an ``up`` of ``colour`` that BeforeInstall started and nobody collected (its deployment ended
+        before ApplicationStart, or failed), before its containers are removed: never two `up` at once."""
+        up = Detached.find(detached_record(self.cfg, colour))
+        if up is not None:
+            up.kill()
 
     def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
         """Stop the colour's containers, keeping them (and its release) for a rollback; never the live colour."""

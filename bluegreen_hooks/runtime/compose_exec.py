@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -207,3 +208,135 @@ class Parallel:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# ----------------------------------------------------------------------- a start that outlives BeforeInstall
+
+# A minimal Python (-I -S: no site, no PYTHON* variables) runs the compose argv (its own arguments, no shell), its
+# output to the log, then writes the exit status to the result file in one rename: a result file is always whole.
+_DETACHED_PY = """import os, subprocess, sys
+log, rc = sys.argv[1], sys.argv[2]
+with open(log, "wb") as out:
+    try:
+        code = subprocess.call(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        out.write(("%s\\n" % exc).encode())
+        code = 127
+with open(rc + ".tmp", "w") as f:
+    f.write("%d\\n" % code)
+os.replace(rc + ".tmp", rc)
+"""
+
+
+class Detached:
+    """One compose command BeforeInstall starts in its own session, so that it runs on while the agent installs
+    the revision and ApplicationStart's interpreter starts; ApplicationStart collects it (``results``) as it
+    collects a ``Parallel`` job. Found again by its record (``<record>``: deployment, colour, pid and the
+    kernel's start time of the pid, so a reused pid is never taken for it); its output goes to ``<record>.log``,
+    its exit status to ``<record>.rc``."""
+
+    def __init__(self, record: Path, data: dict[str, Any]) -> None:
+        self.record, self.data = record, data
+        self.deployment_id, self.colour = str(data.get("deployment", "")), str(data.get("colour", ""))
+        self.argv = [str(a) for a in data.get("argv", [])]
+        self.timeout = float(data.get("timeout", 0) or 0)
+        self.started = float(data.get("started", 0) or 0)   # wall clock (time.time) when it was started
+
+    @staticmethod
+    def paths(record: Path) -> tuple[Path, Path]:
+        return record.with_name(record.name + ".log"), record.with_name(record.name + ".rc")
+
+    @classmethod
+    def spawn(cls, record: Path, argv: Sequence[str], env: Mapping[str, str], cwd: Path, deployment_id: str,
+              colour: str, timeout: float) -> Detached:
+        import json
+
+        from bluegreen_hooks.host import procfs
+        from bluegreen_hooks.host.files import write_atomic
+
+        if not shutil.which(argv[0]):
+            raise ComposeUnavailable(f"compose: command not found: {argv[0]} (install docker-compose, or set "
+                                     f"compose/command)")
+        log, rc = cls.paths(record)
+        for stale in (log, rc, record):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        runner = [sys.executable, "-I", "-S", "-c", _DETACHED_PY, str(log), str(rc)]
+        proc = subprocess.Popen([*runner, *argv], cwd=str(cwd), env=child_env(env, argv[0]), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        data = {"deployment": deployment_id, "colour": colour, "pid": proc.pid,
+                "pid_start": procfs.process_start_time(proc.pid), "started": time.time(), "timeout": timeout,
+                "argv": list(argv)}
+        try:
+            write_atomic(record, json.dumps(data) + "\n", mode=0o600)
+        except BaseException:
+            proc.kill()
+            raise
+        return cls(record, data)
+
+    @classmethod
+    def find(cls, record: Path) -> Detached | None:
+        """The start recorded at ``record``, or None (none, or an unreadable record)."""
+        import json
+
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+            return cls(record, data) if isinstance(data, dict) else None
+        except (OSError, ValueError, TypeError):   # none, half-written by hand, or not ours: not a start
+            return None
+
+    def running(self) -> bool:
+        from bluegreen_hooks.host import procfs
+
+        pid, start = self.data.get("pid"), self.data.get("pid_start")
+        return isinstance(pid, int) and isinstance(start, int) and procfs.process_alive(pid, start)
+
+    def exit_status(self) -> int | None:
+        try:
+            return int(self.paths(self.record)[1].read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            return None
+
+    def results(self) -> list[subprocess.CompletedProcess | None]:
+        """``[its result]`` once it has ended (its output as stdout), ``[None]`` when it was killed before it
+        could say how it ended (the caller runs the command again); past its deadline it is killed and
+        ContainerStartError is raised."""
+        from bluegreen_hooks.host.wait import poll
+
+        def ended() -> tuple[int | None] | None:
+            status = self.exit_status()
+            if status is not None:
+                return (status,)
+            return None if self.running() else (None,)   # gone without a result: killed
+        left = self.started + self.timeout - time.time()
+        done = poll(ended, timeout=max(0.1, left), interval=0.02, max_interval=0.1)
+        if done is None:
+            self.kill()
+            raise ContainerStartError(f"`{' '.join(self.argv)}` did not finish within {self.timeout:.0f}s")
+        self.forget()
+        if done[0] is None:
+            return [None]
+        try:
+            out = self.paths(self.record)[0].read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            out = ""
+        return [subprocess.CompletedProcess(self.argv, done[0], out, "")]
+
+    def kill(self) -> None:
+        """End it (its whole session: the runner and compose) if it still runs, and forget it."""
+        import signal
+
+        from bluegreen_hooks.host import procfs
+        from bluegreen_hooks.host.wait import poll
+
+        if self.running():
+            pgid = int(self.data["pid"])
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+            # gone before the caller removes what it made (a compose still running could create one more)
+            poll(lambda: not procfs.group_members(pgid), timeout=10.0, interval=0.02, max_interval=0.1)
+        self.forget()
+
+    def forget(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.record.unlink()

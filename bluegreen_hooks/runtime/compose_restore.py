@@ -16,6 +16,7 @@ from bluegreen_hooks.host import releases
 from bluegreen_hooks.model import Colour
 from bluegreen_hooks.runtime import compose_release as rel
 from bluegreen_hooks.runtime.base import ReleaseImage, Say, guard_not_live
+from bluegreen_hooks.runtime.compose_argv import memory_override_path
 from bluegreen_hooks.runtime.compose_exec import run_compose
 
 UP_TIMEOUT = 1800.0
@@ -82,7 +83,7 @@ def restore(backend: Any, colour: Colour, deployment_id: str, live: Colour | Non
             backend.remove_colour(colour, live, say, grace=0)
         say(f"re-creating {project} from release {deployment_id}: its recorded config and images (up --no-build)")
         # the release's memory keys (limits, the new colour's OOM score, cgroup_parent), as its deployment's `up`
-        override = cfg.state_dir / f"{cfg.app}-{colour}.memory.yml"   # compose.memory_override_path (a cycle)
+        override = memory_override_path(cfg, colour)
         rel.write_memory_override(cfg, override, release.file("compose.yml").read_text(encoding="utf-8"))
         argv = [*backend.command, "-p", project, "-f", str(release.file("compose.yml")), "-f", str(override),
                 "up", "-d", "--no-build", "--remove-orphans"]

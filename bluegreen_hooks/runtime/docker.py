@@ -237,6 +237,10 @@ class SdkBackend(sdk.SdkParts):
     def cancel_pending(self) -> None:
         """Nothing starts before Docker is connected here."""
 
+    def start_soon(self, colour: Colour, deployment_id: str, say: Say) -> bool:
+        """The image is built or pulled in ApplicationStart, then started: nothing to start in BeforeInstall."""
+        return False
+
     def prepare(self, deployment_id: str, say: Say) -> str:
         """Build or pull; return the artifact to start (here: the image tag)."""
         return ensure_image(self.client, self.cfg, deployment_id, say)
