@@ -338,3 +338,23 @@ def test_a_render_started_for_before_install_ends_when_docker_is_unreachable(bun
     with pytest.raises(DockerUnavailable):
         runtime.backend(cfg, check=("d-1", ("blue", "green")))
     assert running() == []
+
+
+@pytest.mark.parametrize("stdout, stderr, said", [
+    # v1: the build log on stdout, the error on stderr
+    ("Step 2/2 : RUN exit 7\n ---> Running in ab12\nfailing-step\n",
+     "Building web\nThe command '/bin/sh -c exit 7' returned a non-zero code: 7\nService 'web' failed to build : "
+     "Build failed\n",
+     "The command '/bin/sh -c exit 7' returned a non-zero code: 7 / Service 'web' failed to build : Build failed"),
+    # v2 (BuildKit): the failing step, which names the service, is in the log; the error on stderr
+    ("#5 [web 2/2] RUN exit 7\n------\n > [web 2/2] RUN exit 7:\n0.05 failing-step\n------\n",
+     "failed to solve: executor failed running [/bin/sh -c exit 7]: exit code: 7\n",
+     "[web 2/2] RUN exit 7 / failed to solve: executor failed running [/bin/sh -c exit 7]: exit code: 7"),
+    ("only stdout\n", "", "only stdout"),
+    ("", "", "exit 3"),
+])
+def test_a_failed_compose_run_is_told_by_its_stderr_and_v2s_failing_step(stdout, stderr, said):
+    """stderr (where v1 and v2 write the error) wins over stdout's build log; v2's failing build step leads."""
+    from bluegreen_hooks.runtime.compose_exec import failure
+
+    assert failure(subprocess.CompletedProcess(["docker-compose"], 3, stdout, stderr)) == said

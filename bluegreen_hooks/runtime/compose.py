@@ -31,7 +31,7 @@ from bluegreen_hooks.runtime import sdk
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, DeclaredMemory, ReleaseImage, RunningMap, Say, guard_not_live
 from bluegreen_hooks.runtime.compose_exec import V1 as V1  # V1, V2, child_env: the tests use them from here
 from bluegreen_hooks.runtime.compose_exec import V2 as V2
-from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, _tail, check_exit, detect, run_compose
+from bluegreen_hooks.runtime.compose_exec import ComposeUnavailable, Parallel, check_exit, detect, failure, run_compose
 from bluegreen_hooks.runtime.compose_exec import child_env as child_env
 from bluegreen_hooks.runtime.healthcheck import early_checks
 
@@ -224,8 +224,7 @@ class ComposeBackend(sdk.SdkParts):
         for colour, proc in zip(colours, procs):
             if proc.returncode != 0:
                 where = f"{self.cfg.path.name}: {self._key(colour)}: {self._rel(colour)}"
-                raise ConfigError(f"{where} is invalid for {colour}: "
-                                  f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+                raise ConfigError(f"{where} is invalid for {colour}: {failure(proc)}")
             out[colour] = rel.services_of(proc.stdout)
             if deployment_id:
                 with contextlib.suppress(OSError):

@@ -144,6 +144,22 @@ def _tail(output: str, lines: int = 2, width: int = 220) -> str:
     return " / ".join(useful[-lines:])[:width]
 
 
+# compose v2 (BuildKit) names the failing build step in its log: " > [web 2/2] RUN make:"
+_BUILD_STEP = re.compile(r"^ > (\[[^\]]+\] .*):$")
+
+
+def failure(proc: subprocess.CompletedProcess) -> str:
+    """What a failed compose run says, in one line: the last telling lines of its stderr, where v1 and v2 write
+    their error (stdout holds the build and pull log), else of stdout; v2's failing build step first (it names
+    the service); ``exit N`` when there is no output."""
+    said = _tail(proc.stderr or "") or _tail(proc.stdout or "")
+    steps = [m.group(1) for ln in (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()
+             if (m := _BUILD_STEP.match(ln))]
+    if steps:
+        said = f"{steps[-1][:120]} / {said}"
+    return said or f"exit {proc.returncode}"
+
+
 def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: str, timeout: float,
                 error: type = ContainerStartError, check: bool = True) -> subprocess.CompletedProcess:
     """Run one compose command (argv list, no shell); raise ``error`` with its last telling lines.
@@ -165,7 +181,7 @@ def check_exit(proc: subprocess.CompletedProcess, what: str, error: type = Conta
                ) -> subprocess.CompletedProcess:
     """``proc`` when it exited 0, else ``error`` naming ``what`` and compose's last telling lines."""
     if proc.returncode != 0:
-        raise error(f"{what} failed: {_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+        raise error(f"{what} failed: {failure(proc)}")
     return proc
 
 
