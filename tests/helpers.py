@@ -208,8 +208,12 @@ class ComposeStack:
         self.state_dir = tmp_path / "state"
         self.image = f"bgc-{app}"
         self.example = None
+        self.command: list[str] | None = None   # compose/command of every bundle (None: detected)
+        self.version = "v1" if tuple(compose_cmd) == ("docker-compose",) else "v2"
 
     def config(self, **compose_table):
+        if self.command:
+            compose_table.setdefault("command", self.command)
         cfg = bed_config(self.app, self.nginx, self.site, self.ports["web"], self.state_dir)
         del cfg["container"]
         cfg["compose"] = {"routed": ["web", "api"],

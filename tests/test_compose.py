@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +30,13 @@ def failed_at(runs, event):
 
 def _replace_in(path, old, new):
     path.write_text(path.read_text().replace(old, new))
+
+
+def _set_command(bundle, command):
+    """compose/command = [command] in the bundle's bluegreen.toml, in place of the one it had (if any)."""
+    toml = bundle / "bluegreen.toml"
+    text = re.sub(r"(?m)^command = .*\n", "", toml.read_text())
+    toml.write_text(text.replace("stop_grace_period = 3", f"stop_grace_period = 3\ncommand = [{command!r}]"))
 
 
 def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_requests(stack):
@@ -112,62 +120,96 @@ def test_one_file_with_variables_switches_and_refuses_an_unhealthy_stack(stack, 
     assert stack.networks() == stack.networks_before
 
 
+# (name, spoil the bundle, exit code, the last line's start, what it says after that with v1 / v2)
 BAD_INPUTS = [
     ("missing-file", lambda b: (b / "docker-compose.yml").unlink(), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/file: compose file 'docker-compose.yml' not found next to "
-     "bluegreen.toml"),
+     "bluegreen.toml", None),
     ("invalid-yaml", lambda b: (b / "docker-compose.yml").write_text("services:\n  web: [\n"), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: "),
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: ",
+     {"v1": "expected the node content, but found '<stream end>'",
+      "v2": "yaml: line 2: did not find expected node content"}),
     ("invalid-option", lambda b: (b / "docker-compose.yml").write_text("services:\n  web:\n    imag: x\n"), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: "),
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: ",
+     {"v1": "Unsupported config option for services.web: 'imag'",
+      "v2": "services.web Additional property imag is not allowed"}),
     ("absent-service", lambda b: _replace_in(b / "bluegreen.toml", 'routed = ["web", "api"]',
                                              'routed = ["web", "api"]\nservices = ["web", "apx"]'), 2,
      "ERROR BeforeInstall: bluegreen.toml: compose/services: service 'apx' is not in docker-compose.yml "
-     "(its services: api, web, worker)"),
+     "(its services: api, web, worker)", None),
     ("unset-variable",
      lambda b: (b / "docker-compose.yml").write_text(ONE_FILE.replace("BLUEGREEN_PORT_API", "API_PORT")), 2,
-     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: "
-     "Missing mandatory value for \"environment\" option in service \"api\": API_PORT"),
-    ("no-compose-binary", lambda b: _replace_in(b / "bluegreen.toml", 'stop_grace_period = 3',
-                                                'stop_grace_period = 3\ncommand = ["/nonexistent/docker-compose"]'), 1,
-     "ERROR BeforeInstall: compose: command not found: /nonexistent/docker-compose"),
+     "ERROR BeforeInstall: bluegreen.toml: compose/file: docker-compose.yml is invalid for green: ",
+     {"v1": "Missing mandatory value for \"environment\" option in service \"api\": API_PORT",
+      "v2": "required variable API_PORT is missing a value"}),
+    ("no-compose-binary", lambda b: _set_command(b, "/nonexistent/docker-compose"), 1,
+     "ERROR BeforeInstall: compose: command not found: /nonexistent/docker-compose", None),
 ]
 
 
-def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(stack, example_images):
+def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(vstack, example_images):
     """Missing/invalid file, a configured service absent, no compose command: one line, live stack untouched.
 
-    Then a stack whose web service exits (fails fast), and one whose api (the second routed service) is never
-    healthy on its own port: ApplicationStart fails, removes the new stack; blue untouched.
+    Then, under load, versions that fail in ApplicationStart: a web service that exits, a build that fails,
+    an image that cannot be pulled, an api (the second routed service) never healthy on its own port: each
+    one line naming the cause, the new stack removed, 0 failed requests, blue untouched. With compose v1 and v2.
     """
+    stack = vstack
     stack.example = example_images("v1")
     ok(deploy(stack.one_file_bundle("v1"), "d-b1"))
     before = (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"])
-    for name, spoil, code, line in BAD_INPUTS:
+
+    def untouched(name):
+        assert stack.project("green") == [], name
+        blue = sorted((c.id, c.status) for c in stack.project("blue"))
+        assert (stack.include(), blue, stack.state()["live"]) == before, name
+
+    for name, spoil, code, line, detail in BAD_INPUTS:
         bundle = stack.one_file_bundle("v2")
         spoil(bundle)
         run = run_hook(bundle, "BeforeInstall", f"d-bad-{name}", python=sys.executable)
         assert run.returncode == code, (name, run.output)
         assert run.last_line.startswith(line), (name, run.output)
+        assert detail is None or detail[stack.version] in run.last_line, (name, run.output)
         assert len(run.last_line) < 300 and "Traceback" not in run.output, (name, run.output)
-        assert stack.project("green") == [], name
-        blue = sorted((c.id, c.status) for c in stack.project("blue"))
-        assert (stack.include(), blue, stack.state()["live"]) == before, name
+        untouched(name)
     assert get(stack.url + "/")[1].strip() == "v1-blue"
-    # a service that exits fails the deployment at once (not at health/deadline); the new stack is removed
-    run = failed_at(deploy(stack.one_file_bundle("v3", exit_code="3"), "d-b3"), "ApplicationStart")
-    assert "green (" in run.last_line and "exited with code 3 before it got healthy" in run.last_line, run.output
-    assert "blue keeps serving" in run.last_line and "not healthy after" not in run.last_line, run.output
-    assert stack.project("green") == []
-    assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before
-    # the second routed service never answers its health check on its own port: no switch either
-    run = failed_at(deploy(stack.one_file_bundle("v4", api_unhealthy=1, health={"deadline": 5}), "d-b4"),
-                    "ApplicationStart")
-    api_green = stack.ports["api"][1]
-    assert run.last_line.startswith("ERROR ApplicationStart: green not healthy after"), run.output
-    assert f"HTTP 404 from 127.0.0.1:{api_green}/health" in run.last_line, run.output
-    assert stack.project("green") == []
-    assert (stack.include(), sorted((c.id, c.status) for c in stack.project("blue")), stack.state()["live"]) == before
+    with Load(stack.url + "/", threads=3) as load, Load(stack.url + "/api/", threads=2) as api_load:
+        # a service that exits fails the deployment at once (not at health/deadline); the new stack is removed
+        run = failed_at(deploy(stack.one_file_bundle("v3", exit_code="3"), "d-b3"), "ApplicationStart")
+        assert "green (" in run.last_line and "exited with code 3 before it got healthy" in run.last_line, run.output
+        assert "blue keeps serving" in run.last_line and "not healthy after" not in run.last_line, run.output
+        untouched("exits")
+        # a Dockerfile that fails: `up --build` fails, naming the step's error
+        broken = stack.per_colour_bundle("v5")
+        (broken / "app" / "Dockerfile").write_text("FROM bluegreen-base:busybox\nRUN echo failing-step; exit 7\n")
+        run = failed_at(deploy(broken, "d-b5"), "ApplicationStart")
+        assert run.last_line.startswith(f"ERROR ApplicationStart: compose up of {stack.app}-green failed: "), \
+            run.output
+        said = {"v1": ("The command '/bin/sh -c echo failing-step; exit 7' returned a non-zero code: 7 / ",
+                       "Service 'web' failed to build"),   # v2 names the step; its error comes last
+                "v2": ("[web 2/2] RUN echo failing-step; exit 7 / ", "failed to solve: executor failed running")}
+        assert all(part in run.last_line for part in said[stack.version]), run.output
+        assert "blue keeps serving" in run.last_line, run.output
+        untouched("build")
+        # an image no registry has: the pull fails, naming the image
+        stack.example, image = "bgc-no-such-image:nope", stack.example
+        run = failed_at(deploy(stack.one_file_bundle("v6"), "d-b6"), "ApplicationStart")
+        stack.example = image
+        assert run.last_line.startswith(f"ERROR ApplicationStart: compose up of {stack.app}-green failed: "), \
+            run.output
+        said = {"v1": " (bgc-no-such-image:nope)... / Get ", "v2": " Error "}[stack.version]
+        assert said in run.last_line and "blue keeps serving" in run.last_line, run.output
+        untouched("pull")
+        # the second routed service never answers its health check on its own port: no switch either
+        run = failed_at(deploy(stack.one_file_bundle("v4", api_unhealthy=1, health={"deadline": 5}), "d-b4"),
+                        "ApplicationStart")
+        api_green = stack.ports["api"][1]
+        assert run.last_line.startswith("ERROR ApplicationStart: green not healthy after"), run.output
+        assert f"HTTP 404 from 127.0.0.1:{api_green}/health" in run.last_line, run.output
+        untouched("api unhealthy")
+    for r in (load.result, api_load.result):
+        assert r.failed == 0 and r.total > 0 and len(r.versions_seen) == 1, r.summary()
 
 
 def test_migrating_from_deploy_sh_takes_over_the_running_stack(stack):

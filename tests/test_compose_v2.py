@@ -6,26 +6,9 @@ these point compose/command at the v2 binary, so both are covered. Every service
 """
 from __future__ import annotations
 
-import pytest
-
 from testbed.bundle import deploy
 from testbed.load import Load
-from tests.helpers import IN_CI, get, ok
-
-
-@pytest.fixture(scope="module")
-def compose_v2():
-    """The v2 binary (fetched from the Debian mirror on first use); missing skips here, and fails under CI."""
-    from testbed import compose_v2 as v2
-
-    try:
-        path = v2.ensure()
-        assert v2.version(path).startswith("2."), v2.version(path)
-    except Exception as exc:   # no mirror, no dpkg-deb: say why
-        if IN_CI:
-            pytest.fail(f"CI must have docker-compose v2: {exc}")
-        pytest.skip(f"docker-compose v2 unavailable: {exc}")
-    return str(path)
+from tests.helpers import get, ok
 
 
 def test_v2_per_colour_stacks_deploy_three_times_under_load_with_zero_failed(stack, compose_v2):
