@@ -14,8 +14,9 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
-from testbed.bundle import bed_config, make_bundle
+from testbed.bundle import bed_config, hook_env, make_bundle
 from testbed.compose import ONE_FILE, add_site, remove_projects, remove_site, write_per_colour
 from testbed.ports import free_port
 
@@ -271,3 +272,16 @@ def ok(runs):
     assert runs and all(r.returncode == 0 for r in runs), \
         "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
     return runs
+
+
+def start_hook(bundle: Path, event: str, deployment_id: str) -> subprocess.Popen:
+    """Start ``hooks/<event>`` as the agent does (own process group), without waiting for it."""
+    env = hook_env(deployment_id)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    return subprocess.Popen([str(bundle / "hooks" / event)], env=env, cwd="/", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def last_line(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

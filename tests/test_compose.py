@@ -8,9 +8,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
+from pathlib import Path
+
+import pytest
 
 from bluegreen_hooks.errors import HookError
 from bluegreen_hooks.host.wait import poll
@@ -19,7 +25,7 @@ from bluegreen_hooks.lifecycle.runner import run_event
 from testbed.bundle import deploy, hook_env, run_hook
 from testbed.compose import ONE_FILE
 from testbed.load import Load
-from tests.helpers import get, ok
+from tests.helpers import get, last_line, ok, start_hook, wait_for
 
 
 def failed_at(runs, event):
@@ -210,6 +216,84 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
         untouched("api unhealthy")
     for r in (load.result, api_load.result):
         assert r.failed == 0 and r.total > 0 and len(r.versions_seen) == 1, r.summary()
+
+
+def _compose_whose_up_hangs(tmp_path, real, mark):
+    """A compose command whose ``up`` hangs (writes its pid to ``mark``, ignores SIGTERM, never ends) and
+    which runs ``real`` for every other command."""
+    script = tmp_path / "compose-up-hangs"
+    script.write_text(f'#!/bin/sh\ncase " $* " in *" up "*) echo $$ > {mark}; trap "" TERM; exec sleep 600;; esac\n'
+                      f'exec {" ".join(shlex.quote(w) for w in real)} "$@"\n')
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("when, sig", [("up", signal.SIGTERM), ("up", signal.SIGKILL), ("health", signal.SIGTERM),
+                                       ("health", signal.SIGKILL)],
+                         ids=["up-hangs-SIGTERM", "up-hangs-SIGKILL", "health-SIGTERM", "health-SIGKILL"])
+def test_hook_killed_while_up_hangs_or_health_waits_then_next_deployment_succeeds(vstack, example_images, when, sig):
+    """ApplicationStart is killed as the agent does at its timeout (its process group), while compose `up` hangs
+    (ignoring SIGTERM) or while it waits for a never-healthy green. SIGTERM: the hung `up` is ended, green removed,
+    in_progress cleared, one line. SIGKILL: the next deployment takes over. blue serves throughout: 0 failed."""
+    stack = vstack
+    stack.example = example_images("v1")
+    ok(deploy(stack.one_file_bundle("v1"), "d-k1"))
+    mark = stack.tmp / "up.pid"
+    if when == "up":
+        bad = stack.one_file_bundle("v2", command=_compose_whose_up_hangs(stack.tmp, stack.compose_cmd, mark))
+    else:
+        bad = stack.one_file_bundle("v2", ready="/tmp/never", health={"deadline": 120})
+    with Load(stack.url + "/", threads=3) as load:
+        ok(deploy(bad, "d-killed", events=("ApplicationStop", "BeforeInstall")))
+        proc = start_hook(bad, "ApplicationStart", "d-killed")
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.extend(proc.stdout), daemon=True)
+        reader.start()
+        try:
+            if when == "up":   # the claim is made, the hook waits for the `up` it started
+                wait_for(lambda: mark.is_file() and any("compose command:" in ln for ln in said), timeout=60,
+                         what="ApplicationStart to wait for the hung `up`")
+            else:
+                wait_for(lambda: any(c.status == "running" for c in stack.project("green")), timeout=60,
+                         what="green to run and ApplicationStart to wait for its health")
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            reader.join(timeout=10)
+        out = "".join(said)
+        if when == "up":
+            assert not _alive(int(mark.read_text())), "the hung `up` outlived the hook"
+        st = stack.state()
+        assert (st["live"], st["live_deployment"]) == ("blue", "d-k1") and "colour=blue" in stack.include()
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 1, out
+            assert last_line(out).startswith("ERROR ApplicationStart: stopped by SIGTERM"), out
+            assert "blue keeps serving" in last_line(out), out
+            assert st["in_progress"] is None and st["deployments"][-1]["outcome"] == "failed", st
+            assert stack.project("green") == []
+        else:
+            assert proc.returncode == -signal.SIGKILL, out
+            assert st["in_progress"]["id"] == "d-killed", st
+        runs = ok(deploy(stack.one_file_bundle("v3"), "d-next"))
+    r = load.result
+    assert r.failed == 0 and r.versions_in_order == ["v1-blue", "v3-green"], r.summary()
+    before = next(x for x in runs if x.event == "BeforeInstall").output
+    if sig == signal.SIGKILL:
+        assert "took over from stale deployment d-killed" in before, before
+    st = stack.state()
+    assert (st["live"], st["live_deployment"], st["in_progress"]) == ("green", "d-next", None), st
+    assert stack.services("blue") == [] and stack.services("green") == ["api", "web", "worker"]
 
 
 def test_migrating_from_deploy_sh_takes_over_the_running_stack(stack):
