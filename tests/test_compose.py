@@ -77,8 +77,10 @@ def test_per_colour_files_three_deploys_alternate_colours_with_zero_failed_reque
     assert stack.networks() == stack.networks_before
 
 
-def test_per_colour_service_never_healthy_means_no_switch_and_stack_removed(stack):
-    """worker's HEALTHCHECK never passes in the new stack: no switch, the new stack is removed, old serves."""
+def test_per_colour_service_never_healthy_means_no_switch_and_stack_removed(vstack):
+    """worker's HEALTHCHECK never passes in the new stack (compose v1 and v2): no switch, the new stack is
+    removed, old serves."""
+    stack = vstack
     ok(deploy(stack.per_colour_bundle("v1"), "d-h1"))
     before = stack.include()
     blue_ids = sorted(c.id for c in stack.project("blue"))
