@@ -230,10 +230,11 @@ class ComposeStack:
         return dest
 
     def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", api_unhealthy=0,
-                        **compose_table):
+                        start_delay=0, **compose_table):
         cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
                                                            "READY_FILE": ready, "WEB_EXIT_CODE": exit_code,
-                                                           "API_UNHEALTHY": api_unhealthy},
+                                                           "API_UNHEALTHY": api_unhealthy,
+                                                           "WEB_START_DELAY": start_delay},
                           **compose_table)
         if health:
             cfg["health"].update(health)

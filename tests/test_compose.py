@@ -159,7 +159,8 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
     """Missing/invalid file, a configured service absent, no compose command: one line, live stack untouched.
 
     Then, under load, versions that fail in ApplicationStart: a web service that exits, a build that fails,
-    an image that cannot be pulled, an api (the second routed service) never healthy on its own port: each
+    an image that cannot be pulled, a web that never listens, an api (the second routed service) never healthy
+    on its own port: each
     one line naming the cause, the new stack removed, 0 failed requests, blue untouched. With compose v1 and v2.
     """
     stack = vstack
@@ -209,6 +210,13 @@ def test_bad_compose_input_is_refused_in_before_install_before_anything_changes(
         said = {"v1": " (bgc-no-such-image:nope)... / Get ", "v2": " Error "}[stack.version]
         assert said in run.last_line and "blue keeps serving" in run.last_line, run.output
         untouched("pull")
+        # web hangs instead of failing: it never listens; the deadline ends the start
+        run = failed_at(deploy(stack.one_file_bundle("v7", start_delay=600, health={"deadline": 4}), "d-b7"),
+                        "ApplicationStart")
+        assert run.last_line.startswith("ERROR ApplicationStart: green not healthy after"), run.output
+        assert f"127.0.0.1:{stack.ports['web'][1]}" in run.last_line, run.output
+        assert "blue keeps serving" in run.last_line, run.output
+        untouched("never listens")
         # the second routed service never answers its health check on its own port: no switch either
         run = failed_at(deploy(stack.one_file_bundle("v4", api_unhealthy=1, health={"deadline": 5}), "d-b4"),
                         "ApplicationStart")
