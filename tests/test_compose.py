@@ -246,9 +246,11 @@ def _alive(pid):
     return state != "Z"
 
 
-@pytest.mark.parametrize("when, sig", [("up", signal.SIGTERM), ("up", signal.SIGKILL), ("health", signal.SIGTERM),
-                                       ("health", signal.SIGKILL)],
-                         ids=["up-hangs-SIGTERM", "up-hangs-SIGKILL", "health-SIGTERM", "health-SIGKILL"])
+# SIGKILL of the process group while `up` hangs ends the hung `up` with the hook (the kernel does it) and leaves
+# the claim, as SIGKILL during the health wait does (which also leaves green running): that case alone is run for
+# SIGKILL, to keep CI's time (it passed for v1 and v2 when this test was written)
+@pytest.mark.parametrize("when, sig", [("up", signal.SIGTERM), ("health", signal.SIGTERM), ("health", signal.SIGKILL)],
+                         ids=["up-hangs-SIGTERM", "health-SIGTERM", "health-SIGKILL"])
 def test_hook_killed_while_up_hangs_or_health_waits_then_next_deployment_succeeds(vstack, example_images, when, sig):
     """ApplicationStart is killed as the agent does at its timeout (its process group), while compose `up` hangs
     (ignoring SIGTERM) or while it waits for a never-healthy green. SIGTERM: the hung `up` is ended, green removed,
