@@ -90,6 +90,7 @@ services:
       PORT: ${BLUEGREEN_PORT:?}
       APP_VERSION: ${VERSION}-${BLUEGREEN_COLOUR}
       EXIT_CODE: ${WEB_EXIT_CODE:-}
+      START_DELAY: ${WEB_START_DELAY:-0}
   api:
     image: ${IMAGE}
     network_mode: host

@@ -207,3 +207,36 @@ def stack(docker_client, nginx, app_name, tmp_path, compose_cmd):
     s = ComposeStack(app_name, docker_client, nginx, tmp_path, compose_cmd)
     yield s
     s.remove()
+
+
+@pytest.fixture(scope="session")
+def compose_v2():
+    """The docker-compose v2 binary (testbed/compose_v2: fetched from the Debian mirror on first use); missing
+    skips, and fails under CI."""
+    from testbed import compose_v2 as v2
+
+    try:
+        path = v2.ensure()
+        assert v2.version(path).startswith("2."), v2.version(path)
+    except Exception as exc:   # no mirror, no dpkg-deb: say why
+        if IN_CI:
+            pytest.fail(f"CI must have docker-compose v2: {exc}")
+        pytest.skip(f"docker-compose v2 unavailable: {exc}")
+    return str(path)
+
+
+@pytest.fixture(params=["v1", "v2"])
+def compose_version(request):
+    """A test using ``vstack`` runs once per compose version: "v1" (the detected docker-compose 1.29.2 here)
+    and "v2" (the Go binary as compose/command)."""
+    return request.param
+
+
+@pytest.fixture
+def vstack(stack, compose_version, request):
+    """``stack`` whose bundles run the compose of ``compose_version`` (``stack.version``)."""
+    if compose_version == "v2":
+        stack.command = [request.getfixturevalue("compose_v2")]
+        stack.compose_cmd = tuple(stack.command)
+    stack.version = compose_version
+    return stack

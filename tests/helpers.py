@@ -14,8 +14,9 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
-from testbed.bundle import bed_config, make_bundle
+from testbed.bundle import bed_config, hook_env, make_bundle
 from testbed.compose import ONE_FILE, add_site, remove_projects, remove_site, write_per_colour
 from testbed.ports import free_port
 
@@ -208,8 +209,12 @@ class ComposeStack:
         self.state_dir = tmp_path / "state"
         self.image = f"bgc-{app}"
         self.example = None
+        self.command: list[str] | None = None   # compose/command of every bundle (None: detected)
+        self.version = "v1" if tuple(compose_cmd) == ("docker-compose",) else "v2"
 
     def config(self, **compose_table):
+        if self.command:
+            compose_table.setdefault("command", self.command)
         cfg = bed_config(self.app, self.nginx, self.site, self.ports["web"], self.state_dir)
         del cfg["container"]
         cfg["compose"] = {"routed": ["web", "api"],
@@ -225,10 +230,11 @@ class ComposeStack:
         return dest
 
     def one_file_bundle(self, version, ready="/tmp/ready", health=None, exit_code="", api_unhealthy=0,
-                        **compose_table):
+                        start_delay=0, **compose_table):
         cfg = self.config(file="docker-compose.yml", env={"IMAGE": self.example, "VERSION": version,
                                                            "READY_FILE": ready, "WEB_EXIT_CODE": exit_code,
-                                                           "API_UNHEALTHY": api_unhealthy},
+                                                           "API_UNHEALTHY": api_unhealthy,
+                                                           "WEB_START_DELAY": start_delay},
                           **compose_table)
         if health:
             cfg["health"].update(health)
@@ -267,3 +273,16 @@ def ok(runs):
     assert runs and all(r.returncode == 0 for r in runs), \
         "\n".join(f"--- {r.event} ({r.returncode})\n{r.output}" for r in runs)
     return runs
+
+
+def start_hook(bundle: Path, event: str, deployment_id: str) -> subprocess.Popen:
+    """Start ``hooks/<event>`` as the agent does (own process group), without waiting for it."""
+    env = hook_env(deployment_id)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    return subprocess.Popen([str(bundle / "hooks" / event)], env=env, cwd="/", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def last_line(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

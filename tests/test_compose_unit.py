@@ -383,12 +383,13 @@ def test_a_detached_start_is_collected_with_its_exit_status_and_output(tmp_path)
     collected by whoever finds its record (another process: ApplicationStart), and the record is then gone."""
     from bluegreen_hooks.runtime.compose_exec import Detached
 
-    up = _spawn(tmp_path, ["sh", "-c", 'echo "$GREETING from $(pwd)"; exit 3'])
+    up = _spawn(tmp_path, ["sh", "-c", 'echo "$GREETING from $(pwd)"; echo oops >&2; exit 3'])
     assert os.getsid(up.data["pid"]) == up.data["pid"]            # its own session: the hook's end does not end it
     found = Detached.find(tmp_path / "app-green.up")
     assert found is not None and (found.deployment_id, found.colour) == ("d-1", "green")
     [result] = found.results()
     assert result is not None and result.returncode == 3 and result.stdout == f"hello from {tmp_path}\n"
+    assert result.stderr == "oops\n"   # apart, as compose_exec.failure reads them
     assert Detached.find(tmp_path / "app-green.up") is None
 
 
@@ -432,3 +433,23 @@ def test_a_damaged_start_record_is_no_start(tmp_path, text):
     (tmp_path / "app-green.up").write_text(text)
     found = Detached.find(tmp_path / "app-green.up")
     assert found is None or not found.running()
+
+
+@pytest.mark.parametrize("stdout, stderr, said", [
+    # v1: the build log on stdout, the error on stderr
+    ("Step 2/2 : RUN exit 7\n ---> Running in ab12\nfailing-step\n",
+     "Building web\nThe command '/bin/sh -c exit 7' returned a non-zero code: 7\nService 'web' failed to build : "
+     "Build failed\n",
+     "The command '/bin/sh -c exit 7' returned a non-zero code: 7 / Service 'web' failed to build : Build failed"),
+    # v2 (BuildKit): the failing step, which names the service, is in the log; the error on stderr
+    ("#5 [web 2/2] RUN exit 7\n------\n > [web 2/2] RUN exit 7:\n0.05 failing-step\n------\n",
+     "failed to solve: executor failed running [/bin/sh -c exit 7]: exit code: 7\n",
+     "[web 2/2] RUN exit 7 / failed to solve: executor failed running [/bin/sh -c exit 7]: exit code: 7"),
+    ("only stdout\n", "", "only stdout"),
+    ("", "", "exit 3"),
+])
+def test_a_failed_compose_run_is_told_by_its_stderr_and_v2s_failing_step(stdout, stderr, said):
+    """stderr (where v1 and v2 write the error) wins over stdout's build log; v2's failing build step leads."""
+    from bluegreen_hooks.runtime.compose_exec import failure
+
+    assert failure(subprocess.CompletedProcess(["docker-compose"], 3, stdout, stderr)) == said

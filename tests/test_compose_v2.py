@@ -2,30 +2,14 @@
 against the real Docker daemon and nginx, under load: what hosts with `docker compose` run.
 
 The rest of the compose tests use Debian 12's docker-compose 1.29 (what `docker compose` detection finds here);
-these point compose/command at the v2 binary, so both are covered. Every service uses ``network_mode: host``.
+these point compose/command at the v2 binary, so both are covered. The failure kinds run under both
+versions in test_compose.py (its ``vstack`` tests). Every service uses ``network_mode: host``.
 """
 from __future__ import annotations
 
-import pytest
-
 from testbed.bundle import deploy
 from testbed.load import Load
-from tests.helpers import IN_CI, get, ok
-
-
-@pytest.fixture(scope="module")
-def compose_v2():
-    """The v2 binary (fetched from the Debian mirror on first use); missing skips here, and fails under CI."""
-    from testbed import compose_v2 as v2
-
-    try:
-        path = v2.ensure()
-        assert v2.version(path).startswith("2."), v2.version(path)
-    except Exception as exc:   # no mirror, no dpkg-deb: say why
-        if IN_CI:
-            pytest.fail(f"CI must have docker-compose v2: {exc}")
-        pytest.skip(f"docker-compose v2 unavailable: {exc}")
-    return str(path)
+from tests.helpers import ok
 
 
 def test_v2_per_colour_stacks_deploy_three_times_under_load_with_zero_failed(stack, compose_v2):
@@ -45,21 +29,3 @@ def test_v2_per_colour_stacks_deploy_three_times_under_load_with_zero_failed(sta
     assert (st["live"], st["previous"], st["live_deployment"]) == ("blue", "green", "d-v3")
     assert stack.services("blue") == ["api", "web", "worker"] and stack.services("green") == []
     assert stack.networks() == stack.networks_before
-
-
-def test_v2_a_version_that_never_gets_healthy_is_not_switched_to(stack, compose_v2):
-    """worker's HEALTHCHECK never passes in the new v2 stack: no switch, the stack removed, the old one serves."""
-    ok(deploy(stack.per_colour_bundle("v1", command=[compose_v2]), "d-w1"))
-    before = stack.include()
-    with Load(stack.url + "/", threads=3) as load:
-        bad = stack.per_colour_bundle("v2", unhealthy=True, command=[compose_v2])
-        cfg = (bad / "bluegreen.toml").read_text().replace("deadline = 60", "deadline = 8")
-        (bad / "bluegreen.toml").write_text(cfg)
-        runs = deploy(bad, "d-w2")
-    run = runs[-1]
-    assert (run.event, run.returncode != 0) == ("ApplicationStart", True), run.output
-    assert run.last_line.startswith("ERROR ApplicationStart: green not healthy after"), run.output
-    assert "blue keeps serving" in run.last_line
-    assert stack.project("green") == [] and stack.include() == before
-    assert load.result.failed == 0 and load.result.versions_seen == {"v1"}, load.result.summary()
-    assert stack.state()["live"] == "blue" and get(stack.url + "/")[1].strip() == "v1"

@@ -25,7 +25,7 @@ from testbed.bundle import bed_config, deploy, hook_env, make_bundle, run_hook
 from testbed.load import Load
 from testbed.nginx import Nginx
 from testbed.ports import free_port
-from tests.helpers import HeldRequests, get, ok, wait_for
+from tests.helpers import HeldRequests, get, last_line, ok, start_hook, wait_for
 
 THREADS = 3
 
@@ -49,19 +49,6 @@ def assert_clean_load(load, versions=("v1",)):
     r = load.result
     assert r.failed == 0, r.summary()
     assert r.total > 0 and r.versions_seen == set(versions), r.summary()
-
-
-def start_hook(bundle: Path, event: str, deployment_id: str) -> subprocess.Popen:
-    """Start ``hooks/<event>`` as the agent does (own process group), without waiting for it."""
-    env = hook_env(deployment_id)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    return subprocess.Popen([str(bundle / "hooks" / event)], env=env, cwd="/", stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def last_line(output: str) -> str:
-    lines = [ln for ln in output.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 # ------------------------------------------------------------------------------------ the new version fails

@@ -44,9 +44,9 @@ from bluegreen_hooks.runtime.compose_exec import (
     ComposeUnavailable,
     Detached,
     Parallel,
-    _tail,
     check_exit,
     detect,
+    failure,
     run_compose,
 )
 from bluegreen_hooks.runtime.compose_exec import child_env as child_env
@@ -207,8 +207,7 @@ class ComposeBackend(sdk.SdkParts):
         for colour, proc in zip(colours, procs):
             if proc.returncode != 0:
                 where = f"{self.cfg.path.name}: {self._key(colour)}: {self._rel(colour)}"
-                raise ConfigError(f"{where} is invalid for {colour}: "
-                                  f"{_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+                raise ConfigError(f"{where} is invalid for {colour}: {failure(proc)}")
             out[colour] = rel.services_of(proc.stdout)
             if deployment_id:
                 with contextlib.suppress(OSError):

@@ -145,6 +145,22 @@ def _tail(output: str, lines: int = 2, width: int = 220) -> str:
     return " / ".join(useful[-lines:])[:width]
 
 
+# compose v2 (BuildKit) names the failing build step in its log: " > [web 2/2] RUN make:"
+_BUILD_STEP = re.compile(r"^ > (\[[^\]]+\] .*):$")
+
+
+def failure(proc: subprocess.CompletedProcess) -> str:
+    """What a failed compose run says, in one line: the last telling lines of its stderr, where v1 and v2 write
+    their error (stdout holds the build and pull log), else of stdout; v2's failing build step first (it names
+    the service); ``exit N`` when there is no output."""
+    said = _tail(proc.stderr or "") or _tail(proc.stdout or "")
+    steps = [m.group(1) for ln in (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()
+             if (m := _BUILD_STEP.match(ln))]
+    if steps:
+        said = f"{steps[-1][:120]} / {said}"
+    return said or f"exit {proc.returncode}"
+
+
 def run_compose(argv: Sequence[str], env: Mapping[str, str], cwd: Path, what: str, timeout: float,
                 error: type = ContainerStartError, check: bool = True) -> subprocess.CompletedProcess:
     """Run one compose command (argv list, no shell); raise ``error`` with its last telling lines.
@@ -166,7 +182,7 @@ def check_exit(proc: subprocess.CompletedProcess, what: str, error: type = Conta
                ) -> subprocess.CompletedProcess:
     """``proc`` when it exited 0, else ``error`` naming ``what`` and compose's last telling lines."""
     if proc.returncode != 0:
-        raise error(f"{what} failed: {_tail(proc.stderr + proc.stdout) or f'exit {proc.returncode}'}")
+        raise error(f"{what} failed: {failure(proc)}")
     return proc
 
 
@@ -213,14 +229,15 @@ class Parallel:
 # ----------------------------------------------------------------------- a start that outlives BeforeInstall
 
 # A minimal Python (-I -S: no site, no PYTHON* variables) runs the compose argv (its own arguments, no shell), its
-# output to the log, then writes the exit status to the result file in one rename: a result file is always whole.
+# stdout and stderr to two files (``failure`` reads them apart), then writes the exit status to the result file in
+# one rename: a result file is always whole.
 _DETACHED_PY = """import os, subprocess, sys
-log, rc = sys.argv[1], sys.argv[2]
-with open(log, "wb") as out:
+out_path, rc = sys.argv[1], sys.argv[2]
+with open(out_path, "wb") as out, open(out_path + ".err", "wb") as err:
     try:
-        code = subprocess.call(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        code = subprocess.call(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
     except OSError as exc:
-        out.write(("%s\\n" % exc).encode())
+        err.write(("%s\\n" % exc).encode())
         code = 127
 with open(rc + ".tmp", "w") as f:
     f.write("%d\\n" % code)
@@ -232,8 +249,8 @@ class Detached:
     """One compose command BeforeInstall starts in its own session, so that it runs on while the agent installs
     the revision and ApplicationStart's interpreter starts; ApplicationStart collects it (``results``) as it
     collects a ``Parallel`` job. Found again by its record (``<record>``: deployment, colour, pid and the
-    kernel's start time of the pid, so a reused pid is never taken for it); its output goes to ``<record>.log``,
-    its exit status to ``<record>.rc``."""
+    kernel's start time of the pid, so a reused pid is never taken for it); its output goes to ``<record>.log`` and
+    ``<record>.log.err``, its exit status to ``<record>.rc``."""
 
     def __init__(self, record: Path, data: dict[str, Any]) -> None:
         self.record, self.data = record, data
@@ -258,7 +275,7 @@ class Detached:
             raise ComposeUnavailable(f"compose: command not found: {argv[0]} (install docker-compose, or set "
                                      f"compose/command)")
         log, rc = cls.paths(record)
-        for stale in (log, rc, record):
+        for stale in (log, log.with_name(log.name + ".err"), rc, record):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
         runner = [sys.executable, "-I", "-S", "-c", _DETACHED_PY, str(log), str(rc)]
@@ -316,11 +333,16 @@ class Detached:
         self.forget()
         if done[0] is None:
             return [None]
+        log = self.paths(self.record)[0]
+        out, err = self._read(log), self._read(log.with_name(log.name + ".err"))
+        return [subprocess.CompletedProcess(self.argv, done[0], out, err)]
+
+    @staticmethod
+    def _read(path: Path) -> str:
         try:
-            out = self.paths(self.record)[0].read_text(encoding="utf-8", errors="replace")
+            return path.read_text(encoding="utf-8", errors="replace")
         except OSError:
-            out = ""
-        return [subprocess.CompletedProcess(self.argv, done[0], out, "")]
+            return ""
 
     def kill(self) -> None:
         """End it (its whole session: the runner and compose) if it still runs, and forget it."""
