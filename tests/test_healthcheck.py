@@ -98,7 +98,7 @@ def test_the_waits_of_one_hook_share_a_pass(docker_client, run_container, port, 
 class _App:
     """A loopback HTTP server answering 503 until ``ready`` is set, then 200; counts the requests it got."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         import http.server
         import threading
 
@@ -115,7 +115,7 @@ class _App:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -197,3 +197,53 @@ def test_a_sigterm_ends_every_routed_wait(apps, tmp_path):
         wait._stop["requested"] = False
     assert not t.is_alive() and isinstance(out.get("exc"), Interrupted), out
     wait_for(lambda: not _health_threads(), timeout=15, what="every port's wait ended")
+
+
+# -------------------------------------------------- a port that refuses: asked again soon, containers judged
+
+def test_a_refused_port_is_asked_again_soon_and_the_containers_less_often(tmp_path):
+    """While nothing listens, each attempt waits QUICK s (not the growing wait) and skips the containers
+    between looks; once the app answers, its containers are judged before it counts as healthy."""
+    from testbed.ports import free_port
+
+    port, app, sleeps, looks = free_port(), None, [], []
+    running = [{"Name": "/hc-web", "State": {"Status": "running"}, "RestartCount": 0}]
+
+    def sleep(seconds: float) -> None:   # no time passes: the looks depend on attempts only
+        nonlocal app
+        sleeps.append(seconds)
+        if len(sleeps) == 5:
+            app = _App(port)
+            app.ready.set()
+    try:
+        seconds = health.wait_healthy(_cfg(tmp_path, port, deadline=60), "blue", lambda: looks.append(1) or running,
+                                      lambda _: None, sleep=sleep, port=port)
+    finally:
+        if app is not None:
+            app.close()
+    assert seconds < 60 and sleeps == [health.QUICK] * 5, sleeps
+    assert len(looks) == 2, looks   # the first attempt, and once more before the answer counted
+
+
+def test_an_answer_after_refusals_does_not_count_while_a_container_has_exited(tmp_path):
+    """The app answers 200 on an attempt that skipped the containers: they are judged then, and an exited one
+    fails the wait at once."""
+    from testbed.ports import free_port
+
+    port, app, sleeps = free_port(), None, []
+    states = iter([[{"Name": "/hc-web", "State": {"Status": "running"}, "RestartCount": 0}]] +
+                  [[{"Name": "/hc-web", "State": {"Status": "exited", "ExitCode": 1}, "RestartCount": 0}]] * 5)
+
+    def sleep(seconds: float) -> None:
+        nonlocal app
+        sleeps.append(seconds)
+        app = app or _App(port)
+        app.ready.set()
+    try:
+        with pytest.raises(HealthCheckFailed, match=r"container exited .*before it got healthy"):
+            health.wait_healthy(_cfg(tmp_path, port, deadline=60), "blue", lambda: next(states), lambda _: None,
+                                sleep=sleep, port=port)
+    finally:
+        if app is not None:
+            app.close()
+    assert sleeps == [health.QUICK]

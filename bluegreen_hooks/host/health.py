@@ -31,6 +31,16 @@ class NotHealthyYet(Exception):
     """One attempt found the target not (yet) healthy; ``str()`` says what was seen."""
 
 
+class Refused(NotHealthyYet):
+    """Nothing listens on the port yet. Asking again costs the app nothing, so the next attempt comes after
+    ``QUICK`` s, not the growing wait, and the containers are looked at only every ``WATCH_EVERY`` s meanwhile:
+    a JVM that starts to listen is seen within ~50 ms."""
+
+
+QUICK = 0.05          # the wait after a refused connection
+WATCH_EVERY = 0.5     # while the port refuses, how often the containers are looked at (exits, Docker health)
+
+
 def check_http(host: str, port: int, path: str, timeout: float, statuses: tuple[int, ...]) -> str:
     """One GET on a fresh connection; returns "HTTP 200" or raises NotHealthyYet with what was seen."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -39,7 +49,7 @@ def check_http(host: str, port: int, path: str, timeout: float, statuses: tuple[
         resp = conn.getresponse()
         resp.read(65536)
     except ConnectionRefusedError:
-        raise NotHealthyYet(f"connection refused by {host}:{port}") from None
+        raise Refused(f"connection refused by {host}:{port}") from None
     except (OSError, http.client.HTTPException) as exc:
         raise NotHealthyYet(f"{type(exc).__name__} from {host}:{port}{path}: {exc}".rstrip(": ")) from None
     finally:
@@ -69,6 +79,24 @@ def container_verdict(attrs: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, health
 
 
+def _judge(colour: Colour, attrs_list: list[dict[str, Any]], check_now: Callable[[dict[str, Any]], bool] | None,
+           seen: dict[str, str]) -> None:
+    """The containers' part of a health attempt: HealthCheckFailed for none left or one that exited or
+    restarts, NotHealthyYet while a Docker HEALTHCHECK says starting (and its early run fails) or unhealthy."""
+    if not attrs_list:
+        raise HealthCheckFailed(f"{colour} has no container any more (removed while starting?)")
+    for attrs in attrs_list:
+        fatal, docker_health = container_verdict(attrs)
+        name = attrs.get("Name", "").lstrip("/") or colour
+        if fatal:
+            raise HealthCheckFailed(f"{colour} ({name}): {fatal} before it got healthy")
+        if docker_health == "starting" and check_now is not None and check_now(attrs):
+            continue
+        if docker_health in ("starting", "unhealthy"):
+            seen["last"] = f"Docker HEALTHCHECK of {name} says {docker_health}"
+            raise NotHealthyYet(seen["last"])
+
+
 def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str, Any]]] | None,
                  say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
                  port: int | None = None, check_now: Callable[[dict[str, Any]], bool] | None = None) -> float:
@@ -84,26 +112,26 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
     t0 = time.monotonic()
     seen: dict[str, str] = {"last": "no attempt yet"}
     last_progress = [t0]
+    watched = {"at": -WATCH_EVERY, "refused": False}
+
+    def judge_containers() -> None:
+        watched["at"] = time.monotonic()
+        if watch is not None:
+            _judge(colour, watch(), check_now, seen)
 
     def attempt() -> str:
-        attrs_list = watch() if watch is not None else []
-        if watch is not None and not attrs_list:
-            raise HealthCheckFailed(f"{colour} has no container any more (removed while starting?)")
-        for attrs in attrs_list:
-            fatal, docker_health = container_verdict(attrs)
-            name = attrs.get("Name", "").lstrip("/") or colour
-            if fatal:
-                raise HealthCheckFailed(f"{colour} ({name}): {fatal} before it got healthy")
-            if docker_health == "starting" and check_now is not None and check_now(attrs):
-                continue
-            if docker_health in ("starting", "unhealthy"):
-                seen["last"] = f"Docker HEALTHCHECK of {name} says {docker_health}"
-                raise NotHealthyYet(seen["last"])
+        # while the port refuses, the quick attempts skip the containers between looks (WATCH_EVERY)
+        looked = not (watched["refused"] and time.monotonic() - watched["at"] < WATCH_EVERY)
+        if looked:
+            judge_containers()
         try:
             result = check_http(host, port, h.path, h.timeout, h.statuses)
         except NotHealthyYet as exc:
+            watched["refused"] = isinstance(exc, Refused)
             seen["last"] = str(exc)
             raise
+        if not looked:   # nothing counts as healthy before its containers are judged
+            judge_containers()
         return result
 
     def progress(state: RetryCallState) -> None:
@@ -114,7 +142,7 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
 
     try:
         result = retrying(on=NotHealthyYet, timeout=h.deadline, interval=h.interval, max_interval=h.max_interval,
-                          before_sleep=progress, sleep=sleep)(attempt)
+                          before_sleep=progress, sleep=sleep, quick=(Refused, min(QUICK, h.interval)))(attempt)
     except NotHealthyYet as exc:
         raise HealthCheckFailed(f"{colour} not healthy after {time.monotonic() - t0:.0f}s "
                                 f"(last: {exc}; health/deadline is {h.deadline:g}s)") from None

@@ -56,13 +56,23 @@ def _guarded(sleep: Callable[[float], None]) -> Callable[[float], None]:
 
 def retrying(*, on: ExcTypes, timeout: float, interval: float = 0.05, max_interval: float = 0.5,
              before_sleep: Callable[[RetryCallState], Any] | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> Retrying:
-    """A tenacity policy: retry ``on`` these exceptions until ``timeout`` seconds; reraise the last one."""
+             sleep: Callable[[float], None] = time.sleep,
+             quick: tuple[ExcTypes, float] | None = None) -> Retrying:
+    """A tenacity policy: retry ``on`` these exceptions until ``timeout`` seconds; reraise the last one.
+
+    ``quick`` = (exception types, seconds): after an attempt that raised one of those, the wait is that short
+    one instead of the exponential one (e.g. a refused connection: asking again costs the other side nothing)."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-    return Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=interval, max=max_interval),
-                    retry=retry_if_exception_type(on), before_sleep=before_sleep, reraise=True,
-                    sleep=_guarded(_no_sleep if _testing["on"] else sleep))
+    wait: Callable[[RetryCallState], float] = wait_exponential(multiplier=interval, max=max_interval)
+    if quick is not None:
+        slow, (types, seconds) = wait, quick
+
+        def wait(state: RetryCallState) -> float:
+            failed = state.outcome.exception() if state.outcome is not None else None
+            return seconds if isinstance(failed, types) else slow(state)
+    return Retrying(stop=stop_after_delay(timeout), wait=wait, retry=retry_if_exception_type(on),
+                    before_sleep=before_sleep, reraise=True, sleep=_guarded(_no_sleep if _testing["on"] else sleep))
 
 
 class _NotYet(Exception):

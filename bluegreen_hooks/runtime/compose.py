@@ -25,7 +25,7 @@ from typing import Any
 
 from bluegreen_hooks.config import Config
 from bluegreen_hooks.errors import ConfigError, ContainerStartError, HealthCheckFailed
-from bluegreen_hooks.host import health
+from bluegreen_hooks.host import health, wait
 from bluegreen_hooks.model import COLOURS, Colour, Running
 from bluegreen_hooks.runtime import sdk
 from bluegreen_hooks.runtime.base import LABEL_DEPLOYMENT, DeclaredMemory, ReleaseImage, RunningMap, Say, guard_not_live
@@ -58,6 +58,7 @@ LABEL_ONEOFF = "com.docker.compose.oneoff"
 CHECK_TIMEOUT = 60.0
 UP_TIMEOUT = 1800.0
 DOWN_TIMEOUT = 300.0
+SETTLE = 2.0   # after killing a running `up`: how long a container it asked Docker for may take to appear
 
 
 # ------------------------------------------------------------------------------------------------ backend
@@ -76,6 +77,7 @@ class ComposeBackend(sdk.SdkParts):
         self._rendering: tuple[tuple[Colour, ...], str | None, Parallel] | None = None
         self._starting: tuple[Colour, str, Parallel | Detached, float] | None = None   # start_early's `up`
         self.labelling: Any = None   # compose_release.EarlyTags of the colour `start` brought up
+        self._cut_short = False      # an `up` was killed while it ran: a container may still appear
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -131,8 +133,8 @@ class ComposeBackend(sdk.SdkParts):
     def cancel_pending(self) -> None:
         """End what ``start_check`` / ``start_early`` started (the hook failed before it needed it)."""
         for pending in (self._rendering, self._starting):
-            if pending is not None:
-                pending[2].kill()
+            if pending is not None and pending[2].kill() and pending is self._starting:
+                self._cut_short = True   # remove_colour then waits for what Docker was still creating
         self._rendering = self._starting = None
 
     def start_soon(self, colour: Colour, deployment_id: str, say: Say) -> bool:
@@ -331,19 +333,24 @@ class ComposeBackend(sdk.SdkParts):
         project = project_name(self.cfg, colour)
         conts = self.sdk_containers(colour)
         nets = self.client.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"})
-        if not conts and not nets:
-            return 0
-        say(f"taking {project} down: {len(conts)} container(s), grace {grace:g}s, volumes "
-            + ("removed" if self.cc.remove_volumes else "kept"))
-        rel.remove(self.client, project, conts, grace, self.cc.remove_volumes)
+        if conts or nets:
+            say(f"taking {project} down: {len(conts)} container(s), grace {grace:g}s, volumes "
+                + ("removed" if self.cc.remove_volumes else "kept"))
+            rel.remove(self.client, project, conts, grace, self.cc.remove_volumes)
+        if self._cut_short:   # a create or start the killed `up` had sent may still complete: remove that too
+            self._cut_short = False
+            late = wait.poll(lambda: self.sdk_containers(colour), timeout=SETTLE, interval=0.1, max_interval=0.2)
+            if late:
+                say(f"removing {len(late)} container(s) of {project} created as its `up` was ended")
+                rel.remove(self.client, project, self.sdk_containers(colour), 0, self.cc.remove_volumes)
+                conts = [*conts, *late]
         return len(conts)
 
     def end_detached(self, colour: Colour) -> None:
-        """End an ``up`` of ``colour`` that BeforeInstall started and nobody collected (its deployment ended
-        before ApplicationStart, or failed), before its containers are removed: never two `up` at once."""
+        """End an ``up`` of ``colour`` BeforeInstall started that nobody collected: never two `up` at once."""
         up = Detached.find(detached_record(self.cfg, colour))
-        if up is not None:
-            up.kill()
+        if up is not None and up.kill():
+            self._cut_short = True
 
     def stop_colour(self, colour: Colour, live: Colour | None, say: Say, grace: float | None = None) -> int:
         """Stop the colour's containers, keeping them (and its release) for a rollback; never the live colour."""

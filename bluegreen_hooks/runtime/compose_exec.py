@@ -218,12 +218,15 @@ class Parallel:
             self.kill()
         return out
 
-    def kill(self) -> None:
-        """End the jobs still running (the hook failed before it needed them)."""
+    def kill(self) -> bool:
+        """End the jobs still running (the hook failed before it needed them); True when one still ran."""
+        ran = False
         for p in self.procs:
             if p.poll() is None:
+                ran = True
                 p.kill()
                 p.wait()
+        return ran
 
 
 # ----------------------------------------------------------------------- a start that outlives BeforeInstall
@@ -344,8 +347,8 @@ class Detached:
         except OSError:
             return ""
 
-    def kill(self) -> None:
-        """End it (its whole session: the runner and compose) if it still runs, and forget it."""
+    def kill(self) -> bool:
+        """End it (its whole session: the runner and compose) if it still runs, and forget it; True when it ran."""
         import signal
 
         from bluegreen_hooks.host import procfs
@@ -357,7 +360,10 @@ class Detached:
                 os.killpg(pgid, signal.SIGKILL)
             # gone before the caller removes what it made (a compose still running could create one more)
             poll(lambda: not procfs.group_members(pgid), timeout=10.0, interval=0.02, max_interval=0.1)
+            self.forget()
+            return True
         self.forget()
+        return False
 
     def forget(self) -> None:
         with contextlib.suppress(FileNotFoundError):
