@@ -141,7 +141,8 @@ def new_colour_times(client, project: str) -> tuple[float, float, float]:
 def timeline(runs: list, t_start: float, client, project: str, traffic: float | None) -> dict[str, float]:
     """One deployment's steps in seconds (see the module docstring); the keys are printed in this order."""
     spans, lines = hook_lines(runs, t_start)
-    up = first(lines, "ApplicationStart", r"^starting \S+ from ")
+    starter = "BeforeInstall" if first(lines, "BeforeInstall", r"^starting \S+ from ") else "ApplicationStart"
+    up = first(lines, starter, r"^starting \S+ from ")   # BeforeInstall starts it detached, when it may
     healthy = first(lines, "ApplicationStart", r" is healthy \(", last=True)
     switched = first(lines, "ApplicationStart", r"^nginx now sends traffic to ")
     c0, c1, ready = new_colour_times(client, project)
@@ -149,7 +150,7 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
     out = {
         "ApplicationStop": spans["ApplicationStop"][1] - spans["ApplicationStop"][0],
         "BeforeInstall": spans["BeforeInstall"][1] - spans["BeforeInstall"][0],
-        "ApplicationStart until `up`": (up or c0) - spans["ApplicationStart"][0],
+        f"{starter} until `up` (the hook that starts it)": (up or c0) - spans[starter][0],
         "`up` until the 1st container runs": c0 - (up or c0),
         "readiness (1st container started -> slowest JVM listens)": ready - c0,
         "slowest JVM listens -> healthy seen": (healthy or ready) - ready,
