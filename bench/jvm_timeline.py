@@ -180,6 +180,8 @@ def main() -> int:
     ap.add_argument("--compose-command", metavar="ARGV", default=None,
                     help="compose/command for the deployments (e.g. a docker-compose v2 binary: "
                          "'/opt/compose-v2/docker-compose'); default: what the hooks detect")
+    ap.add_argument("--start-in", choices=("BeforeInstall", "ApplicationStart"), default=None,
+                    help="compose/start_in for the deployments (default: the config's default)")
     args = ap.parse_args()
     daemon = dockerd.ensure_daemon()
     os.environ["DOCKER_HOST"] = daemon.host
@@ -202,6 +204,8 @@ def main() -> int:
         del cfg["container"]
         if args.compose_command:
             cfg["compose"]["command"] = shlex.split(args.compose_command)
+        if args.start_in:
+            cfg["compose"]["start_in"] = args.start_in
         cfg["deploy"]["retire"] = "background"
         b = make_bundle(work / f"bg{i}", cfg, app_dir=jvm.APP_DIR)
         jvm.write_per_colour(b, f"{repo}:v{i}", f"v{i}", ports, base)

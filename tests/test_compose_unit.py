@@ -345,16 +345,20 @@ def test_a_render_started_for_before_install_ends_when_docker_is_unreachable(bun
 
 # ------------------------------------------------------- BeforeInstall's start: when, and the detached command
 
+BI = {"start_in": "BeforeInstall"}
+
+
 @pytest.mark.parametrize("table, appspec, why", [
-    ({}, None, None),                                                  # no appspec (a local run): no Install step
-    ({}, "version: 0.0\nos: linux\nhooks:\n  BeforeInstall:\n    - location: hooks/BeforeInstall\n", None),
+    (BI, None, None),                                                  # no appspec (a local run): no Install step
+    (BI, "version: 0.0\nos: linux\nhooks:\n  BeforeInstall:\n    - location: hooks/BeforeInstall\n", None),
+    ({}, None, "compose/start_in is 'ApplicationStart'"),              # the default
     ({"start_in": "ApplicationStart"}, None, "compose/start_in is 'ApplicationStart'"),
-    ({"pull": True}, None, "compose/pull is on: the pull runs first"),
-    ({}, "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /opt/app\n",
+    ({**BI, "pull": True}, None, "compose/pull is on: the pull runs first"),
+    (BI, "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /opt/app\n",
      "appspec.yml installs files (files:) the new version may need"),
-    ({}, "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: hooks/render-config\n",
+    (BI, "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: hooks/render-config\n",
      "appspec.yml runs AfterInstall scripts first"),
-    ({}, "version: 0.0\nos: linux\nfiles: [x]\n", "appspec.yml could not be read"),
+    (BI, "version: 0.0\nos: linux\nfiles: [x]\n", "appspec.yml could not be read"),
 ])
 def test_before_install_starts_the_new_colour_only_when_nothing_in_between_can_change_it(bundle, table, appspec, why):
     from bluegreen_hooks.lifecycle.early_start import start_blocker

@@ -196,7 +196,7 @@ def _before_install_lines(plan: DryRunPlan) -> list[str]:
                f"live colour {plan.live or 'none'}, target colour {plan.target}")
     left = w.containers.get(plan.target, []) if w else []
     out.append(f"remove leftover containers of {plan.target}: {', '.join(left) if left else 'none'}")
-    if cfg.compose is not None:
+    if cfg.compose is not None and cfg.compose.start_in == "BeforeInstall":
         from bluegreen_hooks.lifecycle.early_start import start_blocker
 
         why = start_blocker(cfg)
@@ -233,7 +233,7 @@ def _compose_start_lines(plan: DryRunPlan) -> list[str]:
 def _starts_in_before_install(cfg: Config) -> bool:
     from bluegreen_hooks.lifecycle.early_start import start_blocker
 
-    return cfg.compose is not None and start_blocker(cfg) is None
+    return cfg.compose is not None and cfg.compose.start_in == "BeforeInstall" and start_blocker(cfg) is None
 
 
 def _container_start_lines(plan: DryRunPlan) -> list[str]:

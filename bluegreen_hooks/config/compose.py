@@ -29,7 +29,7 @@ def parse_compose(top: Reader, app: str, ports: Mapping[str, int], nginx: NginxC
     routed = _routes(r, _service_names(r, "routed") or (), ports, nginx)
     command = r.optional_argv("command")
     build, pull = r.boolean("build", False), r.boolean("pull", False)
-    start_in = r.table.get("start_in", "BeforeInstall")
+    start_in = r.table.get("start_in", "ApplicationStart")
     if start_in not in START_IN:
         r.fail("start_in", f"should be \"BeforeInstall\" or \"ApplicationStart\", not {start_in!r}")
     return ComposeConfig(

@@ -116,7 +116,7 @@ class ComposeConfig:
     env: Mapping[str, str]
     command: tuple[str, ...] | None    # None: `docker compose` if it works, else `docker-compose`
     stop_grace_period: float
-    start_in: str = "BeforeInstall"    # which hook starts the new colour's `up` (BeforeInstall: when it may)
+    start_in: str = "ApplicationStart"   # which hook starts the new colour's `up` (BeforeInstall: when it may)
 
     def project_name(self, app: str, colour: str) -> str:
         return self.project.format(app=app, colour=colour)

@@ -1,12 +1,15 @@
-"""A compose app's new colour started by BeforeInstall, collected by ApplicationStart (docs/compose.md).
+"""``compose/start_in = "BeforeInstall"`` (opt-in): a compose app's new colour started by BeforeInstall, collected
+by ApplicationStart (docs/compose.md).
 
 Once BeforeInstall's checks passed and the target is chosen, ``start_soon`` starts the target's ``up`` in its own
 session (runtime/compose.start_soon, compose_exec.Detached), so that it runs on while the agent installs the
-revision and polls for the next event, and while ApplicationStart's interpreter starts: on a real host those are
-seconds the new JVMs already use. ApplicationStart's early claim (steps.claim_early) then waits for that ``up``
-instead of starting its own. Only when nothing between the two hooks can change what ``up`` starts
-(``start_blocker``). An ``up`` nobody collects is ended before its colour is removed (compose.remove_colour) or
-when ApplicationStart's claim chose otherwise (``end_uncollected``).
+revision and asks for the next event, and while ApplicationStart's interpreter starts. ApplicationStart's early
+claim (steps.claim_early) then waits for that ``up`` instead of starting its own. Only when nothing between the
+two hooks can change what ``up`` starts (``start_blocker``). It is not the default: on a 2-core host, through
+codedeploy-local (whose gap between the hooks is ~0.2-0.3 s), the start competes with ApplicationStart's own for
+the CPU and gains nothing (bench/agent_start_in.py); it pays where the agent's gap is long. An ``up`` nobody
+collects is ended before its colour is removed (compose.remove_colour) or when ApplicationStart's claim chose
+otherwise (``end_uncollected``).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ if TYPE_CHECKING:
 
 
 def start_blocker(cfg: Config) -> str | None:
-    """Why ApplicationStart, not BeforeInstall, starts a compose app's new colour (None: BeforeInstall may).
+    """Why ApplicationStart, not BeforeInstall, starts a compose app's new colour (None: BeforeInstall may:
+    compose/start_in asks for it and nothing stands in the way).
 
     BeforeInstall may when nothing the agent does between the two hooks can change what ``up`` starts: the
     appspec installs no files (``files:``) and runs no AfterInstall script, and no pull has to run first."""
@@ -51,7 +55,7 @@ def start_soon(ctx: Context, backend: Backend, target: Colour) -> None:
     """A compose app's target starts now (runtime/compose.start_soon) when ``start_blocker`` allows: its `up`
     runs on while the agent installs the revision and ApplicationStart's interpreter starts. A start that
     cannot be made is left to ApplicationStart (it says why)."""
-    if ctx.cfg.compose is None:
+    if ctx.cfg.compose is None or ctx.cfg.compose.start_in != "BeforeInstall":   # the default: not asked for
         return
     why = start_blocker(ctx.cfg)
     if why is not None:
