@@ -26,21 +26,18 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.jvm_timeline import new_colour_times
+from bench.jvm_timeline import jvm_bed, new_colour_times
 from bench.vs_deploy_sh import SlowClients, wait_retired
-from testbed import dockerd, jvm
+from testbed import jvm
 from testbed.bundle import bed_config, make_bundle, merge
-from testbed.compose import add_site, remove_projects
+from testbed.compose import remove_projects
 from testbed.load import Load
-from testbed.nginx import Nginx
-from testbed.ports import free_port
 
 VENV_BIN = str(Path(sys.executable).parent)
 MODES = ("BeforeInstall", "ApplicationStart")
@@ -79,15 +76,7 @@ def main() -> int:
     args = ap.parse_args()
     if not os.environ.get("CODEDEPLOY_LOCAL"):
         raise SystemExit("set CODEDEPLOY_LOCAL to the agent's codedeploy-local (../shared/codedeploy-agent/)")
-    daemon = dockerd.ensure_daemon()
-    os.environ["DOCKER_HOST"] = daemon.host
-    client = daemon.client()
-    base = jvm.ensure(client)
-    work = Path(tempfile.mkdtemp(prefix="bluegreen-bench-agent-start-in-"))
-    server = Nginx(work / "nginx").start()
-    ports = {s: (free_port(), free_port()) for s in ("web", "api", "worker")}
-    app, repo = f"as{uuid.uuid4().hex[:6]}", f"bgc-as{uuid.uuid4().hex[:6]}"
-    site = add_site(server, app, work / "backend-url.inc")
+    client, base, work, server, ports, app, repo, site = jvm_bed("agent-start-in", "as")
     state, root = work / "state", work / "agent"
     root.mkdir()
     results: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in MODES}

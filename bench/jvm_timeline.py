@@ -171,6 +171,20 @@ def step_lines(runs: list, t_start: float) -> list[str]:
     return [f"{t - t_start:7.2f} {e}: {text[:150]}" for t, e, text in lines]
 
 
+def jvm_bed(name: str, tag: str) -> tuple:
+    """The shared daemon, the JVM base image, a work folder, an nginx with the app's two-route site, free ports
+    per service and colour, and fresh app/image names: (client, base, work, server, ports, app, repo, site)."""
+    daemon = dockerd.ensure_daemon()
+    os.environ["DOCKER_HOST"] = daemon.host
+    client = daemon.client()
+    base = jvm.ensure(client)
+    work = Path(tempfile.mkdtemp(prefix=f"bluegreen-bench-{name}-"))
+    server = Nginx(work / "nginx").start()
+    ports = {s: (free_port(), free_port()) for s in ("web", "api", "worker")}
+    app, repo = f"{tag}{uuid.uuid4().hex[:6]}", f"bgc-{tag}{uuid.uuid4().hex[:6]}"
+    return client, base, work, server, ports, app, repo, add_site(server, app, work / "backend-url.inc")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deploys", type=int, default=3)
@@ -183,15 +197,7 @@ def main() -> int:
     ap.add_argument("--start-in", choices=("BeforeInstall", "ApplicationStart"), default=None,
                     help="compose/start_in for the deployments (default: the config's default)")
     args = ap.parse_args()
-    daemon = dockerd.ensure_daemon()
-    os.environ["DOCKER_HOST"] = daemon.host
-    client = daemon.client()
-    base = jvm.ensure(client)
-    work = Path(tempfile.mkdtemp(prefix="bluegreen-bench-jvm-timeline-"))
-    server = Nginx(work / "nginx").start()
-    ports = {s: (free_port(), free_port()) for s in ("web", "api", "worker")}
-    app, repo = f"jt{uuid.uuid4().hex[:6]}", f"bgc-jt{uuid.uuid4().hex[:6]}"
-    site = add_site(server, app, work / "backend-url.inc")
+    client, base, work, server, ports, app, repo, site = jvm_bed("jvm-timeline", "jt")
     state = work / "state"
     rows: list[dict[str, float]] = []
     mem: list[tuple[int, dict[str, int], dict[str, int]]] = []
