@@ -15,6 +15,10 @@ Definitions (printed with the figures):
 * **readiness**: from the moment Docker started the new colour's first container (``State.StartedAt``) to the
   moment its slowest JVM listens (the app's ``listening on`` line, timestamped by Docker's log): what the JVMs
   themselves need, which no deployment tool can shorten. The speed goal is deploy <= readiness + 1.5 s.
+* **readiness to answer**: the same, to the moment the last JVM can answer: a routed JVM's listening plus the
+  time its accepted health check took to be answered (the hook's ``answered in`` figure). A cold JVM's first
+  request loads Tomcat's request path (and a Spring app's dispatcher): that time is the app's too. A lower
+  bound: the check came after the JVM listened, which had warmed up meanwhile.
 * The steps between them come from the timestamps of the hooks (bench side), their lines (``[Event +s]``,
   placed on the wall clock from each hook's end), Docker's container start times and log timestamps, and the
   load's first answer from the new version (``traffic``).
@@ -54,7 +58,8 @@ from testbed.ports import free_port
 MIB = 1024 * 1024
 LABEL_PROJECT = "com.docker.compose.project"
 LINE = re.compile(r"\[(\w+) \+([\d.]+)s\] (.*)")
-LISTENING = re.compile(r"^(\S+) example jvm app \S+: listening on ")
+LISTENING = re.compile(r"^(\S+) example jvm app \S+: listening on \S+:(\d+) ")
+HEALTHY = re.compile(r" is healthy \(HTTP \d+ from [^:]+:(\d+)/\S* after [\d.]+s; answered in ([\d.]+)s\)")
 
 
 def wall(stamp: str) -> float:
@@ -128,14 +133,14 @@ def first(lines: list[tuple[float, str, str]], event: str, pattern: str, last: b
     return (hits[-1] if last else hits[0]) if hits else None
 
 
-def new_colour_times(client, project: str) -> tuple[float, float, float]:
-    """(first container started, last container started, slowest JVM listening) of a compose project."""
-    started, ready = [], []
+def new_colour_times(client, project: str) -> tuple[float, float, dict[int, float]]:
+    """(first container started, last container started, {port: when its JVM listened}) of a compose project."""
+    started, listens = [], {}
     for c in client.api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
         started.append(wall(client.api.inspect_container(c["Id"])["State"]["StartedAt"]))
         logs = client.api.logs(c["Id"], timestamps=True).decode("utf-8", "replace")
-        ready += [wall(m.group(1)) for m in map(LISTENING.match, logs.splitlines()) if m]
-    return min(started), max(started), max(ready)
+        listens.update((int(m.group(2)), wall(m.group(1))) for m in map(LISTENING.match, logs.splitlines()) if m)
+    return min(started), max(started), listens
 
 
 def timeline(runs: list, t_start: float, client, project: str, traffic: float | None) -> dict[str, float]:
@@ -145,7 +150,13 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
     up = first(lines, starter, r"^starting \S+ from ")   # BeforeInstall starts it detached, when it may
     healthy = first(lines, "ApplicationStart", r" is healthy \(", last=True)
     switched = first(lines, "ApplicationStart", r"^nginx now sends traffic to ")
-    c0, c1, ready = new_colour_times(client, project)
+    c0, c1, listens = new_colour_times(client, project)
+    ready = max(listens.values())
+    # a routed JVM can answer once it listens and has answered its first request (its health check's answer
+    # time, from the hook's line): a lower bound, since it was asked after it listened and had warmed up since
+    answers = {int(m.group(1)): float(m.group(2)) for _, e, text in lines if e == "ApplicationStart"
+               for m in [HEALTHY.search(text)] if m}
+    can_answer = max(at + answers.get(port, 0.0) for port, at in listens.items())
     end = spans["ValidateService"][1]
     out = {
         "ApplicationStop": spans["ApplicationStop"][1] - spans["ApplicationStop"][0],
@@ -160,8 +171,13 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
         "deploy": end - t_start,
         "(containers started over)": c1 - c0,
         "(first answer of the new version - slowest JVM listens)": (traffic - ready) if traffic else float("nan"),
+        "(the slowest health answer: a JVM's first request)": max(answers.values(), default=float("nan")),
+        "readiness to answer (1st container started -> the last JVM listens + answers its first request)":
+            can_answer - c0,
     }
     out["deploy - readiness"] = out["deploy"] - out["readiness (1st container started -> slowest JVM listens)"]
+    out["deploy - readiness to answer"] = out["deploy"] - out[
+        "readiness to answer (1st container started -> the last JVM listens + answers its first request)"]
     return out
 
 
@@ -254,6 +270,8 @@ def main() -> int:
           f"failed requests: {failed}")
     print("deploy: first hook's start (ApplicationStop) -> last hook's end (ValidateService), as the agent runs them")
     print("readiness: the new colour's first container started -> its slowest JVM listens (Docker's timestamps)")
+    print("readiness to answer: ... -> the last JVM that listens and has answered its first request (its health "
+          "answer's time from the hook's line, added to its listening; a lower bound)")
     print("| step | " + " | ".join(f"d-{i}" for i in range(1, len(rows) + 1)) + " | median |")
     print("|---|" + "---|" * (len(rows) + 1))
     for key in rows[0]:

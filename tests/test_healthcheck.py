@@ -96,9 +96,10 @@ def test_the_waits_of_one_hook_share_a_pass(docker_client, run_container, port, 
 # ------------------------------------------------------------- every routed service's port at once (wait_all)
 
 class _App:
-    """A loopback HTTP server answering 503 until ``ready`` is set, then 200; counts the requests it got."""
+    """A loopback HTTP server answering 503 until ``ready`` is set, then 200 (after ``delay`` s: a cold app's
+    slow first answer); counts the requests it got."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, delay: float = 0.0) -> None:
         import http.server
         import threading
 
@@ -108,6 +109,8 @@ class _App:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 app.requests += 1
+                if app.ready.is_set():
+                    threading.Event().wait(delay)   # the answer is slow, not late: the request is in flight
                 self.send_response(200 if app.ready.is_set() else 503)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -247,3 +250,19 @@ def test_an_answer_after_refusals_does_not_count_while_a_container_has_exited(tm
         if app is not None:
             app.close()
     assert sleeps == [health.QUICK]
+
+
+def test_the_healthy_line_says_how_long_the_accepted_answer_took(tmp_path):
+    """A JVM's first request loads its request path: the line says how long the answer that counted took (the
+    app's own time, apart from how long the hook waited), so a slow first answer is seen as the app's."""
+    app = _App(delay=0.4)
+    app.ready.set()
+    said: list[str] = []
+    try:
+        health.wait_healthy(_cfg(tmp_path, app.port, deadline=60), "blue", None, said.append, port=app.port)
+    finally:
+        app.close()
+    line = said[-1]
+    assert line.startswith(f"blue is healthy (HTTP 200 from 127.0.0.1:{app.port}/"), said
+    answered = float(line.rsplit("answered in ", 1)[1].rstrip("s)"))
+    assert 0.4 <= answered < 5, line

@@ -113,6 +113,7 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
     seen: dict[str, str] = {"last": "no attempt yet"}
     last_progress = [t0]
     watched = {"at": -WATCH_EVERY, "refused": False}
+    answered = [0.0]   # how long the accepted answer took: an app's first request is often its slowest
 
     def judge_containers() -> None:
         watched["at"] = time.monotonic()
@@ -124,12 +125,14 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
         looked = not (watched["refused"] and time.monotonic() - watched["at"] < WATCH_EVERY)
         if looked:
             judge_containers()
+        asked = time.monotonic()
         try:
             result = check_http(host, port, h.path, h.timeout, h.statuses)
         except NotHealthyYet as exc:
             watched["refused"] = isinstance(exc, Refused)
             seen["last"] = str(exc)
             raise
+        answered[0] = time.monotonic() - asked
         if not looked:   # nothing counts as healthy before its containers are judged
             judge_containers()
         return result
@@ -147,7 +150,8 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
         raise HealthCheckFailed(f"{colour} not healthy after {time.monotonic() - t0:.0f}s "
                                 f"(last: {exc}; health/deadline is {h.deadline:g}s)") from None
     seconds = time.monotonic() - t0
-    say(f"{colour} is healthy ({result} from {host}:{port}{h.path} after {seconds:.1f}s)")
+    say(f"{colour} is healthy ({result} from {host}:{port}{h.path} after {seconds:.1f}s; answered in "
+        f"{answered[0]:.2f}s)")
     return seconds
 
 
