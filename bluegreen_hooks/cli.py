@@ -17,7 +17,6 @@ import io
 import json
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,6 +121,8 @@ def _unexpected(exc: Exception, as_json: bool) -> int:
     """A bug: its traceback (re-raised without --json; with --json, printed, plus the one JSON object)."""
     if not as_json:
         raise exc
+    import traceback  # only for a bug: hooks start without it
+
     traceback.print_exc()
     json_error(f"unexpected {type(exc).__name__}: {exc}", 1)
     return 1

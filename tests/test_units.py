@@ -426,3 +426,23 @@ def test_a_colours_ports_are_its_first_routed_port_then_each_further_routed_serv
                        tmp_path / "bluegreen.toml")
     assert cfg.colour_port_keys("green") == [("colours/green", 8082), ("compose/routes/api/green", 9082)]
     assert cfg.colour_ports("blue") == [8081, 9081]
+
+
+def test_a_bug_in_an_event_prints_its_traceback_then_one_last_line(tmp_path):
+    """An exception that is not a HookError is a bug: the hook prints its traceback (imported only then), then
+    the one ERROR line naming it, and exits 1."""
+    import io
+
+    (tmp_path / "bluegreen.toml").write_text(
+        f'app = "bug"\n[container]\nimage = "bluegreen-base:busybox"\n[deploy]\nstate_dir = "{tmp_path / "state"}"\n')
+
+    def describe(*_args: object) -> list[str]:
+        raise RuntimeError("a bug in the planner")
+
+    out = io.StringIO()
+    assert runner.run_event("ApplicationStop", tmp_path, {}, out=out, describe=describe) == 1
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", lines
+    assert any('raise RuntimeError("a bug in the planner")' in ln for ln in lines), lines
+    assert lines[-1] == ("ERROR ApplicationStop: unexpected RuntimeError: a bug in the planner; see the traceback "
+                         "above"), lines

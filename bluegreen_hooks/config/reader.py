@@ -5,7 +5,6 @@ before a trailing newline, and a newline must never reach the nginx include or a
 """
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,8 @@ class Reader:
         self.file, self.table, self.prefix = file, table, prefix
         for key in table:
             if key not in known:
+                import difflib  # only for a refusal: hooks start without it
+
                 hint = difflib.get_close_matches(key, known, n=1) or [k for k in known if k.startswith(key)][:1]
                 extra = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
                 self.fail(key, f"unknown key{extra}")

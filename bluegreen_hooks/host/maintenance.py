@@ -25,7 +25,6 @@ against ``TOKEN``; addresses and names were checked by config/operability.py.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import os
 import re
@@ -91,6 +90,8 @@ def _quoted(text: str) -> str:
 
 def pages(message: str, retry_after: int) -> tuple[str, str]:
     """(HTML page, JSON document) for ``message`` (already checked)."""
+    import html  # only when a page is made: every hook imports this module
+
     esc = html.escape(message, quote=True)
     page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
             f"<body><h1>Down for maintenance</h1><p>{esc}</p><p>Please retry in {retry_after} seconds.</p>"

@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -126,6 +125,8 @@ def _run(event: str, bundle: Path, environ: Mapping[str, str], out: TextIO, desc
     except OSError as exc:   # disk full, read-only or unwritable folder: one line naming the file
         return _failed(event, os_error(exc), ctx, out, time.monotonic() - t0)
     except Exception as exc:
+        import traceback  # only for a bug: hooks start without it
+
         emit(out, traceback.format_exc().rstrip())
         if ctx is not None:
             audit(ctx, "failed", time.monotonic() - t0, repr(exc), end_deployment=True)
