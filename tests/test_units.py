@@ -446,3 +446,31 @@ def test_a_bug_in_an_event_prints_its_traceback_then_one_last_line(tmp_path):
     assert any('raise RuntimeError("a bug in the planner")' in ln for ln in lines), lines
     assert lines[-1] == ("ERROR ApplicationStop: unexpected RuntimeError: a bug in the planner; see the traceback "
                          "above"), lines
+
+
+def test_lines_said_from_many_threads_at_once_stay_whole(tmp_path):
+    """The routes' health waits say their lines from their own threads: every line reaches the output whole, one
+    per line (print's separate newline write let two run into one)."""
+    import io
+    import re
+    import sys
+    import threading
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads as often as possible: a torn line shows at once
+    try:
+        # unbuffered, as a hook's stdout is under PYTHONUNBUFFERED: every write is a system call (the GIL is let go)
+        with io.TextIOWrapper(open(tmp_path / "out.txt", "wb", buffering=0), write_through=True) as out:
+            say = runner.Reporter("ApplicationStart", out)
+            threads = [threading.Thread(target=lambda i=i: [say(f"route {i} line {j}") for j in range(300)])
+                       for i in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(old)
+    lines = (tmp_path / "out.txt").read_text().split("\n")
+    assert lines.pop() == ""
+    bad = [ln for ln in lines if not re.fullmatch(r"\[ApplicationStart \+\d+\.\d\ds\] route \d line \d+", ln)]
+    assert not bad and len(lines) == 6 * 300, bad[:3]

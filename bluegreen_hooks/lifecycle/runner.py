@@ -11,6 +11,7 @@ import hashlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,11 +41,17 @@ class Reporter:
         emit(self.stream, f"[{self.event} +{time.monotonic() - self.t0:.2f}s] {msg}")
 
 
+_EMITTING = threading.Lock()
+
+
 def emit(stream: TextIO, text: str) -> None:
-    """Print one line, flushed. A closed output is ignored: after its timeout the CodeDeploy agent sends
-    SIGTERM and closes its ends of our stdout/stderr at once, and the cleanup that follows must still run."""
-    with contextlib.suppress(OSError, ValueError):   # BrokenPipeError, or the stream was closed
-        print(text, file=stream, flush=True)
+    """Print one line, flushed, whole: one write under a lock, as the routes' health waits say things from their
+    own threads at the same moment (``print`` writes the text and its newline apart: two lines could run into
+    one). A closed output is ignored: after its timeout the CodeDeploy agent sends SIGTERM and closes its ends
+    of our stdout/stderr at once, and the cleanup that follows must still run."""
+    with _EMITTING, contextlib.suppress(OSError, ValueError):   # BrokenPipeError, or the stream was closed
+        stream.write(text + "\n")
+        stream.flush()
 
 
 def deployment_id_from(environ: Mapping[str, str], bundle: Path) -> str:
