@@ -266,3 +266,66 @@ def test_the_healthy_line_says_how_long_the_accepted_answer_took(tmp_path):
     assert line.startswith(f"blue is healthy (HTTP 200 from 127.0.0.1:{app.port}/"), said
     answered = float(line.rsplit("answered in ", 1)[1].rstrip("s)"))
     assert 0.4 <= answered < 5, line
+
+
+# ------------------------------------------ the app answers, another container's HEALTHCHECK still says starting
+
+_STARTING = [{"Name": "/hc-worker", "State": {"Status": "running", "Health": {"Status": "starting"}},
+              "RestartCount": 0}]
+
+
+def test_an_answering_app_is_asked_first_and_a_starting_container_looked_at_every_starting_s(tmp_path):
+    """The app's port is asked before the containers are looked at (a JVM that listens gets its slow first request
+    while the unrouted worker still starts, not after); while the worker's early HEALTHCHECK run fails, the next
+    attempt comes after STARTING s, not the growing wait; it counts once the run passes."""
+    app = _App()
+    app.ready.set()
+    checks: list[int] = []
+    sleeps: list[float] = []
+
+    def check_now(attrs: dict) -> bool:
+        checks.append(app.requests)   # how many requests the app had had when the worker was checked
+        return len(checks) > 3
+    try:
+        health.wait_healthy(_cfg(tmp_path, app.port, deadline=60), "blue", lambda: _STARTING, lambda _: None,
+                            sleep=sleeps.append, port=app.port, check_now=check_now)
+    finally:
+        app.close()
+    assert sleeps == [health.STARTING] * 3, sleeps
+    assert checks == [1, 2, 3, 4], checks   # each look came after that attempt's request
+
+
+def test_the_routes_share_a_starting_containers_early_run(docker_client, run_container, port, tmp_path):
+    """Four routes wait for one colour whose worker's HEALTHCHECK fails until a file appears: the routes' threads
+    share its early runs (one at a time, a failure younger than EarlyChecks.REUSE s is their answer too), so
+    they run it at most once per REUSE s, not once per route; every route was asked meanwhile, and all are
+    healthy once the check passes."""
+    import threading
+    import time
+
+    from bluegreen_hooks.runtime.healthcheck import early_checks
+
+    cont = _server(run_container, docker_client, port, ["CMD-SHELL", "echo run >> /w/runs && test -e /w/go"])
+    apps = [_App() for _ in range(4)]
+    for a in apps:
+        a.ready.set()
+    watch = lambda: [docker_client.api.inspect_container(cont.id)]  # noqa: E731
+    out: dict[str, object] = {}
+    t = threading.Thread(target=lambda: out.update(seconds=health.wait_all(
+        _cfg(tmp_path, apps[0].port, deadline=60), "blue", [a.port for a in apps], watch, lambda _: None,
+        check_now=early_checks(docker_client))))
+    try:
+        t0 = time.monotonic()
+        t.start()
+        wait_for(lambda: all(a.requests >= 2 for a in apps), what="every route asked twice while the worker starts")
+        runs = cont.exec_run(["cat", "/w/runs"]).output.decode().split()
+        elapsed = time.monotonic() - t0
+        assert t.is_alive() and "seconds" not in out
+        assert 1 <= len(runs) <= 1 + elapsed / EarlyChecks.REUSE, (len(runs), elapsed)
+        cont.exec_run(["touch", "/w/go"])
+        t.join(timeout=30)
+        assert not t.is_alive() and isinstance(out["seconds"], float)
+    finally:
+        for a in apps:
+            a.close()
+    assert _docker_health(docker_client, cont) == "starting"   # the pass was our early run's

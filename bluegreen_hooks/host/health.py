@@ -4,8 +4,9 @@
 status, the deadline passes, or the container exits or restarts (fail fast: no waiting out the
 deadline for a dead container). When the image has a Docker HEALTHCHECK, Docker must also report it
 ``healthy``, or its check, run by us at once while Docker still says ``starting``, must pass. Waits
-start at ``health/interval`` and double up to ``health/max_interval``; a progress line is printed every
-few seconds.
+start at ``health/interval`` and double up to ``health/max_interval``, except after a refused connection
+(``QUICK``) and while the app answers but a HEALTHCHECK still says starting (``STARTING``); a progress line
+is printed every few seconds.
 """
 from __future__ import annotations
 
@@ -37,8 +38,16 @@ class Refused(NotHealthyYet):
     a JVM that starts to listen is seen within ~50 ms."""
 
 
+class Starting(NotHealthyYet):
+    """The app answers, but a container's Docker HEALTHCHECK says starting and its early run (``check_now``)
+    failed: typically a service nginx does not route to (a worker) that listens last. Its next look comes after
+    ``STARTING`` s, not the growing wait (up to ``health/max_interval``): the early run is one exec in the
+    container, shared by the routes' waits (runtime/healthcheck.EarlyChecks), so at most one every ~STARTING s."""
+
+
 QUICK = 0.05          # the wait after a refused connection
 WATCH_EVERY = 0.5     # while the port refuses, how often the containers are looked at (exits, Docker health)
+STARTING = 0.2        # the wait while the app answers and a container's HEALTHCHECK still says starting
 
 
 def check_http(host: str, port: int, path: str, timeout: float, statuses: tuple[int, ...]) -> str:
@@ -90,8 +99,11 @@ def _judge(colour: Colour, attrs_list: list[dict[str, Any]], check_now: Callable
         name = attrs.get("Name", "").lstrip("/") or colour
         if fatal:
             raise HealthCheckFailed(f"{colour} ({name}): {fatal} before it got healthy")
-        if docker_health == "starting" and check_now is not None and check_now(attrs):
-            continue
+        if docker_health == "starting" and check_now is not None:
+            if check_now(attrs):
+                continue
+            seen["last"] = f"Docker HEALTHCHECK of {name} says starting (and fails when run now)"
+            raise Starting(seen["last"])
         if docker_health in ("starting", "unhealthy"):
             seen["last"] = f"Docker HEALTHCHECK of {name} says {docker_health}"
             raise NotHealthyYet(seen["last"])
@@ -112,29 +124,28 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
     t0 = time.monotonic()
     seen: dict[str, str] = {"last": "no attempt yet"}
     last_progress = [t0]
-    watched = {"at": -WATCH_EVERY, "refused": False}
+    looked_at = [-WATCH_EVERY]
     answered = [0.0]   # how long the accepted answer took: an app's first request is often its slowest
 
     def judge_containers() -> None:
-        watched["at"] = time.monotonic()
+        looked_at[0] = time.monotonic()
         if watch is not None:
             _judge(colour, watch(), check_now, seen)
 
     def attempt() -> str:
-        # while the port refuses, the quick attempts skip the containers between looks (WATCH_EVERY)
-        looked = not (watched["refused"] and time.monotonic() - watched["at"] < WATCH_EVERY)
-        if looked:
-            judge_containers()
+        # The port first: a JVM that listens gets its first (slow) request while another container is still
+        # starting, not after. Then the containers: at every attempt, except while the port refuses (only
+        # every WATCH_EVERY s then), and always before an answer counts.
         asked = time.monotonic()
         try:
             result = check_http(host, port, h.path, h.timeout, h.statuses)
         except NotHealthyYet as exc:
-            watched["refused"] = isinstance(exc, Refused)
+            if not isinstance(exc, Refused) or time.monotonic() - looked_at[0] >= WATCH_EVERY:
+                judge_containers()   # a dead container fails the wait now; one still starting says so
             seen["last"] = str(exc)
             raise
         answered[0] = time.monotonic() - asked
-        if not looked:   # nothing counts as healthy before its containers are judged
-            judge_containers()
+        judge_containers()
         return result
 
     def progress(state: RetryCallState) -> None:
@@ -143,9 +154,10 @@ def wait_healthy(cfg: Config, colour: Colour, watch: Callable[[], list[dict[str,
             last_progress[0] = now
             say(f"waiting for {colour} to get healthy: {now - t0:.0f}s of {h.deadline:.0f}s, last: {seen['last']}")
 
+    quick = ((Refused, min(QUICK, h.interval)), (Starting, min(STARTING, h.max_interval)))
     try:
         result = retrying(on=NotHealthyYet, timeout=h.deadline, interval=h.interval, max_interval=h.max_interval,
-                          before_sleep=progress, sleep=sleep, quick=(Refused, min(QUICK, h.interval)))(attempt)
+                          before_sleep=progress, sleep=sleep, quick=quick)(attempt)
     except NotHealthyYet as exc:
         raise HealthCheckFailed(f"{colour} not healthy after {time.monotonic() - t0:.0f}s "
                                 f"(last: {exc}; health/deadline is {h.deadline:g}s)") from None

@@ -8,6 +8,7 @@ skip its sleeps (attempts still run until the deadline), for unit tests of pure 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union
 
 if TYPE_CHECKING:
@@ -57,20 +58,24 @@ def _guarded(sleep: Callable[[float], None]) -> Callable[[float], None]:
 def retrying(*, on: ExcTypes, timeout: float, interval: float = 0.05, max_interval: float = 0.5,
              before_sleep: Callable[[RetryCallState], Any] | None = None,
              sleep: Callable[[float], None] = time.sleep,
-             quick: tuple[ExcTypes, float] | None = None) -> Retrying:
+             quick: Sequence[tuple[ExcTypes, float]] = ()) -> Retrying:
     """A tenacity policy: retry ``on`` these exceptions until ``timeout`` seconds; reraise the last one.
 
-    ``quick`` = (exception types, seconds): after an attempt that raised one of those, the wait is that short
-    one instead of the exponential one (e.g. a refused connection: asking again costs the other side nothing)."""
+    ``quick``: (exception types, seconds) pairs, the first match wins: after an attempt that raised one of those,
+    the wait is that fixed one instead of the exponential one (e.g. a refused connection: asking again costs the
+    other side nothing)."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
     wait: Callable[[RetryCallState], float] = wait_exponential(multiplier=interval, max=max_interval)
-    if quick is not None:
-        slow, (types, seconds) = wait, quick
+    if quick:
+        slow, pairs = wait, tuple(quick)
 
         def wait(state: RetryCallState) -> float:
             failed = state.outcome.exception() if state.outcome is not None else None
-            return seconds if isinstance(failed, types) else slow(state)
+            for types, seconds in pairs:
+                if isinstance(failed, types):
+                    return seconds
+            return slow(state)
     return Retrying(stop=stop_after_delay(timeout), wait=wait, retry=retry_if_exception_type(on),
                     before_sleep=before_sleep, reraise=True, sleep=_guarded(_no_sleep if _testing["on"] else sleep))
 
