@@ -154,8 +154,12 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
     ready = max(listens.values())
     # a routed JVM can answer once it listens and has answered its first request (its health check's answer
     # time, from the hook's line): a lower bound, since it was asked after it listened and had warmed up since
-    answers = {int(m.group(1)): float(m.group(2)) for _, e, text in lines if e == "ApplicationStart"
-               for m in [HEALTHY.search(text)] if m}
+    seen = {int(m.group(1)): (t, float(m.group(2))) for t, e, text in lines if e == "ApplicationStart"
+            for m in [HEALTHY.search(text)] if m}
+    answers = {port: answer for port, (_, answer) in seen.items()}
+    # the hook's own lag: from a routed JVM listening to the accepted health request being sent (seen - answer)
+    lag = max((t - answer - listens[port] for port, (t, answer) in seen.items() if port in listens),
+              default=float("nan"))
     can_answer = max(at + answers.get(port, 0.0) for port, at in listens.items())
     end = spans["ValidateService"][1]
     out = {
@@ -172,6 +176,7 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
         "(containers started over)": c1 - c0,
         "(first answer of the new version - slowest JVM listens)": (traffic - ready) if traffic else float("nan"),
         "(the slowest health answer: a JVM's first request)": max(answers.values(), default=float("nan")),
+        "(a routed JVM listens -> its accepted health request sent, the longest)": lag,
         "readiness to answer (1st container started -> the last JVM listens + answers its first request)":
             can_answer - c0,
     }
@@ -181,10 +186,13 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
     return out
 
 
-def step_lines(runs: list, t_start: float) -> list[str]:
-    """The deployment's hook lines on one clock (seconds from its start), for the record."""
+def step_lines(runs: list, t_start: float, client, project: str) -> list[str]:
+    """The deployment's hook lines and its JVMs' ``listening`` (Docker's log times) on one clock (seconds from its
+    start), for the record."""
     _, lines = hook_lines(runs, t_start)
-    return [f"{t - t_start:7.2f} {e}: {text[:150]}" for t, e, text in lines]
+    _, _, listens = new_colour_times(client, project)
+    lines += [(at, "JVM", f"listening on :{port}") for port, at in listens.items()]
+    return [f"{t - t_start:7.2f} {e}: {text[:150]}" for t, e, text in sorted(lines)]
 
 
 def jvm_bed(name: str, tag: str) -> tuple:
@@ -249,7 +257,8 @@ def main() -> int:
         rows.append(timeline(runs, t_start, client, f"{app}-{target}", traffic))
         mem.append((sampler.peak_sum, sampler.at_peak, sampler.peak))
         if args.lines:
-            print(f"--- d-{i} (load average {loads[-1]:.2f})\n" + "\n".join(step_lines(runs, t_start)))
+            print(f"--- d-{i} (load average {loads[-1]:.2f})")
+            print("\n".join(step_lines(runs, t_start, client, f"{app}-{target}")))
         wait_retired(state, app)
 
     try:
