@@ -18,7 +18,8 @@ Definitions (printed with the figures):
 * **readiness to answer**: the same, to the moment the last JVM can answer: a routed JVM's listening plus the
   time its accepted health check took to be answered (the hook's ``answered in`` figure). A cold JVM's first
   request loads Tomcat's request path (and a Spring app's dispatcher): that time is the app's too. A lower
-  bound: the check came after the JVM listened, which had warmed up meanwhile.
+  bound: the accepted check came after the JVM listened (and, while the unrouted worker still started, after
+  the JVM's first request: a warm answer then).
 * The steps between them come from the timestamps of the hooks (bench side), their lines (``[Event +s]``,
   placed on the wall clock from each hook's end), Docker's container start times and log timestamps, and the
   load's first answer from the new version (``traffic``).
@@ -152,14 +153,11 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
     switched = first(lines, "ApplicationStart", r"^nginx now sends traffic to ")
     c0, c1, listens = new_colour_times(client, project)
     ready = max(listens.values())
-    # a routed JVM can answer once it listens and has answered its first request (its health check's answer
-    # time, from the hook's line): a lower bound, since it was asked after it listened and had warmed up since
-    seen = {int(m.group(1)): (t, float(m.group(2))) for t, e, text in lines if e == "ApplicationStart"
-            for m in [HEALTHY.search(text)] if m}
-    answers = {port: answer for port, (_, answer) in seen.items()}
-    # the hook's own lag: from a routed JVM listening to the accepted health request being sent (seen - answer)
-    lag = max((t - answer - listens[port] for port, (t, answer) in seen.items() if port in listens),
-              default=float("nan"))
+    # a routed JVM can answer once it listens and has answered a request (the accepted health check's answer
+    # time, from the hook's line): a lower bound, since that request came after it listened (and after its first
+    # one, when a worker still started: the accepted answer is then a warm one)
+    answers = {int(m.group(1)): float(m.group(2)) for _, e, text in lines if e == "ApplicationStart"
+               for m in [HEALTHY.search(text)] if m}
     can_answer = max(at + answers.get(port, 0.0) for port, at in listens.items())
     end = spans["ValidateService"][1]
     out = {
@@ -175,8 +173,7 @@ def timeline(runs: list, t_start: float, client, project: str, traffic: float | 
         "deploy": end - t_start,
         "(containers started over)": c1 - c0,
         "(first answer of the new version - slowest JVM listens)": (traffic - ready) if traffic else float("nan"),
-        "(the slowest health answer: a JVM's first request)": max(answers.values(), default=float("nan")),
-        "(a routed JVM listens -> its accepted health request sent, the longest)": lag,
+        "(the slowest accepted health answer)": max(answers.values(), default=float("nan")),
         "readiness to answer (1st container started -> the last JVM listens + answers its first request)":
             can_answer - c0,
     }
