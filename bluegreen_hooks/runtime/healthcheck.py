@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from bluegreen_hooks.host.health import STARTING
 from bluegreen_hooks.host.wait import poll
 
 MAX_TIMEOUT = 10.0       # seconds one early run may take, whatever the check's own timeout
@@ -40,7 +41,7 @@ class EarlyChecks:
     than ``REUSE`` s ago is their answer too, so a starting container costs one exec per ~REUSE s however
     many routes wait for it (each exec costs Docker ~20-60 ms of CPU, taken from the JVMs still starting)."""
 
-    REUSE = 0.2
+    REUSE = STARTING   # the health wait's step while a HEALTHCHECK says starting: one run per step
 
     def __init__(self, client: Any) -> None:
         self.client = client
